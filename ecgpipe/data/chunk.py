@@ -1,0 +1,79 @@
+"""Cut recordings' spectrograms into fixed-size chunks of consecutive windows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ecgpipe.data.balance import oversample
+from ecgpipe.data.card import class_counts
+from ecgpipe.data.store import PREPROCESSING_FILE, SPECTRA_FILE, read_records, split_rows
+from ecgpipe.io import atomic_dir, load_tensors, read_json, write_json
+from ecgpipe.params import ChunkParams
+
+
+def chunk_positions(rows: torch.Tensor, windows: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For recordings ``rows`` with ``windows`` valid windows each: (row, start window) of every chunk.
+
+    Each recording gives ``windows // size`` non-overlapping chunks from its start, the
+    remainder dropped, in the order of ``rows`` (the notebook's ``ChunkedDataset``).
+    """
+    per_record = windows[rows] // size
+    chunk_rows = torch.repeat_interleave(rows, per_record)
+    # position of each chunk inside its recording: 0, 1, 2, ... restarting at every recording
+    first = torch.cumsum(per_record, 0) - per_record
+    within = torch.arange(len(chunk_rows)) - torch.repeat_interleave(first, per_record)
+    return chunk_rows, within * size
+
+
+def gather_windows(spectra: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, size: int) -> torch.Tensor:
+    """``spectra[rows[i], starts[i]:starts[i]+size]`` for every i, as one (n, size, bins) tensor."""
+    steps = starts[:, None] + torch.arange(size)[None, :]
+    return spectra[rows[:, None], steps]
+
+
+def run_chunk(
+    params: ChunkParams, spectrogram_dir: Path, split_path: Path, balance_path: Path, out_dir: Path, metrics_path: Path
+) -> dict:
+    """The `chunk` stage: ``<split>.pt`` per split in ``out_dir``, and record and chunk counts as metrics.
+
+    Each file holds ``chunks`` (n, size, bins), their ``labels``, ``records`` (row into the
+    spectrogram tensors) and ``starts`` (first window), and ``balanced``: indices into the
+    chunks, oversampled so every class has as many (the notebook's balanced chunk set).
+    """
+    table = read_records(spectrogram_dir)
+    class_names = read_json(spectrogram_dir / PREPROCESSING_FILE)["classes"]
+    rows = split_rows(table, read_json(split_path))
+    balanced_rows = read_json(balance_path)
+    data = load_tensors(spectrogram_dir / SPECTRA_FILE)
+    spectra, windows, labels = data["spectra"], data["windows"], data["labels"]
+    rng = np.random.default_rng(params.seed)
+    card, outputs = {}, {}
+    for name, split_row in rows.items():
+        if len(split_row) == 0:  # no test split unless params ask for one
+            continue
+        split_row = torch.from_numpy(split_row)
+        chunk_rows, starts = chunk_positions(split_row, windows, params.size)
+        chunk_labels = labels[chunk_rows]
+        # balanced again after chunking, as the notebook: longer recordings give more chunks
+        balanced = torch.from_numpy(oversample(chunk_labels.numpy(), rng))
+        outputs[name] = {
+            "chunks": gather_windows(spectra, chunk_rows, starts, params.size),
+            "labels": chunk_labels,
+            "records": chunk_rows,
+            "starts": starts,
+            "balanced": balanced,
+        }
+        card[name] = {
+            "records": class_counts(labels[split_row].numpy(), class_names),
+            **({"balanced_records": class_counts(labels[balanced_rows[name]].numpy(), class_names)}
+               if name in balanced_rows else {}),
+            "chunks": class_counts(chunk_labels.numpy(), class_names),
+            "balanced_chunks": class_counts(chunk_labels[balanced].numpy(), class_names),
+        }
+    with atomic_dir(out_dir) as tmp:
+        for name, tensors in outputs.items():
+            torch.save(tensors, tmp / f"{name}.pt")
+    write_json(metrics_path, card)
+    return card

@@ -1,0 +1,117 @@
+"""CinC 2017 records: the reference labels and the single-lead signals in MATLAB v4 files."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from ecgpipe.params import KNOWN_LABELS
+
+REFERENCE_FILE = "REFERENCE.csv"
+SAMPLING_RATE_HZ = 300  # every CinC 2017 recording
+
+
+class RecordError(ValueError):
+    """A record or the reference file is missing or unreadable."""
+
+
+def parse_reference(text: str, source: str) -> dict[str, str]:
+    """Parse ``REFERENCE.csv`` (``A00001,N`` per line, no header) into record id -> label."""
+    labels: dict[str, str] = {}
+    for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row:
+            continue
+        if len(row) != 2 or not row[0].strip():
+            raise RecordError(f"{source}: line {line_no}: expected 'record,label', got {','.join(row)!r}")
+        record, label = row[0].strip(), row[1].strip()
+        if label not in KNOWN_LABELS:
+            raise RecordError(
+                f"{source}: line {line_no}: record {record} has label {label!r}, expected one of {list(KNOWN_LABELS)}"
+            )
+        if record in labels:
+            raise RecordError(f"{source}: line {line_no}: record {record} is listed twice")
+        labels[record] = label
+    if not labels:
+        raise RecordError(f"{source}: no records listed")
+    return labels
+
+
+def read_reference(records_dir: str | Path) -> dict[str, str]:
+    path = Path(records_dir) / REFERENCE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecordError(f"{path}: missing (every CinC 2017 records folder has one)") from None
+    return parse_reference(text, str(path))
+
+
+def read_signal(path: str | Path) -> np.ndarray:
+    """One recording as a 1-D array of its samples (int16 in the CinC files)."""
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(path)
+    except FileNotFoundError:
+        raise RecordError(f"{path}: record file missing") from None
+    except Exception as exc:  # scipy raises many kinds for a damaged file
+        raise RecordError(f"{path}: not a readable MATLAB record ({type(exc).__name__}: {exc})") from None
+    val = mat.get("val")
+    if not isinstance(val, np.ndarray) or val.ndim != 2 or val.shape[0] != 1 or val.shape[1] == 0:
+        shape = getattr(val, "shape", None)
+        raise RecordError(f"{path}: expected a variable 'val' of shape (1, samples), got {shape}")
+    if not np.issubdtype(val.dtype, np.number) or np.issubdtype(val.dtype, np.complexfloating):
+        raise RecordError(f"{path}: expected real samples, got dtype {val.dtype}")
+    signal = val[0]
+    if signal.dtype.kind == "f" and not np.isfinite(signal).all():
+        raise RecordError(f"{path}: samples are not all finite")
+    return signal
+
+
+@dataclass
+class Recordings:
+    """Selected recordings, zero-padded to one length, in record-id order."""
+
+    signals: np.ndarray  # (n, max_length), the files' own dtype (int16): half of float32's memory
+    lengths: np.ndarray  # (n,) samples before padding
+    labels: np.ndarray  # (n,) class index into ``class_names``
+    record_ids: list[str]
+    class_names: list[str]
+
+
+def load_recordings(
+    records_dir: str | Path, classes: list[str], min_length: int, max_length: int
+) -> Recordings:
+    """Load the recordings of ``classes`` with at least ``min_length`` samples, padded to ``max_length``.
+
+    The order is the sorted record ids, as the notebook's sorted ``glob``.
+    """
+    records_dir = Path(records_dir)
+    reference = read_reference(records_dir)
+    chosen = sorted(r for r, label in reference.items() if label in classes)
+    signals: list[np.ndarray] = []
+    kept: list[str] = []
+    for record in chosen:
+        signal = read_signal(records_dir / f"{record}.mat")
+        if len(signal) < min_length:
+            continue
+        if len(signal) > max_length:
+            raise RecordError(
+                f"{records_dir / record}.mat: {len(signal)} samples, more than spectrogram.max_length "
+                f"({max_length}); raise max_length"
+            )
+        signals.append(signal)
+        kept.append(record)
+    if not kept:
+        raise RecordError(f"{records_dir}: no recording of classes {classes} has >= {min_length} samples")
+    dtype = np.result_type(*{s.dtype for s in signals})
+    padded = np.zeros((len(signals), max_length), dtype=dtype)
+    lengths = np.empty(len(signals), dtype=np.int64)
+    for i, signal in enumerate(signals):
+        padded[i, : len(signal)] = signal
+        lengths[i] = len(signal)
+    index = {label: i for i, label in enumerate(classes)}
+    labels = np.array([index[reference[r]] for r in kept], dtype=np.int64)
+    return Recordings(padded, lengths, labels, kept, list(classes))

@@ -1,0 +1,60 @@
+"""Split recordings (not chunks) into train / validation / test, so no recording is in two sets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ecgpipe.data.store import read_records
+from ecgpipe.io import write_json
+from ecgpipe.params import SplitParams
+
+SPLITS = ("train", "val", "test")
+
+
+def _cut(perm: np.ndarray, train: float, test: float) -> dict[str, np.ndarray]:
+    # int() truncation as the notebook's ``int(0.8 * len(data))``; validation takes the rest.
+    n_train, n_test = int(train * len(perm)), int(test * len(perm))
+    n_val = len(perm) - n_train - n_test
+    return {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
+
+
+def split_indices(
+    labels: np.ndarray, train: float, val: float, test: float = 0.0, seed: int = 12345, stratify: bool = False
+) -> dict[str, np.ndarray]:
+    """Indices of ``labels`` per split, in random order; deterministic for a seed.
+
+    Unstratified, this is ``torch.utils.data.random_split`` after ``torch.manual_seed(seed)``
+    (a ``randperm`` from that seed), which reproduces the notebook's split exactly. Stratified,
+    each class is permuted and cut by the same fractions.
+    """
+    del val  # the rest after train and test; params validation guarantees the sum is 1
+    generator = torch.Generator().manual_seed(seed)
+    if not stratify:
+        perm = torch.randperm(len(labels), generator=generator).numpy()
+        return _cut(perm, train, test)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        perm = members[torch.randperm(len(members), generator=generator).numpy()]
+        for name, idx in _cut(perm, train, test).items():
+            parts[name].append(idx)
+    order = torch.Generator().manual_seed(seed + 1)  # interleave the classes
+    out = {}
+    for name, chunks in parts.items():
+        idx = np.concatenate(chunks)
+        out[name] = idx[torch.randperm(len(idx), generator=order).numpy()]
+    return out
+
+
+def run_split(params: SplitParams, spectrogram_dir: Path, out_path: Path) -> dict[str, list[str]]:
+    """The `split` stage: record ids per split, written as JSON."""
+    table = read_records(spectrogram_dir)
+    parts = split_indices(
+        table["class_index"].to_numpy(), params.train, params.val, params.test, params.seed, params.stratify
+    )
+    ids = table["record"].to_numpy()
+    split = {name: ids[idx].tolist() for name, idx in parts.items()}
+    write_json(out_path, split)
+    return split

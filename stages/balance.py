@@ -1,0 +1,7 @@
+"""DVC stage `balance`: oversampled record indices of the training and validation splits."""
+from ecgpipe.data.balance import run_balance
+from ecgpipe.stage import run_stage
+
+if __name__ == "__main__":
+    run_stage(__doc__, ["spectrogram", "split", "out"],
+              lambda p, a: run_balance(p.balance, a.spectrogram, a.split, a.out))

@@ -1,0 +1,7 @@
+"""DVC stage `split`: record ids per split (train / val / optional test), disjoint and seeded."""
+from ecgpipe.data.split import run_split
+from ecgpipe.stage import run_stage
+
+if __name__ == "__main__":
+    run_stage(__doc__, ["spectrogram", "out"],
+              lambda p, a: run_split(p.split, a.spectrogram, a.out))
