@@ -52,10 +52,10 @@ def read_reference(records_dir: str | Path) -> dict[str, str]:
 def read_signal(path: str | Path) -> np.ndarray:
     """One recording as a 1-D array of its samples (int16 in the CinC files)."""
     path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: record file missing")
     try:
         mat = scipy.io.loadmat(path)
-    except FileNotFoundError:
-        raise RecordError(f"{path}: record file missing") from None
     except Exception as exc:  # scipy raises many kinds for a damaged file
         raise RecordError(f"{path}: not a readable MATLAB record ({type(exc).__name__}: {exc})") from None
     val = mat.get("val")

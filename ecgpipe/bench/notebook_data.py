@@ -1,10 +1,10 @@
 """The reference notebook's own data preparation, timed: the baseline for `ecgpipe bench data`.
 
-This is a transcription of the course notebook's cells 2, 5, 8, 9 and 10 (load, spectrogram,
-random split, balance, chunk), kept only so that anyone can time it next to ecgpipe on the
-same machine. The pipeline never imports it.
+A transcription of the course notebook's cells 2, 5, 8, 9 and 10 (load, spectrogram, random
+split, balance, chunk), kept only so that `ecgpipe bench data --notebook` can time it next to
+ecgpipe on the same machine. The pipeline never uses it. By hand:
 
-    python benchmarks/notebook_data.py DIR_WITH_EXTRACTED_training2017 [--json PATH]
+    python -m ecgpipe.bench.notebook_data DIR_WITH_EXTRACTED_RECORDS [--json PATH]
 """
 import argparse
 import csv
@@ -123,7 +123,7 @@ def main():
                    "balanced_train": len(train_bal), "balanced_val": len(val_bal),
                    "chunks_train": len(chunk_train), "chunks_val": len(chunk_val)},
     }
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -1,0 +1,60 @@
+import pytest
+import yaml
+
+from ecgpipe.params import ParamsError, load_params, parse_params
+from tests.conftest import ROOT
+
+
+def test_project_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.spectrogram.classes == ["N", "A"]
+    assert (params.spectrogram.nperseg, params.spectrogram.noverlap) == (32, 4)
+    assert params.chunk.size == 40
+    assert params.split.train == 0.8 and params.split.seed == 12345
+
+
+def test_four_classes_accepted(small_params):
+    small_params["spectrogram"]["classes"] = ["N", "A", "O", "~"]
+    assert parse_params(small_params).spectrogram.classes == ["N", "A", "O", "~"]
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("chunk", "size", -40, "chunk.size: expected a positive number of windows, got -40"),
+        ("chunk", "size", "40", "chunk.size: expected an integer, got '40'"),
+        ("spectrogram", "noverlap", 32, "spectrogram.noverlap: expected 0 <= noverlap < nperseg (32), got 32"),
+        ("spectrogram", "classes", ["N", "X"], "spectrogram.classes: expected labels from ['N', 'A', 'O', '~'], got 'X'"),
+        ("spectrogram", "stats_dtype", "float16", "spectrogram.stats_dtype: expected one of 'float32', 'float64'"),
+        ("split", "test", 0.1, "split.train + split.val + split.test: expected fractions that sum to 1, got 1.1"),
+        ("split", "stratify", "yes", "split.stratify: expected true or false, got 'yes'"),
+        ("download", "sha256", "abc", "download.sha256: expected null or 64 hexadecimal digits"),
+    ],
+)
+def test_invalid_values_name_the_key(small_params, section, key, value, message):
+    small_params[section][key] = value
+    with pytest.raises(ParamsError) as info:
+        parse_params(small_params)
+    assert message in str(info.value)
+
+
+def test_unknown_and_missing_keys(small_params):
+    small_params["chunk"]["sise"] = 40
+    with pytest.raises(ParamsError, match=r"chunk\.sise: expected one of the known keys \['seed', 'size'\]"):
+        parse_params(small_params)
+    del small_params["chunk"]["sise"], small_params["chunk"]["size"]
+    with pytest.raises(ParamsError, match=r"chunk\.size: missing \(expected int\)"):
+        parse_params(small_params)
+    del small_params["chunk"]
+    with pytest.raises(ParamsError, match=r"params: chunk: missing"):
+        parse_params(small_params)
+
+
+def test_file_errors_name_the_file(tmp_path, small_params):
+    with pytest.raises(ParamsError, match="no such parameters file"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "params.yaml"
+    small_params["split"]["seed"] = 1.5
+    bad.write_text(yaml.safe_dump(small_params))
+    with pytest.raises(ParamsError, match=rf"{bad}: params: split.seed: expected an integer, got 1.5"):
+        load_params(bad)
