@@ -120,6 +120,57 @@ class ChunkParams:
             _fail(f"{key}.size", "a positive number of windows", self.size)
 
 
+LOADERS = ("chunked", "random_chunk")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """Settings shared by every experiment."""
+
+    batch_size: int = 192
+    eval_batch_size: int = 4096  # evaluation only: memory, not results
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
+    seed: int = 12345
+
+    def validate(self, key: str) -> None:
+        if self.batch_size < 1:
+            _fail(f"{key}.batch_size", "a positive integer", self.batch_size)
+        if self.eval_batch_size < 1:
+            _fail(f"{key}.eval_batch_size", "a positive integer", self.eval_batch_size)
+        if not (self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            _fail(f"{key}.device", "auto, cpu, cuda or cuda:N", self.device)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentParams:
+    """One training run: a registered model, a loader, its epochs and learning rate."""
+
+    model: str
+    loader: Literal["chunked", "random_chunk"]
+    epochs: int
+    lr: float
+
+    def validate(self, key: str) -> None:
+        from ecgpipe.models import list_models  # the registry is the list of valid names
+
+        if self.model not in list_models():
+            _fail(f"{key}.model", f"one of {list_models()}", self.model)
+        if self.epochs < 1:
+            _fail(f"{key}.epochs", "a positive integer", self.epochs)
+        if not self.lr > 0:
+            _fail(f"{key}.lr", "a positive learning rate", self.lr)
+
+
+@dataclasses.dataclass(frozen=True)
+class MlflowParams:
+    experiment_name: str = "ecgpipe"
+
+    def validate(self, key: str) -> None:
+        if not self.experiment_name.strip():
+            _fail(f"{key}.experiment_name", "a non-empty name", self.experiment_name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     download: DownloadParams
@@ -127,9 +178,22 @@ class Params:
     split: SplitParams
     balance: BalanceParams
     chunk: ChunkParams
+    train: TrainParams
+    mlflow: MlflowParams
+    experiments: dict[str, ExperimentParams]
 
     def validate(self, key: str) -> None:
-        pass
+        if not self.experiments:
+            _fail("experiments", "at least one experiment", self.experiments)
+        for name in self.experiments:
+            if not name or set(name) - _NAME_CHARS:
+                _fail(f"experiments.{name}", "a name of letters, digits, '_', '.' and '-'", name)
+
+    def experiment(self, name: str) -> ExperimentParams:
+        try:
+            return self.experiments[name]
+        except KeyError:
+            raise ParamsError(f"params: experiments.{name}: no such experiment; known: {sorted(self.experiments)}") from None
 
 
 def _type_name(tp: Any) -> str:
@@ -153,6 +217,11 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
         if value not in typing.get_args(tp):
             _fail(key, _type_name(tp), value)
         return value
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            _fail(key, "a mapping", value)
+        return {str(k): _coerce(f"{key}.{k}", value_type, v) for k, v in value.items()}
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):

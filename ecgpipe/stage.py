@@ -15,12 +15,16 @@ from ecgpipe.params import Params, ParamsError, load_params
 INPUT_ERRORS = (ParamsError, ArchiveError, RecordError)
 
 
-def run_stage(description: str, paths: list[str], body: Callable[[Params, argparse.Namespace], object]) -> None:
-    """Parse ``--params`` and one ``--<name> PATH`` per entry of ``paths``, then run ``body``."""
+def run_stage(description: str, paths: list[str], body: Callable[[Params, argparse.Namespace], object],
+              options: list[str] = ()) -> None:
+    """Parse ``--params``, one ``--<name> PATH`` per entry of ``paths`` and one ``--<name> TEXT``
+    per entry of ``options``, then run ``body``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     for name in paths:
         parser.add_argument(f"--{name}", type=Path, required=True)
+    for name in options:
+        parser.add_argument(f"--{name}", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -22,11 +22,40 @@ def archive_path(records_dir, tmp_path_factory) -> Path:
     return zip_records(records_dir, tmp_path_factory.mktemp("archive") / "training2017.zip")
 
 
-@pytest.fixture
-def small_params() -> dict:
-    """The project's params.yaml, scaled to the synthetic recordings."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw = copy.deepcopy(raw)
+def small_params_dict() -> dict:
+    """The project's params.yaml, scaled to the synthetic recordings, with two tiny experiments."""
+    raw = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["spectrogram"].update(min_length=1000, max_length=3000, batch_size=7)
     raw["chunk"]["size"] = 8
+    raw["train"].update(batch_size=16, eval_batch_size=64)
+    raw["experiments"] = {
+        "mean_spectrum-chunked": {"model": "mean_spectrum", "loader": "chunked", "epochs": 3, "lr": 0.01},
+        "fully_connected-random_chunk": {"model": "fully_connected", "loader": "random_chunk", "epochs": 2, "lr": 0.01},
+    }
     return raw
+
+
+@pytest.fixture
+def small_params() -> dict:
+    return small_params_dict()
+
+
+@pytest.fixture(scope="session")
+def prepared(records_dir, tmp_path_factory) -> dict:
+    """The data stages run on the synthetic records: paths of their outputs, and the params."""
+    from ecgpipe.data.balance import run_balance
+    from ecgpipe.data.chunk import run_chunk
+    from ecgpipe.data.spectrogram import run_spectrogram
+    from ecgpipe.data.split import run_split
+    from ecgpipe.params import parse_params
+
+    params = parse_params(small_params_dict())
+    out = tmp_path_factory.mktemp("prepared")
+    paths = {"spectrogram": out / "spectrogram", "split": out / "split.json", "balance": out / "balance.json",
+             "chunks": out / "chunks"}
+    run_spectrogram(params.spectrogram, records_dir, paths["spectrogram"], out / "metrics" / "spectrogram.json")
+    run_split(params.split, paths["spectrogram"], paths["split"])
+    run_balance(params.balance, paths["spectrogram"], paths["split"], paths["balance"])
+    run_chunk(params.chunk, paths["spectrogram"], paths["split"], paths["balance"], paths["chunks"],
+              out / "metrics" / "chunk.json")
+    return {"params": params, **paths}

@@ -1,0 +1,122 @@
+"""One training experiment end to end: data to the device, train, save, track in MLflow.
+
+Outputs of experiment NAME (paths from dvc.yaml):
+- ``models/NAME/``: ``model.pt`` (state dict), ``model.json`` (what builds the network and
+  turns a raw recording into its input: preprocessing travels with the weights), and
+  ``mlflow_run.json`` (the run that the evaluate stage adds to);
+- ``metrics/NAME/train.json`` (last epoch, DVC metrics) and ``history.csv`` (per epoch, DVC plots).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ecgpipe.data.store import PREPROCESSING_FILE
+from ecgpipe.io import atomic_dir, atomic_path, read_json, write_json
+from ecgpipe.models import create_model
+from ecgpipe.params import Params
+from ecgpipe.training import (
+    Chunks, Spectrograms, chunked_batches, fit, n_outputs_for, random_chunk_batches, resolve_device,
+)
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.pt"
+SPEC_FILE = "model.json"
+RUN_FILE = "mlflow_run.json"
+
+
+def model_spec(name: str, params: Params, preprocessing: dict) -> dict:
+    """Everything needed to rebuild the network and feed it a raw recording."""
+    experiment = params.experiment(name)
+    classes = preprocessing["classes"]
+    return {
+        "experiment": name,
+        "model": experiment.model,
+        "n_inputs": preprocessing["n_bins"],
+        "n_outputs": n_outputs_for(len(classes)),
+        "n_steps": params.chunk.size,
+        "class_names": classes,
+        "chunk_size": params.chunk.size,
+        "preprocessing": preprocessing,
+    }
+
+
+def build_model(spec: dict) -> nn.Module:
+    return create_model(spec["model"], spec["n_inputs"], spec["n_outputs"], n_steps=spec["n_steps"])
+
+
+def load_trained(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The trained network of an experiment's output folder, in eval mode, and its spec."""
+    spec = read_json(Path(model_dir) / SPEC_FILE)
+    model = build_model(spec)
+    state = torch.load(Path(model_dir) / WEIGHTS_FILE, map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval(), spec
+
+
+def logged_params(name: str, params: Params) -> dict:
+    """The resolved parameters that shaped this run, for MLflow."""
+    sections = ("spectrogram", "split", "balance", "chunk", "train")
+    return {
+        "experiment": name,
+        **dataclasses.asdict(params.experiment(name)),
+        **{s: dataclasses.asdict(getattr(params, s)) for s in sections},
+    }
+
+
+def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Path, chunks_dir: Path,
+              out_dir: Path, metrics_dir: Path, system_metrics: bool = True) -> dict:
+    """The `train@NAME` stage."""
+    import mlflow
+
+    from ecgpipe import plots, tracking
+
+    experiment = params.experiment(name)
+    device = resolve_device(params.train.device)
+    preprocessing = read_json(Path(spectrogram_dir) / PREPROCESSING_FILE)
+    spec = model_spec(name, params, preprocessing)
+
+    val = Chunks.load(Path(chunks_dir) / "val.pt", device)
+    if experiment.loader == "chunked":
+        batches = chunked_batches(Chunks.load(Path(chunks_dir) / "train.pt", device), params.train.batch_size)
+    else:
+        recordings = Spectrograms.load(spectrogram_dir, balance_path, device)
+        batches = random_chunk_batches(recordings, params.chunk.size, params.train.batch_size)
+
+    torch.manual_seed(params.train.seed)  # the network's initial weights
+    model = build_model(spec).to(device)
+    log.info("training %s on %s: %s", name, device, model)
+
+    with tracking.start_run(params.mlflow.experiment_name, name, logged_params(name, params),
+                            tracking.run_tags(device), system_metrics=system_metrics) as run:
+        history = fit(model, batches, val, experiment.epochs, experiment.lr, params.train.seed,
+                      params.train.eval_batch_size,
+                      on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch))
+        table = pd.DataFrame(history.epochs)
+        model = model.cpu().eval()
+        example = val.x[:4].cpu()
+        signature = mlflow.models.infer_signature(example.numpy(), model(example).detach().numpy())
+        mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy())
+        mlflow.log_dict(spec, "model.json")
+        fig = plots.training_curves(history.epochs, name)
+        mlflow.log_figure(fig, "training_curves.png")
+        run_info = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                    "tracking_uri": tracking.tracking_uri()}
+
+    with atomic_dir(out_dir) as tmp:
+        torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
+        write_json(tmp / SPEC_FILE, spec)
+        write_json(tmp / RUN_FILE, run_info)
+    metrics_dir = Path(metrics_dir)
+    with atomic_path(metrics_dir / "history.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    summary = {k: round(v, 6) for k, v in history.last().items() if k != "epoch"}
+    summary["epochs"] = experiment.epochs
+    write_json(metrics_dir / "train.json", summary)
+    return summary

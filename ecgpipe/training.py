@@ -1,0 +1,210 @@
+"""Training: data on the device, two loaders, Adam, and per-epoch validation. Reads top to bottom.
+
+- ``chunked``: the balanced pre-chunked training set, shuffled each epoch.
+- ``random_chunk``: each epoch, one window of ``chunk_size`` at a random offset from each
+  balanced training recording (the notebook's augmentation), drawn for the whole epoch at once.
+Each epoch is validated on the balanced validation chunks (the notebook's figure) and on the
+natural ones (the class mix as it occurs).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ecgpipe.data.chunk import gather_windows
+from ecgpipe.data.store import SPECTRA_FILE
+from ecgpipe.io import load_tensors, read_json
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"params train.device is {name!r} but CUDA is not available here")
+    return device
+
+
+def n_outputs_for(n_classes: int) -> int:
+    """Two classes: one logit and binary cross-entropy (as the notebook); more: one per class."""
+    return 1 if n_classes == 2 else n_classes
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:
+        return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
+    return nn.functional.cross_entropy(logits, labels)
+
+
+def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (n, classes), also for the one-logit binary case."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+@dataclass
+class Chunks:
+    """A split's chunks on the device, and which of them make its balanced set."""
+
+    x: torch.Tensor  # (n, size, bins)
+    y: torch.Tensor  # (n,)
+    records: torch.Tensor  # (n,) row of the recording each chunk came from
+    balanced: torch.Tensor  # indices into x, oversampled to equal classes
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device) -> "Chunks":
+        data = load_tensors(path)
+        return cls(*(data[k].to(device) for k in ("chunks", "labels", "records", "balanced")))
+
+
+@dataclass
+class Spectrograms:
+    """Whole spectrograms on the device, for the random-chunk loader."""
+
+    spectra: torch.Tensor  # (n, windows, bins)
+    windows: torch.Tensor  # (n,) valid windows of each
+    labels: torch.Tensor  # (n,)
+    balanced_train: torch.Tensor  # rows of the balanced training recordings
+
+    @classmethod
+    def load(cls, spectrogram_dir: Path, balance_path: Path, device: torch.device) -> "Spectrograms":
+        data = load_tensors(Path(spectrogram_dir) / SPECTRA_FILE)
+        rows = torch.tensor(read_json(balance_path)["train"], dtype=torch.long)
+        return cls(data["spectra"].to(device), data["windows"].to(device), data["labels"].to(device), rows.to(device))
+
+
+Batches = Callable[[torch.Generator], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def chunked_batches(train: Chunks, batch_size: int) -> Batches:
+    """Each epoch: the balanced training chunks in a fresh random order."""
+
+    def epoch(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = train.balanced[torch.randperm(len(train.balanced), generator=generator).to(train.x.device)]
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            yield train.x[idx], train.y[idx]
+
+    return epoch
+
+
+def random_chunk_batches(recordings: Spectrograms, chunk_size: int, batch_size: int) -> Batches:
+    """Each epoch: every balanced training recording once, as one random window of ``chunk_size``."""
+    rows = recordings.balanced_train
+    usable = recordings.windows[rows] >= chunk_size  # a recording shorter than a chunk gives none
+    rows = rows[usable]
+    if len(rows) == 0:
+        raise ValueError(f"no training recording has {chunk_size} windows for a chunk")
+
+    def epoch(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = rows.device
+        order = rows[torch.randperm(len(rows), generator=generator).to(device)]
+        # any start from 0 to windows - size, uniformly, for all recordings of the epoch at once
+        room = (recordings.windows[order] - chunk_size + 1).to(torch.float64)
+        starts = (torch.rand(len(order), generator=generator, dtype=torch.float64).to(device) * room).long()
+        for start in range(0, len(order), batch_size):
+            r, s = order[start : start + batch_size], starts[start : start + batch_size]
+            yield gather_windows(recordings.spectra, r, s, chunk_size), recordings.labels[r]
+
+    return epoch
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam, with the fused kernel: one pass over the parameters instead of a dozen ops per tensor."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+    """One forward, backward and Adam step; returns the loss and correct count as tensors (no sync)."""
+    logits = model(x)
+    loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (predicted_labels(logits.detach()) == y).sum()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, index: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits for ``x[index]`` (all of ``x`` when index is None), in eval mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    n = len(x) if index is None else len(index)
+    out = []
+    for start in range(0, n, batch_size):
+        part = slice(start, start + batch_size)
+        out.append(model(x[part] if index is None else x[index[part]]))
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, chunks: Chunks, batch_size: int) -> dict[str, float]:
+    """Loss and accuracy on the natural and the balanced chunks of a split."""
+    logits = predict_logits(model, chunks.x, batch_size)
+    result = {}
+    for name, idx in (("", None), ("balanced_", chunks.balanced)):
+        lg, y = (logits, chunks.y) if idx is None else (logits[idx], chunks.y[idx])
+        result[f"{name}loss"] = float(loss_fn(lg, y))
+        result[f"{name}acc"] = float((predicted_labels(lg) == y).float().mean())
+    return result
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    def last(self) -> dict[str, float]:
+        return self.epochs[-1]
+
+
+def fit(
+    model: nn.Module,
+    batches: Batches,
+    val: Chunks,
+    epochs: int,
+    lr: float,
+    seed: int,
+    eval_batch_size: int = 4096,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> History:
+    """Train with Adam; after each epoch validate and call ``on_epoch(epoch, metrics)``."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same order on any device
+    optimizer = make_optimizer(model, lr)
+    history = History()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        started = time.perf_counter()
+        with tqdm(batches(generator), desc=f"epoch {epoch}/{epochs}", leave=False, disable=None) as bar:
+            for i, (x, y) in enumerate(bar):
+                loss, right = train_step(model, optimizer, x, y)
+                loss_sum += loss * len(y)
+                correct += right
+                seen += len(y)
+                if i % 20 == 0 and not bar.disable:
+                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+        metrics = {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen}
+        metrics.update({f"val_{k}": v for k, v in evaluate(model, val, eval_batch_size).items()})
+        metrics.update({"examples_per_s": seen / seconds, "epoch_seconds": seconds})
+        history.epochs.append({"epoch": epoch, **metrics})
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+    return history

@@ -1,0 +1,8 @@
+"""DVC stage `train@NAME`: train experiment NAME of params.yaml, tracked in MLflow."""
+from ecgpipe.experiment import run_train
+from ecgpipe.stage import run_stage
+
+if __name__ == "__main__":
+    run_stage(__doc__, ["spectrogram", "balance", "chunks", "out", "metrics"],
+              lambda p, a: run_train(p, a.experiment, a.spectrogram, a.balance, a.chunks, a.out, a.metrics),
+              options=["experiment"])

@@ -1,0 +1,75 @@
+"""Every registered model: shapes, gradients; and the fast layers against PyTorch's reference ones."""
+import pytest
+import torch
+from torch import nn
+
+from ecgpipe.models import create_model, list_models
+from ecgpipe.models.networks import ChannelsLastConv1d, ConvNet, avg_pool_steps
+
+
+def test_registry_has_the_six_networks():
+    assert list_models() == ["conv", "fully_connected", "lstm", "mean_spectrum", "rnn", "torch_lstm"]
+    with pytest.raises(ValueError, match="unknown model 'gru'; registered: \\['conv'"):
+        create_model("gru", 17, 1)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("n_outputs", [1, 4])
+def test_forward_shape_and_backward_reaches_every_parameter(name, n_outputs):
+    torch.manual_seed(0)
+    model = create_model(name, 17, n_outputs, n_steps=40)
+    out = model(torch.randn(5, 40, 17))
+    assert out.shape == (5, n_outputs)
+    out.square().sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}: no gradient reaches {pname}"
+
+
+def test_conv_needs_enough_steps():
+    assert ConvNet.min_steps() == 18
+    create_model("conv", 17, 1, n_steps=18)(torch.randn(2, 18, 17))  # the shortest that works
+    with pytest.raises(ValueError, match="conv needs chunks of at least 18 steps, got 17"):
+        create_model("conv", 17, 1, n_steps=17)
+
+
+def test_channels_last_conv_is_conv1d():
+    torch.manual_seed(0)
+    conv = ChannelsLastConv1d(5, 7, 3).double()
+    x = torch.randn(4, 11, 5, dtype=torch.float64, requires_grad=True)
+    ours = conv(x)
+    reference = nn.functional.conv1d(x.transpose(1, 2), conv.weight, conv.bias).transpose(1, 2)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12)
+    g = torch.randn_like(ours)
+    grads = torch.autograd.grad((ours * g).sum(), [x, conv.weight, conv.bias])
+    ref_grads = torch.autograd.grad((reference * g).sum(), [x, conv.weight, conv.bias])
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_avg_pool_steps_is_avgpool1d():
+    x = torch.randn(3, 9, 4)
+    torch.testing.assert_close(avg_pool_steps(x), nn.AvgPool1d(2)(x.transpose(1, 2)).transpose(1, 2))
+
+
+def test_convnet_is_the_described_architecture():
+    torch.manual_seed(0)
+    net = ConvNet(17, 1)
+    reference = nn.Sequential(
+        nn.Conv1d(17, 32, 3), nn.ReLU(), nn.AvgPool1d(2),
+        nn.Conv1d(32, 64, 3), nn.ReLU(), nn.AvgPool1d(2),
+        nn.Conv1d(64, 128, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(128, 1),
+    )
+    with torch.no_grad():
+        for ours, ref in zip([net.conv1, net.conv2, net.conv3, net.out], [reference[0], reference[3], reference[6], reference[10]]):
+            ref.weight.copy_(ours.weight)
+            ref.bias.copy_(ours.bias)
+    x = torch.randn(6, 40, 17)
+    torch.testing.assert_close(net(x), reference(x.transpose(1, 2)), rtol=1e-5, atol=1e-6)
+
+
+def test_torch_lstm_uses_the_last_layers_final_state():
+    torch.manual_seed(0)
+    net = create_model("torch_lstm", 17, 1, num_layers=2)
+    x = torch.randn(3, 40, 17)
+    _, (h, _) = net.recurrent(x)
+    torch.testing.assert_close(net(x), net.head(h[-1]))  # not h.view(-1, 128), which mixes layers

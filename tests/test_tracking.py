@@ -1,0 +1,80 @@
+"""MLflow: a tiny training run into a temporary SQLite store, read back as a user would."""
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from ecgpipe import training
+from ecgpipe.experiment import load_trained, run_train
+from ecgpipe.io import read_json
+from ecgpipe.tracking import tracking_uri
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_STAGE", "train@mean_spectrum-chunked")
+    return uri
+
+
+def _train(prepared, tmp_path, name="mean_spectrum-chunked"):
+    return run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
+                     tmp_path / "models" / name, tmp_path / "metrics" / name, system_metrics=False)
+
+
+def test_tracking_uri_default_is_absolute_project_store(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_training_run_is_recorded(prepared, tmp_path, store):
+    summary = _train(prepared, tmp_path)
+    run_info = read_json(tmp_path / "models" / "mean_spectrum-chunked" / "mlflow_run.json")
+    assert run_info["tracking_uri"] == store
+    client = MlflowClient(store)
+    run = client.get_run(run_info["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "mean_spectrum-chunked"
+    p = run.data.params
+    assert p["model"] == "mean_spectrum" and p["loader"] == "chunked" and p["epochs"] == "3"
+    assert p["lr"] == "0.01" and p["chunk.size"] == "8" and p["spectrogram.nperseg"] == "32"
+    assert p["train.batch_size"] == "16" and p["split.seed"] == "12345"
+    tags = run.data.tags
+    assert tags["device"] == "cpu" and tags["torch_version"] == torch.__version__
+    assert tags["dvc_stage"] == "train@mean_spectrum-chunked"
+    for metric in ("train_loss", "train_acc", "val_balanced_acc", "val_acc", "examples_per_s"):
+        points = client.get_metric_history(run.info.run_id, metric)
+        assert [m.step for m in points] == [1, 2, 3], metric
+    assert run.data.metrics["val_balanced_acc"] == pytest.approx(summary["val_balanced_acc"], abs=1e-6)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"training_curves.png", "model.json"} <= artifacts
+    # the logged model loads and gives the same outputs as the saved weights
+    logged = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    saved, spec = load_trained(tmp_path / "models" / "mean_spectrum-chunked")
+    x = torch.randn(3, spec["n_steps"], spec["n_inputs"])
+    torch.testing.assert_close(logged(x), saved(x))
+    assert spec["class_names"] == ["N", "A"] and spec["n_outputs"] == 1
+    assert spec["preprocessing"]["normalisation"]["mean"]  # preprocessing travels with the weights
+
+
+def test_failing_run_ends_failed_and_writes_nothing(prepared, tmp_path, store, monkeypatch):
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr("ecgpipe.experiment.fit", broken_fit)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _train(prepared, tmp_path)
+    runs = MlflowClient(store).search_runs([mlflow.get_experiment_by_name("ecgpipe").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_random_chunk_experiment_trains(prepared, tmp_path, store):
+    summary = _train(prepared, tmp_path, "fully_connected-random_chunk")
+    assert summary["epochs"] == 2 and 0 <= summary["val_acc"] <= 1
+    history = (tmp_path / "metrics" / "fully_connected-random_chunk" / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc") and len(history) == 3
