@@ -8,6 +8,9 @@ from pathlib import Path
 
 from ecgpipe.stage import INPUT_ERRORS
 
+# errors shown as one line: the user's input, not a bug
+CLI_ERRORS = INPUT_ERRORS + (ValueError, FileNotFoundError)
+
 
 def _bench_data(args: argparse.Namespace) -> None:
     from ecgpipe.bench.data import bench_data
@@ -32,9 +35,39 @@ def _bench_train(args: argparse.Namespace) -> None:
         write_json(args.json, result)
 
 
+def _predict(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from ecgpipe.predict import Predictor, predict_files
+
+    predictor = Predictor.load(args.model)
+    table = pd.DataFrame(predict_files(predictor, args.files, fs=args.fs, gain=args.gain))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    if args.out:
+        from ecgpipe.io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6f")
+    failed = table["error"].astype(bool).sum()
+    if failed:
+        sys.exit(f"{failed} of {len(table)} recordings could not be classified (see the error column)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecgpipe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser(
+        "predict", help="classify recordings: one row each (record, label, p_<class>, error)",
+        description="Classify recordings (.mat CinC, .hea WFDB, one-column .csv or .npy) with a trained model, "
+                    "using the preprocessing it was trained with. Other sampling rates are resampled.")
+    predict.add_argument("--model", required=True,
+                         help="a predictors/NAME or models/NAME folder, or an MLflow runs:/... or models:/... URI")
+    predict.add_argument("--fs", type=float, help="sampling rate in Hz (needed for .csv and .npy; .mat: 300)")
+    predict.add_argument("--gain", type=float, default=1000.0,
+                         help=".csv/.npy samples are in units of 1/GAIN mV (default 1000, as CinC)")
+    predict.add_argument("--out", type=Path, help="also write the table to this CSV file")
+    predict.add_argument("files", nargs="+", help="recordings")
+    predict.set_defaults(func=_predict)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
     data = bench.add_parser(
         "data", help="time the data preparation (archive from $ECGPIPE_ARCHIVE or the download address)"
@@ -59,5 +92,5 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except INPUT_ERRORS as exc:
+    except CLI_ERRORS as exc:
         sys.exit(f"error: {exc}")

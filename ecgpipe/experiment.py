@@ -4,7 +4,8 @@ Outputs of experiment NAME (paths from dvc.yaml):
 - ``models/NAME/``: ``model.pt`` (state dict), ``model.json`` (what builds the network and
   turns a raw recording into its input: preprocessing travels with the weights), and
   ``mlflow_run.json`` (the run that the evaluate stage adds to);
-- ``metrics/NAME/train.json`` (last epoch, DVC metrics) and ``history.csv`` (per epoch, DVC plots).
+- ``metrics/NAME/train.json`` (last epoch, DVC metrics) and ``plots/history/NAME.csv`` (per epoch,
+  DVC plots).
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def logged_params(name: str, params: Params) -> dict:
 
 
 def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Path, chunks_dir: Path,
-              out_dir: Path, metrics_dir: Path, system_metrics: bool = True) -> dict:
+              out_dir: Path, metrics_path: Path, history_path: Path, system_metrics: bool = True) -> dict:
     """The `train@NAME` stage."""
     import mlflow
 
@@ -113,10 +114,9 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
         torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
         write_json(tmp / SPEC_FILE, spec)
         write_json(tmp / RUN_FILE, run_info)
-    metrics_dir = Path(metrics_dir)
-    with atomic_path(metrics_dir / "history.csv") as tmp:
+    with atomic_path(history_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     summary = {k: round(v, 6) for k, v in history.last().items() if k != "epoch"}
     summary["epochs"] = experiment.epochs
-    write_json(metrics_dir / "train.json", summary)
+    write_json(metrics_path, summary)
     return summary

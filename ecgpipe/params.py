@@ -172,6 +172,29 @@ class MlflowParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    # how a recording's chunks become one probability: average the logits, then sigmoid/softmax;
+    # or average the chunks' probabilities
+    aggregation: Literal["mean_logit", "mean_probability"] = "mean_logit"
+
+    def validate(self, key: str) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportParams:
+    # the experiment with the highest value of this results.csv column becomes the champion
+    champion_metric: str = "record_f1_A"
+    registered_model: str = "ecgpipe-af"  # its name in the MLflow Model Registry (alias: champion)
+
+    def validate(self, key: str) -> None:
+        if not self.registered_model.strip():
+            _fail(f"{key}.registered_model", "a non-empty name", self.registered_model)
+        if not self.champion_metric.startswith(("record_", "chunk_", "balanced_")):
+            _fail(f"{key}.champion_metric", "a results.csv score column such as record_f1_A", self.champion_metric)
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     download: DownloadParams
     spectrogram: SpectrogramParams
@@ -181,6 +204,8 @@ class Params:
     train: TrainParams
     mlflow: MlflowParams
     experiments: dict[str, ExperimentParams]
+    evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
 
     def validate(self, key: str) -> None:
         if not self.experiments:

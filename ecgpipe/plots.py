@@ -22,3 +22,66 @@ def training_curves(epochs: list[dict[str, float]], title: str):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+LEVEL_TITLES = {"chunk_balanced": "chunks, balanced (notebook)", "chunk": "chunks, natural", "record": "recordings"}
+
+
+def _confusion_panel(ax, counts, normalised, class_names, title):
+    import numpy as np
+
+    counts, normalised = np.asarray(counts), np.asarray(normalised)
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            colour = "white" if normalised[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{counts[i, j]:,}\n{100 * normalised[i, j]:.1f}%", ha="center", va="center", color=colour)
+    ax.set_xticks(range(len(class_names)), class_names)
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set(xlabel="predicted", ylabel="actual", title=title)
+
+
+def confusion_matrices(levels: dict, class_names: list[str], title: str):
+    """One panel per level: counts, and percentages of each actual class (rows sum to 100%)."""
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels), 4))
+    for ax, (level, result) in zip(axes, levels.items()):
+        _confusion_panel(ax, result["confusion"], result["confusion_normalised"], class_names,
+                         f"{LEVEL_TITLES.get(level, level)}\naccuracy {result['accuracy']:.3f}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def roc_pr_curves(fpr, tpr, recall, precision, result: dict, positive: str, title: str):
+    """ROC and precision-recall curves of one class against the rest."""
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.3))
+    ax_roc.plot(fpr, tpr, label=f"AUC {result['roc_auc']:.3f}")
+    ax_roc.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {positive} vs rest")
+    prevalence = result["support"][positive] / result["n"]
+    ax_pr.plot(recall, precision, label=f"AP {result['average_precision']:.3f}")
+    ax_pr.axhline(prevalence, ls="--", c="grey", lw=1, label=f"prevalence {prevalence:.3f}")
+    ax_pr.set(xlabel="recall", ylabel="precision", title=f"precision-recall, {positive} vs rest", ylim=(0, 1.02))
+    for ax in (ax_roc, ax_pr):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if ax is ax_roc else "upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def comparison(table, metrics: list[str], title: str):
+    """Grouped bars: one group per experiment, one bar per metric."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(table)), 4.8))
+    width = 0.8 / len(metrics)
+    x = np.arange(len(table))
+    for k, metric in enumerate(metrics):
+        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, table[metric].astype(float), width, label=metric)
+    ax.set_xticks(x, table["experiment"], rotation=30, ha="right")
+    ax.set(ylim=(0, 1), ylabel="score", title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(ncols=min(len(metrics), 4), fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -1,4 +1,5 @@
 """`dvc repro` of the project's own dvc.yaml on a synthetic archive, in a temporary git repo."""
+import json
 import os
 import re
 import shutil
@@ -49,21 +50,53 @@ def dvc_project(tmp_path, archive_path, small_params):
 
 
 DATA_STAGES = {"download", "spectrogram", "split", "balance", "chunk"}
-TRAIN_STAGES = {"train@mean_spectrum-chunked", "train@fully_connected-random_chunk"}
+EXPERIMENTS = ("mean_spectrum-chunked", "fully_connected-random_chunk")
+TRAIN_STAGES = {f"train@{e}" for e in EXPERIMENTS}
+EVAL_STAGES = {f"evaluate@{e}" for e in EXPERIMENTS}
 
 
-def test_repro_caches_and_reruns_only_what_changed(dvc_project):
+def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path):
     project, repro, set_param, env = dvc_project
-    assert repro() == DATA_STAGES | TRAIN_STAGES
+    assert repro() == DATA_STAGES | TRAIN_STAGES | EVAL_STAGES | {"report"}
     assert repro() == set()  # everything cached
 
-    # one experiment's epochs: that experiment alone
+    # what a user reads: metrics of every experiment, the plots page, the report, MLflow
+    shown = json.loads(_run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project, env))
+    files = next(iter(shown.values()))["data"]
+    for name in EXPERIMENTS:
+        evaluation = files[f"metrics/{name}/eval.json"]["data"]["val"]
+        assert set(evaluation) == {"chunk_balanced", "chunk", "record"}
+        assert 0 <= evaluation["record"]["f1"]["A"] <= 1 and "roc_auc" in evaluation["record"]
+        assert "val_balanced_acc" in files[f"metrics/{name}/train.json"]["data"]
+    assert files["metrics/spectrogram.json"]["data"]["n_records"] > 0
+    _run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "page")], project, env)
+    page = (tmp_path / "page" / "index.html").read_text()
+    for name in EXPERIMENTS:  # one rendered plot per experiment and kind (ids use '_' for '/')
+        assert f"plots_history_{name}_csv" in page
+        for kind in ("confusion", "roc", "pr"):
+            assert f"plots_{kind}_{name}_val_csv" in page, (kind, name)
+        assert f"plots/figures/{name}/confusion_val" in page
+    results = (project / "reports" / "results.csv").read_text().splitlines()
+    assert results[0].startswith("experiment,model,loader,epochs,notebook_balanced_chunk_acc,balanced_chunk_acc")
+    assert len(results) == 1 + len(EXPERIMENTS)
+    champion = json.loads((project / "reports" / "champion.json").read_text())
+    assert champion["experiment"] in EXPERIMENTS and champion["model_uri"] == "models:/ecgpipe-af@champion"
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert client.get_model_version_by_alias("ecgpipe-af", "champion").run_id == champion["run_id"]
+    run_id = json.loads((project / "models" / EXPERIMENTS[0] / "mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "val_record_f1_A" in run.data.metrics
+    assert "evaluation/val_confusion.json" in {a.path for a in client.list_artifacts(run_id, "evaluation")}
+
+    # one experiment's epochs: that experiment alone (and the report over all of them)
     set_param("experiments", "mean_spectrum-chunked", "epochs", 1)
-    assert repro() == {"train@mean_spectrum-chunked"}
-    history = (project / "metrics" / "mean_spectrum-chunked" / "history.csv").read_text().splitlines()
+    assert repro() == {"train@mean_spectrum-chunked", "evaluate@mean_spectrum-chunked", "report"}
+    history = (project / "plots" / "history" / "mean_spectrum-chunked.csv").read_text().splitlines()
     assert len(history) == 2  # header and one epoch
 
-    # the chunk size: chunk (and, through it, training), not spectrogram, split or balance
+    # the chunk size: chunk, not spectrogram, split or balance
     set_param("chunk", "size", 6)
     assert repro("chunk") == {"chunk"}
     card = yaml.safe_load((project / "metrics" / "chunk.json").read_text())
@@ -72,7 +105,3 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project):
     # a spectrogram parameter: spectrogram and everything after it
     set_param("spectrogram", "noverlap", 8)
     assert repro("chunk") == {"spectrogram", "split", "balance", "chunk"}
-
-    # the data card and training metrics are readable through DVC, as a user would
-    shown = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project, env)
-    assert '"n_records"' in shown and '"balanced_chunks"' in shown and '"val_balanced_acc"' in shown

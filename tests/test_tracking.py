@@ -20,7 +20,8 @@ def store(tmp_path, monkeypatch):
 
 def _train(prepared, tmp_path, name="mean_spectrum-chunked"):
     return run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
-                     tmp_path / "models" / name, tmp_path / "metrics" / name, system_metrics=False)
+                     tmp_path / "models" / name, tmp_path / "metrics" / name / "train.json",
+                     tmp_path / "plots" / "history" / f"{name}.csv", system_metrics=False)
 
 
 def test_tracking_uri_default_is_absolute_project_store(monkeypatch, tmp_path):
@@ -71,10 +72,11 @@ def test_failing_run_ends_failed_and_writes_nothing(prepared, tmp_path, store, m
     runs = MlflowClient(store).search_runs([mlflow.get_experiment_by_name("ecgpipe").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
+    assert not (tmp_path / "plots").exists()
 
 
 def test_random_chunk_experiment_trains(prepared, tmp_path, store):
     summary = _train(prepared, tmp_path, "fully_connected-random_chunk")
     assert summary["epochs"] == 2 and 0 <= summary["val_acc"] <= 1
-    history = (tmp_path / "metrics" / "fully_connected-random_chunk" / "history.csv").read_text().splitlines()
+    history = (tmp_path / "plots" / "history" / "fully_connected-random_chunk.csv").read_text().splitlines()
     assert history[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc") and len(history) == 3

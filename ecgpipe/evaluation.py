@@ -1,0 +1,251 @@
+"""Scoring: chunk- and recording-level metrics with scikit-learn, and chunk-to-recording aggregation.
+
+Three levels per split:
+- ``chunk_balanced``: the chunks oversampled to equal classes (the notebook's figure);
+- ``chunk``: the chunks as they occur (about 12% AF);
+- ``record``: each recording's chunks aggregated into one probability per class, which is what a
+  clinician classifies.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from sklearn import metrics as skm
+
+from ecgpipe.training import probabilities
+
+Aggregation = Literal["mean_logit", "mean_probability"]
+CHALLENGE_CLASSES = ("N", "A", "O")  # CinC 2017 score: the mean F1 of these three
+
+
+def aggregate_by_record(
+    logits: torch.Tensor, records: torch.Tensor, how: Aggregation
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One probability row per recording from its chunks' logits.
+
+    ``mean_logit`` averages the logits and then applies sigmoid/softmax; ``mean_probability``
+    averages the chunks' probabilities. Returns (recording rows in ascending order, probabilities).
+    """
+    rows, inverse = torch.unique(records, sorted=True, return_inverse=True)
+    counts = torch.bincount(inverse, minlength=len(rows)).to(logits.dtype)[:, None]
+
+    def mean_per_record(values: torch.Tensor) -> torch.Tensor:
+        sums = torch.zeros(len(rows), values.shape[1], dtype=values.dtype).index_add_(0, inverse, values)
+        return sums / counts
+
+    if how == "mean_logit":
+        return rows, probabilities(mean_per_record(logits))
+    if how == "mean_probability":
+        return rows, mean_per_record(probabilities(logits))
+    raise ValueError(f"aggregation must be 'mean_logit' or 'mean_probability', got {how!r}")
+
+
+def _curve_scores(y: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
+    """ROC AUC and average precision; one-vs-rest macro averages with more than two classes."""
+    present = np.unique(y)
+    if len(present) < 2:
+        warnings.warn(f"only class(es) {present.tolist()} present: ROC AUC and average precision undefined")
+        return {"roc_auc": float("nan"), "average_precision": float("nan")}
+    if n_classes == 2:
+        return {"roc_auc": float(skm.roc_auc_score(y, probs[:, 1])),
+                "average_precision": float(skm.average_precision_score(y, probs[:, 1]))}
+    onehot = np.eye(n_classes)[y]
+    keep = onehot.sum(axis=0) > 0  # a class absent from y has no ROC curve of its own
+    if not keep.all():
+        warnings.warn(f"classes {np.flatnonzero(~keep).tolist()} absent: left out of the one-vs-rest averages")
+    return {"roc_auc": float(skm.roc_auc_score(onehot[:, keep], probs[:, keep], average="macro")),
+            "average_precision": float(skm.average_precision_score(onehot[:, keep], probs[:, keep], average="macro"))}
+
+
+def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": reported elsewhere
+        warnings.simplefilter("ignore", UserWarning)
+        return float(skm.balanced_accuracy_score(y, predicted))
+
+
+def score(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+    """Every figure of one level: accuracy, balanced accuracy, per-class precision / recall / F1 /
+    support, macro F1, ROC AUC, average precision, confusion matrix (counts and row-normalised),
+    and, with N, A and O among the classes, the CinC 2017 challenge score.
+
+    A class that is never predicted has an undefined precision: it is reported as 0 with a warning.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = list(range(len(class_names)))
+    predicted = probs.argmax(axis=1)
+    never = [class_names[c] for c in labels if not (predicted == c).any() and (y == c).any()]
+    if never:
+        warnings.warn(f"no predictions for class(es) {never}: their precision is set to 0")
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0.0
+    )
+    confusion = skm.confusion_matrix(y, predicted, labels=labels)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = np.nan_to_num(confusion / confusion.sum(axis=1, keepdims=True))
+    result = {
+        "n": int(len(y)),
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "balanced_accuracy": _balanced_accuracy(y, predicted),
+        "precision": dict(zip(class_names, map(float, precision))),
+        "recall": dict(zip(class_names, map(float, recall))),
+        "f1": dict(zip(class_names, map(float, f1))),
+        "support": dict(zip(class_names, map(int, support))),
+        "macro_f1": float(np.mean(f1)),
+        **_curve_scores(y, probs, len(class_names)),
+        "confusion": confusion.tolist(),
+        "confusion_normalised": normalised.round(6).tolist(),
+    }
+    if set(CHALLENGE_CLASSES) <= set(class_names):
+        result["challenge_score"] = float(np.mean([result["f1"][c] for c in CHALLENGE_CLASSES]))
+    return result
+
+
+# --- the evaluate stage -----------------------------------------------------------------------
+
+LEVELS = ("chunk_balanced", "chunk", "record")
+
+
+def evaluate_split(model, chunks, record_labels: torch.Tensor, class_names: list[str], aggregation: Aggregation,
+                   batch_size: int) -> tuple[dict, dict]:
+    """Scores at the three levels, and the recording-level probabilities (rows, probabilities)."""
+    from ecgpipe.training import predict_logits
+
+    logits = predict_logits(model, chunks.x, batch_size).cpu()
+    y = chunks.y.cpu()
+    chunk_probs = probabilities(logits)
+    balanced = chunks.balanced.cpu()
+    rows, record_probs = aggregate_by_record(logits, chunks.records.cpu(), aggregation)
+    scores = {
+        "chunk_balanced": score(y[balanced].numpy(), chunk_probs[balanced].numpy(), class_names),
+        "chunk": score(y.numpy(), chunk_probs.numpy(), class_names),
+        "record": score(record_labels[rows].numpy(), record_probs.numpy(), class_names),
+    }
+    return scores, {"rows": rows, "probs": record_probs}
+
+
+def metrics_for_dvc(scores: dict) -> dict:
+    """The scores without the confusion matrices (kept in their own files), rounded for display."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if not k.startswith("confusion")}
+        return round(value, 6) if isinstance(value, float) else value
+    return clean(scores)
+
+
+def mlflow_metrics(scores: dict) -> dict[str, float]:
+    """Flat names such as ``val_record_f1_A`` or ``val_chunk_balanced_accuracy``."""
+    flat = {}
+    for split, levels in scores.items():
+        for level, result in levels.items():
+            for key, value in result.items():
+                if key.startswith("confusion"):
+                    continue
+                if isinstance(value, dict):
+                    for cls, v in value.items():
+                        flat[f"{split}_{level}_{key}_{cls}"] = float(v)
+                else:
+                    flat[f"{split}_{level}_{key}"] = float(value)
+    return {k.replace("~", "noise"): v for k, v in flat.items()}  # MLflow names allow no '~'
+
+
+def per_class_table(result: dict, class_names: list[str]):
+    import pandas as pd
+
+    return pd.DataFrame({
+        "class": class_names,
+        **{k: [result[k][c] for c in class_names] for k in ("precision", "recall", "f1", "support")},
+    })
+
+
+def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, chunks_dir: Path, model_dir: Path,
+                 metrics_path: Path, plots_dir: Path, predictor_dir: Path) -> dict:
+    """The `evaluate@NAME` stage: score NAME's model on validation (and test, when there is one),
+    and package it with its aggregation rule as a predictor (an MLflow pyfunc model).
+
+    Writes the metrics JSON, and under ``plots_dir``: ``confusion/NAME/<split>.csv`` (one row per
+    recording, for DVC's confusion template), ``roc/NAME/<split>.csv`` and ``pr/NAME/<split>.csv``
+    (AF against the rest, per recording), and ``figures/NAME/*.png``. The same numbers, figures and
+    per-class tables go into the experiment's MLflow run, with the predictor. ``predictor_dir``
+    gets the same predictor as a folder (``mlflow models serve -m predictor_dir`` serves it).
+    """
+    import mlflow
+    import pandas as pd
+
+    from ecgpipe import plots, serving
+    from ecgpipe.data.records import read_signal
+    from ecgpipe.data.store import read_records
+    from ecgpipe.experiment import RUN_FILE, load_trained
+    from ecgpipe.io import atomic_dir, read_json, write_json
+    from ecgpipe.training import Chunks, resolve_device
+
+    device = resolve_device(params.train.device)
+    model, spec = load_trained(model_dir, device)
+    class_names = spec["class_names"]
+    table = read_records(spectrogram_dir)
+    record_labels = torch.tensor(table["class_index"].to_numpy())
+    positive = class_names.index("A") if "A" in class_names else len(class_names) - 1
+
+    scores, outputs, figures = {}, {}, {}
+    for split in ("val", "test"):
+        path = Path(chunks_dir) / f"{split}.pt"
+        if not path.exists():
+            continue
+        scores[split], rec = evaluate_split(model, Chunks.load(path, device), record_labels, class_names,
+                                            params.evaluate.aggregation, params.train.eval_batch_size)
+        probs = rec["probs"].numpy()
+        rows = rec["rows"].numpy()
+        actual = record_labels[rec["rows"]].numpy()
+        predictions = pd.DataFrame({
+            "record": table["record"].to_numpy()[rows],
+            "actual": [class_names[i] for i in actual],
+            "predicted": [class_names[i] for i in probs.argmax(axis=1)],
+            **{f"p_{c}": probs[:, i].round(6) for i, c in enumerate(class_names)},
+        })
+        is_positive = actual == positive
+        fpr, tpr, roc_thresholds = skm.roc_curve(is_positive, probs[:, positive])
+        precision, recall, _ = skm.precision_recall_curve(is_positive, probs[:, positive])
+        outputs[split] = {
+            "confusion": predictions,
+            "roc": pd.DataFrame({"fpr": fpr, "tpr": tpr}),
+            "pr": pd.DataFrame({"recall": recall, "precision": precision}),
+        }
+        figures[f"confusion_{split}.png"] = plots.confusion_matrices(scores[split], class_names, f"{name}: {split}")
+        figures[f"roc_pr_{split}.png"] = plots.roc_pr_curves(
+            fpr, tpr, recall, precision, scores[split]["record"], class_names[positive], f"{name}: {split}, per recording")
+
+    kinds = ("confusion", "roc", "pr")
+    with contextlib.ExitStack() as stack:
+        tmp = {kind: stack.enter_context(atomic_dir(Path(plots_dir) / kind / name)) for kind in (*kinds, "figures")}
+        for split, frames in outputs.items():
+            for kind in kinds:
+                frames[kind].to_csv(tmp[kind] / f"{split}.csv", index=False, float_format="%.6g")
+        for file_name, fig in figures.items():
+            fig.savefig(tmp["figures"] / file_name, dpi=110)
+    summary = metrics_for_dvc(scores)
+    # a real validation recording as the predictor's input example
+    example = read_signal(Path(records_dir) / f"{outputs['val']['confusion']['record'].iloc[0]}.mat")
+    serving.save_predictor(model_dir, params.evaluate.aggregation, example, predictor_dir)
+    write_json(metrics_path, summary)
+
+    run_info = read_json(Path(model_dir) / RUN_FILE)
+    mlflow.set_tracking_uri(run_info["tracking_uri"])
+    with mlflow.start_run(run_id=run_info["run_id"]):
+        mlflow.log_metrics(mlflow_metrics(scores))
+        mlflow.log_param("evaluate.aggregation", params.evaluate.aggregation)
+        for split, levels in scores.items():
+            for level, result in levels.items():
+                mlflow.log_table(per_class_table(result, class_names), artifact_file=f"evaluation/{split}_{level}_per_class.json")
+            mlflow.log_dict({lvl: {"classes": class_names, "counts": r["confusion"],
+                                   "row_normalised": r["confusion_normalised"]} for lvl, r in levels.items()},
+                            f"evaluation/{split}_confusion.json")
+            mlflow.log_table(outputs[split]["confusion"], artifact_file=f"evaluation/{split}_record_predictions.json")
+        for file_name, fig in figures.items():
+            mlflow.log_figure(fig, f"evaluation/{file_name}")
+        serving.log_predictor(model_dir, params.evaluate.aggregation, example)
+    return summary

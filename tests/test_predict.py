@@ -1,0 +1,194 @@
+"""Classifying new recordings: same numbers as the evaluate stage, every input format, bad files."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+import scipy.signal
+
+from ecgpipe.cli import main as cli_main
+from ecgpipe.evaluation import run_evaluate
+from ecgpipe.experiment import run_train
+from ecgpipe.predict import Predictor, PredictError, predict_files, read_recording
+from tests.synthetic import synthetic_signal
+
+
+@pytest.fixture(scope="module")
+def evaluated(prepared, records_dir, tmp_path_factory):
+    """A tiny model trained and evaluated on the synthetic pipeline, in a temporary MLflow store."""
+    out = tmp_path_factory.mktemp("evaluated")
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
+    try:
+        name = "mean_spectrum-chunked"
+        run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
+                  out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
+                  system_metrics=False)
+        summary = run_evaluate(prepared["params"], name, records_dir, prepared["spectrogram"], prepared["chunks"],
+                               out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
+                               out / "predictors" / name)
+        yield {"out": out, "name": name, "summary": summary, "uri": os.environ["MLFLOW_TRACKING_URI"]}
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def _evaluated_predictions(evaluated) -> pd.DataFrame:
+    return pd.read_csv(evaluated["out"] / "plots" / "confusion" / evaluated["name"] / "val.csv", dtype={"record": str})
+
+
+def test_predict_equals_the_evaluate_stage(evaluated, records_dir, tmp_path, capsys):
+    expected = _evaluated_predictions(evaluated)
+    files = [str(records_dir / f"{r}.mat") for r in expected["record"]]
+    for source in (evaluated["out"] / "predictors" / evaluated["name"], evaluated["out"] / "models" / evaluated["name"]):
+        cli_main(["predict", "--model", str(source), "--out", str(tmp_path / "p.csv"), *files])
+        got = pd.read_csv(tmp_path / "p.csv", dtype={"record": str})
+        assert got["record"].tolist() == expected["record"].tolist()
+        np.testing.assert_allclose(got["p_A"], expected["p_A"], atol=2e-6)  # the CSVs round to 6 decimals
+        assert got["label"].tolist() == expected["predicted"].tolist()
+        assert got["error"].isna().all()
+    assert "record" in capsys.readouterr().out
+
+
+def test_each_input_format_gives_the_same_answer(evaluated, records_dir, tmp_path):
+    predictor = Predictor.from_folder(evaluated["out"] / "predictors" / evaluated["name"])
+    record = _evaluated_predictions(evaluated)["record"].iloc[0]
+    raw = scipy.io.loadmat(records_dir / f"{record}.mat")["val"][0]
+    np.save(tmp_path / "sig.npy", raw)
+    np.savetxt(tmp_path / "sig.csv", raw, fmt="%d", header="ecg", comments="")
+    np.savetxt(tmp_path / "mv.csv", raw / 1000.0)  # in mV, no header
+    answers = {
+        "mat": predictor.predict_proba(read_recording(records_dir / f"{record}.mat")),
+        "wfdb": predictor.predict_proba(read_recording(records_dir / f"{record}.hea")),
+        "npy": predictor.predict_proba(read_recording(tmp_path / "sig.npy", fs=300)),
+        "csv": predictor.predict_proba(read_recording(tmp_path / "sig.csv", fs=300)),
+        "csv in mV": predictor.predict_proba(read_recording(tmp_path / "mv.csv", fs=300, gain=1)),
+    }
+    for name, probs in answers.items():
+        np.testing.assert_allclose(probs, answers["mat"], atol=1e-6, err_msg=name)
+    assert answers["mat"].sum() == pytest.approx(1.0)
+
+
+def test_resampled_360_hz_recording_gives_nearly_the_same_answer(evaluated, tmp_path):
+    predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
+    rng = np.random.default_rng(3)
+    for label in ("N", "A"):
+        original = synthetic_signal(label, 3000, rng).astype(np.float64)
+        at_360 = scipy.signal.resample_poly(original, 6, 5)  # the same rhythm sampled at 360 Hz
+        np.save(tmp_path / "r360.npy", at_360)
+        p300 = predictor.predict_proba(read_recording_from(original, 300))
+        p360 = predictor.predict_proba(read_recording(tmp_path / "r360.npy", fs=360))
+        np.testing.assert_allclose(p360, p300, atol=0.05)
+
+
+def read_recording_from(samples, fs):
+    from ecgpipe.predict import Signal
+
+    return Signal(samples, fs)
+
+
+def test_bad_files_get_their_error_and_the_rest_are_classified(evaluated, records_dir, tmp_path):
+    predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
+    good = str(records_dir / "A00001.mat")
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros(200))  # one chunk of 8 windows needs 32 + 8 * 28 = 256 samples
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    nonfinite = tmp_path / "nan.npy"
+    np.save(nonfinite, np.full(4000, np.nan))
+    corrupt = tmp_path / "corrupt.mat"
+    corrupt.write_bytes(b"not a matlab file at all")
+    (tmp_path / "x.wav").write_bytes(b"RIFF")
+    two_columns = tmp_path / "two.csv"
+    np.savetxt(two_columns, np.ones((4000, 2)), delimiter=",")
+    rows = predict_files(predictor, [str(short), good, str(empty), str(nonfinite), str(corrupt), str(two_columns),
+                                     str(tmp_path / "missing.mat"), str(tmp_path / "x.wav")], fs=300)
+    errors = {r["record"]: r["error"] for r in rows}
+    assert "shorter than one chunk: 200 samples at 300 Hz, needs at least 256" in errors["short"]
+    assert "empty" in errors["empty"] or "not a readable .csv" in errors["empty"]
+    assert "non-finite samples" in errors["nan"]
+    assert "corrupt.mat: not a readable MATLAB record" in errors["corrupt"]
+    assert "expected one column of samples, got shape (4000, 2)" in errors["two"]
+    assert "missing.mat: no such file" in errors["missing"]
+    assert "unknown format '.wav'" in errors["x"]
+    assert errors["A00001"] == "" and rows[1]["label"] in ("N", "A")
+    with pytest.raises(PredictError, match="needs its sampling rate"):
+        read_recording(short)
+
+
+def test_mlflow_run_has_evaluation_and_predictor(evaluated):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((evaluated["out"] / "models" / evaluated["name"] / "mlflow_run.json").read_text())["run_id"]
+    client = MlflowClient(evaluated["uri"])
+    run = client.get_run(run_id)
+    record = evaluated["summary"]["val"]["record"]
+    assert run.data.metrics["val_record_f1_A"] == pytest.approx(record["f1"]["A"], abs=1e-6)
+    assert run.data.metrics["val_record_roc_auc"] == pytest.approx(record["roc_auc"], abs=1e-6)
+    assert run.data.metrics["val_chunk_balanced_accuracy"] > 0
+    evaluation = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/val_confusion.json", "evaluation/confusion_val.png",
+            "evaluation/val_record_per_class.json"} <= evaluation
+    confusion = json.loads(open(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="evaluation/val_confusion.json", tracking_uri=evaluated["uri"])).read())
+    assert confusion["record"]["counts"] and confusion["record"]["classes"] == ["N", "A"]
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/predictor")
+    signal = synthetic_signal("N", 2000, np.random.default_rng(0))
+    out = model.predict(pd.DataFrame({"signal": [signal.astype(float).tolist()], "fs": [300.0]}))
+    assert out["label"].iloc[0] in ("N", "A") and out["error"].iloc[0] == ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_served_model_answers_http_with_the_same_numbers(evaluated, records_dir, tmp_path):
+    folder = evaluated["out"] / "predictors" / evaluated["name"]
+    predictor = Predictor.from_folder(folder)
+    files = ["A00001", "A00002", "A00003"]
+    expected = [predictor.classify(read_recording(records_dir / f"{f}.mat")) for f in files]
+    signals = [scipy.io.loadmat(records_dir / f"{f}.mat")["val"][0].astype(float).tolist() for f in files]
+    port = _free_port()
+    mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    log = open(tmp_path / "server.log", "wb")
+    server = subprocess.Popen(
+        [mlflow_cli, "models", "serve", "-m", str(folder), "--env-manager", "local", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        # mlflow starts uvicorn by name: this interpreter's scripts first, as in an activated venv
+        env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]),
+    )
+    try:
+        body = json.dumps({"dataframe_records": [{"signal": s, "fs": 300.0} for s in signals]}).encode()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answer = json.loads(response.read())
+                break
+            except (ConnectionError, urllib.error.URLError):
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the model server did not start within 90 s"
+                time.sleep(1)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        log.close()
+    predictions = answer["predictions"]
+    assert [p["label"] for p in predictions] == [e["label"] for e in expected]
+    np.testing.assert_allclose([p["p_A"] for p in predictions], [e["p_A"] for e in expected], atol=1e-6)
