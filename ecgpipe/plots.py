@@ -80,8 +80,10 @@ def comparison(table, metrics: list[str], title: str):
     for k, metric in enumerate(metrics):
         ax.bar(x + (k - (len(metrics) - 1) / 2) * width, table[metric].astype(float), width, label=metric)
     ax.set_xticks(x, table["experiment"], rotation=30, ha="right")
-    ax.set(ylim=(0, 1), ylabel="score", title=title)
+    ax.set(ylim=(0, 1), ylabel="score")
+    ax.set_title(title, pad=30)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(ncols=min(len(metrics), 4), fontsize=8, loc="upper left")
+    # above the axes, so that no bar is hidden
+    ax.legend(ncols=len(metrics), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     fig.tight_layout()
     return fig

@@ -40,6 +40,23 @@ class NotebookRNNNet(torch.nn.Module):
         return self.linear(h)
 
 
+class NotebookConvNet(torch.nn.Module):
+    """The notebook's ConvNet (cell 18) written as it is there, from torch.nn layers, with the two
+    AvgPool1d(2) layers its description lists (its code left them out)."""
+
+    def __init__(self, inputs=17, outputs=1):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv1d(inputs, 32, kernel_size=3), torch.nn.ReLU(), torch.nn.AvgPool1d(2),
+            torch.nn.Conv1d(32, 64, kernel_size=3), torch.nn.ReLU(), torch.nn.AvgPool1d(2),
+            torch.nn.Conv1d(64, 128, kernel_size=3), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(), torch.nn.Linear(128, outputs),
+        )
+
+    def forward(self, x):
+        return self.net(x.transpose(2, 1))
+
+
 class NotebookTorchLSTMNet(torch.nn.Module):
     """The notebook's TorchLSTMNet (cell 21), its final-state reshape included."""
 
@@ -84,7 +101,8 @@ def timed_train_batches(net, x, y, batches, batch_size=192, lr=0.01, device="cpu
             loss.backward()
             optimizer.step()
             for i, v in enumerate((loss * xb.shape[0], accuracy(y_hat, yb) * xb.shape[0], xb.shape[0])):
-                metrics[i] += float(v)  # d2l's Accumulator: one host sync per value
+                # d2l's Accumulator: one host sync per value (detached: the same sync, no warning)
+                metrics[i] += float(v.detach()) if torch.is_tensor(v) else float(v)
             done += 1
             seen += xb.shape[0]
             if done >= batches + warmup:

@@ -2,9 +2,10 @@
 own training path (`chunked_batches` + `train_step`), batch 192, inputs of the real shape 40x17.
 
 With ``--notebook`` the notebook's loop (a DataLoader over the chunk tensors) is timed beside
-it, interleaved in the same process: on the same network for mean_spectrum, fully_connected,
-conv and torch_lstm; on the notebook's own RNN for rnn; and on the notebook's TorchLSTMNet for
-the from-scratch lstm (the target: at least as fast as PyTorch's LSTM in the notebook's loop).
+it, interleaved in the same process: on the same network for mean_spectrum, fully_connected and
+torch_lstm; on the notebook's ConvNet built from nn.Conv1d/AvgPool1d for conv; on the
+notebook's own RNN for rnn; and on the notebook's TorchLSTMNet for the from-scratch lstm (the
+target: at least as fast as PyTorch's LSTM in the notebook's loop).
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def _baseline(name: str, x: torch.Tensor, y: torch.Tensor, batches: int, device:
         label, net = "notebook RNNNet", notebook_train.NotebookRNNNet()
     elif name == "lstm":
         label, net = "notebook TorchLSTMNet", notebook_train.NotebookTorchLSTMNet()
+    elif name == "conv":
+        label, net = "notebook ConvNet (nn.Conv1d, with its pooling)", notebook_train.NotebookConvNet()
     else:
         label, net = f"{name} in the notebook's loop", create_model(name, BINS, 1, n_steps=STEPS)
     return label, notebook_train.timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device)
