@@ -235,6 +235,8 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
 
     run_info = read_json(Path(model_dir) / RUN_FILE)
     mlflow.set_tracking_uri(run_info["tracking_uri"])
+    client = mlflow.tracking.MlflowClient()
+    trained = client.get_run(run_info["run_id"]).info
     with mlflow.start_run(run_id=run_info["run_id"]):
         mlflow.log_metrics(mlflow_metrics(scores))
         mlflow.log_param("evaluate.aggregation", params.evaluate.aggregation)
@@ -248,4 +250,6 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
         for file_name, fig in figures.items():
             mlflow.log_figure(fig, f"evaluation/{file_name}")
         serving.log_predictor(model_dir, params.evaluate.aggregation, example)
+    # resuming the run moved its end to now: give it back its training end (and status)
+    client.set_terminated(run_info["run_id"], status=trained.status, end_time=trained.end_time)
     return summary

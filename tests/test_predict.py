@@ -32,10 +32,15 @@ def evaluated(prepared, records_dir, tmp_path_factory):
         run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
                   out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
                   system_metrics=False)
+        from mlflow.tracking import MlflowClient
+
+        run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
+        trained = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id).info
         summary = run_evaluate(prepared["params"], name, records_dir, prepared["spectrogram"], prepared["chunks"],
                                out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
                                out / "predictors" / name)
-        yield {"out": out, "name": name, "summary": summary, "uri": os.environ["MLFLOW_TRACKING_URI"]}
+        yield {"out": out, "name": name, "summary": summary, "uri": os.environ["MLFLOW_TRACKING_URI"],
+               "trained": trained}
     finally:
         if old is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -133,6 +138,8 @@ def test_mlflow_run_has_evaluation_and_predictor(evaluated):
     run_id = json.loads((evaluated["out"] / "models" / evaluated["name"] / "mlflow_run.json").read_text())["run_id"]
     client = MlflowClient(evaluated["uri"])
     run = client.get_run(run_id)
+    # adding the evaluation keeps the run's training duration and status
+    assert (run.info.status, run.info.end_time) == (evaluated["trained"].status, evaluated["trained"].end_time)
     record = evaluated["summary"]["val"]["record"]
     assert run.data.metrics["val_record_f1_A"] == pytest.approx(record["f1"]["A"], abs=1e-6)
     assert run.data.metrics["val_record_roc_auc"] == pytest.approx(record["roc_auc"], abs=1e-6)
