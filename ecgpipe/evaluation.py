@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn import metrics as skm
 
-from ecgpipe.training import probabilities
+from ecgpipe.data.records import read_signal
+from ecgpipe.data.store import read_records
+from ecgpipe.experiment import RUN_FILE, load_trained
+from ecgpipe.io import atomic_dir, read_json, write_json
+from ecgpipe.training import Chunks, predict_logits, probabilities, resolve_device
 
 Aggregation = Literal["mean_logit", "mean_probability"]
 CHALLENGE_CLASSES = ("N", "A", "O")  # CinC 2017 score: the mean F1 of these three
@@ -114,8 +119,6 @@ LEVELS = ("chunk_balanced", "chunk", "record")
 def evaluate_split(model, chunks, record_labels: torch.Tensor, class_names: list[str], aggregation: Aggregation,
                    batch_size: int) -> tuple[dict, dict]:
     """Scores at the three levels, and the recording-level probabilities (rows, probabilities)."""
-    from ecgpipe.training import predict_logits
-
     logits = predict_logits(model, chunks.x, batch_size).cpu()
     y = chunks.y.cpu()
     chunk_probs = probabilities(logits)
@@ -154,9 +157,7 @@ def mlflow_metrics(scores: dict) -> dict[str, float]:
     return {k.replace("~", "noise"): v for k, v in flat.items()}  # MLflow names allow no '~'
 
 
-def per_class_table(result: dict, class_names: list[str]):
-    import pandas as pd
-
+def per_class_table(result: dict, class_names: list[str]) -> pd.DataFrame:
     return pd.DataFrame({
         "class": class_names,
         **{k: [result[k][c] for c in class_names] for k in ("precision", "recall", "f1", "support")},
@@ -174,15 +175,9 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
     per-class tables go into the experiment's MLflow run, with the predictor. ``predictor_dir``
     gets the same predictor as a folder (``mlflow models serve -m predictor_dir`` serves it).
     """
-    import mlflow
-    import pandas as pd
+    import mlflow  # heavy: only the stage needs it, not the metric functions
 
     from ecgpipe import plots, serving
-    from ecgpipe.data.records import read_signal
-    from ecgpipe.data.store import read_records
-    from ecgpipe.experiment import RUN_FILE, load_trained
-    from ecgpipe.io import atomic_dir, read_json, write_json
-    from ecgpipe.training import Chunks, resolve_device
 
     device = resolve_device(params.train.device)
     model, spec = load_trained(model_dir, device)

@@ -17,7 +17,7 @@ import scipy.signal
 from ecgpipe.cli import main as cli_main
 from ecgpipe.evaluation import run_evaluate
 from ecgpipe.experiment import run_train
-from ecgpipe.predict import Predictor, PredictError, predict_files, read_recording
+from ecgpipe.predict import Predictor, PredictError, Signal, predict_files, read_recording
 from tests.synthetic import synthetic_signal
 
 
@@ -91,15 +91,9 @@ def test_resampled_360_hz_recording_gives_nearly_the_same_answer(evaluated, tmp_
         original = synthetic_signal(label, 3000, rng).astype(np.float64)
         at_360 = scipy.signal.resample_poly(original, 6, 5)  # the same rhythm sampled at 360 Hz
         np.save(tmp_path / "r360.npy", at_360)
-        p300 = predictor.predict_proba(read_recording_from(original, 300))
+        p300 = predictor.predict_proba(Signal(original, 300))
         p360 = predictor.predict_proba(read_recording(tmp_path / "r360.npy", fs=360))
         np.testing.assert_allclose(p360, p300, atol=0.05)
-
-
-def read_recording_from(samples, fs):
-    from ecgpipe.predict import Signal
-
-    return Signal(samples, fs)
 
 
 def test_bad_files_get_their_error_and_the_rest_are_classified(evaluated, records_dir, tmp_path):
