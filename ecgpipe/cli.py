@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "using the preprocessing it was trained with. Other sampling rates are resampled.")
     predict.add_argument("--model", required=True,
                          help="a predictors/NAME or models/NAME folder, or an MLflow runs:/... or models:/... URI")
-    predict.add_argument("--fs", type=float, help="sampling rate in Hz (needed for .csv and .npy; .mat: 300)")
+    predict.add_argument("--fs", type=float, help="sampling rate in Hz of every file given: needed for .csv and .npy; "
+                         "overrides the 300 Hz of .mat files and the rate in WFDB headers")
     predict.add_argument("--gain", type=float, default=1000.0,
                          help=".csv/.npy samples are in units of 1/GAIN mV (default 1000, as CinC)")
     predict.add_argument("--out", type=Path, help="also write the table to this CSV file")
