@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ecgpipe.io import atomic_path, read_json
+from ecgpipe.io import atomic_path, read_json, write_json
 from ecgpipe.params import Params
 
 # The notebook's balanced validation chunk accuracy (its only figure), by (model, loader).
@@ -99,8 +99,7 @@ def register_champion(table: pd.DataFrame, metric: str, models_dir: Path, regist
 def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path) -> pd.DataFrame:
     """Write ``results.csv``, ``results.md``, ``comparison.png`` and ``champion.json`` into
     ``out_dir``, and give the best experiment the champion alias in the Model Registry."""
-    from ecgpipe import plots
-    from ecgpipe.io import write_json
+    from ecgpipe import plots  # matplotlib: only when drawing
 
     table = results_table(params, metrics_dir)
     out_dir = Path(out_dir)

@@ -1,5 +1,4 @@
 import http.server
-import shutil
 import threading
 import zipfile
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ecgpipe import training
 from ecgpipe.experiment import load_trained, run_train
 from ecgpipe.io import read_json
 from ecgpipe.tracking import tracking_uri

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecgpipe.data.archive import ARCHIVE_ENV, extract_records, obtain_archive, verify_archive
+from ecgpipe.data.archive import extract_records, obtain_archive, verify_archive
 from ecgpipe.data.balance import oversample
 from ecgpipe.data.chunk import chunk_positions, gather_windows
 from ecgpipe.data.records import load_recordings
 from ecgpipe.data.spectrogram import compute_spectra, fit_normalise_, window_count
 from ecgpipe.data.split import split_indices
-from ecgpipe.params import Params
+from ecgpipe.params import Params, load_params
 
 STEPS = ("records", "spectrogram", "split", "balance", "chunk", "total")
 
@@ -80,8 +80,6 @@ def _medians(runs: list[dict]) -> dict:
 
 def bench_data(params_path: Path, repeats: int = 3, notebook: bool = False) -> dict:
     """Extract the archive once (untimed), then time ``repeats`` fresh-process runs; medians."""
-    from ecgpipe.params import load_params
-
     params = load_params(params_path)
     with tempfile.TemporaryDirectory(prefix="ecgpipe-bench-") as tmp:
         archive = obtain_archive(params.download.url, Path(tmp) / "download")
@@ -102,6 +100,4 @@ def bench_data(params_path: Path, repeats: int = 3, notebook: bool = False) -> d
 
 
 if __name__ == "__main__":  # one timed run in this fresh process: records_dir params_path
-    from ecgpipe.params import load_params
-
     print(json.dumps(time_pipeline(Path(sys.argv[1]), load_params(sys.argv[2]))))
