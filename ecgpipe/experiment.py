@@ -98,7 +98,8 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
                             tracking.run_tags(device), system_metrics=system_metrics) as run:
         history = fit(model, batches, val, experiment.epochs, experiment.lr, params.train.seed,
                       params.train.eval_batch_size,
-                      on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch))
+                      on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+                      lr_schedule=experiment.lr_schedule)
         table = pd.DataFrame(history.epochs)
         model = model.cpu().eval()
         example = val.x[:4].cpu()

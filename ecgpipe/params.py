@@ -121,6 +121,7 @@ class ChunkParams:
 
 
 LOADERS = ("chunked", "random_chunk")
+LR_SCHEDULES = ("constant", "cosine")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -144,12 +145,17 @@ class TrainParams:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentParams:
-    """One training run: a registered model, a loader, its epochs and learning rate."""
+    """One training run: a registered model, a loader, its epochs, learning rate and its schedule.
+
+    ``lr_schedule``: ``constant`` (the notebook's) or ``cosine`` (from ``lr`` down towards 0 over the
+    epochs, stepped once per epoch).
+    """
 
     model: str
     loader: Literal["chunked", "random_chunk"]
     epochs: int
     lr: float
+    lr_schedule: Literal["constant", "cosine"]
 
     def validate(self, key: str) -> None:
         from ecgpipe.models import list_models  # the registry is the list of valid names

@@ -29,8 +29,8 @@ def small_params_dict() -> dict:
     raw["chunk"]["size"] = 8
     raw["train"].update(batch_size=16, eval_batch_size=64)
     raw["experiments"] = {
-        "mean_spectrum-chunked": {"model": "mean_spectrum", "loader": "chunked", "epochs": 3, "lr": 0.01},
-        "fully_connected-random_chunk": {"model": "fully_connected", "loader": "random_chunk", "epochs": 2, "lr": 0.01},
+        "mean_spectrum-chunked": {"model": "mean_spectrum", "loader": "chunked", "epochs": 3, "lr": 0.01, "lr_schedule": "constant"},
+        "fully_connected-random_chunk": {"model": "fully_connected", "loader": "random_chunk", "epochs": 2, "lr": 0.01, "lr_schedule": "cosine"},
     }
     return raw
 

@@ -38,6 +38,16 @@ def test_invalid_values_name_the_key(small_params, section, key, value, message)
     assert message in str(info.value)
 
 
+def test_experiment_lr_schedule_is_checked(small_params):
+    entry = small_params["experiments"]["mean_spectrum-chunked"]
+    entry["lr_schedule"] = "step"
+    with pytest.raises(ParamsError, match=r"experiments\.mean_spectrum-chunked\.lr_schedule: expected one of 'constant', 'cosine', got 'step'"):
+        parse_params(small_params)
+    del entry["lr_schedule"]  # dvc.yaml lists it for every train stage, so it may not be left out
+    with pytest.raises(ParamsError, match=r"experiments\.mean_spectrum-chunked\.lr_schedule: missing"):
+        parse_params(small_params)
+
+
 def test_unknown_and_missing_keys(small_params):
     small_params["chunk"]["sise"] = 40
     with pytest.raises(ParamsError, match=r"chunk\.sise: expected one of the known keys \['seed', 'size'\]"):

@@ -1,4 +1,5 @@
 """The training loop on small hand-made tasks: it learns, and the loaders draw what they should."""
+import pytest
 import torch
 
 from ecgpipe.models import create_model
@@ -41,6 +42,20 @@ def test_fit_is_repeatable_on_cpu():
     first, second = run(), run()
     for a, b in zip(first, second):
         assert a["train_loss"] == b["train_loss"] and a["val_acc"] == b["val_acc"]
+
+
+def test_lr_schedules():
+    def rates(schedule):
+        torch.manual_seed(0)
+        model = create_model("mean_spectrum", 17, 1, n_steps=24)
+        history = fit(model, chunked_batches(_separable_chunks(200, 1), 64), _separable_chunks(50, 2),
+                      epochs=4, lr=0.02, seed=0, lr_schedule=schedule)
+        return [e["lr"] for e in history.epochs]
+    assert rates("constant") == [0.02] * 4
+    # cosine over 4 epochs: 0.02 * (1 + cos(pi * e / 4)) / 2 for e = 0..3
+    assert rates("cosine") == pytest.approx([0.02, 0.01707107, 0.01, 0.00292893])
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'"):
+        rates("linear")
 
 
 def test_chunked_batches_cover_the_balanced_set_each_epoch():
