@@ -218,9 +218,9 @@ def fit(
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
         schedule.step()
-        metrics = {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen, "lr": epoch_lr}
+        metrics = {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen}
         metrics.update({f"val_{k}": v for k, v in evaluate(model, val, eval_batch_size).items()})
-        metrics.update({"examples_per_s": seen / seconds, "epoch_seconds": seconds})
+        metrics.update({"examples_per_s": seen / seconds, "epoch_seconds": seconds, "lr": epoch_lr})
         history.epochs.append({"epoch": epoch, **metrics})
         if on_epoch is not None:
             on_epoch(epoch, metrics)

@@ -1,5 +1,6 @@
 """MLflow: a tiny training run into a temporary SQLite store, read back as a user would."""
 import mlflow
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -79,3 +80,6 @@ def test_random_chunk_experiment_trains(prepared, tmp_path, store):
     assert summary["epochs"] == 2 and 0 <= summary["val_acc"] <= 1
     history = (tmp_path / "plots" / "history" / "fully_connected-random_chunk.csv").read_text().splitlines()
     assert history[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc") and len(history) == 3
+    # this experiment's schedule is cosine over 2 epochs: 0.01, then 0.01 * (1 + cos(pi / 2)) / 2
+    lr = pd.read_csv(tmp_path / "plots" / "history" / "fully_connected-random_chunk.csv")["lr"]
+    assert lr.tolist() == pytest.approx([0.01, 0.005])
