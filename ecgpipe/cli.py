@@ -27,7 +27,7 @@ def _bench_data(args: argparse.Namespace) -> None:
 def _bench_train(args: argparse.Namespace) -> None:
     from ecgpipe.bench.train import bench_train
 
-    result = bench_train(args.batches, args.repeats, args.device, args.notebook, args.models)
+    result = bench_train(args.batches, args.repeats, args.device, args.notebook, args.models, args.tuned_notebook)
     print(json.dumps(result, indent=2))
     if args.json:
         from ecgpipe.io import write_json
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--repeats", type=int, default=3, help="medians over this many interleaved repeats")
     train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     train.add_argument("--notebook", action="store_true", help="also time the notebook's loop, interleaved")
+    train.add_argument("--tuned-notebook", action="store_true",
+                       help="give the notebook's process the training path's CPU settings too (ecgpipe.cpu)")
     train.add_argument("--models", nargs="+", help="only these models")
     train.add_argument("--json", type=Path, help="also write the result here")
     train.set_defaults(func=_bench_train)

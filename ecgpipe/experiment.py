@@ -77,7 +77,9 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
     import mlflow
 
     from ecgpipe import plots, tracking
+    from ecgpipe.cpu import tune_for_training
 
+    tune_for_training()  # process-wide allocator and denormal settings: speed only
     experiment = params.experiment(name)
     device = resolve_device(params.train.device)
     preprocessing = read_json(Path(spectrogram_dir) / PREPROCESSING_FILE)

@@ -74,3 +74,16 @@ def test_rnn_hand_written_backward_passes_gradcheck():
 @pytest.mark.parametrize("module", [RNN(17, 9), LSTM(17, 9)])
 def test_repr_names_sizes(module):
     assert "num_inputs=17, num_hiddens=9" in repr(module)
+
+
+def test_lstm_gradients_through_the_final_hidden_state_alone():
+    # the networks use h_T only: the backward then starts with no output or cell gradient
+    torch.manual_seed(3)
+    theirs = torch.nn.LSTM(5, 7, batch_first=True).double()
+    ours = LSTM(5, 7).double().from_torch(theirs)
+    x = torch.randn(4, 9, 5, dtype=torch.float64, requires_grad=True)
+    head = torch.randn(7, dtype=torch.float64)
+    dx_a, _, dWh, _ = torch.autograd.grad((ours(x)[1][0] @ head).sum(), [x, *ours.parameters()])
+    dx_b, _, dWhh, _, _ = torch.autograd.grad((theirs(x)[1][0][0] @ head).sum(), [x, *theirs.parameters()])
+    torch.testing.assert_close(dx_a, dx_b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(_torch_order(dWh.T), dWhh, rtol=0, atol=1e-6)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ecgpipe.bench import fresh_process_json
 from ecgpipe.data.archive import extract_records, obtain_archive, verify_archive
 from ecgpipe.data.balance import oversample
 from ecgpipe.data.chunk import chunk_positions, gather_windows
@@ -66,11 +66,6 @@ def time_pipeline(records_dir: Path, params: Params) -> dict:
             "counts": counts}
 
 
-def _subprocess_json(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, *args], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
-
-
 def _medians(runs: list[dict]) -> dict:
     return {
         "seconds": {k: statistics.median(r["seconds"][k] for r in runs) for k in STEPS},
@@ -87,9 +82,9 @@ def bench_data(params_path: Path, repeats: int = 3, notebook: bool = False) -> d
         extract_records(verify_archive(archive), records_dir)
         ours, theirs = [], []
         for _ in range(repeats):
-            ours.append(_subprocess_json(["-m", "ecgpipe.bench.data", str(records_dir), str(params_path)]))
+            ours.append(fresh_process_json(["-m", "ecgpipe.bench.data", str(records_dir), str(params_path)]))
             if notebook:
-                theirs.append(_subprocess_json(["-m", "ecgpipe.bench.notebook_data", str(records_dir)]))
+                theirs.append(fresh_process_json(["-m", "ecgpipe.bench.notebook_data", str(records_dir)]))
     result = {**_medians(ours), "repeats": repeats, "archive": str(archive), "counts": ours[0]["counts"]}
     if notebook:
         result["notebook"] = _medians(theirs)

@@ -1,91 +1,140 @@
 """`ecgpipe bench train`: training throughput of every registered model, through the project's
-own training path (`chunked_batches` + `train_step`), batch 192, inputs of the real shape 40x17.
+own training path (`chunked_batches` + `train_step`, with the train stage's CPU settings from
+`ecgpipe.cpu`), batch 192, inputs of the real shape 40x17.
 
 With ``--notebook`` the notebook's loop (a DataLoader over the chunk tensors) is timed beside
-it, interleaved in the same process: on the same network for mean_spectrum, fully_connected and
-torch_lstm; on the notebook's ConvNet built from nn.Conv1d/AvgPool1d for conv; on the
-notebook's own RNN for rnn; and on the notebook's TorchLSTMNet for the from-scratch lstm (the
-target: at least as fast as PyTorch's LSTM in the notebook's loop).
+it: on the same network for mean_spectrum, fully_connected and torch_lstm; on the notebook's
+ConvNet built from nn.Conv1d/AvgPool1d for conv; on the notebook's own RNN for rnn; and on the
+notebook's TorchLSTMNet for the from-scratch lstm (the target: at least as fast as PyTorch's
+LSTM in the notebook's loop).
+
+Each side runs in a fresh process per repeat, the two sides alternating, so that machine noise
+hits both alike and neither inherits the other's allocator or thread state. The notebook's
+process runs as the notebook does, without our CPU settings; ``--tuned-notebook`` gives it them
+too, to see how much of a ratio is the settings and how much the code.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
 
 import torch
 
-from ecgpipe.bench import notebook_train
+from ecgpipe.bench import fresh_process_json, notebook_train
 from ecgpipe.models import create_model, list_models
 from ecgpipe.training import Chunks, chunked_batches, make_optimizer, resolve_device, train_step
 
 BATCH_SIZE, STEPS, BINS = 192, 40, 17
+WARMUP = 3  # untimed first minibatches: allocations, thread pool and kernel selection
 
 
-def _ours(name: str, data: Chunks, batches: int, device: torch.device, warmup: int = 3) -> float:
+def _ours(name: str, data: Chunks, batches: int, device: torch.device) -> float:
     torch.manual_seed(0)
     model = create_model(name, BINS, 1, n_steps=STEPS).to(device)
     optimizer = make_optimizer(model, 0.01)
     epoch = chunked_batches(data, BATCH_SIZE)
     generator = torch.Generator().manual_seed(0)
     done, seen, start = 0, 0, None
-    while done < batches + warmup:
+    while done < batches + WARMUP:
         for x, y in epoch(generator):
-            if done == warmup:
+            if done == WARMUP:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 start, seen = time.perf_counter(), 0
             train_step(model, optimizer, x, y)
             done += 1
             seen += len(y)
-            if done >= batches + warmup:
+            if done >= batches + WARMUP:
                 break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return seen / (time.perf_counter() - start)
 
 
-def _baseline(name: str, x: torch.Tensor, y: torch.Tensor, batches: int, device: torch.device) -> tuple[str, float]:
-    torch.manual_seed(0)
+def _baseline_network(name: str) -> tuple[str, torch.nn.Module]:
     if name == "rnn":
-        label, net = "notebook RNNNet", notebook_train.NotebookRNNNet()
-    elif name == "lstm":
-        label, net = "notebook TorchLSTMNet", notebook_train.NotebookTorchLSTMNet()
-    elif name == "conv":
-        label, net = "notebook ConvNet (nn.Conv1d, with its pooling)", notebook_train.NotebookConvNet()
+        return "notebook RNNNet", notebook_train.NotebookRNNNet()
+    if name == "lstm":
+        return "notebook TorchLSTMNet", notebook_train.NotebookTorchLSTMNet()
+    if name == "conv":
+        return "notebook ConvNet (nn.Conv1d, with its pooling)", notebook_train.NotebookConvNet()
+    return f"{name} in the notebook's loop", create_model(name, BINS, 1, n_steps=STEPS)
+
+
+def time_side(side: str, names: list[str], batches: int, device_name: str, tuned: bool) -> dict:
+    """In this process: examples/s of each model on one side, ``ours`` or ``notebook``."""
+    if tuned:
+        from ecgpipe.cpu import tune_for_training
+
+        tune_for_training()
+    device = resolve_device(device_name)
+    generator = torch.Generator().manual_seed(0)
+    n = BATCH_SIZE * (batches + WARMUP + 1)
+    x = torch.randn(n, STEPS, BINS, generator=generator)
+    y = (torch.rand(n, generator=generator) < 0.5).long()
+    speeds, labels = {}, {}
+    if side == "ours":
+        data = Chunks(x.to(device), y.to(device), torch.zeros(n, dtype=torch.long, device=device),
+                      torch.arange(n, device=device))
+        for name in names:
+            speeds[name] = _ours(name, data, batches, device)
     else:
-        label, net = f"{name} in the notebook's loop", create_model(name, BINS, 1, n_steps=STEPS)
-    return label, notebook_train.timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device)
+        for name in names:
+            torch.manual_seed(0)
+            labels[name], net = _baseline_network(name)
+            speeds[name] = notebook_train.timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device,
+                                                              warmup=WARMUP)
+    return {"examples_per_s": speeds, "labels": labels, "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch_threads": torch.get_num_threads()}
+
+
+def _run_side(side: str, names: list[str], batches: int, device: str, tuned: bool) -> dict:
+    args = ["-m", "ecgpipe.bench.train", side, "--batches", str(batches), "--device", device, "--models", *names]
+    return fresh_process_json(args + (["--tuned"] if tuned else []))
 
 
 def bench_train(batches: int = 50, repeats: int = 3, device: str = "auto", notebook: bool = False,
-                models: list[str] | None = None) -> dict:
-    device = resolve_device(device)
-    generator = torch.Generator().manual_seed(0)
-    n = BATCH_SIZE * (batches + 4)
-    x = torch.randn(n, STEPS, BINS, generator=generator)
-    y = (torch.rand(n, generator=generator) < 0.5).long()
-    data = Chunks(x.to(device), y.to(device), torch.zeros(n, dtype=torch.long, device=device),
-                  torch.arange(n, device=device))
+                models: list[str] | None = None, tuned_notebook: bool = False) -> dict:
+    resolve_device(device)  # a bad name fails here, before any process starts
     names = models or list_models()
-    ours: dict[str, list[float]] = {m: [] for m in names}
-    theirs: dict[str, list[float]] = {m: [] for m in names}
-    labels: dict[str, str] = {}
-    for _ in range(repeats):  # interleaved, so machine noise hits both sides alike
-        for name in names:
-            ours[name].append(_ours(name, data, batches, device))
-            if notebook:
-                labels[name], value = _baseline(name, x, y, batches, device)
-                theirs[name].append(value)
+    unknown = sorted(set(names) - set(list_models()))
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; registered: {list_models()}")
+    ours_runs, notebook_runs = [], []
+    for _ in range(repeats):  # alternating fresh processes, so machine noise hits both sides alike
+        ours_runs.append(_run_side("ours", names, batches, device, tuned=True))
+        if notebook:
+            notebook_runs.append(_run_side("notebook", names, batches, device, tuned=tuned_notebook))
+    first = ours_runs[0]
     result = {
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "device": first["device"] + (f" ({first['gpu']})" if first["gpu"] else ""),
         "batch_size": BATCH_SIZE,
         "batches": batches,
         "repeats": repeats,
-        "torch_threads": torch.get_num_threads(),
-        "examples_per_s": {m: round(statistics.median(v), 1) for m, v in ours.items()},
+        "torch_threads": first["torch_threads"],
+        "examples_per_s": {m: round(statistics.median(r["examples_per_s"][m] for r in ours_runs), 1) for m in names},
     }
     if notebook:
-        result["notebook_examples_per_s"] = {m: round(statistics.median(v), 1) for m, v in theirs.items()}
-        result["notebook_baseline"] = labels
-        result["speedup"] = {m: round(statistics.median(a / b for a, b in zip(ours[m], theirs[m])), 3) for m in names}
+        result["notebook_examples_per_s"] = {
+            m: round(statistics.median(r["examples_per_s"][m] for r in notebook_runs), 1) for m in names}
+        result["notebook_baseline"] = notebook_runs[0]["labels"]
+        result["notebook_cpu_settings"] = "ecgpipe.cpu (as ours)" if tuned_notebook else "none (as the notebook)"
+        # the median of the per-repeat ratios: each ratio is taken from two neighbouring processes
+        result["speedup"] = {m: round(statistics.median(
+            a["examples_per_s"][m] / b["examples_per_s"][m] for a, b in zip(ours_runs, notebook_runs)), 3)
+            for m in names}
     return result
+
+
+if __name__ == "__main__":  # one side, timed in this fresh process; prints JSON
+    parser = argparse.ArgumentParser()
+    parser.add_argument("side", choices=["ours", "notebook"])
+    parser.add_argument("--batches", type=int, required=True)
+    parser.add_argument("--device", required=True)
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--tuned", action="store_true")
+    args = parser.parse_args()
+    print(json.dumps(time_side(args.side, args.models, args.batches, args.device, args.tuned)))

@@ -87,18 +87,14 @@ class RNN(nn.Module):
         return f"num_inputs={self.num_inputs}, num_hiddens={self.num_hiddens}"
 
 
-def _tanh_(x: torch.Tensor) -> torch.Tensor:
-    """tanh in place, as 2 sigmoid(2x) - 1: the same function, and PyTorch's CPU sigmoid is about
-    four times faster than its tanh."""
-    return torch.sigmoid(x.mul_(2), out=x).mul_(2).sub_(1)
-
-
 class _LSTMRecurrence(torch.autograd.Function):
     """h_1 ... h_T, h_T and c_T from the projected inputs ``P`` (steps, batch, 4H), ``W_h`` (H, 4H),
     h_0 and c_0.
 
-    Gate blocks in the order i, f, o, g: sigmoid gates first, the tanh candidate last.
-    Time-major inside, so that every step works on contiguous memory.
+    Gate blocks in the order i, f, o, g: the three sigmoid gates side by side, so that one
+    operation covers them, and the tanh candidate last. Time-major inside, so that every step
+    works on contiguous memory. Each line of both loops is one pass over a step's values: on a
+    CPU the passes, not the arithmetic, are what costs.
     """
 
     @staticmethod
@@ -112,14 +108,11 @@ class _LSTMRecurrence(torch.autograd.Function):
         cells[0], hiddens[0] = c0, h0
         for t in range(steps):
             a = torch.addmm(projected[t], hiddens[t], W_h, out=acts[t])
-            # one sigmoid over the whole contiguous row; the candidate block becomes its tanh
-            a[:, 3 * hidden :].mul_(2)
-            torch.sigmoid(a, out=a)
-            a[:, 3 * hidden :].mul_(2).sub_(1)
+            a[:, : 3 * hidden].sigmoid_()
+            a[:, 3 * hidden :].tanh_()
             i, f, o, g = a.chunk(4, dim=1)
-            c = torch.addcmul(f * cells[t], i, g, out=cells[t + 1])
-            tanh_c = _tanh_(tanh_cells[t].copy_(c))
-            torch.mul(o, tanh_c, out=hiddens[t + 1])
+            c = torch.mul(f, cells[t], out=cells[t + 1]).addcmul_(i, g)  # c_t = f c_{t-1} + i g
+            torch.mul(o, torch.tanh(c, out=tanh_cells[t]), out=hiddens[t + 1])  # h_t = o tanh(c_t)
         ctx.save_for_backward(acts, cells, tanh_cells, hiddens, W_h)
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None: no zeros
         return hiddens[1:], hiddens[steps].clone(), cells[steps].clone()
@@ -131,26 +124,29 @@ class _LSTMRecurrence(torch.autograd.Function):
         steps, batch, four_h = acts.shape
         hidden = four_h // 4
         d_gates = torch.empty_like(acts)  # dL/d(pre-activation gates), per step
-        d_h = d_h_last.clone() if d_h_last is not None else torch.zeros_like(hiddens[0])
-        d_c = d_c_last.clone() if d_c_last is not None else torch.zeros_like(d_h)
+        d_h = d_h_last if d_h_last is not None else torch.zeros_like(hiddens[0])  # read, never written
+        d_c = d_c_last.clone() if d_c_last is not None else torch.zeros_like(d_h)  # updated in place
         W_h_t = W_h.t()
         for t in reversed(range(steps)):  # per step, while the step's activations are in cache
-            a = acts[t]
+            a, d_a = acts[t], d_gates[t]
             i, f, o, g = a.chunk(4, dim=1)
-            d_i, d_f, d_o, d_g = d_gates[t].chunk(4, dim=1)
+            d_i, d_f, d_o, d_g = d_a.chunk(4, dim=1)
             if d_outputs is not None:
                 d_h = d_h + d_outputs[t]
             tanh_c = tanh_cells[t]
             # h_t = o tanh(c_t):  dL/do = dL/dh tanh(c_t),  dL/dc_t += dL/dh o (1 - tanh(c_t)^2)
-            d_c = d_c.addcmul_(d_h * o, torch.addcmul(torch.ones_like(tanh_c), tanh_c, tanh_c, value=-1))
-            # c_t = f c_{t-1} + i g, and sigmoid'(x) = s (1 - s), tanh'(x) = 1 - tanh(x)^2
-            sig = torch.addcmul(a[:, : 3 * hidden], a[:, : 3 * hidden], a[:, : 3 * hidden], value=-1)
-            torch.mul(sig[:, :hidden], d_c * g, out=d_i)
-            torch.mul(sig[:, hidden : 2 * hidden], d_c * cells[t], out=d_f)
-            torch.mul(sig[:, 2 * hidden :], d_h * tanh_c, out=d_o)
-            torch.mul(torch.addcmul(i, i * g, g, value=-1), d_c, out=d_g)  # i (1 - g^2)
-            d_c = d_c * f
-            d_h = d_gates[t] @ W_h_t
+            torch.mul(d_h, tanh_c, out=d_o)
+            d_c.addcmul_(torch.addcmul(d_h, d_o, tanh_c, value=-1), o)
+            # c_t = f c_{t-1} + i g:  dL/di = dL/dc g,  dL/df = dL/dc c_{t-1},  dL/dg = dL/dc i
+            torch.mul(d_c, g, out=d_i)
+            torch.mul(d_c, cells[t], out=d_f)
+            torch.mul(d_c, i, out=d_g)
+            # through the activations: sigmoid' = s (1 - s) for i, f, o at once; tanh' = 1 - g^2
+            sigmoids = a[:, : 3 * hidden]
+            d_a[:, : 3 * hidden].mul_(torch.addcmul(sigmoids, sigmoids, sigmoids, value=-1))
+            d_g.addcmul_(d_g * g, g, value=-1)
+            d_c.mul_(f)  # dL/dc_{t-1}
+            d_h = d_a @ W_h_t
         d_W_h = hiddens[:-1].reshape(-1, hidden).t() @ d_gates.reshape(-1, four_h)
         return d_gates, d_W_h, d_h, d_c
 
