@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ecgpipe.models import create_model, list_models
-from ecgpipe.models.networks import ChannelsLastConv1d, ConvNet, avg_pool_steps
+from ecgpipe.models.networks import ChannelsLastConv1d, ConvNet, InputMajorLinear, avg_pool_steps
 
 
 def test_registry_has_the_six_networks():
@@ -44,6 +44,29 @@ def test_channels_last_conv_is_conv1d():
     ref_grads = torch.autograd.grad((reference * g).sum(), [x, conv.weight, conv.bias])
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_input_major_linear_is_linear():
+    torch.manual_seed(0)
+    ours = InputMajorLinear(680, 9).double()
+    reference = nn.Linear(680, 9).double()
+    with torch.no_grad():
+        reference.weight.copy_(ours.weight.T)
+        reference.bias.copy_(ours.bias)
+    x = torch.randn(5, 680, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=1e-12)
+    g = torch.randn(5, 9, dtype=torch.float64)
+    dx, dw, db = torch.autograd.grad((ours(x) * g).sum(), [x, ours.weight, ours.bias])
+    ref_dx, ref_dw, ref_db = torch.autograd.grad((reference(x) * g).sum(), [x, reference.weight, reference.bias])
+    torch.testing.assert_close(dx, ref_dx, rtol=0, atol=1e-12)
+    torch.testing.assert_close(dw, ref_dw.T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(db, ref_db, rtol=0, atol=1e-12)
+    # nn.Linear's initialisation: uniform within 1/sqrt(in_features), weight and bias alike
+    bound = 680**-0.5
+    for ours_p, ref_p in ((ours.weight, nn.Linear(680, 512).weight), (ours.bias, nn.Linear(680, 512).bias)):
+        assert ours_p.abs().max() <= bound and ref_p.abs().max() <= bound
+    assert abs(float(ours.weight.std()) - float(nn.Linear(680, 512).weight.std())) < 0.1 * bound
+    assert "in_features=680, out_features=9" in repr(ours)
 
 
 def test_avg_pool_steps_is_avgpool1d():
