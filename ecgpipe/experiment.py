@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ecgpipe.cpu import tune_for_training
 from ecgpipe.data.store import PREPROCESSING_FILE
 from ecgpipe.io import atomic_dir, atomic_path, read_json, write_json
 from ecgpipe.models import create_model
@@ -77,7 +78,6 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
     import mlflow
 
     from ecgpipe import plots, tracking
-    from ecgpipe.cpu import tune_for_training
 
     tune_for_training()  # process-wide allocator and denormal settings: speed only
     experiment = params.experiment(name)

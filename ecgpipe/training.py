@@ -95,7 +95,7 @@ def chunked_batches(train: Chunks, batch_size: int) -> Batches:
         order = train.balanced[torch.randperm(len(train.balanced), generator=generator).to(train.x.device)]
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            # index_select copies whole rows; x[idx] goes through the general indexing kernel, 6x slower
+            # index_select copies whole rows; x[idx] goes through the general, much slower indexing kernel
             yield train.x.index_select(0, idx), train.y.index_select(0, idx)
 
     return epoch

@@ -62,10 +62,10 @@ def test_input_major_linear_is_linear():
     torch.testing.assert_close(dw, ref_dw.T, rtol=0, atol=1e-12)
     torch.testing.assert_close(db, ref_db, rtol=0, atol=1e-12)
     # nn.Linear's initialisation: uniform within 1/sqrt(in_features), weight and bias alike
-    bound = 680**-0.5
-    for ours_p, ref_p in ((ours.weight, nn.Linear(680, 512).weight), (ours.bias, nn.Linear(680, 512).bias)):
+    bound, linear = 680**-0.5, nn.Linear(680, 512)
+    for ours_p, ref_p in ((ours.weight, linear.weight), (ours.bias, linear.bias)):
         assert ours_p.abs().max() <= bound and ref_p.abs().max() <= bound
-    assert abs(float(ours.weight.std()) - float(nn.Linear(680, 512).weight.std())) < 0.1 * bound
+    assert abs(float(ours.weight.std()) - float(linear.weight.std())) < 0.1 * bound
     assert "in_features=680, out_features=9" in repr(ours)
 
 

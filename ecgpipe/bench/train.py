@@ -23,6 +23,7 @@ import time
 import torch
 
 from ecgpipe.bench import fresh_process_json, notebook_train
+from ecgpipe.cpu import tune_for_training
 from ecgpipe.models import create_model, list_models
 from ecgpipe.training import Chunks, chunked_batches, make_optimizer, resolve_device, train_step
 
@@ -66,8 +67,6 @@ def _baseline_network(name: str) -> tuple[str, torch.nn.Module]:
 def time_side(side: str, names: list[str], batches: int, device_name: str, tuned: bool) -> dict:
     """In this process: examples/s of each model on one side, ``ours`` or ``notebook``."""
     if tuned:
-        from ecgpipe.cpu import tune_for_training
-
         tune_for_training()
     device = resolve_device(device_name)
     generator = torch.Generator().manual_seed(0)
