@@ -1,8 +1,10 @@
 """`ecgpipe bench train` on a few minibatches: both sides run, in their own processes."""
 import pytest
+import torch
 
-from ecgpipe.bench.train import bench_train
+from ecgpipe.bench.train import _baseline_network, bench_train
 from ecgpipe.cli import main
+from ecgpipe.models import create_model
 
 
 def test_bench_train_reports_both_sides_and_their_ratio():
@@ -20,3 +22,20 @@ def test_bench_train_reports_both_sides_and_their_ratio():
 def test_bench_train_rejects_an_unknown_model():
     with pytest.raises(SystemExit, match=r"unknown models \['gru'\]"):
         main(["bench", "train", "--batches", "1", "--models", "gru"])
+
+
+@pytest.mark.parametrize("name", ["mean_spectrum", "fully_connected", "conv", "torch_lstm"])
+def test_each_baseline_is_the_notebooks_network_for_the_same_function(name):
+    """The baseline trains the notebook's own network; with our weights copied in, it computes our
+    model's function (so a speed-up compares code, not architectures)."""
+    torch.manual_seed(0)
+    label, baseline = _baseline_network(name)
+    assert label.startswith("notebook ")
+    ours = create_model(name, 17, 1, n_steps=40)
+    ours_params, theirs_params = list(ours.parameters()), list(baseline.parameters())
+    assert len(ours_params) == len(theirs_params)
+    with torch.no_grad():
+        for p, q in zip(ours_params, theirs_params):
+            q.copy_(p if p.shape == q.shape else p.T)  # input-major linear weights are stored transposed
+    x = torch.randn(5, 40, 17)
+    torch.testing.assert_close(baseline(x), ours(x), rtol=1e-5, atol=1e-6)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ecgpipe.models import create_model, list_models
-from ecgpipe.models.networks import ChannelsLastConv1d, ConvNet, InputMajorLinear, avg_pool_steps
+from ecgpipe.models.networks import ConvNet, InputMajorLinear
 
 
 def test_registry_has_the_six_networks():
@@ -32,20 +32,6 @@ def test_conv_needs_enough_steps():
         create_model("conv", 17, 1, n_steps=17)
 
 
-def test_channels_last_conv_is_conv1d():
-    torch.manual_seed(0)
-    conv = ChannelsLastConv1d(5, 7, 3).double()
-    x = torch.randn(4, 11, 5, dtype=torch.float64, requires_grad=True)
-    ours = conv(x)
-    reference = nn.functional.conv1d(x.transpose(1, 2), conv.weight, conv.bias).transpose(1, 2)
-    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12)
-    g = torch.randn_like(ours)
-    grads = torch.autograd.grad((ours * g).sum(), [x, conv.weight, conv.bias])
-    ref_grads = torch.autograd.grad((reference * g).sum(), [x, conv.weight, conv.bias])
-    for a, b in zip(grads, ref_grads):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-
-
 def test_input_major_linear_is_linear():
     torch.manual_seed(0)
     ours = InputMajorLinear(680, 9).double()
@@ -67,11 +53,6 @@ def test_input_major_linear_is_linear():
         assert ours_p.abs().max() <= bound and ref_p.abs().max() <= bound
     assert abs(float(ours.weight.std()) - float(linear.weight.std())) < 0.1 * bound
     assert "in_features=680, out_features=9" in repr(ours)
-
-
-def test_avg_pool_steps_is_avgpool1d():
-    x = torch.randn(3, 9, 4)
-    torch.testing.assert_close(avg_pool_steps(x), nn.AvgPool1d(2)(x.transpose(1, 2)).transpose(1, 2))
 
 
 def test_convnet_is_the_described_architecture():

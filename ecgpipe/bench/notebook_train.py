@@ -1,6 +1,7 @@
-"""The reference notebook's training loop and its own RNN/LSTM networks, timed: the baseline for
-`ecgpipe bench train --notebook`. A transcription of its cells 12, 14, 15, 19 and 21 (the d2l
-helpers replaced by the same arithmetic). The pipeline never uses it.
+"""The reference notebook's training loop and its networks, timed: the baseline for
+`ecgpipe bench train --notebook`. A transcription of its networks (cells 12 and 16-21) and of
+its `accuracy` and `train` (cells 14 and 15; the d2l helpers replaced by the same arithmetic).
+The pipeline never uses it.
 """
 from __future__ import annotations
 
@@ -38,6 +39,37 @@ class NotebookRNNNet(torch.nn.Module):
     def forward(self, x):
         out, (h,) = self.rnn(x)
         return self.linear(h)
+
+
+class NotebookMeanSpectrumNet(torch.nn.Module):
+    """The notebook's MeanSpectrumNet (cell 17)."""
+
+    def __init__(self, inputs=17, outputs=1):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(inputs, 128), torch.nn.ReLU(),
+            torch.nn.Linear(128, 64), torch.nn.ReLU(),
+            torch.nn.Linear(64, outputs),
+        )
+
+    def forward(self, x):
+        return self.net(torch.mean(x, axis=1))
+
+
+class NotebookFullyConnectedNet(torch.nn.Module):
+    """The notebook's FullyConnectedNet (cell 16): nn.Linear layers on the flattened chunk."""
+
+    def __init__(self, inputs=40 * 17, outputs=1):
+        super().__init__()
+        self.linear = torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(inputs, 512), torch.nn.ReLU(),
+            torch.nn.Linear(512, 256), torch.nn.ReLU(),
+            torch.nn.Linear(256, outputs),
+        )
+
+    def forward(self, x):
+        return self.linear(x)
 
 
 class NotebookConvNet(torch.nn.Module):

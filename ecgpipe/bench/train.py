@@ -2,11 +2,11 @@
 own training path (`chunked_batches` + `train_step`, with the train stage's CPU settings from
 `ecgpipe.cpu`), batch 192, inputs of the real shape 40x17.
 
-With ``--notebook`` the notebook's loop (a DataLoader over the chunk tensors) is timed beside
-it: on the same network for mean_spectrum, fully_connected and torch_lstm; on the notebook's
-ConvNet built from nn.Conv1d/AvgPool1d for conv; on the notebook's own RNN for rnn; and on the
-notebook's TorchLSTMNet for the from-scratch lstm (the target: at least as fast as PyTorch's
-LSTM in the notebook's loop).
+With ``--notebook`` the notebook's code is timed beside it: its loop (a DataLoader over the
+chunk tensors) training its own network for each model, as the notebook writes them
+(`ecgpipe/bench/notebook_train.py`): MeanSpectrumNet, FullyConnectedNet, its ConvNet built from
+nn.Conv1d/AvgPool1d, its RNNNet, and TorchLSTMNet for both torch_lstm and the from-scratch lstm
+(the target there: at least as fast as PyTorch's LSTM in the notebook's loop).
 
 Each side runs in a fresh process per repeat, the two sides alternating, so that machine noise
 hits both alike and neither inherits the other's allocator or thread state. The notebook's
@@ -55,13 +55,17 @@ def _ours(name: str, data: Chunks, batches: int, device: torch.device) -> float:
 
 
 def _baseline_network(name: str) -> tuple[str, torch.nn.Module]:
-    if name == "rnn":
-        return "notebook RNNNet", notebook_train.NotebookRNNNet()
-    if name == "lstm":
-        return "notebook TorchLSTMNet", notebook_train.NotebookTorchLSTMNet()
-    if name == "conv":
-        return "notebook ConvNet (nn.Conv1d, with its pooling)", notebook_train.NotebookConvNet()
-    return f"{name} in the notebook's loop", create_model(name, BINS, 1, n_steps=STEPS)
+    """The notebook's own network for a registered model, as the notebook writes it."""
+    baselines = {
+        "mean_spectrum": ("notebook MeanSpectrumNet", notebook_train.NotebookMeanSpectrumNet),
+        "fully_connected": ("notebook FullyConnectedNet", notebook_train.NotebookFullyConnectedNet),
+        "conv": ("notebook ConvNet (nn.Conv1d, with its pooling)", notebook_train.NotebookConvNet),
+        "rnn": ("notebook RNNNet", notebook_train.NotebookRNNNet),
+        "lstm": ("notebook TorchLSTMNet", notebook_train.NotebookTorchLSTMNet),  # the target for our LSTM
+        "torch_lstm": ("notebook TorchLSTMNet", notebook_train.NotebookTorchLSTMNet),
+    }
+    label, network = baselines[name]
+    return label, network()
 
 
 def time_side(side: str, names: list[str], batches: int, device_name: str, tuned: bool) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ecgpipe.models.conv import ConvReluPool
 from ecgpipe.models.recurrent import LSTM, RNN
 from ecgpipe.models.registry import register_model
 
@@ -64,29 +65,6 @@ class FullyConnectedNet(nn.Module):
         return self.net(x)
 
 
-class ChannelsLastConv1d(nn.Conv1d):
-    """``nn.Conv1d`` (valid padding, stride 1) applied to channels-last input (batch, steps, channels).
-
-    Same parameters and function as ``nn.Conv1d``; computed as one matrix product over the
-    ``kernel_size`` shifted copies of the input, which on a CPU is several times faster than the
-    convolution kernels for these small sizes and needs no transposes between layers.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel_size[0]
-        steps = x.shape[1] - k + 1
-        columns = torch.cat([x[:, i : i + steps] for i in range(k)], dim=2)  # (batch, steps, k * c_in)
-        weight = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1)  # (c_out, k * c_in)
-        return nn.functional.linear(columns, weight, self.bias)
-
-
-def avg_pool_steps(x: torch.Tensor, size: int = 2) -> torch.Tensor:
-    """``AvgPool1d(size)`` over the steps of (batch, steps, channels); a trailing remainder is dropped."""
-    batch, steps, channels = x.shape
-    usable = steps // size * size
-    return x[:, :usable].reshape(batch, steps // size, size, channels).mean(dim=2)
-
-
 class ConvNet(nn.Module):
     """1-D convolutions over the steps, bins as channels: 32, pool, 64, pool, 128, global mean."""
 
@@ -95,9 +73,9 @@ class ConvNet(nn.Module):
     def __init__(self, n_inputs: int, n_outputs: int, channels: tuple[int, int, int] = (32, 64, 128)):
         super().__init__()
         c1, c2, c3 = channels
-        self.conv1 = ChannelsLastConv1d(n_inputs, c1, self.KERNEL)
-        self.conv2 = ChannelsLastConv1d(c1, c2, self.KERNEL)
-        self.conv3 = ChannelsLastConv1d(c2, c3, self.KERNEL)
+        self.conv1 = ConvReluPool(n_inputs, c1, self.KERNEL, pool=2)
+        self.conv2 = ConvReluPool(c1, c2, self.KERNEL, pool=2)
+        self.conv3 = ConvReluPool(c2, c3, self.KERNEL, pool=None)  # AdaptiveAvgPool1d(1)
         self.out = nn.Linear(c3, n_outputs)
 
     @classmethod
@@ -106,10 +84,8 @@ class ConvNet(nn.Module):
         return ((1 + 2) * 2 + 2) * 2 + 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = avg_pool_steps(torch.relu(self.conv1(x)))
-        x = avg_pool_steps(torch.relu(self.conv2(x)))
-        x = torch.relu(self.conv3(x))
-        return self.out(x.mean(dim=1))  # AdaptiveAvgPool1d(1) and Flatten
+        features = self.conv3(self.conv2(self.conv1(x)))  # (batch, 1, channels)
+        return self.out(features[:, 0])  # Flatten and Linear
 
 
 class RecurrentNet(nn.Module):
