@@ -28,9 +28,16 @@ def chunk_positions(rows: torch.Tensor, windows: torch.Tensor, size: int) -> tup
 
 
 def gather_windows(spectra: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, size: int) -> torch.Tensor:
-    """``spectra[rows[i], starts[i]:starts[i]+size]`` for every i, as one (n, size, bins) tensor."""
-    steps = starts[:, None] + torch.arange(size)[None, :]
-    return spectra[rows[:, None], steps]
+    """``spectra[rows[i], starts[i]:starts[i]+size]`` for every i, as one (n, size, bins) tensor.
+
+    ``spectra`` (recordings, windows, bins) must be contiguous: the windows are picked as rows of
+    its (recordings * windows, bins) view with ``index_select``, which copies whole rows and is
+    several times faster than advanced indexing with a 2-D index.
+    """
+    recordings, windows, bins = spectra.shape
+    first = rows * windows + starts
+    index = (first[:, None] + torch.arange(size, device=first.device)[None, :]).reshape(-1)
+    return spectra.view(recordings * windows, bins).index_select(0, index).view(len(rows), size, bins)
 
 
 def run_chunk(
