@@ -4,7 +4,7 @@ import torch
 
 from ecgpipe.models import create_model
 from ecgpipe.training import (
-    Chunks, Spectrograms, chunked_batches, fit, predicted_labels, probabilities, random_chunk_batches,
+    Chunks, EpochOutputs, Spectrograms, chunked_batches, fit, predicted_labels, probabilities, random_chunk_batches,
 )
 
 
@@ -101,3 +101,17 @@ def test_probabilities_and_labels_binary_and_multiclass():
     multi = torch.tensor([[0.1, 2.0, 0.3, 0.0]])
     assert predicted_labels(multi).tolist() == [1]
     torch.testing.assert_close(probabilities(multi).sum(1), torch.ones(1))
+
+
+def test_epoch_outputs_weight_each_batch_by_its_size():
+    outputs = EpochOutputs()
+    # binary: one logit per example; batches of 3 and 1 examples
+    outputs.add(torch.tensor(0.5), torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([1, 1, 0]))
+    outputs.add(torch.tensor(1.5), torch.tensor([[-3.0]]), torch.tensor([0]))
+    assert outputs.seen == 4
+    loss, acc = outputs.loss_and_accuracy()
+    assert loss == pytest.approx((0.5 * 3 + 1.5 * 1) / 4)
+    assert acc == pytest.approx(2 / 4)  # right: 2.0 -> 1 and -3.0 -> 0; wrong: -1.0 -> 0 and 0.5 -> 1
+    multiclass = EpochOutputs()
+    multiclass.add(torch.tensor(1.0), torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]]), torch.tensor([1, 2]))
+    assert multiclass.loss_and_accuracy() == pytest.approx((1.0, 0.5))
