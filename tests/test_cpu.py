@@ -1,14 +1,14 @@
 """The training path's CPU settings, each checked in a fresh process (they are process-wide)."""
-import json
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from ecgpipe.bench import fresh_process_json
+
 # Allocates, touches and frees blocks of 20 and 24 MiB in turn through the C library, as
-# PyTorch's CPU allocator does for a training step's activations; prints what tune_for_training applied, the minor page faults of the loop, and
-# a denormal float times one.
+# PyTorch's CPU allocator does for a training step's activations. Prints what tune_for_training
+# applied, the minor page faults of the loop, and a denormal float times one.
 _PROBE = textwrap.dedent("""
     import ctypes, json, resource, sys, torch
     applied = None
@@ -29,8 +29,7 @@ _PROBE = textwrap.dedent("""
 
 
 def _probe(mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", _PROBE, mode], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+    return fresh_process_json(["-c", _PROBE, mode])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")

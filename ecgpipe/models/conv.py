@@ -79,15 +79,18 @@ class ConvReluPool(nn.Conv1d):
         super().__init__(in_channels, out_channels, kernel_size)
         self.pool = pool
 
+    def _window(self, conv_steps: int) -> int:
+        return conv_steps if self.pool is None else self.pool
+
     def output_steps(self, steps: int) -> int:
         conv_steps = steps - self.kernel_size[0] + 1
-        return max(conv_steps, 0) // self.pool if self.pool is not None else int(conv_steps > 0)
+        return conv_steps // self._window(conv_steps) if conv_steps > 0 else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv_steps = x.shape[1] - self.kernel_size[0] + 1
         if self.output_steps(x.shape[1]) < 1:
             raise ValueError(f"{self.extra_repr()}: input of {x.shape[1]} steps is too short for one output step")
-        return _ConvReluPool.apply(x, self.weight, self.bias, conv_steps if self.pool is None else self.pool)
+        window = self._window(x.shape[1] - self.kernel_size[0] + 1)
+        return _ConvReluPool.apply(x, self.weight, self.bias, window)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, pool={self.pool if self.pool is not None else 'all steps'}"
