@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ecgpipe.bench.train import _baseline_network, bench_train
+from ecgpipe.bench.train import _baseline_network, bench_train, speedups
 from ecgpipe.cli import main
 from ecgpipe.models import create_model
 
@@ -17,6 +17,15 @@ def test_bench_train_reports_both_sides_and_their_ratio():
         ours, theirs = result["examples_per_s"][name], result["notebook_examples_per_s"][name]
         assert ours > 0 and theirs > 0
         assert abs(result["speedup"][name] - ours / theirs) < 0.01 * result["speedup"][name]
+        assert result["speedup_per_repeat"][name] == [result["speedup"][name]]  # one repeat: its ratio
+
+
+def test_speedup_is_the_median_of_the_per_repeat_ratios_of_neighbouring_processes():
+    ours = [{"examples_per_s": {"conv": v}} for v in (300.0, 200.0, 330.0)]
+    notebook = [{"examples_per_s": {"conv": v}} for v in (100.0, 200.0, 100.0)]
+    median, per_repeat = speedups(ours, notebook, ["conv"])
+    assert per_repeat == {"conv": [3.0, 1.0, 3.3]}
+    assert median == {"conv": 3.0}  # not 830 / 400, the ratio of the sides' sums
 
 
 def test_bench_train_rejects_an_unknown_model():

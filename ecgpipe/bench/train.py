@@ -1,6 +1,7 @@
 """`ecgpipe bench train`: training throughput of every registered model, through the project's
 own training path (`chunked_batches` + `train_step`, with the train stage's CPU settings from
-`ecgpipe.cpu`), batch 192, inputs of the real shape 40x17.
+`ecgpipe.cpu`), batch 192, inputs of the real shape 40x17, drawn from a set of as many chunks
+as the real training split (random values: only their shapes and number matter here).
 
 With ``--notebook`` the notebook's code is timed beside it: its loop (a DataLoader over the
 chunk tensors) training its own network for each model, as the notebook writes them
@@ -8,8 +9,9 @@ chunk tensors) training its own network for each model, as the notebook writes t
 nn.Conv1d/AvgPool1d, its RNNNet, and TorchLSTMNet for both torch_lstm and the from-scratch lstm
 (the target there: at least as fast as PyTorch's LSTM in the notebook's loop).
 
-Each side runs in a fresh process per repeat, the two sides alternating, so that machine noise
-hits both alike and neither inherits the other's allocator or thread state. The notebook's
+Each model runs in a fresh process per side and repeat, the two sides alternating model by
+model, so that machine noise hits both alike (a ratio's two timings are seconds apart) and
+neither inherits the other's allocator or thread state. The notebook's
 process runs as the notebook does, without our CPU settings; ``--tuned-notebook`` gives it them
 too, to see how much of a ratio is the settings and how much the code.
 """
@@ -29,6 +31,9 @@ from ecgpipe.training import Chunks, chunked_batches, make_optimizer, resolve_de
 
 BATCH_SIZE, STEPS, BINS = 192, 40, 17
 WARMUP = 3  # untimed first minibatches: allocations, thread pool and kernel selection
+# as many chunks as the real training split has (metrics/chunk.json), whatever the number of
+# batches timed: batches are gathered from a set of the real size, as in training
+TRAIN_CHUNKS = 38_805
 
 
 def _ours(name: str, data: Chunks, batches: int, device: torch.device) -> float:
@@ -74,7 +79,7 @@ def time_side(side: str, names: list[str], batches: int, device_name: str, tuned
         tune_for_training()
     device = resolve_device(device_name)
     generator = torch.Generator().manual_seed(0)
-    n = BATCH_SIZE * (batches + WARMUP + 1)
+    n = TRAIN_CHUNKS
     x = torch.randn(n, STEPS, BINS, generator=generator)
     y = (torch.rand(n, generator=generator) < 0.5).long()
     speeds, labels = {}, {}
@@ -99,6 +104,26 @@ def _run_side(side: str, names: list[str], batches: int, device: str, tuned: boo
     return fresh_process_json(args + (["--tuned"] if tuned else []))
 
 
+def _merge(run: dict, one_model: dict) -> None:
+    """Collect one model's process output into a repeat's result for all models."""
+    for key, value in one_model.items():
+        if isinstance(value, dict):
+            run.setdefault(key, {}).update(value)
+        else:
+            run.setdefault(key, value)
+
+
+def speedups(ours_runs: list[dict], notebook_runs: list[dict], names: list[str]) -> tuple[dict, dict]:
+    """Per model: the median of the per-repeat ratios, and every repeat's ratio.
+
+    Each ratio is taken from two neighbouring processes, so that machine drift cancels; the
+    per-repeat ratios show whether a target is met reliably or only on average.
+    """
+    ratios = {m: [round(a["examples_per_s"][m] / b["examples_per_s"][m], 3) for a, b in zip(ours_runs, notebook_runs)]
+              for m in names}
+    return {m: round(statistics.median(r), 3) for m, r in ratios.items()}, ratios
+
+
 def bench_train(batches: int = 50, repeats: int = 3, device: str = "auto", notebook: bool = False,
                 models: list[str] | None = None, tuned_notebook: bool = False) -> dict:
     resolve_device(device)  # a bad name fails here, before any process starts
@@ -107,10 +132,15 @@ def bench_train(batches: int = 50, repeats: int = 3, device: str = "auto", noteb
     if unknown:
         raise ValueError(f"unknown models {unknown}; registered: {list_models()}")
     ours_runs, notebook_runs = [], []
-    for _ in range(repeats):  # alternating fresh processes, so machine noise hits both sides alike
-        ours_runs.append(_run_side("ours", names, batches, device, tuned=True))
-        if notebook:
-            notebook_runs.append(_run_side("notebook", names, batches, device, tuned=tuned_notebook))
+    for _ in range(repeats):
+        ours_run, notebook_run = {}, {}
+        for name in names:  # a fresh process per model and side, the sides alternating: a ratio's
+            # two timings are seconds apart, so that machine drift hits both alike
+            _merge(ours_run, _run_side("ours", [name], batches, device, tuned=True))
+            if notebook:
+                _merge(notebook_run, _run_side("notebook", [name], batches, device, tuned=tuned_notebook))
+        ours_runs.append(ours_run)
+        notebook_runs.append(notebook_run)
     first = ours_runs[0]
     result = {
         "device": first["device"] + (f" ({first['gpu']})" if first["gpu"] else ""),
@@ -125,10 +155,7 @@ def bench_train(batches: int = 50, repeats: int = 3, device: str = "auto", noteb
             m: round(statistics.median(r["examples_per_s"][m] for r in notebook_runs), 1) for m in names}
         result["notebook_baseline"] = notebook_runs[0]["labels"]
         result["notebook_cpu_settings"] = "ecgpipe.cpu (as ours)" if tuned_notebook else "none (as the notebook)"
-        # the median of the per-repeat ratios: each ratio is taken from two neighbouring processes
-        result["speedup"] = {m: round(statistics.median(
-            a["examples_per_s"][m] / b["examples_per_s"][m] for a, b in zip(ours_runs, notebook_runs)), 3)
-            for m in names}
+        result["speedup"], result["speedup_per_repeat"] = speedups(ours_runs, notebook_runs, names)
     return result
 
 
