@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--notebook", action="store_true", help="also time the notebook's own code, interleaved")
     data.set_defaults(func=_bench_data)
     train = bench.add_parser("train", help="training throughput (examples/s) of every registered model")
-    train.add_argument("--batches", type=int, default=50, help="timed minibatches per model and repeat")
-    train.add_argument("--repeats", type=int, default=3, help="medians over this many interleaved repeats")
+    train.add_argument("--batches", type=int, default=200,
+                       help="timed minibatches per model and repeat (shorter windows are noisier)")
+    train.add_argument("--repeats", type=int, default=5, help="medians over this many interleaved repeats")
     train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     train.add_argument("--notebook", action="store_true", help="also time the notebook's loop, interleaved")
     train.add_argument("--tuned-notebook", action="store_true",

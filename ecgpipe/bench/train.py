@@ -30,7 +30,9 @@ from ecgpipe.models import create_model, list_models
 from ecgpipe.training import Chunks, chunked_batches, make_optimizer, resolve_device, train_step
 
 BATCH_SIZE, STEPS, BINS = 192, 40, 17
-WARMUP = 3  # untimed first minibatches: allocations, thread pool and kernel selection
+# untimed first minibatches: allocations, thread pool and kernel selection. In a fresh process
+# our step takes about ten batches to settle (batches 3-10 ran 10-30% slower than later ones)
+WARMUP = 10
 # as many chunks as the real training split has (metrics/chunk.json), whatever the number of
 # batches timed: batches are gathered from a set of the real size, as in training
 TRAIN_CHUNKS = 38_805
@@ -124,7 +126,7 @@ def speedups(ours_runs: list[dict], notebook_runs: list[dict], names: list[str])
     return {m: round(statistics.median(r), 3) for m, r in ratios.items()}, ratios
 
 
-def bench_train(batches: int = 50, repeats: int = 3, device: str = "auto", notebook: bool = False,
+def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", notebook: bool = False,
                 models: list[str] | None = None, tuned_notebook: bool = False) -> dict:
     resolve_device(device)  # a bad name fails here, before any process starts
     names = models or list_models()
