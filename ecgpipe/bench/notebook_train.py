@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from ecgpipe.bench import start_clock
+
 
 class NotebookRNN(torch.nn.Module):
     """The notebook's RNN module (cell 12): one step at a time, two matrix products per step."""
@@ -125,7 +127,7 @@ def timed_train_batches(net, x, y, batches, batch_size=192, lr=0.01, device="cpu
     while done < batches + warmup:
         for xb, yb in loader:
             if done == warmup:
-                start, seen = time.perf_counter(), 0
+                start, seen = start_clock(), 0
             xb, yb = xb.to(device), yb.to(device)
             y_hat = net(xb)
             if y_hat.shape[1] == 1:

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from ecgpipe.bench import fresh_process_json, notebook_train
+from ecgpipe.bench import fresh_process_json, notebook_train, start_clock
 from ecgpipe.cpu import tune_for_training
 from ecgpipe.models import create_model, list_models
 from ecgpipe.training import Chunks, chunked_batches, make_optimizer, resolve_device, train_step
@@ -50,7 +50,7 @@ def _ours(name: str, data: Chunks, batches: int, device: torch.device) -> float:
             if done == WARMUP:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                start, seen = time.perf_counter(), 0
+                start, seen = start_clock(), 0
             train_step(model, optimizer, x, y)
             done += 1
             seen += len(y)
