@@ -1,7 +1,8 @@
 """`ecgpipe bench train`: training throughput of every registered model, through the project's
 own training path (`chunked_batches` + `train_step`, with the train stage's CPU settings from
-`ecgpipe.cpu`), batch 192, inputs of the real shape 40x17, drawn from a set of as many chunks
-as the real training split (random values: only their shapes and number matter here).
+`ecgpipe.cpu`), batch 192, inputs of the real shape 40x17, drawn from a set of as many random
+chunks as the real training split. The values matter for one baseline: the notebook's RNN runs
+into denormal floats on the real chunks and mostly not on these (benchmarks/README.md).
 
 With ``--notebook`` the notebook's code is timed beside it: its loop (a DataLoader over the
 chunk tensors) training its own network for each model, as the notebook writes them
@@ -75,8 +76,8 @@ def _baseline_network(name: str) -> tuple[str, torch.nn.Module]:
     return label, network()
 
 
-def time_side(side: str, names: list[str], batches: int, device_name: str, tuned: bool) -> dict:
-    """In this process: examples/s of each model on one side, ``ours`` or ``notebook``."""
+def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool) -> dict:
+    """In this process: examples/s of one model on one side, ``ours`` or ``notebook``."""
     if tuned:
         tune_for_training()
     device = resolve_device(device_name)
@@ -84,35 +85,23 @@ def time_side(side: str, names: list[str], batches: int, device_name: str, tuned
     n = TRAIN_CHUNKS
     x = torch.randn(n, STEPS, BINS, generator=generator)
     y = (torch.rand(n, generator=generator) < 0.5).long()
-    speeds, labels = {}, {}
+    label = None
     if side == "ours":
         data = Chunks(x.to(device), y.to(device), torch.zeros(n, dtype=torch.long, device=device),
                       torch.arange(n, device=device))
-        for name in names:
-            speeds[name] = _ours(name, data, batches, device)
+        speed = _ours(name, data, batches, device)
     else:
-        for name in names:
-            torch.manual_seed(0)
-            labels[name], net = _baseline_network(name)
-            speeds[name] = notebook_train.timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device,
-                                                              warmup=WARMUP)
-    return {"examples_per_s": speeds, "labels": labels, "device": str(device),
+        torch.manual_seed(0)
+        label, net = _baseline_network(name)
+        speed = notebook_train.timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device, warmup=WARMUP)
+    return {"examples_per_s": speed, "label": label, "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch_threads": torch.get_num_threads()}
 
 
-def _run_side(side: str, names: list[str], batches: int, device: str, tuned: bool) -> dict:
-    args = ["-m", "ecgpipe.bench.train", side, "--batches", str(batches), "--device", device, "--models", *names]
+def _run_side(side: str, name: str, batches: int, device: str, tuned: bool) -> dict:
+    args = ["-m", "ecgpipe.bench.train", side, name, "--batches", str(batches), "--device", device]
     return fresh_process_json(args + (["--tuned"] if tuned else []))
-
-
-def _merge(run: dict, one_model: dict) -> None:
-    """Collect one model's process output into a repeat's result for all models."""
-    for key, value in one_model.items():
-        if isinstance(value, dict):
-            run.setdefault(key, {}).update(value)
-        else:
-            run.setdefault(key, value)
 
 
 def speedups(ours_runs: list[dict], notebook_runs: list[dict], names: list[str]) -> tuple[dict, dict]:
@@ -133,40 +122,41 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
     unknown = sorted(set(names) - set(list_models()))
     if unknown:
         raise ValueError(f"unknown models {unknown}; registered: {list_models()}")
-    ours_runs, notebook_runs = [], []
+    ours_runs, notebook_runs, labels = [], [], {}
     for _ in range(repeats):
-        ours_run, notebook_run = {}, {}
+        ours_run, notebook_run = {"examples_per_s": {}}, {"examples_per_s": {}}
         for name in names:  # a fresh process per model and side, the sides alternating: a ratio's
             # two timings are seconds apart, so that machine drift hits both alike
-            _merge(ours_run, _run_side("ours", [name], batches, device, tuned=True))
+            ours = _run_side("ours", name, batches, device, tuned=True)
+            ours_run["examples_per_s"][name] = ours["examples_per_s"]
             if notebook:
-                _merge(notebook_run, _run_side("notebook", [name], batches, device, tuned=tuned_notebook))
+                theirs = _run_side("notebook", name, batches, device, tuned=tuned_notebook)
+                notebook_run["examples_per_s"][name], labels[name] = theirs["examples_per_s"], theirs["label"]
         ours_runs.append(ours_run)
         notebook_runs.append(notebook_run)
-    first = ours_runs[0]
     result = {
-        "device": first["device"] + (f" ({first['gpu']})" if first["gpu"] else ""),
+        "device": ours["device"] + (f" ({ours['gpu']})" if ours["gpu"] else ""),  # as in every process
         "batch_size": BATCH_SIZE,
         "batches": batches,
         "repeats": repeats,
-        "torch_threads": first["torch_threads"],
+        "torch_threads": ours["torch_threads"],
         "examples_per_s": {m: round(statistics.median(r["examples_per_s"][m] for r in ours_runs), 1) for m in names},
     }
     if notebook:
         result["notebook_examples_per_s"] = {
             m: round(statistics.median(r["examples_per_s"][m] for r in notebook_runs), 1) for m in names}
-        result["notebook_baseline"] = notebook_runs[0]["labels"]
+        result["notebook_baseline"] = labels
         result["notebook_cpu_settings"] = "ecgpipe.cpu (as ours)" if tuned_notebook else "none (as the notebook)"
         result["speedup"], result["speedup_per_repeat"] = speedups(ours_runs, notebook_runs, names)
     return result
 
 
-if __name__ == "__main__":  # one side, timed in this fresh process; prints JSON
+if __name__ == "__main__":  # one model on one side, timed in this fresh process; prints JSON
     parser = argparse.ArgumentParser()
     parser.add_argument("side", choices=["ours", "notebook"])
+    parser.add_argument("model")
     parser.add_argument("--batches", type=int, required=True)
     parser.add_argument("--device", required=True)
-    parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--tuned", action="store_true")
     args = parser.parse_args()
-    print(json.dumps(time_side(args.side, args.models, args.batches, args.device, args.tuned)))
+    print(json.dumps(time_side(args.side, args.model, args.batches, args.device, args.tuned)))
