@@ -33,6 +33,11 @@ def test_bench_train_rejects_an_unknown_model():
         main(["bench", "train", "--batches", "1", "--models", "gru"])
 
 
+def test_bench_train_rejects_no_repeats_before_starting_a_process():
+    with pytest.raises(SystemExit, match=r"--batches and --repeats must be at least 1, got 5 and 0"):
+        main(["bench", "train", "--batches", "5", "--repeats", "0"])
+
+
 @pytest.mark.parametrize("name", ["mean_spectrum", "fully_connected", "conv", "torch_lstm"])
 def test_each_baseline_is_the_notebooks_network_for_the_same_function(name):
     """The baseline trains the notebook's own network; with our weights copied in, it computes our

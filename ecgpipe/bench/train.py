@@ -122,6 +122,8 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
     unknown = sorted(set(names) - set(list_models()))
     if unknown:
         raise ValueError(f"unknown models {unknown}; registered: {list_models()}")
+    if batches < 1 or repeats < 1:
+        raise ValueError(f"--batches and --repeats must be at least 1, got {batches} and {repeats}")
     ours_runs, notebook_runs, labels = [], [], {}
     for _ in range(repeats):
         ours_run, notebook_run = {"examples_per_s": {}}, {"examples_per_s": {}}
