@@ -1,15 +1,24 @@
-"""Atomic output writing and safe tensor loading.
+"""Atomic, deterministic output writing and safe tensor loading.
 
-Every output is written under a temporary name in its final directory and renamed into place,
-so an interrupted or failed stage never leaves a half-written file that looks valid.
+Every output is written under a temporary name beside its final path and swapped into place only
+when it is complete, so an interrupted or failed stage never leaves a half-written output that
+looks valid. A stage with several outputs stages all of them first and swaps them in together at
+the end (:func:`staged_outputs`); files that a reader uses together live in one folder, which is
+swapped in one step (an atomic exchange on Linux), so a reader never sees half of an old and half
+of a new set. Temporary files and folders get the user's umask, like any other tool's output.
+
+Tensor files are byte-deterministic: the same tensors give the same bytes, whatever the path.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,48 +26,184 @@ from typing import Any
 import torch
 
 
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+_RENAME_EXCHANGE = 2  # <linux/fs.h>: swap two paths atomically
+_AT_FDCWD = -100
+
+
+def _renameat2():
+    name = ctypes.util.find_library("c")
+    try:
+        function = ctypes.CDLL(name, use_errno=True).renameat2 if name else None
+    except (OSError, AttributeError):  # not glibc >= 2.28 (macOS, musl, Windows)
+        return None
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` in one atomic step; False where the system cannot."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    return False  # e.g. a file system without RENAME_EXCHANGE: fall back to two renames
+
+
+def replace_path(tmp: Path, path: Path) -> None:
+    """Put the finished ``tmp`` (a file or a folder) at ``path``, replacing what was there.
+
+    A file replaces a file atomically (``os.replace``). A folder is exchanged with the old one in
+    one step where Linux allows it; elsewhere the old one is first renamed aside, so a reader
+    sees the old set, then briefly none, then the new one, and never a mix.
+    """
+    if not path.exists() and not path.is_symlink():
+        os.replace(tmp, path)
+        return
+    if not tmp.is_dir() and not path.is_dir():
+        os.replace(tmp, path)
+        return
+    if _exchange(tmp, path):
+        _remove(tmp)  # now the old content
+        return
+    aside = _temp_name(path)
+    os.replace(path, aside)
+    os.replace(tmp, path)
+    _remove(aside)
+
+
+class StagedOutputs:
+    """A stage's outputs, written under temporary names and swapped in only when all are complete."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def file(self, path: str | Path) -> Path:
+        """A temporary file path to write ``path``'s content to."""
+        path = Path(path)
+        tmp = _temp_name(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0666 less the umask
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+        self._pending.append((tmp, path))
+        return tmp
+
+    def dir(self, path: str | Path) -> Path:
+        """An empty temporary folder to write ``path``'s content into."""
+        path = Path(path)
+        tmp = _temp_name(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir(0o777)  # less the umask
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+        self._pending.append((tmp, path))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, path in self._pending:
+            replace_path(tmp, path)
+        self._pending.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            _remove(tmp)
+        self._pending.clear()
+
+    def name_output(self, exc: OSError) -> OSError:
+        """``exc`` naming the output it concerns, not a temporary name (or no name, as a failed
+        write to an open file gives)."""
+        finals = {str(tmp): str(path) for tmp, path in self._pending}
+        name = exc.filename
+        for tmp, final in finals.items():
+            if name is not None and str(name).startswith(tmp):
+                name = final
+                break
+        else:
+            if name is None and finals:
+                name = ", ".join(finals.values())
+        if name == exc.filename or exc.errno is None:  # nothing to rename, or no errno to rebuild it with
+            return exc
+        return type(exc)(exc.errno, exc.strerror, name)
+
+
+@contextlib.contextmanager
+def staged_outputs() -> Iterator[StagedOutputs]:
+    """Stage several outputs; they replace the old ones only if the whole block succeeds."""
+    staged = StagedOutputs()
+    try:
+        yield staged
+        staged.commit()
+    except OSError as exc:
+        raise staged.name_output(exc) from exc
+    finally:
+        staged.discard()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with staged_outputs() as staged:
+        yield staged.file(path)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with staged_outputs() as staged:
+        yield staged.dir(path)
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"
 
 
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.write_text(json_text(data))
 
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+def tensor_bytes(tensors: Any) -> bytes:
+    """``torch.save`` of ``tensors`` as bytes that depend on the tensors only.
+
+    Saved to a path, the zip archive's inner folder is named after the file, so a temporary name
+    would change the bytes (and DVC's hash) on every run; in memory it is always ``archive``.
+    Writing the bytes ourselves also gives a full disk its own error (torch reports a RuntimeError).
+    """
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    return buffer.getvalue()
+
+
+def write_tensors(path: str | Path, tensors: Any) -> None:
+    """Write ``tensors`` to ``path`` as it stands (a temporary name inside a staged output)."""
+    Path(path).write_bytes(tensor_bytes(tensors))
+
+
+def save_tensors(path: str | Path, tensors: Any) -> None:
     with atomic_path(path) as tmp:
-        torch.save(tensors, tmp)
+        write_tensors(tmp, tensors)
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:

@@ -8,9 +8,9 @@ import torch
 
 from ecgpipe.data.balance import oversample
 from ecgpipe.data.card import class_counts
-from ecgpipe.data.store import PREPROCESSING_FILE, SPECTRA_FILE, read_records, split_rows
-from ecgpipe.io import atomic_dir, load_tensors, read_json, write_json
-from ecgpipe.params import ChunkParams
+from ecgpipe.data.store import load_spectrogram_set, split_rows
+from ecgpipe.io import json_text, read_json, staged_outputs, write_tensors
+from ecgpipe.params import ChunkParams, ParamsError
 
 
 def chunk_positions(rows: torch.Tensor, windows: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,12 +49,12 @@ def run_chunk(
     spectrogram tensors) and ``starts`` (first window), and ``balanced``: indices into the
     chunks, oversampled so every class has as many (the notebook's balanced chunk set).
     """
-    table = read_records(spectrogram_dir)
-    class_names = read_json(spectrogram_dir / PREPROCESSING_FILE)["classes"]
-    rows = split_rows(table, read_json(split_path))
+    spectrogram = load_spectrogram_set(spectrogram_dir)
+    class_names = spectrogram.preprocessing["classes"]
+    rows = split_rows(spectrogram.table, read_json(split_path))
     balanced_rows = read_json(balance_path)
-    data = load_tensors(spectrogram_dir / SPECTRA_FILE)
-    spectra, windows, labels = data["spectra"], data["windows"], data["labels"]
+    spectra, windows, labels = spectrogram.spectra, spectrogram.windows, spectrogram.labels
+    _check_size(params.size, {name: windows[torch.from_numpy(r)] for name, r in rows.items() if len(r)})
     rng = np.random.default_rng(params.seed)
     card, outputs = {}, {}
     for name, split_row in rows.items():
@@ -79,8 +79,21 @@ def run_chunk(
             "chunks": class_counts(chunk_labels.numpy(), class_names),
             "balanced_chunks": class_counts(chunk_labels[balanced].numpy(), class_names),
         }
-    with atomic_dir(out_dir) as tmp:
+    with staged_outputs() as staged:
+        folder = staged.dir(out_dir)
         for name, tensors in outputs.items():
-            torch.save(tensors, tmp / f"{name}.pt")
-    write_json(metrics_path, card)
+            write_tensors(folder / f"{name}.pt", tensors)
+        staged.file(metrics_path).write_text(json_text(card))
     return card
+
+
+def _check_size(size: int, windows_per_split: dict[str, torch.Tensor]) -> None:
+    """Every split must give at least one chunk: a chunk longer than all of a split's recordings
+    would leave it empty, and training or evaluation would fail much later."""
+    for name, windows in windows_per_split.items():
+        longest = int(windows.max())
+        if longest < size:
+            raise ParamsError(
+                f"params: chunk.size: expected at most {longest} windows (the longest {name} recording's "
+                f"window count), got {size}: the {name} split would have no chunk"
+            )

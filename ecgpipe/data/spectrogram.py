@@ -1,6 +1,7 @@
 """Spectrograms of padded recordings, normalised per frequency, as the notebook computes them."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from ecgpipe.data.card import class_counts, min_median_max
 from ecgpipe.data.records import SAMPLING_RATE_HZ, load_recordings
 from ecgpipe.data.store import PREPROCESSING_FILE, RECORDS_FILE, SPECTRA_FILE
-from ecgpipe.io import atomic_path, save_tensors, write_json
+from ecgpipe.io import json_text, staged_outputs, write_tensors
 from ecgpipe.params import SpectrogramParams, as_dict
 
 
@@ -91,6 +92,11 @@ def fit_normalise_(spectra: np.ndarray, stats_dtype: str = "float32") -> Normali
     return Normalisation(mean.ravel().astype(np.float64), std.ravel().astype(np.float64))
 
 
+# settings that change memory or speed only, never a value: kept out of the preprocessing record,
+# which every model carries, so that changing them invalidates nothing downstream
+MEMORY_ONLY = ("batch_size",)
+
+
 def run_spectrogram(params: SpectrogramParams, records_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
     """The `spectrogram` stage: tensors, record table, preprocessing settings, and the data card."""
     recordings = load_recordings(records_dir, params.classes, params.min_length, params.max_length)
@@ -100,11 +106,6 @@ def run_spectrogram(params: SpectrogramParams, records_dir: Path, out_dir: Path,
     windows = window_count(recordings.lengths, params.nperseg, params.noverlap)
     spectra_t = torch.from_numpy(spectra)
 
-    save_tensors(out_dir / SPECTRA_FILE, {
-        "spectra": spectra_t,
-        "windows": torch.from_numpy(windows),
-        "labels": torch.from_numpy(recordings.labels),
-    })
     table = pd.DataFrame({
         "record": recordings.record_ids,
         "label": [recordings.class_names[i] for i in recordings.labels],
@@ -112,15 +113,17 @@ def run_spectrogram(params: SpectrogramParams, records_dir: Path, out_dir: Path,
         "samples": recordings.lengths,
         "windows": windows,
     })
-    with atomic_path(out_dir / RECORDS_FILE) as tmp:
-        table.to_csv(tmp, index=False)
-    write_json(out_dir / PREPROCESSING_FILE, {
+    records_csv = table.to_csv(index=False)
+    # one id for the set, in two of its files: a reader can tell files of two runs apart
+    records_md5 = hashlib.md5(records_csv.encode()).hexdigest()
+    preprocessing = {
         "sampling_rate_hz": SAMPLING_RATE_HZ,
-        **as_dict(params),
+        **{k: v for k, v in as_dict(params).items() if k not in MEMORY_ONLY},
         "n_windows_padded": spectra.shape[1],
         "n_bins": spectra.shape[2],
         "normalisation": normalisation.to_dict(),
-    })
+        "records_md5": records_md5,
+    }
     counts = class_counts(recordings.labels, recordings.class_names)
     n_records = counts.pop("total")
     card = {
@@ -134,5 +137,17 @@ def run_spectrogram(params: SpectrogramParams, records_dir: Path, out_dir: Path,
         "mean": round(float(torch.mean(spectra_t)), 6),
         "std": round(float(torch.std(spectra_t)), 6),
     }
-    write_json(metrics_path, card)
+    # the three files are read together: they are written into one folder that replaces the old
+    # one in a single step, so no reader ever sees a new spectra.pt beside an old records.csv
+    with staged_outputs() as staged:
+        folder = staged.dir(out_dir)
+        write_tensors(folder / SPECTRA_FILE, {
+            "spectra": spectra_t,
+            "windows": torch.from_numpy(windows),
+            "labels": torch.from_numpy(recordings.labels),
+            "records_md5": records_md5,
+        })
+        (folder / RECORDS_FILE).write_text(records_csv)
+        (folder / PREPROCESSING_FILE).write_text(json_text(preprocessing))
+        staged.file(metrics_path).write_text(json_text(card))
     return card
