@@ -6,10 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from ecgpipe.stage import INPUT_ERRORS
+from ecgpipe.stage import INPUT_ERRORS, exit_with_error
 
-# errors shown as one line: the user's input, not a bug
-CLI_ERRORS = INPUT_ERRORS + (ValueError, FileNotFoundError)
+# errors shown as one line: the user's input or the file system, not a bug
+CLI_ERRORS = INPUT_ERRORS + (ValueError, OSError)
 
 
 def _bench_data(args: argparse.Namespace) -> None:
@@ -35,11 +35,27 @@ def _bench_train(args: argparse.Namespace) -> None:
         write_json(args.json, result)
 
 
+def _checked(check_name: str):
+    """An argparse type from one of ecgpipe.predict's option checks, so that a bad value stops the
+    call before any file is read, with argparse's one line naming the option."""
+    def convert(text: str) -> float:
+        from ecgpipe import predict
+
+        try:
+            return getattr(predict, check_name)(text, "")
+        except predict.PredictError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
+    convert.__name__ = check_name.removeprefix("check_")  # argparse names the type in some messages
+    return convert
+
+
 def _predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from ecgpipe.predict import Predictor, predict_files
 
+    if args.out is not None and args.out.is_dir():
+        raise ValueError(f"--out {args.out}: is a folder; expected the path of a CSV file to write")
     predictor = Predictor.load(args.model)
     table = pd.DataFrame(predict_files(predictor, args.files, fs=args.fs, gain=args.gain))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
@@ -62,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "using the preprocessing it was trained with. Other sampling rates are resampled.")
     predict.add_argument("--model", required=True,
                          help="a predictors/NAME or models/NAME folder, or an MLflow runs:/... or models:/... URI")
-    predict.add_argument("--fs", type=float, help="sampling rate in Hz of every file given: needed for .csv and .npy; "
+    predict.add_argument("--fs", type=_checked("check_sampling_rate"), help="sampling rate in Hz of every file given: needed for .csv and .npy; "
                          "overrides the 300 Hz of .mat files and the rate in WFDB headers")
-    predict.add_argument("--gain", type=float, default=1000.0,
+    predict.add_argument("--gain", type=_checked("check_gain"), default=1000.0,
                          help=".csv/.npy samples are in units of 1/GAIN mV (default 1000, as CinC)")
     predict.add_argument("--out", type=Path, help="also write the table to this CSV file")
     predict.add_argument("files", nargs="+", help="recordings")
@@ -97,4 +113,4 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
     except CLI_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+        exit_with_error(exc)

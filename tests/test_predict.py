@@ -193,3 +193,122 @@ def test_served_model_answers_http_with_the_same_numbers(evaluated, records_dir,
     predictions = answer["predictions"]
     assert [p["label"] for p in predictions] == [e["label"] for e in expected]
     np.testing.assert_allclose([p["p_A"] for p in predictions], [e["p_A"] for e in expected], atol=1e-6)
+
+
+# --- bad input: never a label for a recording that was not scored, never a lost call ----------
+
+def test_unscorable_recordings_get_an_error_never_a_label(evaluated, records_dir, tmp_path):
+    predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
+    raw = scipy.io.loadmat(records_dir / "A00001.mat")["val"][0].astype(np.float64)
+    spike = raw.copy()
+    spike[100] = 1e30  # finite, but its spectrogram overflows float32
+    np.save(tmp_path / "spike.npy", spike)
+    np.save(tmp_path / "zeros.npy", np.zeros(3000))
+    np.save(tmp_path / "constant.npy", np.full(3000, 512.0))
+    np.save(tmp_path / "good.npy", raw)
+    rows = {r["record"]: r for r in predict_files(
+        predictor, [str(tmp_path / f"{n}.npy") for n in ("spike", "zeros", "constant", "good")], fs=300)}
+    assert "spectrogram is not finite: samples up to 1e+30" in rows["spike"]["error"]
+    assert "the recording is flat (every sample is 0)" in rows["zeros"]["error"]
+    assert "the recording is flat (every sample is 512)" in rows["constant"]["error"]
+    for name in ("spike", "zeros", "constant"):
+        assert rows[name]["label"] == "" and np.isnan(rows[name]["p_A"])
+    assert rows["good"]["error"] == "" and rows["good"]["label"] in ("N", "A")
+    # a gain that blows every sample past float32's range
+    tiny_gain = predict_files(predictor, [str(tmp_path / "good.npy")], fs=300, gain=1e-30)[0]
+    assert tiny_gain["label"] == "" and "spectrogram is not finite" in tiny_gain["error"]
+
+
+def test_one_bad_file_does_not_lose_the_call(evaluated, records_dir, tmp_path, capsys):
+    model = str(evaluated["out"] / "models" / evaluated["name"])
+    np.save(tmp_path / "strings.npy", np.array(["a", "b", "c"]))
+    np.save(tmp_path / "records.npy", np.zeros(3000, dtype=[("x", "f8"), ("y", "f8")]))
+    out = tmp_path / "out.csv"
+    with pytest.raises(SystemExit, match="2 of 3 recordings could not be classified"):
+        cli_main(["predict", "--model", model, "--fs", "300", "--out", str(out), str(tmp_path / "strings.npy"),
+                  str(records_dir / "A00001.mat"), str(tmp_path / "records.npy")])
+    table = pd.read_csv(out, dtype={"record": str}, keep_default_na=False)
+    errors = dict(zip(table["record"], table["error"]))
+    assert errors["strings"] == f"{tmp_path / 'strings.npy'}: expected numeric samples, got dtype <U1"
+    assert errors["records"].startswith(f"{tmp_path / 'records.npy'}: expected numeric samples, got dtype [(")
+    assert errors["A00001"] == "" and table.set_index("record").loc["A00001", "label"] in ("N", "A")
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--fs", "0", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got '0'"),
+    ("--fs", "-5", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got '-5'"),
+    ("--fs", "inf", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got 'inf'"),
+    ("--fs", "nan", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got 'nan'"),
+    ("--fs", "1e9", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got '1e9'"),
+    ("--gain", "0", "argument --gain: expected a positive number of units per mV, got '0'"),
+    ("--gain", "-1", "argument --gain: expected a positive number of units per mV, got '-1'"),
+])
+def test_bad_options_stop_the_call_before_any_file_is_read(tmp_path, capsys, monkeypatch, option, value, expected):
+    monkeypatch.setattr("ecgpipe.predict.read_recording", lambda *a, **k: pytest.fail("a file was read"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["predict", "--model", str(tmp_path / "any"), option, value, "x.mat"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"ecgpipe predict: error: {expected}"
+
+
+def test_fs_applies_to_mat_files_and_zero_is_refused(evaluated, records_dir):
+    path = records_dir / "A00001.mat"
+    assert read_recording(path).fs == 300.0 and read_recording(path, fs=360.0).fs == 360.0
+    predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
+    with pytest.raises(PredictError, match="--fs: expected a sampling rate in Hz from 1 to 100000, got 0"):
+        predict_files(predictor, [str(path)], fs=0)
+    with pytest.raises(PredictError, match="--gain: expected a positive number of units per mV, got 0"):
+        predict_files(predictor, [str(path)], gain=0)
+
+
+def test_files_with_the_same_stem_keep_apart(evaluated, records_dir, tmp_path):
+    predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
+    raw = scipy.io.loadmat(records_dir / "A00004.mat")["val"][0]
+    (tmp_path / "a").mkdir()
+    np.save(tmp_path / "x.npy", raw)
+    np.savetxt(tmp_path / "x.csv", raw, fmt="%d")
+    np.save(tmp_path / "a" / "x.npy", raw)
+    paths = [str(records_dir / "A00004.mat"), str(records_dir / "A00004.hea"), str(tmp_path / "x.npy"),
+             str(tmp_path / "x.csv"), str(tmp_path / "a" / "x.npy")]
+    rows = predict_files(predictor, paths, fs=300)
+    assert [r["record"] for r in rows] == ["A00004.mat", "A00004.hea", str(tmp_path / "x.npy"), "x.csv",
+                                           str(tmp_path / "a" / "x.npy")]
+    assert all(r["error"] == "" for r in rows)
+
+
+def test_unknown_mlflow_models_are_one_line(evaluated, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["predict", "--model", "models:/does-not-exist@champion", "x.mat"])
+    assert exit_info.value.code == (f"error: models:/does-not-exist@champion: no MLflow store at "
+                                    f"sqlite:///{tmp_path}/mlflow.db; set MLFLOW_TRACKING_URI to the store that "
+                                    "holds the model")
+    assert list(tmp_path.iterdir()) == []  # no empty store made on the way
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", evaluated["uri"])
+    for uri in ("models:/does-not-exist@champion", "runs:/0123456789abcdef0123456789abcdef/predictor"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["predict", "--model", uri, "x.mat"])
+        message = str(exit_info.value.code)
+        assert message.startswith(f"error: {uri}: not found in the MLflow store {evaluated['uri']} (")
+        assert "\n" not in message
+
+
+def test_out_pointing_at_a_folder_is_refused_first(tmp_path, monkeypatch):
+    monkeypatch.setattr("ecgpipe.predict.Predictor.load", lambda source: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["predict", "--model", "any", "--out", str(tmp_path), "x.mat"])
+    assert exit_info.value.code == f"error: --out {tmp_path}: is a folder; expected the path of a CSV file to write"
+
+
+def test_empty_csv_gives_one_message_and_no_warning(evaluated, tmp_path):
+    import warnings
+
+    predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy or scipy warning would raise here
+        (row,) = predict_files(predictor, [str(empty)], fs=300)
+    assert row["error"] == f"{empty}: the recording is empty"
