@@ -20,7 +20,7 @@ def test_verify_and_extract(archive_path, tmp_path):
 
 def test_local_archive_from_environment(archive_path, tmp_path, monkeypatch):
     monkeypatch.setenv(ARCHIVE_ENV, str(archive_path))
-    assert obtain_archive("https://example.invalid/training2017.zip", tmp_path) == archive_path
+    assert obtain_archive("https://example.invalid/training2017.zip", tmp_path) == (archive_path, False)
     monkeypatch.setenv(ARCHIVE_ENV, str(tmp_path / "nope.zip"))
     with pytest.raises(ArchiveError, match=r"ECGPIPE_ARCHIVE=.*nope.zip: no such file"):
         obtain_archive("https://example.invalid/training2017.zip", tmp_path)
@@ -149,3 +149,61 @@ def test_no_network_fails_fast_with_advice(tmp_path, monkeypatch):
     with pytest.raises(ArchiveError, match=r"cannot reach .* ECGPIPE_ARCHIVE=/path/to/training2017.zip"):
         obtain_archive("http://127.0.0.1:9/training2017.zip", tmp_path)
     assert sleeps == []  # no retries when there is no network at all
+
+
+def test_a_users_archive_is_never_deleted(archive_path, tmp_path, monkeypatch):
+    from ecgpipe.data.archive import run_download
+    from ecgpipe.params import DownloadParams
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    mine = downloads / "training2017.zip"  # the user's own file, where our downloads go
+    mine.write_bytes(archive_path.read_bytes())
+    monkeypatch.setenv(ARCHIVE_ENV, str(mine))
+    params = DownloadParams(url="https://example.invalid/training2017.zip", sha256="0" * 64)
+    with pytest.raises(ArchiveError, match="params download.sha256 expects 0000"):
+        run_download(params, tmp_path / "records", downloads)
+    assert mine.read_bytes() == archive_path.read_bytes()
+    # our own download that fails the check is removed, so that the next run fetches it afresh
+    monkeypatch.delenv(ARCHIVE_ENV)
+    with pytest.raises(ArchiveError, match="params download.sha256 expects 0000"):
+        run_download(params, tmp_path / "records", downloads)
+    assert not mine.exists() and not (tmp_path / "records").exists()
+
+
+def test_archive_variable_naming_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(ARCHIVE_ENV, str(tmp_path))
+    with pytest.raises(ArchiveError, match=rf"^{ARCHIVE_ENV}={tmp_path}: is a folder; expected the archive file"):
+        obtain_archive("https://example.invalid/training2017.zip", tmp_path / "downloads")
+
+
+def _archive_with_reference(tmp_path, reference: bytes):
+    src = tmp_path / "src"
+    make_records(src, ["N", "A"], [1200, 1200])
+    (src / "REFERENCE.csv").write_bytes(reference)
+    return zip_records(src, tmp_path / "archive.zip")
+
+
+def test_reference_with_byte_order_mark_is_read(tmp_path):
+    summary = verify_archive(_archive_with_reference(tmp_path, b"\xef\xbb\xbfA00001,N\r\nA00002,A\r\n"))
+    assert summary.labels == {"A00001": "N", "A00002": "A"}
+
+
+def test_reference_not_utf8_is_one_line(tmp_path):
+    archive = _archive_with_reference(tmp_path, b"A00001,N\r\nA00002,A\xff\r\n")
+    with pytest.raises(Exception, match=r"REFERENCE.csv: not UTF-8 text \(byte 0xff at offset 18\)") as info:
+        verify_archive(archive)
+    assert "\n" not in str(info.value)
+    from ecgpipe.data.records import RecordError, read_reference
+
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "REFERENCE.csv").write_bytes(b"A00001,N\xfe\n")
+    with pytest.raises(RecordError, match=r"REFERENCE.csv: not UTF-8 text \(byte 0xfe at offset 8\)"):
+        read_reference(folder)
+
+
+def test_record_id_with_a_path_is_refused(tmp_path):
+    archive = _archive_with_reference(tmp_path, b"A00001,N\r\n../A00002,A\r\n")
+    with pytest.raises(Exception, match=r"line 2: record id '../A00002' is not a plain file name"):
+        verify_archive(archive)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ecgpipe.data.records import REFERENCE_FILE, parse_reference
+from ecgpipe.data.records import REFERENCE_FILE, decode_reference, parse_reference
 from ecgpipe.io import atomic_dir
 from ecgpipe.params import DownloadParams
 
@@ -70,6 +70,8 @@ def _check_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Non
 def verify_archive(path: str | Path, sha256: str | None = None) -> ArchiveSummary:
     """Check CRCs, safe member names, REFERENCE.csv and every referenced record; return a summary."""
     path = Path(path)
+    if path.is_dir():
+        raise ArchiveError(f"{path}: is a folder; expected the archive file (training2017.zip)")
     if not path.is_file():
         raise ArchiveError(f"{path}: no such archive")
     if sha256 is not None:
@@ -90,7 +92,8 @@ def verify_archive(path: str | Path, sha256: str | None = None) -> ArchiveSummar
                     f"{path}: expected exactly one {REFERENCE_FILE}, found {len(references)}"
                 )
             prefix = references[0][: -len(REFERENCE_FILE)]
-            labels = parse_reference(zf.read(references[0]).decode("utf-8"), f"{path}:{references[0]}")
+            source = f"{path}:{references[0]}"
+            labels = parse_reference(decode_reference(zf.read(references[0]), source), source)
     except zipfile.BadZipFile as exc:
         raise ArchiveError(f"{path}: not a readable zip archive ({exc}); truncated download?") from None
     present = set(names)
@@ -176,28 +179,35 @@ def fetch(url: str, dest: str | Path, retries: int = 5, timeout_s: float = 60.0)
     raise ArchiveError(f"{url}: download failed after {retries + 1} attempts ({error})")
 
 
-def obtain_archive(url: str, download_dir: str | Path, retries: int = 5, timeout_s: float = 60.0) -> Path:
-    """The local archive named by ``ECGPIPE_ARCHIVE``, else the one downloaded from ``url``."""
+def obtain_archive(url: str, download_dir: str | Path, retries: int = 5,
+                   timeout_s: float = 60.0) -> tuple[Path, bool]:
+    """The local archive named by ``ECGPIPE_ARCHIVE``, else the one downloaded from ``url``.
+
+    Returns the path and whether it is the stage's own download (which it may delete); a file
+    that the user named is never ours to delete, wherever it lies.
+    """
     local = os.environ.get(ARCHIVE_ENV)
     if local:
         path = Path(local).expanduser()
+        if path.is_dir():
+            raise ArchiveError(f"{ARCHIVE_ENV}={local}: is a folder; expected the archive file (training2017.zip)")
         if not path.is_file():
             raise ArchiveError(f"{ARCHIVE_ENV}={local}: no such file")
-        return path
+        return path, False
     dest = Path(download_dir) / posixpath.basename(url)
     if dest.is_file():
-        return dest
-    return fetch(url, dest, retries=retries, timeout_s=timeout_s)
+        return dest, True
+    return fetch(url, dest, retries=retries, timeout_s=timeout_s), True
 
 
 def run_download(params: DownloadParams, records_dir: Path, download_dir: Path) -> None:
     """The `download` stage: archive from $ECGPIPE_ARCHIVE or the network, checked, extracted."""
-    path = obtain_archive(params.url, download_dir, retries=params.retries, timeout_s=params.timeout_s)
+    path, downloaded = obtain_archive(params.url, download_dir, retries=params.retries, timeout_s=params.timeout_s)
     log.info("checking %s", path)
     try:
         summary = verify_archive(path, params.sha256)
     except ArchiveError:
-        if path.parent == Path(download_dir):  # our own download is bad: fetch afresh next time
+        if downloaded:  # our own download is bad: fetch afresh next time
             path.unlink(missing_ok=True)
         raise
     count = extract_records(summary, records_dir)

@@ -19,6 +19,21 @@ class RecordError(ValueError):
     """A record or the reference file is missing or unreadable."""
 
 
+# A record id names its files (``<id>.mat``, ``<id>.hea``): a plain file name, never a path.
+_RECORD_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def decode_reference(data: bytes, source: str) -> str:
+    """``REFERENCE.csv``'s bytes as text: UTF-8, with or without a byte-order mark."""
+    try:
+        return data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the first id
+    except UnicodeDecodeError as exc:
+        raise RecordError(
+            f"{source}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+            "expected lines such as 'A00001,N'"
+        ) from None
+
+
 def parse_reference(text: str, source: str) -> dict[str, str]:
     """Parse ``REFERENCE.csv`` (``A00001,N`` per line, no header) into record id -> label."""
     labels: dict[str, str] = {}
@@ -28,6 +43,11 @@ def parse_reference(text: str, source: str) -> dict[str, str]:
         if len(row) != 2 or not row[0].strip():
             raise RecordError(f"{source}: line {line_no}: expected 'record,label', got {','.join(row)!r}")
         record, label = row[0].strip(), row[1].strip()
+        if set(record) - _RECORD_ID_CHARS or record.startswith("."):
+            raise RecordError(
+                f"{source}: line {line_no}: record id {record!r} is not a plain file name "
+                "(expected letters, digits, '_', '-' or '.', such as A00001)"
+            )
         if label not in KNOWN_LABELS:
             raise RecordError(
                 f"{source}: line {line_no}: record {record} has label {label!r}, expected one of {list(KNOWN_LABELS)}"
@@ -43,10 +63,10 @@ def parse_reference(text: str, source: str) -> dict[str, str]:
 def read_reference(records_dir: str | Path) -> dict[str, str]:
     path = Path(records_dir) / REFERENCE_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise RecordError(f"{path}: missing (every CinC 2017 records folder has one)") from None
-    return parse_reference(text, str(path))
+    return parse_reference(decode_reference(data, str(path)), str(path))
 
 
 def read_signal(path: str | Path) -> np.ndarray:
