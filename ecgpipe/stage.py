@@ -1,7 +1,9 @@
-"""Shared entry-point plumbing for the scripts in ``stages/``: arguments, logging, clean errors."""
+"""Shared entry-point plumbing for the scripts in ``stages/`` and the ``ecgpipe`` command:
+arguments, logging, and one clear line for every error a user can cause."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -9,10 +11,33 @@ from pathlib import Path
 
 from ecgpipe.data.archive import ArchiveError
 from ecgpipe.data.records import RecordError
+from ecgpipe.data.store import StoreError
 from ecgpipe.params import Params, ParamsError, load_params
 
 # Errors caused by the user's input: reported as one clear line, without a traceback.
-INPUT_ERRORS = (ParamsError, ArchiveError, RecordError)
+INPUT_ERRORS = (ParamsError, ArchiveError, RecordError, StoreError)
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a file-system error, naming the path and what to do."""
+    path = exc.filename or "a file"
+    if exc.errno in _DISK_FULL:
+        return f"the disk is full: could not write {path} ({exc.strerror}); free some space and run again"
+    if exc.errno in _NOT_WRITABLE:
+        return f"{path}: not allowed ({exc.strerror}); expected a folder this user can write to"
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: missing ({exc.strerror}); run the stages that make it first (dvc repro)"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path}: is a folder; expected a file"
+    return f"{path}: {exc.strerror or exc}"
+
+
+def exit_with_error(exc: BaseException) -> None:
+    message = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+    sys.exit(f"error: {message}")
 
 
 def run_stage(description: str, paths: list[str], body: Callable[[Params, argparse.Namespace], object],
@@ -29,5 +54,5 @@ def run_stage(description: str, paths: list[str], body: Callable[[Params, argpar
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         body(load_params(args.params), args)
-    except INPUT_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+    except INPUT_ERRORS + (OSError,) as exc:
+        exit_with_error(exc)

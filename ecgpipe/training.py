@@ -8,6 +8,7 @@ natural ones (the class mix as it occurs).
 """
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,14 +21,19 @@ from tqdm.auto import tqdm
 from ecgpipe.data.chunk import gather_windows
 from ecgpipe.data.store import SPECTRA_FILE
 from ecgpipe.io import load_tensors, read_json
+from ecgpipe.params import ParamsError
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device that ``train.device`` names; a ParamsError if this machine does not have it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"params train.device is {name!r} but CUDA is not available here")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ParamsError(f"params: train.device: expected a device this machine has (cpu, or auto), got {name!r}: "
+                              f"it has {count} CUDA device(s)")
     return device
 
 
@@ -211,6 +217,9 @@ class History:
 
     def last(self) -> dict[str, float]:
         return self.epochs[-1]
+
+    def median(self, key: str) -> float:
+        return float(statistics.median(e[key] for e in self.epochs))
 
 
 def fit(
