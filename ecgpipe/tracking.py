@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,14 @@ def project_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
+def default_tracking_uri() -> str:
+    """The project's embedded SQLite store, as an absolute path."""
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI when set, else the project's SQLite store (an absolute path)."""
-    return os.environ.get(TRACKING_ENV) or f"sqlite:///{project_root() / 'mlflow.db'}"
+    return os.environ.get(TRACKING_ENV) or default_tracking_uri()
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -55,15 +63,23 @@ def run_tags(device: torch.device) -> dict[str, str]:
     return tags
 
 
+# The MLflow UI opens an experiment of this kind on its runs table (not on the GenAI traces page).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def _experiment_id(mlflow, name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     kwargs = {}
-    if not os.environ.get(TRACKING_ENV):
-        # beside the default SQLite store, not wherever the first run happened to start
-        kwargs["artifact_location"] = (project_root() / "mlartifacts").as_uri()
-    return mlflow.create_experiment(name, **kwargs)
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        # beside the SQLite store, not in ./mlruns of wherever the first run happened to start
+        # (for the default store: under the project root, whatever the working directory)
+        kwargs["artifact_location"] = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}, **kwargs)
 
 
 @contextlib.contextmanager
@@ -80,3 +96,60 @@ def start_run(experiment_name: str, run_name: str, params: Mapping[str, Any], ta
         mlflow.log_params(flatten(params))
         mlflow.set_tags(dict(tags))
         yield run
+
+
+def file_md5(path: str | Path, block: int = 1 << 20) -> str:
+    """The md5 of a file's bytes: what DVC 3 records for it in dvc.lock."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _project_relative(path: Path) -> str:
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(project_root()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def log_lineage(inputs: list[Path], params_file: Path | None, context: str = "training") -> dict[str, str]:
+    """Record in the active run which data it read, as MLflow datasets (name: the path in the
+    project, digest: the file's DVC md5, source: the file), plus the params file's md5.
+
+    Returns the path -> md5 mapping, which is also logged as ``dvc/inputs.json``.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    digests = {}
+    for path in inputs:
+        name, md5 = _project_relative(path), file_md5(path)
+        digests[name] = md5
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file source
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(Path(path).resolve().as_uri())
+        mlflow.log_input(MetaDataset(source=source, name=name, digest=md5), context=context)
+    if params_file is not None and Path(params_file).is_file():
+        mlflow.set_tag("params_md5", file_md5(params_file))
+    mlflow.log_dict(digests, "dvc/inputs.json")
+    return digests
+
+
+def log_dvc_lock_entry(stage: str, lock_path: Path) -> bool:
+    """Log ``stage``'s entry of ``dvc.lock`` (its deps, params and outs with their md5s) to the
+    active run as ``dvc/<stage>.lock.json``; False when the lock file or the entry is absent."""
+    import mlflow
+    import yaml
+
+    if not Path(lock_path).is_file():
+        return False
+    entry = (yaml.safe_load(Path(lock_path).read_text()) or {}).get("stages", {}).get(stage)
+    if entry is None:
+        return False
+    mlflow.log_dict(entry, f"dvc/{stage.replace('@', '_')}.lock.json")
+    mlflow.set_tag("dvc_lock_md5", hashlib.md5(json.dumps(entry, sort_keys=True).encode()).hexdigest())
+    return True
