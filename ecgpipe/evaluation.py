@@ -8,7 +8,6 @@ Three levels per split:
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -21,7 +20,7 @@ from sklearn import metrics as skm
 from ecgpipe.data.records import read_signal
 from ecgpipe.data.store import read_records
 from ecgpipe.experiment import RUN_FILE, load_trained
-from ecgpipe.io import atomic_dir, read_json, write_json
+from ecgpipe.io import json_text, read_json, staged_outputs
 from ecgpipe.training import Chunks, predict_logits, probabilities, resolve_device
 
 Aggregation = Literal["mean_logit", "mean_probability"]
@@ -177,7 +176,7 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
     """
     import mlflow  # heavy: only the stage needs it, not the metric functions
 
-    from ecgpipe import plots, serving
+    from ecgpipe import plots, serving, tracking
 
     device = resolve_device(params.train.device)
     model, spec = load_trained(model_dir, device)
@@ -214,19 +213,19 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
         figures[f"roc_pr_{split}.png"] = plots.roc_pr_curves(
             fpr, tpr, recall, precision, scores[split]["record"], class_names[positive], f"{name}: {split}, per recording")
 
-    kinds = ("confusion", "roc", "pr")
-    with contextlib.ExitStack() as stack:
-        tmp = {kind: stack.enter_context(atomic_dir(Path(plots_dir) / kind / name)) for kind in (*kinds, "figures")}
-        for split, frames in outputs.items():
-            for kind in kinds:
-                frames[kind].to_csv(tmp[kind] / f"{split}.csv", index=False, float_format="%.6g")
-        for file_name, fig in figures.items():
-            fig.savefig(tmp["figures"] / file_name, dpi=110)
     summary = metrics_for_dvc(scores)
     # a real validation recording as the predictor's input example
     example = read_signal(Path(records_dir) / f"{outputs['val']['confusion']['record'].iloc[0]}.mat")
-    serving.save_predictor(model_dir, params.evaluate.aggregation, example, predictor_dir)
-    write_json(metrics_path, summary)
+    kinds = ("confusion", "roc", "pr")
+    with staged_outputs() as staged:
+        folders = {kind: staged.dir(Path(plots_dir) / kind / name) for kind in (*kinds, "figures")}
+        for split, frames in outputs.items():
+            for kind in kinds:
+                frames[kind].to_csv(folders[kind] / f"{split}.csv", index=False, float_format="%.6g")
+        for file_name, fig in figures.items():
+            fig.savefig(folders["figures"] / file_name, dpi=110)
+        serving.save_predictor(model_dir, params.evaluate.aggregation, example, staged.dir(predictor_dir))
+        staged.file(metrics_path).write_text(json_text(summary))
 
     run_info = read_json(Path(model_dir) / RUN_FILE)
     mlflow.set_tracking_uri(run_info["tracking_uri"])
@@ -245,6 +244,8 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
         for file_name, fig in figures.items():
             mlflow.log_figure(fig, f"evaluation/{file_name}")
         serving.log_predictor(model_dir, params.evaluate.aggregation, example)
+        # the train stage's dvc.lock entry exists by now (DVC writes it when the stage ends)
+        tracking.log_dvc_lock_entry(f"train@{name}", tracking.project_root() / "dvc.lock")
     # resuming the run moved its end to now: give it back its training end (and status)
     client.set_terminated(run_info["run_id"], status=trained.status, end_time=trained.end_time)
     return summary

@@ -5,7 +5,9 @@ Outputs of experiment NAME (paths from dvc.yaml):
   turns a raw recording into its input: preprocessing travels with the weights), and
   ``mlflow_run.json`` (the run that the evaluate stage adds to);
 - ``metrics/NAME/train.json`` (last epoch, DVC metrics) and ``plots/history/NAME.csv`` (per epoch,
-  DVC plots).
+  DVC plots): byte-identical when the inputs, params and code are (on one machine);
+- ``metrics/NAME/speed.json``: examples per second and epoch time, which no rerun repeats exactly,
+  kept apart from the results for that reason.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import torch
 from torch import nn
 
 from ecgpipe.cpu import tune_for_training
-from ecgpipe.data.store import PREPROCESSING_FILE
-from ecgpipe.io import atomic_dir, atomic_path, read_json, write_json
+from ecgpipe.data.store import PREPROCESSING_FILE, SPECTRA_FILE
+from ecgpipe.io import json_text, read_json, staged_outputs, write_tensors
 from ecgpipe.models import create_model
 from ecgpipe.params import Params
 from ecgpipe.training import (
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.pt"
 SPEC_FILE = "model.json"
 RUN_FILE = "mlflow_run.json"
+# per-epoch figures that measure the machine, not the model: in MLflow and speed.json only
+TIMING_KEYS = ("examples_per_s", "epoch_seconds")
 
 
 def model_spec(name: str, params: Params, preprocessing: dict) -> dict:
@@ -73,7 +77,8 @@ def logged_params(name: str, params: Params) -> dict:
 
 
 def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Path, chunks_dir: Path,
-              out_dir: Path, metrics_path: Path, history_path: Path, system_metrics: bool = True) -> dict:
+              out_dir: Path, metrics_path: Path, history_path: Path, speed_path: Path | None = None,
+              params_file: Path | None = None, system_metrics: bool = True) -> dict:
     """The `train@NAME` stage."""
     import mlflow
 
@@ -82,15 +87,20 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
     tune_for_training()  # process-wide allocator and denormal settings: speed only
     experiment = params.experiment(name)
     device = resolve_device(params.train.device)
-    preprocessing = read_json(Path(spectrogram_dir) / PREPROCESSING_FILE)
+    preprocessing_path = Path(spectrogram_dir) / PREPROCESSING_FILE
+    preprocessing = read_json(preprocessing_path)
     spec = model_spec(name, params, preprocessing)
 
-    val = Chunks.load(Path(chunks_dir) / "val.pt", device)
+    val_path = Path(chunks_dir) / "val.pt"
+    val = Chunks.load(val_path, device)
     if experiment.loader == "chunked":
-        batches = chunked_batches(Chunks.load(Path(chunks_dir) / "train.pt", device), params.train.batch_size)
+        inputs = [Path(chunks_dir) / "train.pt"]
+        batches = chunked_batches(Chunks.load(inputs[0], device), params.train.batch_size)
     else:
+        inputs = [Path(spectrogram_dir) / SPECTRA_FILE, Path(balance_path)]
         recordings = Spectrograms.load(spectrogram_dir, balance_path, device)
         batches = random_chunk_batches(recordings, params.chunk.size, params.train.batch_size)
+    inputs += [val_path, preprocessing_path]
 
     torch.manual_seed(params.train.seed)  # the network's initial weights
     model = build_model(spec).to(device)
@@ -98,11 +108,11 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
 
     with tracking.start_run(params.mlflow.experiment_name, name, logged_params(name, params),
                             tracking.run_tags(device), system_metrics=system_metrics) as run:
+        tracking.log_lineage(inputs, params_file)
         history = fit(model, batches, val, experiment.epochs, experiment.lr, params.train.seed,
                       params.train.eval_batch_size,
                       on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
                       lr_schedule=experiment.lr_schedule)
-        table = pd.DataFrame(history.epochs)
         model = model.cpu().eval()
         example = val.x[:4].cpu()
         signature = mlflow.models.infer_signature(example.numpy(), model(example).detach().numpy())
@@ -113,13 +123,18 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
         run_info = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                     "tracking_uri": tracking.tracking_uri()}
 
-    with atomic_dir(out_dir) as tmp:
-        torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
-        write_json(tmp / SPEC_FILE, spec)
-        write_json(tmp / RUN_FILE, run_info)
-    with atomic_path(history_path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    summary = {k: round(v, 6) for k, v in history.last().items() if k != "epoch"}
+    table = pd.DataFrame(history.epochs).drop(columns=list(TIMING_KEYS))
+    summary = {k: round(v, 6) for k, v in history.last().items() if k != "epoch" and k not in TIMING_KEYS}
     summary["epochs"] = experiment.epochs
-    write_json(metrics_path, summary)
+    speed = {"examples_per_s": round(history.median("examples_per_s")),
+             "seconds": round(sum(e["epoch_seconds"] for e in history.epochs), 1), "device": str(device)}
+    with staged_outputs() as staged:
+        folder = staged.dir(out_dir)
+        write_tensors(folder / WEIGHTS_FILE, model.state_dict())
+        (folder / SPEC_FILE).write_text(json_text(spec))
+        (folder / RUN_FILE).write_text(json_text(run_info))
+        table.to_csv(staged.file(history_path), index=False, float_format="%.6g")
+        staged.file(metrics_path).write_text(json_text(summary))
+        if speed_path is not None:
+            staged.file(speed_path).write_text(json_text(speed))
     return summary

@@ -120,6 +120,7 @@ class ChunkParams:
             _fail(f"{key}.size", "a positive number of windows", self.size)
 
 
+EVAL_BATCH_MULTIPLE = 64
 LOADERS = ("chunked", "random_chunk")
 LR_SCHEDULES = ("constant", "cosine")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -130,15 +131,19 @@ class TrainParams:
     """Settings shared by every experiment."""
 
     batch_size: int = 192
-    eval_batch_size: int = 4096  # evaluation only: memory, not results
+    # Rows per forward pass in evaluation: memory only, so no DVC stage lists it. A multiple of 64,
+    # so that every batching puts each row in the same block of the CPU's matrix kernels and the
+    # logits are bit-identical (tests/test_models.py); other sizes change them by ~1e-7.
+    eval_batch_size: int = 4096
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
     seed: int = 12345
 
     def validate(self, key: str) -> None:
         if self.batch_size < 1:
             _fail(f"{key}.batch_size", "a positive integer", self.batch_size)
-        if self.eval_batch_size < 1:
-            _fail(f"{key}.eval_batch_size", "a positive integer", self.eval_batch_size)
+        if self.eval_batch_size < 1 or self.eval_batch_size % EVAL_BATCH_MULTIPLE:
+            _fail(f"{key}.eval_batch_size", f"a positive multiple of {EVAL_BATCH_MULTIPLE} (results then do not depend "
+                  "on it)", self.eval_batch_size)
         if not (self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             _fail(f"{key}.device", "auto, cpu, cuda or cuda:N", self.device)
 

@@ -70,12 +70,14 @@ def _model_kwargs(model_dir: Path, aggregation: str, example: np.ndarray, tmp: P
 
 
 def save_predictor(model_dir: Path, aggregation: str, example: np.ndarray, path: Path) -> None:
-    """Write the predictor as an MLflow model folder at ``path`` (replaced if there)."""
-    from ecgpipe.io import atomic_dir
+    """Write the predictor as an MLflow model folder into the empty folder ``path``.
 
-    with tempfile.TemporaryDirectory() as tmp, atomic_dir(path) as out:
-        out.rmdir()  # save_model wants to create the folder itself
-        mlflow.pyfunc.save_model(path=str(out), **_model_kwargs(model_dir, aggregation, example, Path(tmp)))
+    Not byte-deterministic: MLflow stamps every saved model with its creation time and a random
+    ``model_uuid`` (in ``MLmodel``). No stage reads this folder, so that reruns nothing.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(path).rmdir()  # save_model wants to create the folder itself
+        mlflow.pyfunc.save_model(path=str(path), **_model_kwargs(model_dir, aggregation, example, Path(tmp)))
 
 
 def log_predictor(model_dir: Path, aggregation: str, example: np.ndarray) -> str:

@@ -12,6 +12,11 @@ import yaml
 from tests.conftest import ROOT
 
 
+def _status(project, env) -> dict:
+    """`dvc status --json`: the stages that would rerun, with what changed."""
+    return json.loads(_run([sys.executable, "-m", "dvc", "status", "--json"], project, env).strip() or "{}")
+
+
 def _run(args, cwd, env):
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
@@ -81,6 +86,7 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path):
     assert len(results) == 1 + len(EXPERIMENTS)
     champion = json.loads((project / "reports" / "champion.json").read_text())
     assert champion["experiment"] in EXPERIMENTS and champion["model_uri"] == "models:/ecgpipe-af@champion"
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
@@ -89,6 +95,31 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path):
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and "val_record_f1_A" in run.data.metrics
     assert "evaluation/val_confusion.json" in {a.path for a in client.list_artifacts(run_id, "evaluation")}
+
+    # lineage: the evaluate stage logged the train stage's dvc.lock entry into the run
+    lock_entry = json.loads(open(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=f"dvc/train_{EXPERIMENTS[0]}.lock.json", tracking_uri=env["MLFLOW_TRACKING_URI"])).read())
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"][f"train@{EXPERIMENTS[0]}"]
+    assert lock_entry == lock and run.data.tags["dvc_lock_md5"]
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {
+        "data/chunks/train.pt", "data/chunks/val.pt", "data/spectrogram/preprocessing.json"}
+
+    # a rerun of the spectrogram stage writes the same bytes: nothing downstream is changed
+    assert repro("-f", "-s", "spectrogram") == {"spectrogram"}
+    assert _status(project, env) == {}
+    # knobs of memory only: no stage reruns
+    set_param("spectrogram", "batch_size", 3)
+    set_param("train", "eval_batch_size", 128)
+    assert _status(project, env) == {}
+    # a training rerun on one machine gives the same results, byte for byte
+    name = EXPERIMENTS[0]
+    results = [f"metrics/{name}/train.json", f"metrics/{name}/eval.json", f"plots/history/{name}.csv",
+               f"plots/confusion/{name}/val.csv", f"plots/roc/{name}/val.csv", f"plots/figures/{name}/confusion_val.png",
+               f"models/{name}/model.pt"]  # not results.md: it shows the run's examples/s
+    before = {path: (project / path).read_bytes() for path in results}
+    assert repro("-f", "-s", f"train@{name}") == {f"train@{name}"}
+    assert repro() == {f"evaluate@{name}", "report"}  # a new MLflow run id in models/NAME
+    assert {path: (project / path).read_bytes() for path in results} == before
 
     # one experiment's epochs: that experiment alone (and the report over all of them)
     set_param("experiments", "mean_spectrum-chunked", "epochs", 1)

@@ -77,3 +77,20 @@ def test_torch_lstm_uses_the_last_layers_final_state():
     x = torch.randn(3, 40, 17)
     _, (h, _) = net.recurrent(x)
     torch.testing.assert_close(net(x), net.head(h[-1]))  # not h.view(-1, 128), which mixes layers
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_evaluation_batch_size_changes_no_logit(name):
+    """train.eval_batch_size is a memory knob: no DVC stage lists it, so it must not change a bit.
+
+    It must be a multiple of 64: CPU matrix kernels treat rows in blocks (8 here), and a row that
+    falls in a ragged block of one batching but not of another comes out ~1e-7 different.
+    """
+    from ecgpipe.training import predict_logits
+
+    torch.manual_seed(0)
+    model = create_model(name, 17, 1, n_steps=40)
+    x = torch.randn(300, 40, 17)
+    whole = predict_logits(model, x, batch_size=4096)
+    for batch_size in (64, 128, 192, 256, 1024):
+        assert torch.equal(predict_logits(model, x, batch_size=batch_size), whole), batch_size

@@ -102,3 +102,24 @@ def test_stage_script_rejects_invalid_params(tmp_path, small_params):
         f"error: {bad}: params: chunk.size: expected a positive number of windows, got -40"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_data_stages_write_the_same_bytes_twice(archive_path, tmp_path, small_params, monkeypatch):
+    """Same archive, params and code: every output of the data stages is byte-identical."""
+    import hashlib
+
+    from ecgpipe.data.archive import ARCHIVE_ENV, run_download
+
+    monkeypatch.setenv(ARCHIVE_ENV, str(archive_path))
+    params = parse_params(small_params)
+    digests = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        run_download(params.download, out / "records", out / "downloads")
+        _run_all(params, out / "records", out)
+        digests.append({p.relative_to(out).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+                        for p in sorted(out.rglob("*")) if p.is_file()})
+    assert digests[0] == digests[1]
+    assert {"spectrogram/spectra.pt", "spectrogram/records.csv", "spectrogram/preprocessing.json", "split.json",
+            "balance.json", "chunks/train.pt", "chunks/val.pt", "metrics/spectrogram.json",
+            "metrics/chunk.json"} <= set(digests[0])

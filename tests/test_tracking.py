@@ -1,4 +1,7 @@
 """MLflow: a tiny training run into a temporary SQLite store, read back as a user would."""
+import hashlib
+import json
+
 import mlflow
 import pandas as pd
 import pytest
@@ -18,10 +21,11 @@ def store(tmp_path, monkeypatch):
     return uri
 
 
-def _train(prepared, tmp_path, name="mean_spectrum-chunked"):
+def _train(prepared, tmp_path, name="mean_spectrum-chunked", params_file=None):
     return run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
                      tmp_path / "models" / name, tmp_path / "metrics" / name / "train.json",
-                     tmp_path / "plots" / "history" / f"{name}.csv", system_metrics=False)
+                     tmp_path / "plots" / "history" / f"{name}.csv", tmp_path / "metrics" / name / "speed.json",
+                     params_file=params_file, system_metrics=False)
 
 
 def test_tracking_uri_default_is_absolute_project_store(monkeypatch, tmp_path):
@@ -33,7 +37,9 @@ def test_tracking_uri_default_is_absolute_project_store(monkeypatch, tmp_path):
 
 
 def test_training_run_is_recorded(prepared, tmp_path, store):
-    summary = _train(prepared, tmp_path)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("chunk: {size: 8}\n")
+    summary = _train(prepared, tmp_path, params_file=params_file)
     run_info = read_json(tmp_path / "models" / "mean_spectrum-chunked" / "mlflow_run.json")
     assert run_info["tracking_uri"] == store
     client = MlflowClient(store)
@@ -47,7 +53,7 @@ def test_training_run_is_recorded(prepared, tmp_path, store):
     tags = run.data.tags
     assert tags["device"] == "cpu" and tags["torch_version"] == torch.__version__
     assert tags["dvc_stage"] == "train@mean_spectrum-chunked"
-    for metric in ("train_loss", "train_acc", "val_balanced_acc", "val_acc", "examples_per_s"):
+    for metric in ("train_loss", "train_acc", "val_balanced_acc", "val_acc", "examples_per_s", "epoch_seconds"):
         points = client.get_metric_history(run.info.run_id, metric)
         assert [m.step for m in points] == [1, 2, 3], metric
     assert run.data.metrics["val_balanced_acc"] == pytest.approx(summary["val_balanced_acc"], abs=1e-6)
@@ -60,6 +66,41 @@ def test_training_run_is_recorded(prepared, tmp_path, store):
     torch.testing.assert_close(logged(x), saved(x))
     assert spec["class_names"] == ["N", "A"] and spec["n_outputs"] == 1
     assert spec["preprocessing"]["normalisation"]["mean"]  # preprocessing travels with the weights
+
+    # lineage: the files it read as MLflow datasets, digest = DVC's md5; the params file's md5
+    inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
+    read = [prepared["chunks"] / "train.pt", prepared["chunks"] / "val.pt", prepared["spectrogram"] / "preprocessing.json"]
+    assert set(inputs) == {str(p.resolve()) for p in read}  # outside the project: absolute paths
+    for path in read:
+        dataset = inputs[str(path.resolve())]
+        assert dataset.digest == hashlib.md5(path.read_bytes()).hexdigest()
+        assert json.loads(dataset.source)["uri"] == path.resolve().as_uri()
+    assert tags["params_md5"] == hashlib.md5(params_file.read_bytes()).hexdigest()
+    # the UI opens the experiment on its runs table
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    speed = read_json(tmp_path / "metrics" / "mean_spectrum-chunked" / "speed.json")
+    assert speed["examples_per_s"] > 0 and speed["device"] == "cpu" and "examples_per_s" not in summary
+
+
+def test_default_store_keeps_artifacts_under_the_project_from_any_folder(prepared, tmp_path, monkeypatch):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(project))
+    monkeypatch.chdir(elsewhere)
+    from ecgpipe.tracking import start_run
+
+    try:
+        for experiment in ("first", "second"):  # the second after mlflow has set $MLFLOW_TRACKING_URI itself
+            with start_run(experiment, "run", {"a": 1}, {}, system_metrics=False) as run:
+                mlflow.log_dict({"x": 1}, "x.json")
+            location = MlflowClient(tracking_uri()).get_experiment(run.info.experiment_id).artifact_location
+            assert location == (project / "mlartifacts").as_uri(), experiment
+            assert len(list((project / "mlartifacts").rglob("x.json"))) == (1 if experiment == "first" else 2)
+    finally:
+        mlflow.set_tracking_uri(None)  # also unsets the variable it set
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_failing_run_ends_failed_and_writes_nothing(prepared, tmp_path, store, monkeypatch):
