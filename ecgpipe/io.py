@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
 import io
 import json
 import os
@@ -169,6 +170,15 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only on success."""
     with staged_outputs() as staged:
         yield staged.dir(path)
+
+
+def file_digest(path: str | Path, algorithm: str = "md5", block: int = 1 << 20) -> str:
+    """The hex digest of a file's bytes (md5: what DVC 3 records for a file in dvc.lock)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def json_text(data: Any) -> str:

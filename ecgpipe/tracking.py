@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ecgpipe.io import file_digest
+
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
 
@@ -98,15 +100,6 @@ def start_run(experiment_name: str, run_name: str, params: Mapping[str, Any], ta
         yield run
 
 
-def file_md5(path: str | Path, block: int = 1 << 20) -> str:
-    """The md5 of a file's bytes: what DVC 3 records for it in dvc.lock."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _project_relative(path: Path) -> str:
     path = Path(path).resolve()
     try:
@@ -127,14 +120,14 @@ def log_lineage(inputs: list[Path], params_file: Path | None, context: str = "tr
 
     digests = {}
     for path in inputs:
-        name, md5 = _project_relative(path), file_md5(path)
+        name, md5 = _project_relative(path), file_digest(path)
         digests[name] = md5
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file source
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(Path(path).resolve().as_uri())
         mlflow.log_input(MetaDataset(source=source, name=name, digest=md5), context=context)
     if params_file is not None and Path(params_file).is_file():
-        mlflow.set_tag("params_md5", file_md5(params_file))
+        mlflow.set_tag("params_md5", file_digest(params_file))
     mlflow.log_dict(digests, "dvc/inputs.json")
     return digests
 

@@ -5,7 +5,6 @@ of the network; that is how offline machines and CI run it.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ecgpipe.data.records import REFERENCE_FILE, decode_reference, parse_reference
-from ecgpipe.io import atomic_dir
+from ecgpipe.io import atomic_dir, file_digest
 from ecgpipe.params import DownloadParams
 
 log = logging.getLogger(__name__)
@@ -42,12 +41,8 @@ class ArchiveSummary:
     labels: dict[str, str]  # record id -> label
 
 
-def sha256_of(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+def sha256_of(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def _is_unsafe_member(name: str) -> bool:
