@@ -244,8 +244,9 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
         for file_name, fig in figures.items():
             mlflow.log_figure(fig, f"evaluation/{file_name}")
         serving.log_predictor(model_dir, params.evaluate.aggregation, example)
-        # the train stage's dvc.lock entry exists by now (DVC writes it when the stage ends)
-        tracking.log_dvc_lock_entry(f"train@{name}", tracking.project_root() / "dvc.lock")
+        # the train stage's dvc.lock entry exists by now (DVC writes it when the stage ends); DVC
+        # runs stages in the repository's root, for a queued experiment in its temporary copy
+        tracking.log_dvc_lock_entry(f"train@{name}", Path("dvc.lock"))
     # resuming the run moved its end to now: give it back its training end (and status)
     client.set_terminated(run_info["run_id"], status=trained.status, end_time=trained.end_time)
     return summary

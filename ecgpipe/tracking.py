@@ -100,10 +100,12 @@ def start_run(experiment_name: str, run_name: str, params: Mapping[str, Any], ta
         yield run
 
 
-def _project_relative(path: Path) -> str:
+def _as_named(path: Path) -> str:
+    """A data file's name for MLflow: its path in the repository the stage runs in (DVC runs stages
+    there, a queued experiment's temporary copy included), else its absolute path."""
     path = Path(path).resolve()
     try:
-        return path.relative_to(project_root()).as_posix()
+        return path.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         return path.as_posix()
 
@@ -120,7 +122,7 @@ def log_lineage(inputs: list[Path], params_file: Path | None, context: str = "tr
 
     digests = {}
     for path in inputs:
-        name, md5 = _project_relative(path), file_digest(path)
+        name, md5 = _as_named(path), file_digest(path)
         digests[name] = md5
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file source
             warnings.simplefilter("ignore", UserWarning)

@@ -70,7 +70,7 @@ def test_training_run_is_recorded(prepared, tmp_path, store):
     # lineage: the files it read as MLflow datasets, digest = DVC's md5; the params file's md5
     inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
     read = [prepared["chunks"] / "train.pt", prepared["chunks"] / "val.pt", prepared["spectrogram"] / "preprocessing.json"]
-    assert set(inputs) == {str(p.resolve()) for p in read}  # outside the project: absolute paths
+    assert set(inputs) == {str(p.resolve()) for p in read}  # outside the working directory: absolute paths
     for path in read:
         dataset = inputs[str(path.resolve())]
         assert dataset.digest == hashlib.md5(path.read_bytes()).hexdigest()
