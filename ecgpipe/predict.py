@@ -193,10 +193,11 @@ class Predictor:
         if np.ptp(samples) == 0:
             raise PredictError(f"the recording is flat (every sample is {samples[0]:g}): no signal to classify")
         # float32 as in training; windows inside the recording do not depend on any padding
-        _, _, sxx = scipy.signal.spectrogram(samples.astype(np.float32), scaling=self.scaling,
-                                             nperseg=self.nperseg, noverlap=self.noverlap)
-        spectra = np.ascontiguousarray(sxx.T[: n_chunks * self.chunk_size])
-        self.normalisation.apply_(spectra)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once
+            _, _, sxx = scipy.signal.spectrogram(samples.astype(np.float32), scaling=self.scaling,
+                                                 nperseg=self.nperseg, noverlap=self.noverlap)
+            spectra = np.ascontiguousarray(sxx.T[: n_chunks * self.chunk_size])
+            self.normalisation.apply_(spectra)
         if not np.isfinite(spectra).all():
             peak = float(np.max(np.abs(samples)))
             raise PredictError(
