@@ -21,10 +21,10 @@ from ecgpipe.data.records import read_signal
 from ecgpipe.data.store import read_records
 from ecgpipe.experiment import RUN_FILE, load_trained
 from ecgpipe.io import json_text, read_json, staged_outputs
+from ecgpipe.stats import CHALLENGE_CLASSES, Bootstrap, confidence_intervals
 from ecgpipe.training import Chunks, predict_logits, probabilities, resolve_device
 
 Aggregation = Literal["mean_logit", "mean_probability"]
-CHALLENGE_CLASSES = ("N", "A", "O")  # CinC 2017 score: the mean F1 of these three
 
 
 def aggregate_by_record(
@@ -116,8 +116,11 @@ LEVELS = ("chunk_balanced", "chunk", "record")
 
 
 def evaluate_split(model, chunks, record_labels: torch.Tensor, class_names: list[str], aggregation: Aggregation,
-                   batch_size: int) -> tuple[dict, dict]:
-    """Scores at the three levels, and the recording-level probabilities (rows, probabilities)."""
+                   batch_size: int, bootstrap: Bootstrap | None = None) -> tuple[dict, dict]:
+    """Scores at the three levels, and the recording-level probabilities (rows, probabilities).
+
+    With ``bootstrap``, the recording level also gets ``ci``: an interval for every figure.
+    """
     logits = predict_logits(model, chunks.x, batch_size).cpu()
     y = chunks.y.cpu()
     chunk_probs = probabilities(logits)
@@ -128,6 +131,9 @@ def evaluate_split(model, chunks, record_labels: torch.Tensor, class_names: list
         "chunk": score(y.numpy(), chunk_probs.numpy(), class_names),
         "record": score(record_labels[rows].numpy(), record_probs.numpy(), class_names),
     }
+    if bootstrap is not None:
+        scores["record"]["ci"] = confidence_intervals(record_labels[rows].numpy(), record_probs.numpy(), class_names,
+                                                      bootstrap)
     return scores, {"rows": rows, "probs": record_probs}
 
 
@@ -136,23 +142,36 @@ def metrics_for_dvc(scores: dict) -> dict:
     def clean(value):
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items() if not k.startswith("confusion")}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
         return round(value, 6) if isinstance(value, float) else value
     return clean(scores)
 
 
 def mlflow_metrics(scores: dict) -> dict[str, float]:
-    """Flat names such as ``val_record_f1_A`` or ``val_chunk_balanced_accuracy``."""
+    """Flat names such as ``val_record_f1_A``, ``val_chunk_balanced_accuracy`` or, for intervals,
+    ``val_record_f1_A_ci_low`` and ``_ci_high``."""
     flat = {}
+
+    def add(name: str, value) -> None:
+        if isinstance(value, dict):
+            for key, v in value.items():
+                add(f"{name}_{key}", v)
+        elif isinstance(value, list):  # an interval
+            flat[f"{name}_ci_low"], flat[f"{name}_ci_high"] = map(float, value)
+        else:
+            flat[name] = float(value)
+
     for split, levels in scores.items():
         for level, result in levels.items():
             for key, value in result.items():
                 if key.startswith("confusion"):
                     continue
-                if isinstance(value, dict):
-                    for cls, v in value.items():
-                        flat[f"{split}_{level}_{key}_{cls}"] = float(v)
+                if key == "ci":
+                    for figure, interval in value.items():
+                        add(f"{split}_{level}_{figure}", interval)
                 else:
-                    flat[f"{split}_{level}_{key}"] = float(value)
+                    add(f"{split}_{level}_{key}", value)
     return {k.replace("~", "noise"): v for k, v in flat.items()}  # MLflow names allow no '~'
 
 
@@ -165,8 +184,9 @@ def per_class_table(result: dict, class_names: list[str]) -> pd.DataFrame:
 
 def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, chunks_dir: Path, model_dir: Path,
                  metrics_path: Path, plots_dir: Path, predictor_dir: Path) -> dict:
-    """The `evaluate@NAME` stage: score NAME's model on validation (and test, when there is one),
-    and package it with its aggregation rule as a predictor (an MLflow pyfunc model).
+    """The `evaluate@NAME` stage: score NAME's model on validation, with intervals on every
+    recording-level figure, and package it with its aggregation rule as a predictor (an MLflow
+    pyfunc model). A test split is left alone: the report stage scores the champion on it once.
 
     Writes the metrics JSON, and under ``plots_dir``: ``confusion/NAME/<split>.csv`` (one row per
     recording, for DVC's confusion template), ``roc/NAME/<split>.csv`` and ``pr/NAME/<split>.csv``
@@ -186,12 +206,12 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
     positive = class_names.index("A") if "A" in class_names else len(class_names) - 1
 
     scores, outputs, figures = {}, {}, {}
-    for split in ("val", "test"):
+    # validation only: a test split is scored once, for the champion alone, by the report stage
+    for split in ("val",):
         path = Path(chunks_dir) / f"{split}.pt"
-        if not path.exists():
-            continue
         scores[split], rec = evaluate_split(model, Chunks.load(path, device), record_labels, class_names,
-                                            params.evaluate.aggregation, params.train.eval_batch_size)
+                                            params.evaluate.aggregation, params.train.eval_batch_size,
+                                            params.evaluate.bootstrap())
         probs = rec["probs"].numpy()
         rows = rec["rows"].numpy()
         actual = record_labels[rec["rows"]].numpy()
@@ -227,11 +247,7 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
         serving.save_predictor(model_dir, params.evaluate.aggregation, example, staged.dir(predictor_dir))
         staged.file(metrics_path).write_text(json_text(summary))
 
-    run_info = read_json(Path(model_dir) / RUN_FILE)
-    mlflow.set_tracking_uri(run_info["tracking_uri"])
-    client = mlflow.tracking.MlflowClient()
-    trained = client.get_run(run_info["run_id"]).info
-    with mlflow.start_run(run_id=run_info["run_id"]):
+    with tracking.resumed_run(read_json(Path(model_dir) / RUN_FILE)):
         mlflow.log_metrics(mlflow_metrics(scores))
         mlflow.log_param("evaluate.aggregation", params.evaluate.aggregation)
         for split, levels in scores.items():
@@ -247,6 +263,4 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
         # the train stage's dvc.lock entry exists by now (DVC writes it when the stage ends); DVC
         # runs stages in the repository's root, for a queued experiment in its temporary copy
         tracking.log_dvc_lock_entry(f"train@{name}", Path("dvc.lock"))
-    # resuming the run moved its end to now: give it back its training end (and status)
-    client.set_terminated(run_info["run_id"], status=trained.status, end_time=trained.end_time)
     return summary

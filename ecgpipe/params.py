@@ -89,8 +89,17 @@ class SplitParams:
     seed: int = 12345
     # Stratified: each class is split by the fractions separately.
     stratify: bool = False
+    # K-fold cross-validation: with ``fold`` set (0 .. folds-1), the test fraction is held out first
+    # (stratified), the rest is cut into ``folds`` stratified folds, fold ``fold`` is validation and
+    # the others train (``train``/``val`` are then unused). null: the notebook's single split.
+    folds: int = 5
+    fold: int | None = None
 
     def validate(self, key: str) -> None:
+        if self.folds < 2:
+            _fail(f"{key}.folds", "at least 2 folds", self.folds)
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            _fail(f"{key}.fold", f"null or a fold from 0 to {self.folds - 1}", self.fold)
         for name in ("train", "val", "test"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -187,9 +196,21 @@ class EvaluateParams:
     # how a recording's chunks become one probability: average the logits, then sigmoid/softmax;
     # or average the chunks' probabilities
     aggregation: Literal["mean_logit", "mean_probability"] = "mean_logit"
+    # intervals of recording-level figures: a stratified bootstrap over the recordings
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 12345
+    confidence: float = 0.95
 
     def validate(self, key: str) -> None:
-        pass
+        if self.bootstrap_resamples < 100:
+            _fail(f"{key}.bootstrap_resamples", "at least 100 resamples", self.bootstrap_resamples)
+        if not 0.5 <= self.confidence < 1:
+            _fail(f"{key}.confidence", "a level from 0.5 to below 1, such as 0.95", self.confidence)
+
+    def bootstrap(self):
+        from ecgpipe.stats import Bootstrap
+
+        return Bootstrap(self.bootstrap_resamples, self.bootstrap_seed, self.confidence)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +227,16 @@ class ReportParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class StudyParams:
+    # set by `ecgpipe study run` for its queued experiments: their MLflow runs are tagged with it
+    name: str | None = None
+
+    def validate(self, key: str) -> None:
+        if self.name is not None and (not self.name or set(self.name) - _NAME_CHARS):
+            _fail(f"{key}.name", "null or a name of letters, digits, '_', '.' and '-'", self.name)
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     download: DownloadParams
     spectrogram: SpectrogramParams
@@ -217,6 +248,7 @@ class Params:
     experiments: dict[str, ExperimentParams]
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
+    study: StudyParams = StudyParams()
 
     def validate(self, key: str) -> None:
         if not self.experiments:

@@ -71,14 +71,21 @@ def roc_pr_curves(fpr, tpr, recall, precision, result: dict, positive: str, titl
 
 
 def comparison(table, metrics: list[str], title: str):
-    """Grouped bars: one group per experiment, one bar per metric."""
+    """Grouped bars: one group per experiment, one bar per metric, with its interval where the
+    table has ``<metric>_ci_low`` and ``_ci_high``."""
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(table)), 4.8))
     width = 0.8 / len(metrics)
     x = np.arange(len(table))
     for k, metric in enumerate(metrics):
-        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, table[metric].astype(float), width, label=metric)
+        values = table[metric].astype(float).to_numpy()
+        errors = None
+        if f"{metric}_ci_low" in table:  # the interval as an error bar
+            errors = np.abs(np.stack([values - table[f"{metric}_ci_low"].astype(float).to_numpy(),
+                                      table[f"{metric}_ci_high"].astype(float).to_numpy() - values]))
+        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, values, width, label=metric, yerr=errors,
+               error_kw={"elinewidth": 0.8, "capsize": 1.5})
     ax.set_xticks(x, table["experiment"], rotation=30, ha="right")
     ax.set(ylim=(0, 1), ylabel="score")
     ax.set_title(title, pad=30)
