@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ecgpipe.io import atomic_path, read_json, write_json
-from ecgpipe.params import Params
+from ecgpipe.io import json_text, read_json, staged_outputs
+from ecgpipe.params import Params, ParamsError
+from ecgpipe.stats import Bootstrap, paired_difference
 
 # The notebook's balanced validation chunk accuracy (its only figure), by (model, loader).
 NOTEBOOK_BALANCED_CHUNK_ACC = {
@@ -18,6 +20,17 @@ NOTEBOOK_BALANCED_CHUNK_ACC = {
     ("torch_lstm", "chunked"): 0.905, ("torch_lstm", "random_chunk"): 0.930,
 }
 COMPARED = ["balanced_chunk_acc", "record_acc", "record_balanced_acc", "record_f1_A", "record_macro_f1", "record_roc_auc"]
+
+
+# results.csv column -> the recording-level figure in eval.json (its interval is under "ci")
+RECORD_COLUMNS = {"record_acc": "accuracy", "record_balanced_acc": "balanced_accuracy", "record_macro_f1": "macro_f1",
+                  "record_roc_auc": "roc_auc", "record_average_precision": "average_precision",
+                  "record_challenge_score": "challenge_score"}
+
+
+def record_figure(column: str) -> str:
+    """The flat figure name (``f1_A``, ``roc_auc``) of a ``record_*`` column of results.csv."""
+    return RECORD_COLUMNS.get(column, column.removeprefix("record_"))
 
 
 def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "val") -> dict:
@@ -43,24 +56,46 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
     if "challenge_score" in record:
         row["record_challenge_score"] = record["challenge_score"]
     row["train_examples_per_s"] = speed["examples_per_s"]  # the median epoch's
+    if "ci" in record:  # each record_* figure's interval, as <column>_ci_low / _ci_high
+        for column in [c for c in row if c.startswith("record_")]:
+            interval = figure_of(record["ci"], record_figure(column))
+            row[f"{column}_ci_low"], row[f"{column}_ci_high"] = interval
     return row
+
+
+def figure_of(figures: dict, name: str):
+    """A figure of eval.json's nested layout by flat name (``f1_A`` is ``figures["f1"]["A"]``)."""
+    if name in figures:
+        return figures[name]
+    key, _, cls = name.rpartition("_")
+    return figures[key][cls]
 
 
 def results_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.DataFrame:
     return pd.DataFrame([experiment_row(name, params, metrics_dir, split) for name in params.experiments])
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    def cell(value) -> str:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return "—"
-        if isinstance(value, float):
-            return f"{value:.3f}"
-        return f"{value:,}" if isinstance(value, int) else str(value)
+def _cell(value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    for row in table.itertuples(index=False):
-        lines.append("| " + " | ".join(cell(v.item() if hasattr(v, "item") else v) for v in row) + " |")
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A Markdown table; a column with ``_ci_low``/``_ci_high`` beside it shows ``0.957 [0.930–0.980]``."""
+    shown = [c for c in table.columns if not c.endswith(("_ci_low", "_ci_high"))]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for _, row in table.iterrows():
+        cells = []
+        for column in shown:
+            text = _cell(row[column])
+            if f"{column}_ci_low" in table and not pd.isna(row[f"{column}_ci_low"]):
+                text += f" [{row[f'{column}_ci_low']:.3f}–{row[f'{column}_ci_high']:.3f}]"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -76,8 +111,6 @@ def register_champion(table: pd.DataFrame, metric: str, models_dir: Path, regist
     from ecgpipe.experiment import RUN_FILE
     from ecgpipe.serving import ARTIFACT
 
-    if metric not in table:
-        raise ValueError(f"params report.champion_metric: {metric!r} is not a column of results.csv: {list(table)}")
     best = table.loc[table[metric].astype(float).idxmax()]
     run = read_json(Path(models_dir) / best["experiment"] / RUN_FILE)
     mlflow.set_tracking_uri(run["tracking_uri"])
@@ -96,28 +129,150 @@ def register_champion(table: pd.DataFrame, metric: str, models_dir: Path, regist
             "model_uri": f"models:/{registered_model}@{CHAMPION}"}
 
 
-def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path) -> pd.DataFrame:
-    """Write ``results.csv``, ``results.md``, ``comparison.png`` and ``champion.json`` into
-    ``out_dir``, and give the best experiment the champion alias in the Model Registry."""
-    from ecgpipe import plots  # matplotlib: only when drawing
+def paired_comparisons(table: pd.DataFrame, metric: str, plots_dir: Path, models_dir: Path,
+                       bootstrap: Bootstrap) -> pd.DataFrame | None:
+    """Each experiment against the champion on ``metric`` (a ``record_*`` column): the paired
+    bootstrap difference ``experiment - champion`` over the same validation recordings, from the
+    per-recording probabilities that the evaluate stages wrote (``plots/confusion/NAME/val.csv``).
+    None for a chunk-level metric, whose units are not the recordings."""
+    from ecgpipe.experiment import SPEC_FILE
 
+    if not metric.startswith("record_"):
+        return None
+    champion = table.loc[table[metric].astype(float).idxmax(), "experiment"]
+
+    def recordings(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        classes = read_json(Path(models_dir) / name / SPEC_FILE)["class_names"]
+        frame = pd.read_csv(Path(plots_dir) / "confusion" / name / "val.csv", dtype={"record": str})
+        frame = frame.sort_values("record")  # the same recordings in the same order for every experiment
+        y = frame["actual"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        return frame["record"].to_numpy(), y, frame[[f"p_{c}" for c in classes]].to_numpy(), classes
+
+    ids, y, champion_probs, classes = recordings(champion)
+    rows = []
+    for name in table["experiment"]:
+        other_ids, _, probs, other_classes = recordings(name)
+        if not (np.array_equal(other_ids, ids) and other_classes == classes):
+            raise ValueError(f"{name} and {champion} were not evaluated on the same validation recordings and "
+                             "classes; rerun their evaluate stages")
+        diff = paired_difference(y, probs, champion_probs, classes, record_figure(metric), bootstrap)
+        verdict = ("champion" if name == champion else "worse" if diff.high < 0
+                   else "better" if diff.low > 0 else "not distinguishable")
+        rows.append({"experiment": name, "difference": diff.difference, "difference_ci_low": diff.low,
+                     "difference_ci_high": diff.high, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def score_champion_on_test(params: Params, champion: str, models_dir: Path, chunks_dir: Path,
+                           spectrogram_dir: Path) -> dict | None:
+    """The champion's figures on the held-out test recordings (``chunks/test.pt``), with intervals;
+    None without a test split. Only the champion is scored there, once, after it was chosen on
+    validation, so that the test figures are not a second round of selection."""
+    import torch
+
+    from ecgpipe.data.store import read_records
+    from ecgpipe.evaluation import evaluate_split
+    from ecgpipe.experiment import load_trained
+    from ecgpipe.training import Chunks, resolve_device
+
+    path = Path(chunks_dir) / "test.pt"
+    if not path.is_file():
+        return None
+    device = resolve_device(params.train.device)
+    model, spec = load_trained(Path(models_dir) / champion, device)
+    labels = torch.tensor(read_records(spectrogram_dir)["class_index"].to_numpy())
+    scores, _ = evaluate_split(model, Chunks.load(path, device), labels, spec["class_names"],
+                               params.evaluate.aggregation, params.train.eval_batch_size, params.evaluate.bootstrap())
+    return scores
+
+
+def _comparison_section(paired: pd.DataFrame | None, table: pd.DataFrame, metric: str, bootstrap: Bootstrap) -> str:
+    if paired is None:
+        return (f"\n## Compared with the champion\n\nThe champion metric `{metric}` is a chunk-level figure: "
+                "the paired bootstrap over recordings applies to `record_*` metrics only.\n")
+    champion = paired.loc[paired["verdict"] == "champion", "experiment"].iloc[0]
+    merged = table[["experiment", metric, f"{metric}_ci_low", f"{metric}_ci_high"]].merge(paired, on="experiment")
+    tied = paired.loc[paired["verdict"] == "not distinguishable", "experiment"].tolist()
+    level = f"{bootstrap.confidence:.0%}"
+    text = (f"\n## Compared with the champion\n\n"
+            f"The champion, `{champion}`, has the highest `{metric}` on validation. Each experiment's difference "
+            f"from it is measured on the same recordings by a paired bootstrap ({bootstrap.resamples:,} stratified "
+            f"resamples, {level} interval): an interval below 0 means worse than the champion beyond the noise of "
+            "this validation set.\n\n" + to_markdown(merged) + "\n")
+    if tied:
+        text += (f"**Not distinguishable from the champion** at {level} (their intervals include 0): "
+                 + ", ".join(f"`{n}`" for n in tied) + ". Their digits above do not rank them.\n")
+    else:
+        text += "Every other experiment is worse than the champion beyond the noise.\n"
+    return text
+
+
+def _test_section(champion: str, test: dict | None) -> str:
+    if test is None:
+        return ""
+    record = test["record"]
+    rows = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy",
+            **{f"f1_{c}": f"f1_{c}" for c in record["f1"]}, "macro_f1": "macro_f1", "roc_auc": "roc_auc",
+            "average_precision": "average_precision"}
+    if "challenge_score" in record:
+        rows["challenge_score"] = "challenge_score"
+    lines = ["| figure | value |", "|---|---|"]
+    for label, name in rows.items():
+        low, high = figure_of(record["ci"], name)
+        lines.append(f"| {label} | {figure_of(record, name):.3f} [{low:.3f}–{high:.3f}] |")
+    return (f"\n## Held-out test recordings: the champion, once\n\n`{champion}`, chosen on validation, scored on "
+            f"the {record['n']:,} test recordings that no stage looked at before:\n\n" + "\n".join(lines) + "\n")
+
+
+def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path, plots_dir: Path | None = None,
+               chunks_dir: Path | None = None, spectrogram_dir: Path | None = None) -> pd.DataFrame:
+    """Write ``results.csv``, ``results.md``, ``comparison.png`` and ``champion.json`` into
+    ``out_dir``, and give the best experiment the champion alias in the Model Registry.
+
+    With ``plots_dir``, ``results.md`` compares every experiment with the champion (paired
+    bootstrap); with ``chunks_dir`` holding a test split, the champion is scored on it once, and
+    the figures go to ``results.md``, ``champion.json`` and the champion's MLflow run.
+    """
+    from ecgpipe import plots, tracking  # matplotlib, mlflow: only when drawing and logging
+    from ecgpipe.evaluation import metrics_for_dvc, mlflow_metrics
+    from ecgpipe.experiment import RUN_FILE
+
+    metric, bootstrap = params.report.champion_metric, params.evaluate.bootstrap()
     table = results_table(params, metrics_dir)
-    out_dir = Path(out_dir)
-    with atomic_path(out_dir / "results.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
-    shown = table.drop(columns=["model", "loader"])
-    with atomic_path(out_dir / "results.md") as tmp:
-        tmp.write_text(
-            "# Results on the validation recordings\n\n"
-            "Made by the `report` stage from `metrics/<experiment>/eval.json` and `train.json`.\n"
-            "`notebook_balanced_chunk_acc` is the course notebook's figure; `balanced_chunk_acc` ours on\n"
-            "the same kind of set (validation chunks, AF oversampled to half). `record_*` score whole\n"
-            "recordings as they occur (about 13% AF), each recording's chunks aggregated into one probability.\n\n"
-            + to_markdown(shown)
-        )
-    fig = plots.comparison(table, [m for m in COMPARED if m in table], "validation: chunks (balanced) and recordings")
-    with atomic_path(out_dir / "comparison.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    champion = register_champion(table, params.report.champion_metric, models_dir, params.report.registered_model)
-    write_json(out_dir / "champion.json", champion)
+    if metric not in table:
+        raise ParamsError(f"params: report.champion_metric: expected a column of results.csv such as record_f1_A, "
+                          f"got {metric!r}")
+    paired = None if plots_dir is None else paired_comparisons(table, metric, plots_dir, models_dir, bootstrap)
+    champion = table.loc[table[metric].astype(float).idxmax(), "experiment"]
+    test = None if chunks_dir is None else score_champion_on_test(params, champion, models_dir, chunks_dir,
+                                                                  spectrogram_dir)
+    level = f"{bootstrap.confidence:.0%}"
+    markdown = (
+        "# Results on the validation recordings\n\n"
+        "Made by the `report` stage from `metrics/<experiment>/eval.json`, `train.json` and `speed.json`.\n"
+        "`notebook_balanced_chunk_acc` is the course notebook's figure; `balanced_chunk_acc` ours on\n"
+        "the same kind of set (validation chunks, AF oversampled to half). `record_*` score whole\n"
+        "recordings as they occur (about 13% AF), each recording's chunks aggregated into one probability,\n"
+        f"with a {level} interval in brackets (stratified bootstrap over the recordings, "
+        f"{bootstrap.resamples:,} resamples).\n\n"
+        + to_markdown(table.drop(columns=["model", "loader"]))
+        + ("" if plots_dir is None else _comparison_section(paired, table, metric, bootstrap))
+        + _test_section(champion, test)
+    )
+    fig = plots.comparison(table, [m for m in COMPARED if m in table], f"validation: chunks (balanced) and "
+                           f"recordings, {level} intervals on recordings")
+    champion_info = register_champion(table, metric, models_dir, params.report.registered_model)
+    if test is not None:
+        champion_info["test"] = metrics_for_dvc(test)
+        with tracking.resumed_run(read_json(Path(models_dir) / champion / RUN_FILE)):
+            import mlflow
+
+            mlflow.log_metrics(mlflow_metrics({"test": test}))
+    with staged_outputs() as staged:
+        table.to_csv(staged.file(Path(out_dir) / "results.csv"), index=False, float_format="%.4f")
+        staged.file(Path(out_dir) / "results.md").write_text(markdown)
+        fig.savefig(staged.file(Path(out_dir) / "comparison.png"), dpi=110, format="png")
+        if paired is not None:
+            paired.to_csv(staged.file(Path(out_dir) / "comparison.csv"), index=False, float_format="%.4f")
+        staged.file(Path(out_dir) / "champion.json").write_text(json_text(champion_info))
     return table

@@ -62,6 +62,8 @@ def run_tags(device: torch.device) -> dict[str, str]:
         tags["git_commit"] = commit
     if stage := os.environ.get("DVC_STAGE"):
         tags["dvc_stage"] = stage
+    if experiment := os.environ.get("DVC_EXP_NAME"):  # a `dvc exp run` experiment, queued ones included
+        tags["dvc_experiment"] = experiment
     return tags
 
 
@@ -69,7 +71,9 @@ def run_tags(device: torch.device) -> dict[str, str]:
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
-def _experiment_id(mlflow, name: str) -> str:
+def experiment_id(mlflow, name: str) -> str:
+    """The MLflow experiment ``name`` in the current store, created (with its artifact location and
+    kind) if missing; creating it also creates a new store's tables."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         if EXPERIMENT_KIND_TAG not in experiment.tags:
@@ -91,13 +95,27 @@ def start_run(experiment_name: str, run_name: str, params: Mapping[str, Any], ta
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    experiment_id = _experiment_id(mlflow, experiment_name)
+    experiment = experiment_id(mlflow, experiment_name)
     if system_metrics:
         mlflow.set_system_metrics_sampling_interval(5)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, log_system_metrics=system_metrics) as run:
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name, log_system_metrics=system_metrics) as run:
         mlflow.log_params(flatten(params))
         mlflow.set_tags(dict(tags))
         yield run
+
+
+@contextlib.contextmanager
+def resumed_run(run_info: Mapping[str, str]) -> Iterator[Any]:
+    """Log more into a finished training run (``mlflow_run.json``'s run); afterwards it gets back
+    its training end time and status, which resuming it would otherwise move to now."""
+    import mlflow
+
+    mlflow.set_tracking_uri(run_info["tracking_uri"])
+    client = mlflow.tracking.MlflowClient()
+    trained = client.get_run(run_info["run_id"]).info
+    with mlflow.start_run(run_id=run_info["run_id"]) as run:
+        yield run
+    client.set_terminated(run_info["run_id"], status=trained.status, end_time=trained.end_time)
 
 
 def _as_named(path: Path) -> str:

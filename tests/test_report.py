@@ -1,0 +1,99 @@
+"""The report: intervals on every recording figure, paired comparisons with the champion, and the
+champion scored once on a held-out test split."""
+import json
+import re
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ecgpipe.data.balance import run_balance
+from ecgpipe.data.chunk import run_chunk
+from ecgpipe.data.spectrogram import run_spectrogram
+from ecgpipe.data.split import run_split
+from ecgpipe.evaluation import run_evaluate
+from ecgpipe.experiment import run_train
+from ecgpipe.params import parse_params
+from ecgpipe.report import run_report
+
+
+@pytest.fixture(scope="module")
+def reported(records_dir, tmp_path_factory):
+    """Two tiny experiments on a split with held-out test recordings, trained, evaluated, reported."""
+    from tests.conftest import small_params_dict
+
+    raw = small_params_dict()
+    raw["split"].update(train=0.6, val=0.2, test=0.2, stratify=True)
+    raw["evaluate"]["bootstrap_resamples"] = 200
+    params = parse_params(raw)
+    out = tmp_path_factory.mktemp("reported")
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        spectrogram, chunks = out / "spectrogram", out / "chunks"
+        run_spectrogram(params.spectrogram, records_dir, spectrogram, out / "metrics" / "spectrogram.json")
+        run_split(params.split, spectrogram, out / "split.json")
+        run_balance(params.balance, spectrogram, out / "split.json", out / "balance.json")
+        run_chunk(params.chunk, spectrogram, out / "split.json", out / "balance.json", chunks, out / "metrics" / "chunk.json")
+        for name in params.experiments:
+            run_train(params, name, spectrogram, out / "balance.json", chunks, out / "models" / name,
+                      out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
+                      out / "metrics" / name / "speed.json", system_metrics=False)
+            run_evaluate(params, name, records_dir, spectrogram, chunks, out / "models" / name,
+                         out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
+        table = run_report(params, out / "metrics", out / "models", out / "reports", out / "plots", chunks, spectrogram)
+    return {"out": out, "params": params, "table": table, "uri": uri}
+
+
+def test_every_recording_figure_has_an_interval(reported):
+    out, table = reported["out"], reported["table"]
+    for name in reported["params"].experiments:
+        evaluation = json.loads((out / "metrics" / name / "eval.json").read_text())
+        assert set(evaluation) == {"val"}  # the test split is the report's, for the champion only
+        record = evaluation["val"]["record"]
+        low, high = record["ci"]["f1"]["A"]
+        assert low <= record["f1"]["A"] <= high
+        assert record["ci"]["roc_auc"][0] <= record["roc_auc"] <= record["ci"]["roc_auc"][1]
+        row = table.set_index("experiment").loc[name]
+        assert (row["record_f1_A_ci_low"], row["record_f1_A_ci_high"]) == pytest.approx((low, high), abs=1e-6)
+        run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
+        metrics = MlflowClient(reported["uri"]).get_run(run_id).data.metrics
+        assert metrics["val_record_f1_A_ci_low"] == pytest.approx(low, abs=1e-6)
+        assert metrics["val_record_roc_auc_ci_high"] == pytest.approx(record["ci"]["roc_auc"][1], abs=1e-6)
+    markdown = (out / "reports" / "results.md").read_text()
+    assert re.search(r"\| \d\.\d{3} \[\d\.\d{3}–\d\.\d{3}\] \|", markdown)  # 0.957 [0.930–0.980]
+
+
+def test_experiments_are_compared_with_the_champion(reported):
+    out = reported["out"]
+    comparison = pd.read_csv(out / "reports" / "comparison.csv").to_dict("records")
+    champion = json.loads((out / "reports" / "champion.json").read_text())["experiment"]
+    verdicts = {r["experiment"]: r["verdict"] for r in comparison}
+    assert verdicts[champion] == "champion"
+    for row in comparison:
+        assert row["difference_ci_low"] <= row["difference"] <= row["difference_ci_high"]
+        assert row["difference"] <= 0  # the champion has the highest point estimate
+        if row["experiment"] != champion:
+            assert row["verdict"] == ("worse" if row["difference_ci_high"] < 0 else "not distinguishable")
+    markdown = (out / "reports" / "results.md").read_text()
+    assert "## Compared with the champion" in markdown and f"The champion, `{champion}`" in markdown
+
+
+def test_champion_is_scored_once_on_the_test_split(reported):
+    out = reported["out"]
+    champion = json.loads((out / "reports" / "champion.json").read_text())
+    test = champion["test"]["record"]
+    assert test["n"] > 0 and test["ci"]["f1"]["A"][0] <= test["f1"]["A"] <= test["ci"]["f1"]["A"][1]
+    markdown = (out / "reports" / "results.md").read_text()
+    assert "## Held-out test recordings: the champion, once" in markdown
+    assert f"scored on the {test['n']:,} test recordings" in markdown
+    client = MlflowClient(reported["uri"])
+    for name in reported["params"].experiments:
+        run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
+        run = client.get_run(run_id)
+        logged = {k for k in run.data.metrics if k.startswith("test_")}
+        if name == champion["experiment"]:
+            assert run.data.metrics["test_record_f1_A"] == pytest.approx(test["f1"]["A"], abs=1e-6)
+            assert "test_record_f1_A_ci_low" in logged and run.info.status == "FINISHED"
+        else:
+            assert logged == set()  # no other experiment is ever scored on the test recordings
