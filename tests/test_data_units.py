@@ -131,3 +131,48 @@ def test_chunk_positions_and_values():
     assert chunks.shape == (6, 40, 2)
     for i, (r, s) in enumerate(zip(chunk_rows.tolist(), starts.tolist())):
         assert torch.equal(chunks[i], spectra[r, s : s + 40])
+
+
+def test_k_fold_splits_are_disjoint_complete_stratified_and_deterministic():
+    from ecgpipe.data.split import fold_indices
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(503) < 0.13).astype(np.int64)
+    folds = [fold_indices(labels, 5, k, test=0.1, seed=7) for k in range(5)]
+    test = folds[0]["test"]
+    assert all(np.array_equal(f["test"], test) for f in folds)  # held out once, before the folds
+    vals = [f["val"] for f in folds]
+    assert sum(len(v) for v in vals) + len(test) == len(labels)
+    assert len(np.unique(np.concatenate([*vals, test]))) == len(labels)  # disjoint and complete
+    for f in folds:
+        assert set(f["train"]) | set(f["val"]) | set(f["test"]) == set(range(len(labels)))
+        assert not set(f["train"]) & set(f["val"])
+    rest = np.setdiff1d(np.arange(len(labels)), test)
+    for cls in (0, 1):  # each fold has each class's share, to within one recording
+        per_fold = [int((labels[v] == cls).sum()) for v in vals]
+        assert max(per_fold) - min(per_fold) <= 1
+        assert sum(per_fold) == int((labels[rest] == cls).sum())
+    assert all(np.array_equal(fold_indices(labels, 5, k, 0.1, 7)["val"], vals[k]) for k in range(5))
+    assert not np.array_equal(fold_indices(labels, 5, 0, 0.1, 8)["val"], vals[0])
+
+
+def test_fold_null_is_the_notebooks_split(records_dir, tmp_path, small_params):
+    from ecgpipe.data.spectrogram import run_spectrogram
+    from ecgpipe.data.split import run_split, split_indices
+    from ecgpipe.data.store import read_records
+    from ecgpipe.params import ParamsError, parse_params
+
+    params = parse_params(small_params)
+    assert params.split.fold is None
+    run_spectrogram(params.spectrogram, records_dir, tmp_path / "spec", tmp_path / "card.json")
+    split = run_split(params.split, tmp_path / "spec", tmp_path / "split.json")
+    table = read_records(tmp_path / "spec")
+    expected = split_indices(table["class_index"].to_numpy(), 0.8, 0.2, 0.0, 12345)
+    assert split["val"] == table["record"].to_numpy()[expected["val"]].tolist()
+    small_params["split"]["fold"] = 2
+    folded = run_split(parse_params(small_params).split, tmp_path / "spec", tmp_path / "split2.json")
+    assert sorted(folded["train"] + folded["val"]) == sorted(split["train"] + split["val"])
+    assert folded["val"] != split["val"]
+    small_params["split"]["fold"] = 5
+    with pytest.raises(ParamsError, match=r"split.fold: expected null or a fold from 0 to 4, got 5"):
+        parse_params(small_params)

@@ -40,7 +40,12 @@ def split_indices(
         perm = members[torch.randperm(len(members), generator=generator).numpy()]
         for name, idx in _cut(perm, train, test).items():
             parts[name].append(idx)
-    order = torch.Generator().manual_seed(seed + 1)  # interleave the classes
+    return _interleave(parts, seed)
+
+
+def _interleave(parts: dict[str, list[np.ndarray]], seed: int) -> dict[str, np.ndarray]:
+    """Each split's per-class index arrays as one array, the classes shuffled together (seeded)."""
+    order = torch.Generator().manual_seed(seed + 1)
     out = {}
     for name, chunks in parts.items():
         idx = np.concatenate(chunks)
@@ -48,12 +53,36 @@ def split_indices(
     return out
 
 
+def fold_indices(labels: np.ndarray, folds: int, fold: int, test: float = 0.0, seed: int = 12345) -> dict[str, np.ndarray]:
+    """Stratified K-fold: indices per split with fold ``fold`` as validation; deterministic for a seed.
+
+    The test fraction of each class is held out first (the same for every fold). The rest of each
+    class is permuted and dealt round-robin into the folds, so every fold has each class's share
+    to within one recording, the folds are disjoint, and together they cover every non-test
+    recording once.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[torch.randperm(len(members), generator=generator).numpy()]
+        n_test = int(test * len(members))
+        parts["test"].append(members[:n_test])
+        rest = members[n_test:]
+        in_fold = np.arange(len(rest)) % folds == fold
+        parts["val"].append(rest[in_fold])
+        parts["train"].append(rest[~in_fold])
+    return _interleave(parts, seed)
+
+
 def run_split(params: SplitParams, spectrogram_dir: Path, out_path: Path) -> dict[str, list[str]]:
     """The `split` stage: record ids per split, written as JSON."""
     table = read_records(spectrogram_dir)
-    parts = split_indices(
-        table["class_index"].to_numpy(), params.train, params.val, params.test, params.seed, params.stratify
-    )
+    labels = table["class_index"].to_numpy()
+    if params.fold is None:
+        parts = split_indices(labels, params.train, params.val, params.test, params.seed, params.stratify)
+    else:
+        parts = fold_indices(labels, params.folds, params.fold, params.test, params.seed)
     ids = table["record"].to_numpy()
     split = {name: ids[idx].tolist() for name, idx in parts.items()}
     write_json(out_path, split)
