@@ -69,6 +69,29 @@ def _predict(args: argparse.Namespace) -> None:
         sys.exit(f"{failed} of {len(table)} recordings could not be classified (see the error column)")
 
 
+def _study_run(args: argparse.Namespace) -> None:
+    from ecgpipe.params import load_params
+    from ecgpipe.study import run_study
+
+    params = load_params(args.params)
+    experiments = args.experiments or list(params.experiments)
+    for name in experiments:
+        params.experiment(name)  # an unknown name fails here, before anything is queued
+    run_study(args.name, args.folds, args.seeds, experiments, args.jobs, params.mlflow.experiment_name,
+              wait=args.wait)
+
+
+def _study_report(args: argparse.Namespace) -> None:
+    from ecgpipe.params import load_params
+    from ecgpipe.study import report_study
+    from ecgpipe.tracking import tracking_uri
+
+    params = load_params(args.params)
+    summary, _ = report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out,
+                              params.evaluate.confidence)
+    print((args.out / "study.md").read_text())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecgpipe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, help="also write the table to this CSV file")
     predict.add_argument("files", nargs="+", help="recordings")
     predict.set_defaults(func=_predict)
+    study = commands.add_parser("study", help="cross-validation studies run by DVC's queue").add_subparsers(
+        dest="what", required=True)
+    run = study.add_parser("run", help="queue one DVC experiment per fold and seed, then start the queue's workers",
+                           description="Queues `dvc exp run --queue -S split.fold=K -S train.seed=S -S study.name=NAME "
+                                       "evaluate@EXPERIMENT...` for every fold and seed, then `dvc queue start -j JOBS`.")
+    run.add_argument("--name", required=True, help="the study's name: its MLflow runs are tagged study=NAME")
+    run.add_argument("--folds", type=int, default=5, help="stratified folds (split.folds)")
+    run.add_argument("--seeds", type=int, nargs="+", default=[12345], help="training seeds (train.seed)")
+    run.add_argument("--jobs", type=int, default=1, help="parallel queue workers")
+    run.add_argument("--experiments", nargs="+", help="experiments of params.yaml (default: all)")
+    run.add_argument("--wait", action="store_true", help="return only when the queue is empty")
+    run.add_argument("--params", type=Path, default=Path("params.yaml"))
+    run.set_defaults(func=_study_run)
+    report = study.add_parser("report", help="aggregate a study's finished runs from MLflow")
+    report.add_argument("--name", required=True)
+    report.add_argument("--out", type=Path, default=Path("reports"), help="folder for study.md, .csv and .png")
+    report.add_argument("--params", type=Path, default=Path("params.yaml"))
+    report.set_defaults(func=_study_report)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
     data = bench.add_parser(
         "data", help="time the data preparation (archive from $ECGPIPE_ARCHIVE or the download address)"

@@ -106,8 +106,11 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
     model = build_model(spec).to(device)
     log.info("training %s on %s: %s", name, device, model)
 
+    tags = tracking.run_tags(device)
+    if params.study.name is not None:  # a fold of a cross-validation study (ecgpipe.study)
+        tags.update({"study": params.study.name, "fold": str(params.split.fold), "seed": str(params.train.seed)})
     with tracking.start_run(params.mlflow.experiment_name, name, logged_params(name, params),
-                            tracking.run_tags(device), system_metrics=system_metrics) as run:
+                            tags, system_metrics=system_metrics) as run:
         tracking.log_lineage(inputs, params_file)
         history = fit(model, batches, val, experiment.epochs, experiment.lr, params.train.seed,
                       params.train.eval_batch_size,

@@ -59,3 +59,21 @@ def prepared(records_dir, tmp_path_factory) -> dict:
     run_chunk(params.chunk, paths["spectrogram"], paths["split"], paths["balance"], paths["chunks"],
               out / "metrics" / "chunk.json")
     return {"params": params, **paths}
+
+
+def copy_project(tmp_path: Path, params: dict, archive_path: Path) -> tuple[Path, dict]:
+    """The project's code, stages and dvc.yaml with ``params`` in a new folder, and an environment
+    for its DVC commands (the synthetic archive; `python` is this interpreter, which has ecgpipe)."""
+    import os
+    import shutil
+    import sys
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("ecgpipe", "stages"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", project)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, ECGPIPE_ARCHIVE=str(archive_path), DVC_NO_ANALYTICS="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    return project, env

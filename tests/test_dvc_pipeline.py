@@ -1,15 +1,13 @@
 """`dvc repro` of the project's own dvc.yaml on a synthetic archive, in a temporary git repo."""
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import copy_project
 
 
 def _status(project, env) -> dict:
@@ -25,16 +23,8 @@ def _run(args, cwd, env):
 
 @pytest.fixture
 def dvc_project(tmp_path, archive_path, small_params):
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in ("ecgpipe", "stages"):
-        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", project)
-    (project / "params.yaml").write_text(yaml.safe_dump(small_params, sort_keys=False))
-    env = dict(os.environ, ECGPIPE_ARCHIVE=str(archive_path), DVC_NO_ANALYTICS="1",
-               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    # stage commands call `python`: make it this interpreter, which has ecgpipe installed
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    project, env = copy_project(tmp_path, small_params, archive_path)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _run(["git", "init", "-q"], project, env)
     _run([sys.executable, "-m", "dvc", "init", "-q"], project, env)
 

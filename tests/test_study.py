@@ -1,0 +1,110 @@
+"""Cross-validation studies: the queued commands, the aggregation across folds, and a synthetic
+study run end to end by two parallel DVC queue workers."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from ecgpipe.study import StudyRuns, queue_commands, summarise, t_interval
+from tests.conftest import copy_project
+
+
+def test_queue_commands_one_per_fold_and_seed():
+    commands = queue_commands("cv", 3, [1, 2], ["a-chunked", "b-random_chunk"])
+    assert len(commands) == 6
+    assert commands[0] == ["dvc", "exp", "run", "--queue", "--name", "cv-fold0-seed1", "-S", "split.folds=3",
+                           "-S", "split.fold=0", "-S", "train.seed=1", "-S", "study.name=cv",
+                           "evaluate@a-chunked", "evaluate@b-random_chunk"]
+    assert {tuple(c[9:12:2]) for c in commands} == {(f"split.fold={k}", f"train.seed={s}")
+                                                     for k in range(3) for s in (1, 2)}
+
+
+def test_t_interval_matches_scipy():
+    values = np.array([0.91, 0.88, 0.93, 0.90, 0.86])
+    mean, sd, low, high = t_interval(values)
+    expected = scipy.stats.t.interval(0.95, 4, loc=values.mean(), scale=values.std(ddof=1) / np.sqrt(5))
+    assert (mean, sd) == pytest.approx((values.mean(), values.std(ddof=1)))
+    assert (low, high) == pytest.approx(expected)
+
+
+def test_summary_and_paired_differences_across_folds():
+    rng = np.random.default_rng(0)
+    rows = []
+    for fold in range(5):
+        difficulty = rng.normal(0, 0.03)  # folds differ; paired differences remove that
+        for name, level in (("strong", 0.90), ("weak", 0.85), ("twin", 0.90)):
+            noise = rng.normal(0, 0.003)
+            rows.append({"experiment": name, "fold": fold, "seed": 1, "run_id": f"{name}{fold}",
+                         "record_f1_A": level + difficulty + noise, "record_roc_auc": 0.98 + noise,
+                         "record_balanced_accuracy": level, "record_macro_f1": level})
+    summary, pairs = summarise(StudyRuns("s", pd.DataFrame(rows)))
+    assert summary["folds"].tolist() == [5, 5, 5]
+    strong = summary.set_index("experiment").loc["strong"]
+    assert strong["record_f1_A_ci_low"] < strong["record_f1_A_mean"] < strong["record_f1_A_ci_high"]
+    real = {(r["a"], r["b"]): r["record_f1_A_real"] for _, r in pairs.iterrows()}
+
+    def verdict(a, b):
+        return real[(a, b)] if (a, b) in real else real[(b, a)]
+
+    assert verdict("strong", "weak") and verdict("twin", "weak")  # a planted 0.05 gap, through fold noise
+    assert not verdict("strong", "twin")  # the same level: within noise
+
+
+@pytest.fixture
+def study_project(tmp_path, archive_path, small_params):
+    """The project in a temporary git repository, committed, with the default MLflow store."""
+    small_params["split"]["folds"] = 3
+    project, env = copy_project(tmp_path, small_params, archive_path)
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):  # the default store: mlflow.db at the project root
+        env.pop(name, None)
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+
+    def run(*args):
+        result = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    run("git", "init", "-q")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    (project / ".gitignore").write_text("/data/\n/models/\n/predictors/\n/mlflow.db\n/mlartifacts/\n")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "project")
+    return project, run
+
+
+def test_a_study_run_by_two_queue_workers_loses_nothing(study_project):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    project, run = study_project
+    experiments = ["mean_spectrum-chunked", "fully_connected-random_chunk"]
+    run("ecgpipe", "study", "run", "--name", "cv", "--folds", "3", "--jobs", "2",
+        "--wait", "--experiments", *experiments)
+    status = run(sys.executable, "-m", "dvc", "queue", "status")
+    assert "Failed" not in status, status
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("ecgpipe")
+    assert experiment.artifact_location == (project / "mlartifacts").as_uri()  # beside the store, not a temp copy
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.study = 'cv'")
+    assert sorted((r.info.run_name, r.data.tags["fold"]) for r in runs) == sorted(
+        (e, str(k)) for e in experiments for k in range(3))
+    assert not list((project / ".dvc" / "tmp").glob("exps/tmp*"))  # the temporary copies are gone ...
+    for r in runs:  # ... and every run is finished, evaluated, and its artifacts readable
+        assert r.info.status == "FINISHED" and "val_record_f1_A" in r.data.metrics
+        assert r.data.tags["seed"] == "12345" and r.data.tags["dvc_experiment"].startswith("cv-fold")
+        spec = json.loads(open(mlflow.artifacts.download_artifacts(
+            run_id=r.info.run_id, artifact_path="model.json", tracking_uri=store)).read())
+        assert spec["experiment"] == r.info.run_name
+    run("ecgpipe", "study", "report", "--name", "cv", "--out", "reports")
+    markdown = (project / "reports" / "study.md").read_text()
+    assert "# Study `cv`" in markdown and all(f"| {e} | 3 |" in markdown for e in experiments)
+    parent = client.search_runs([experiment.experiment_id], filter_string="tags.study_parent = 'true'")
+    assert len(parent) == 1 and f"{experiments[0]}/record_f1_A_mean" in parent[0].data.metrics
+    assert {r.info.run_id for r in runs} == {
+        r.info.run_id for r in client.search_runs([experiment.experiment_id],
+                                                   filter_string=f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'")}
