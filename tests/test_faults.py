@@ -77,7 +77,7 @@ def test_chunk_stage_rejects_spectrogram_files_of_two_runs(prepared, records_dir
     four = tmp_path / "four"
     run_spectrogram(parse_params(small_params).spectrogram, records_dir, four, tmp_path / "card.json")
     shutil.copy(four / SPECTRA_FILE, mixed / SPECTRA_FILE)  # a new spectra.pt beside the old table
-    with pytest.raises(StoreError, match=rf"their records_md5 differ .*come from different spectrogram runs"):
+    with pytest.raises(StoreError, match=r"their records_md5 differ .*come from different spectrogram runs"):
         run_chunk(prepared["params"].chunk, mixed, prepared["split"], prepared["balance"], tmp_path / "chunks",
                   tmp_path / "chunk.json")
     assert not (tmp_path / "chunks").exists() and not (tmp_path / "chunk.json").exists()
@@ -112,7 +112,7 @@ def test_cuda_device_on_a_machine_without_one(prepared, records_dir, tmp_path, s
     small_params["train"]["device"] = "cuda"
     params = _write_params(tmp_path, small_params)
     name = "mean_spectrum-chunked"
-    expected = (f"error: params: train.device: expected a device this machine has (cpu, or auto), got 'cuda': "
+    expected = ("error: params: train.device: expected a device this machine has (cpu, or auto), got 'cuda': "
                 "it has 0 CUDA device(s)")
     train = _run_stage_script("train", [
         "--params", params, "--experiment", name, "--spectrogram", prepared["spectrogram"], "--balance",
