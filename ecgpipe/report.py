@@ -85,7 +85,8 @@ def _cell(value) -> str:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """A Markdown table; a column with ``_ci_low``/``_ci_high`` beside it shows ``0.957 [0.930–0.980]``."""
+    """A Markdown table; a column with ``_ci_low``/``_ci_high`` beside it shows ``0.957 [0.930–0.980]``
+    (``-0.041 [-0.079, -0.006]`` when the interval reaches below 0)."""
     shown = [c for c in table.columns if not c.endswith(("_ci_low", "_ci_high"))]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for _, row in table.iterrows():
@@ -93,7 +94,8 @@ def to_markdown(table: pd.DataFrame) -> str:
         for column in shown:
             text = _cell(row[column])
             if f"{column}_ci_low" in table and not pd.isna(row[f"{column}_ci_low"]):
-                text += f" [{row[f'{column}_ci_low']:.3f}–{row[f'{column}_ci_high']:.3f}]"
+                low, high = row[f"{column}_ci_low"], row[f"{column}_ci_high"]
+                text += f" [{low:.3f}–{high:.3f}]" if low >= 0 else f" [{low:.3f}, {high:.3f}]"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
