@@ -18,6 +18,7 @@ import itertools
 import os
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,15 +85,23 @@ def run_study(name: str, folds: int, seeds: list[int], experiments: list[str], j
     env = worker_environment(jobs)
     for command in commands:
         print("$", shlex.join(command), flush=True)
-        if subprocess.run(command, env=env).returncode != 0:
+        if subprocess.run(_dvc(command), env=env).returncode != 0:
             raise StudyError(f"`{shlex.join(command)}` failed; see its output above")
     while wait and _queue_busy():
         time.sleep(poll_s)
     return commands
 
 
+def _dvc(command: list[str]) -> list[str]:
+    """A ``dvc ...`` command run by this interpreter's DVC, whatever is on PATH."""
+    return [sys.executable, "-m", *command] if command[0] == "dvc" else command
+
+
 def _queue_busy() -> bool:
-    status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True, check=True).stdout
+    result = subprocess.run(_dvc(["dvc", "queue", "status"]), capture_output=True, text=True)
+    if result.returncode != 0:  # e.g. while a worker holds the queue's lock: ask again later
+        return True
+    status = result.stdout
     # "Task  Name  Created  Status" rows: the status is the last word
     return any(line.split()[-1] in ("Queued", "Running") for line in status.splitlines()[1:] if line.strip())
 
