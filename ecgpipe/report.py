@@ -213,15 +213,12 @@ def _test_section(champion: str, test: dict | None) -> str:
     if test is None:
         return ""
     record = test["record"]
-    rows = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy",
-            **{f"f1_{c}": f"f1_{c}" for c in record["f1"]}, "macro_f1": "macro_f1", "roc_auc": "roc_auc",
-            "average_precision": "average_precision"}
-    if "challenge_score" in record:
-        rows["challenge_score"] = "challenge_score"
+    names = ["accuracy", "balanced_accuracy", *[f"f1_{c}" for c in record["f1"]], "macro_f1", "roc_auc",
+             "average_precision", *(["challenge_score"] if "challenge_score" in record else [])]
     lines = ["| figure | value |", "|---|---|"]
-    for label, name in rows.items():
+    for name in names:
         low, high = figure_of(record["ci"], name)
-        lines.append(f"| {label} | {figure_of(record, name):.3f} [{low:.3f}–{high:.3f}] |")
+        lines.append(f"| {name} | {figure_of(record, name):.3f} [{low:.3f}–{high:.3f}] |")
     return (f"\n## Held-out test recordings: the champion, once\n\n`{champion}`, chosen on validation, scored on "
             f"the {record['n']:,} test recordings that no stage looked at before:\n\n" + "\n".join(lines) + "\n")
 

@@ -45,8 +45,9 @@ def queue_commands(name: str, folds: int, seeds: list[int], experiments: list[st
             for seed, fold in itertools.product(seeds, range(folds))]
 
 
-def check_parallel_store(uri: str, jobs: int) -> None:
-    """Parallel workers need a store that takes concurrent writers and an absolute location."""
+def check_store(uri: str) -> None:
+    """Queued experiments run in temporary copies: a store given by a relative path would be
+    created inside each copy and deleted with it."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_absolute():
         raise StudyError(f"MLFLOW_TRACKING_URI={uri}: a relative SQLite path would land in each queued "
                          "experiment's temporary copy; give an absolute path")
@@ -79,7 +80,7 @@ def run_study(name: str, folds: int, seeds: list[int], experiments: list[str], j
     when the queue is empty. Returns the commands it ran."""
     from ecgpipe.tracking import tracking_uri
 
-    check_parallel_store(tracking_uri(), jobs)
+    check_store(tracking_uri())
     prepare_store(tracking_uri(), experiment_name)
     commands = [*queue_commands(name, folds, seeds, experiments), ["dvc", "queue", "start", "-j", str(jobs)]]
     env = worker_environment(jobs)
