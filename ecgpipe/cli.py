@@ -87,7 +87,7 @@ def _study_report(args: argparse.Namespace) -> None:
     from ecgpipe.tracking import tracking_uri
 
     params = load_params(args.params)
-    summary, _ = report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out,
+    report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out,
                               params.evaluate.confidence)
     print((args.out / "study.md").read_text())
 

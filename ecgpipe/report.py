@@ -8,7 +8,7 @@ import pandas as pd
 
 from ecgpipe.io import json_text, read_json, staged_outputs
 from ecgpipe.params import Params, ParamsError
-from ecgpipe.stats import Bootstrap, paired_difference
+from ecgpipe.stats import Bootstrap, figure, paired_difference
 
 # The notebook's balanced validation chunk accuracy (its only figure), by (model, loader).
 NOTEBOOK_BALANCED_CHUNK_ACC = {
@@ -58,17 +58,9 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
     row["train_examples_per_s"] = speed["examples_per_s"]  # the median epoch's
     if "ci" in record:  # each record_* figure's interval, as <column>_ci_low / _ci_high
         for column in [c for c in row if c.startswith("record_")]:
-            interval = figure_of(record["ci"], record_figure(column))
+            interval = figure(record["ci"], record_figure(column))
             row[f"{column}_ci_low"], row[f"{column}_ci_high"] = interval
     return row
-
-
-def figure_of(figures: dict, name: str):
-    """A figure of eval.json's nested layout by flat name (``f1_A`` is ``figures["f1"]["A"]``)."""
-    if name in figures:
-        return figures[name]
-    key, _, cls = name.rpartition("_")
-    return figures[key][cls]
 
 
 def results_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.DataFrame:
@@ -217,8 +209,8 @@ def _test_section(champion: str, test: dict | None) -> str:
              "average_precision", *(["challenge_score"] if "challenge_score" in record else [])]
     lines = ["| figure | value |", "|---|---|"]
     for name in names:
-        low, high = figure_of(record["ci"], name)
-        lines.append(f"| {name} | {figure_of(record, name):.3f} [{low:.3f}–{high:.3f}] |")
+        low, high = figure(record["ci"], name)
+        lines.append(f"| {name} | {figure(record, name):.3f} [{low:.3f}–{high:.3f}] |")
     return (f"\n## Held-out test recordings: the champion, once\n\n`{champion}`, chosen on validation, scored on "
             f"the {record['n']:,} test recordings that no stage looked at before:\n\n" + "\n".join(lines) + "\n")
 
