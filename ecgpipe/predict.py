@@ -34,12 +34,17 @@ class PredictError(ValueError):
 MIN_FS_HZ, MAX_FS_HZ = 1.0, 100_000.0
 
 
+def _as_float(value) -> float:
+    """``value`` as a float; NaN (which every check below rejects) if it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def check_sampling_rate(fs: float, what: str = "--fs") -> float:
     """``fs`` as a float, or a PredictError naming ``what`` and the accepted range."""
-    try:
-        value = float(fs)
-    except (TypeError, ValueError):
-        value = math.nan
+    value = _as_float(fs)
     if not MIN_FS_HZ <= value <= MAX_FS_HZ:  # also false for NaN
         raise PredictError(f"{what}: expected a sampling rate in Hz from {MIN_FS_HZ:g} to {MAX_FS_HZ:g}, got {fs!r}")
     return value
@@ -47,10 +52,7 @@ def check_sampling_rate(fs: float, what: str = "--fs") -> float:
 
 def check_gain(gain: float, what: str = "--gain") -> float:
     """``gain`` (units per mV) as a positive finite float, or a PredictError naming ``what``."""
-    try:
-        value = float(gain)
-    except (TypeError, ValueError):
-        value = math.nan
+    value = _as_float(gain)
     if not (math.isfinite(value) and value > 0):
         raise PredictError(f"{what}: expected a positive number of units per mV, got {gain!r}")
     return value
