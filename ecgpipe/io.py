@@ -194,8 +194,9 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def tensor_bytes(tensors: Any) -> bytes:
-    """``torch.save`` of ``tensors`` as bytes that depend on the tensors only.
+def write_tensors(path: str | Path, tensors: Any) -> None:
+    """``torch.save`` of ``tensors`` to ``path`` (a temporary name inside a staged output), in
+    bytes that depend on the tensors only.
 
     Saved to a path, the zip archive's inner folder is named after the file, so a temporary name
     would change the bytes (and DVC's hash) on every run; in memory it is always ``archive``.
@@ -203,17 +204,7 @@ def tensor_bytes(tensors: Any) -> bytes:
     """
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
-    return buffer.getvalue()
-
-
-def write_tensors(path: str | Path, tensors: Any) -> None:
-    """Write ``tensors`` to ``path`` as it stands (a temporary name inside a staged output)."""
-    Path(path).write_bytes(tensor_bytes(tensors))
-
-
-def save_tensors(path: str | Path, tensors: Any) -> None:
-    with atomic_path(path) as tmp:
-        write_tensors(tmp, tensors)
+    Path(path).write_bytes(buffer.getvalue())
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
