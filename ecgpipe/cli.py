@@ -92,6 +92,12 @@ def _study_report(args: argparse.Namespace) -> None:
     print((args.out / "study.md").read_text())
 
 
+def _task_run(args: argparse.Namespace) -> None:
+    from ecgpipe.task import run_task
+
+    run_task(args.name, args.params, queue=args.queue)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecgpipe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder for study.md, .csv and .png")
     report.add_argument("--params", type=Path, default=Path("params.yaml"))
     report.set_defaults(func=_study_report)
+    task = commands.add_parser("task", help="tasks of params.yaml (such as four_class) run as DVC experiments")
+    task_run = task.add_subparsers(dest="what", required=True).add_parser(
+        "run", help="run task NAME as one DVC experiment, in a temporary copy (the workspace is left as it is)",
+        description="Runs `dvc exp run --temp --name NAME -S KEY=VALUE... -S ~experiments.OTHER...` with the values "
+                    "of tasks.NAME in params.yaml; `dvc exp show` compares it, `dvc exp apply NAME` brings its "
+                    "outputs into the workspace.")
+    task_run.add_argument("name", help="a task of params.yaml's tasks section, e.g. four_class")
+    task_run.add_argument("--queue", action="store_true", help="queue it instead (run it with `dvc queue start`)")
+    task_run.add_argument("--params", type=Path, default=Path("params.yaml"))
+    task_run.set_defaults(func=_task_run)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
     data = bench.add_parser(
         "data", help="time the data preparation (archive from $ECGPIPE_ARCHIVE or the download address)"

@@ -5,49 +5,29 @@ Three levels per split:
 - ``chunk``: the chunks as they occur (about 12% AF);
 - ``record``: each recording's chunks aggregated into one probability per class, which is what a
   clinician classifies.
+
+Recordings are scored from their files through the model's preprocessing object, the path that
+``ecgpipe predict`` and the served model take (:func:`score_split`).
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn import metrics as skm
 
-from ecgpipe.data.records import read_signal
-from ecgpipe.data.store import read_records
+from ecgpipe.data.balance import oversample
+from ecgpipe.data.store import StoreError, read_records
 from ecgpipe.experiment import RUN_FILE, load_trained
 from ecgpipe.io import json_text, read_json, staged_outputs
+from ecgpipe.predict import Predictor, read_recording
+from ecgpipe.preprocessing import Preprocessing, SpectrogramChunks, probabilities
 from ecgpipe.stats import CHALLENGE_CLASSES, Bootstrap, confidence_intervals
-from ecgpipe.training import Chunks, predict_logits, probabilities, resolve_device
-
-Aggregation = Literal["mean_logit", "mean_probability"]
-
-
-def aggregate_by_record(
-    logits: torch.Tensor, records: torch.Tensor, how: Aggregation
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One probability row per recording from its chunks' logits.
-
-    ``mean_logit`` averages the logits and then applies sigmoid/softmax; ``mean_probability``
-    averages the chunks' probabilities. Returns (recording rows in ascending order, probabilities).
-    """
-    rows, inverse = torch.unique(records, sorted=True, return_inverse=True)
-    counts = torch.bincount(inverse, minlength=len(rows)).to(logits.dtype)[:, None]
-
-    def mean_per_record(values: torch.Tensor) -> torch.Tensor:
-        sums = torch.zeros(len(rows), values.shape[1], dtype=values.dtype).index_add_(0, inverse, values)
-        return sums / counts
-
-    if how == "mean_logit":
-        return rows, probabilities(mean_per_record(logits))
-    if how == "mean_probability":
-        return rows, mean_per_record(probabilities(logits))
-    raise ValueError(f"aggregation must be 'mean_logit' or 'mean_probability', got {how!r}")
-
+from ecgpipe.training import Chunks, predict_logits, resolve_device
 
 def _curve_scores(y: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
     """ROC AUC and average precision; one-vs-rest macro averages with more than two classes."""
@@ -115,26 +95,74 @@ def score(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
 LEVELS = ("chunk_balanced", "chunk", "record")
 
 
-def evaluate_split(model, chunks, record_labels: torch.Tensor, class_names: list[str], aggregation: Aggregation,
-                   batch_size: int, bootstrap: Bootstrap | None = None) -> tuple[dict, dict]:
-    """Scores at the three levels, and the recording-level probabilities (rows, probabilities).
+@dataclasses.dataclass
+class SplitOutputs:
+    """A split's recordings scored through a predictor: each window's logits and owner (the
+    recording's row in records.csv), and one probability row per recording (rows ascending)."""
 
-    With ``bootstrap``, the recording level also gets ``ci``: an interval for every figure.
+    logits: torch.Tensor
+    owner: torch.Tensor
+    rows: torch.Tensor
+    probs: torch.Tensor
+
+
+def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray, chunks: Chunks, batch_size: int,
+                seed: int, device: torch.device | str = "cpu") -> tuple[SplitOutputs, torch.Tensor]:
+    """Score a split's recordings (those of its chunk file ``chunks``, in its order) from their
+    ``.mat`` files through the predictor's preprocessing, as serving does. Returns the outputs and
+    the balanced set of windows: the chunk file's own for the spectrogram featurizer, whose windows
+    must equal the chunk file's bit for bit (else a StoreError: training and serving would
+    disagree); for other featurizers the windows oversampled to equal classes with ``seed``.
     """
-    logits = predict_logits(model, chunks.x, batch_size).cpu()
-    y = chunks.y.cpu()
-    chunk_probs = probabilities(logits)
-    balanced = chunks.balanced.cpu()
-    rows, record_probs = aggregate_by_record(logits, chunks.records.cpu(), aggregation)
+    rows = torch.unique_consecutive(chunks.records.cpu())
+    signals = [read_recording(Path(records_dir) / f"{record_ids[r]}.mat") for r in rows.tolist()]
+    x, owner = predictor.preprocessing.inputs(signals, rows.tolist())
+    labels = chunks.y.cpu()
+    if isinstance(predictor.preprocessing.featurizer, SpectrogramChunks):
+        if not (torch.equal(owner, chunks.records.cpu()) and torch.equal(x, chunks.x.cpu())):
+            raise StoreError(f"{records_dir}: the recordings' chunks through the model's preprocessing differ from "
+                             "the chunk stage's; rerun the pipeline (dvc repro)")
+        balanced = chunks.balanced.cpu()
+    else:
+        labels = dict(zip(chunks.records.cpu().tolist(), labels.tolist()))
+        labels = torch.tensor([labels[r] for r in owner.tolist()])
+        balanced = torch.from_numpy(oversample(labels.numpy(), np.random.default_rng(seed)))
+    logits = predict_logits(predictor.model, x.to(device), batch_size).cpu()
+    record_rows, probs = predictor.preprocessing.aggregate(logits, owner)
+    return SplitOutputs(logits, owner, record_rows, probs), balanced
+
+
+def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels: torch.Tensor,
+                   class_names: list[str], bootstrap: Bootstrap | None = None) -> dict:
+    """Scores at the three levels; with ``bootstrap``, the recording level also gets ``ci``: an
+    interval for every figure."""
+    y = record_labels[outputs.owner]
+    chunk_probs = probabilities(outputs.logits)
+    record_y = record_labels[outputs.rows].numpy()
     scores = {
         "chunk_balanced": score(y[balanced].numpy(), chunk_probs[balanced].numpy(), class_names),
         "chunk": score(y.numpy(), chunk_probs.numpy(), class_names),
-        "record": score(record_labels[rows].numpy(), record_probs.numpy(), class_names),
+        "record": score(record_y, outputs.probs.numpy(), class_names),
     }
     if bootstrap is not None:
-        scores["record"]["ci"] = confidence_intervals(record_labels[rows].numpy(), record_probs.numpy(), class_names,
-                                                      bootstrap)
-    return scores, {"rows": rows, "probs": record_probs}
+        scores["record"]["ci"] = confidence_intervals(record_y, outputs.probs.numpy(), class_names, bootstrap)
+    return scores
+
+
+def score_saved_model(params, model_dir: Path, split: str, records_dir: Path, spectrogram_dir: Path,
+                      chunks_dir: Path) -> tuple[Predictor, SplitOutputs, dict]:
+    """A trained model's predictor (with ``evaluate.aggregation``) and its scores on ``split``."""
+    device = resolve_device(params.train.device)
+    model, spec = load_trained(model_dir, device)
+    preprocessing = dataclasses.replace(Preprocessing.from_spec(spec), aggregation=params.evaluate.aggregation)
+    predictor = Predictor(model, preprocessing)
+    table = read_records(spectrogram_dir)
+    record_labels = torch.tensor(table["class_index"].to_numpy())
+    outputs, balanced = score_split(predictor, records_dir, table["record"].to_numpy(),
+                                    Chunks.load(Path(chunks_dir) / f"{split}.pt", "cpu"),
+                                    params.train.eval_batch_size, params.chunk.seed, device)
+    scores = evaluate_split(outputs, balanced, record_labels, predictor.class_names, params.evaluate.bootstrap())
+    return predictor, outputs, scores
 
 
 def metrics_for_dvc(scores: dict) -> dict:
@@ -198,23 +226,17 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
 
     from ecgpipe import plots, serving, tracking
 
-    device = resolve_device(params.train.device)
-    model, spec = load_trained(model_dir, device)
-    class_names = spec["class_names"]
     table = read_records(spectrogram_dir)
-    record_labels = torch.tensor(table["class_index"].to_numpy())
-    positive = class_names.index("A") if "A" in class_names else len(class_names) - 1
-
     scores, outputs, figures = {}, {}, {}
     # validation only: a test split is scored once, for the champion alone, by the report stage
     for split in ("val",):
-        path = Path(chunks_dir) / f"{split}.pt"
-        scores[split], rec = evaluate_split(model, Chunks.load(path, device), record_labels, class_names,
-                                            params.evaluate.aggregation, params.train.eval_batch_size,
-                                            params.evaluate.bootstrap())
-        probs = rec["probs"].numpy()
-        rows = rec["rows"].numpy()
-        actual = record_labels[rec["rows"]].numpy()
+        predictor, rec, scores[split] = score_saved_model(params, model_dir, split, records_dir, spectrogram_dir,
+                                                          chunks_dir)
+        class_names = predictor.class_names
+        positive = class_names.index("A") if "A" in class_names else len(class_names) - 1
+        probs = rec.probs.numpy()
+        rows = rec.rows.numpy()
+        actual = table["class_index"].to_numpy()[rows]
         predictions = pd.DataFrame({
             "record": table["record"].to_numpy()[rows],
             "actual": [class_names[i] for i in actual],
@@ -235,7 +257,7 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
 
     summary = metrics_for_dvc(scores)
     # a real validation recording as the predictor's input example
-    example = read_signal(Path(records_dir) / f"{outputs['val']['confusion']['record'].iloc[0]}.mat")
+    example = read_recording(Path(records_dir) / f"{outputs['val']['confusion']['record'].iloc[0]}.mat").samples
     kinds = ("confusion", "roc", "pr")
     with staged_outputs() as staged:
         folders = {kind: staged.dir(Path(plots_dir) / kind / name) for kind in (*kinds, "figures")}

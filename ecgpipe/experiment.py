@@ -1,8 +1,8 @@
 """One training experiment end to end: data to the device, train, save, track in MLflow.
 
 Outputs of experiment NAME (paths from dvc.yaml):
-- ``models/NAME/``: ``model.pt`` (state dict), ``model.json`` (what builds the network and
-  turns a raw recording into its input: preprocessing travels with the weights), and
+- ``models/NAME/``: ``model.pt`` (state dict), ``model.json`` (what builds the network, and its
+  :class:`~ecgpipe.preprocessing.Preprocessing`: the preprocessing travels with the weights), and
   ``mlflow_run.json`` (the run that the evaluate stage adds to);
 - ``metrics/NAME/train.json`` (last epoch, DVC metrics) and ``plots/history/NAME.csv`` (per epoch,
   DVC plots): byte-identical when the inputs, params and code are (on one machine);
@@ -20,12 +20,15 @@ import torch
 from torch import nn
 
 from ecgpipe.cpu import tune_for_training
+from ecgpipe.data.signals import load_signal_set
 from ecgpipe.data.store import PREPROCESSING_FILE, SPECTRA_FILE
 from ecgpipe.io import json_text, read_json, staged_outputs, write_tensors
 from ecgpipe.models import create_model
 from ecgpipe.params import Params
+from ecgpipe.preprocessing import Preprocessing, RawCrops, SpectrogramChunks
 from ecgpipe.training import (
-    Chunks, Spectrograms, chunked_batches, fit, n_outputs_for, random_chunk_batches, resolve_device,
+    Chunks, Spectrograms, chunked_batches, fit, n_outputs_for, random_chunk_batches, random_crop_batches,
+    resolve_device,
 )
 
 log = logging.getLogger(__name__)
@@ -37,19 +40,27 @@ RUN_FILE = "mlflow_run.json"
 TIMING_KEYS = ("examples_per_s", "epoch_seconds")
 
 
-def model_spec(name: str, params: Params, preprocessing: dict) -> dict:
-    """Everything needed to rebuild the network and feed it a raw recording."""
+def model_preprocessing(name: str, params: Params, stage_preprocessing: dict) -> Preprocessing:
+    """The preprocessing object experiment NAME trains with, from the spectrogram stage's settings."""
     experiment = params.experiment(name)
-    classes = preprocessing["classes"]
+    if experiment.raw_signal:
+        featurizer = RawCrops(float(stage_preprocessing["sampling_rate_hz"]), experiment.crop_samples)
+    else:
+        featurizer = SpectrogramChunks.from_stage(stage_preprocessing, params.chunk.size)
+    return Preprocessing(featurizer, tuple(stage_preprocessing["classes"]))
+
+
+def model_spec(name: str, params: Params, preprocessing: Preprocessing) -> dict:
+    """Everything needed to rebuild the network and feed it a raw recording."""
+    n_steps, n_inputs = preprocessing.featurizer.input_shape
     return {
         "experiment": name,
-        "model": experiment.model,
-        "n_inputs": preprocessing["n_bins"],
-        "n_outputs": n_outputs_for(len(classes)),
-        "n_steps": params.chunk.size,
-        "class_names": classes,
-        "chunk_size": params.chunk.size,
-        "preprocessing": preprocessing,
+        "model": params.experiment(name).model,
+        "n_inputs": n_inputs,
+        "n_outputs": n_outputs_for(len(preprocessing.class_names)),
+        "n_steps": n_steps,
+        "class_names": list(preprocessing.class_names),
+        "preprocessing": preprocessing.to_dict(),
     }
 
 
@@ -58,7 +69,8 @@ def build_model(spec: dict) -> nn.Module:
 
 
 def load_trained(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The trained network of an experiment's output folder, in eval mode, and its spec."""
+    """The trained network of an experiment's output folder, in eval mode, and its spec
+    (``Preprocessing.from_spec(spec)`` gives its preprocessing object)."""
     spec = read_json(Path(model_dir) / SPEC_FILE)
     model = build_model(spec)
     state = torch.load(Path(model_dir) / WEIGHTS_FILE, map_location=device, weights_only=True)
@@ -78,7 +90,7 @@ def logged_params(name: str, params: Params) -> dict:
 
 def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Path, chunks_dir: Path,
               out_dir: Path, metrics_path: Path, history_path: Path, speed_path: Path | None = None,
-              params_file: Path | None = None, system_metrics: bool = True) -> dict:
+              params_file: Path | None = None, system_metrics: bool = True, signals_path: Path | None = None) -> dict:
     """The `train@NAME` stage."""
     import mlflow
 
@@ -88,7 +100,7 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
     experiment = params.experiment(name)
     device = resolve_device(params.train.device)
     preprocessing_path = Path(spectrogram_dir) / PREPROCESSING_FILE
-    preprocessing = read_json(preprocessing_path)
+    preprocessing = model_preprocessing(name, params, read_json(preprocessing_path))
     spec = model_spec(name, params, preprocessing)
 
     val_path = Path(chunks_dir) / "val.pt"
@@ -96,10 +108,19 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
     if experiment.loader == "chunked":
         inputs = [Path(chunks_dir) / "train.pt"]
         batches = chunked_batches(Chunks.load(inputs[0], device), params.train.batch_size)
-    else:
+    elif experiment.loader == "random_chunk":
         inputs = [Path(spectrogram_dir) / SPECTRA_FILE, Path(balance_path)]
         recordings = Spectrograms.load(spectrogram_dir, balance_path, device)
         batches = random_chunk_batches(recordings, params.chunk.size, params.train.batch_size)
+    else:  # random_crop: the raw signal; validated on the crops that score the validation recordings
+        if signals_path is None:
+            raise ValueError(f"experiment {name}: the random_crop loader needs the signals stage's file (--signals)")
+        inputs = [Path(signals_path), Path(balance_path)]
+        signals = load_signal_set(signals_path, spectrogram_dir).to(device)
+        train_rows = torch.tensor(read_json(balance_path)["train"], dtype=torch.long, device=device)
+        batches = random_crop_batches(signals, train_rows, preprocessing.featurizer, params.train.batch_size)
+        val = Chunks.from_crops(signals, torch.unique_consecutive(val.records), preprocessing.featurizer,
+                                params.chunk.seed)
     inputs += [val_path, preprocessing_path]
 
     torch.manual_seed(params.train.seed)  # the network's initial weights

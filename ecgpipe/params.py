@@ -157,6 +157,9 @@ class TrainParams:
             _fail(f"{key}.device", "auto, cpu, cuda or cuda:N", self.device)
 
 
+MIN_CROP_SAMPLES = 64  # a crop must survive the raw network's six halvings
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentParams:
     """One training run: a registered model, a loader, its epochs, learning rate and its schedule.
@@ -166,16 +169,33 @@ class ExperimentParams:
     """
 
     model: str
-    loader: Literal["chunked", "random_chunk"]
+    loader: Literal["chunked", "random_chunk", "random_crop"]
     epochs: int
     lr: float
     lr_schedule: Literal["constant", "cosine"]
+    # random_crop only: the crop of raw signal (samples at 300 Hz) a network sees in training
+    crop_samples: int | None = None
+
+    @property
+    def raw_signal(self) -> bool:
+        """Trained on the raw signal (random crops), not on spectrogram chunks."""
+        return self.loader == "random_crop"
 
     def validate(self, key: str) -> None:
-        from ecgpipe.models import list_models  # the registry is the list of valid names
+        from ecgpipe.models import input_kind, list_models  # the registry is the list of valid names
 
         if self.model not in list_models():
             _fail(f"{key}.model", f"one of {list_models()}", self.model)
+        if (input_kind(self.model) == "raw_signal") != self.raw_signal:
+            loaders = "random_crop" if input_kind(self.model) == "raw_signal" else "chunked or random_chunk"
+            _fail(f"{key}.loader", f"{loaders} for model {self.model} (it reads {input_kind(self.model)} input)",
+                  self.loader)
+        if self.raw_signal and (self.crop_samples is None or self.crop_samples < MIN_CROP_SAMPLES):
+            _fail(f"{key}.crop_samples", f"at least {MIN_CROP_SAMPLES} samples for the random_crop loader",
+                  self.crop_samples)
+        if not self.raw_signal and self.crop_samples is not None:
+            _fail(f"{key}.crop_samples", f"no crop_samples for the {self.loader} loader (it cuts spectrogram "
+                  "chunks of chunk.size)", self.crop_samples)
         if self.epochs < 1:
             _fail(f"{key}.epochs", "a positive integer", self.epochs)
         if not self.lr > 0:
@@ -237,6 +257,24 @@ class StudyParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskParams:
+    """A named variant of the whole pipeline, run as one DVC experiment by ``ecgpipe task run NAME``:
+    ``set`` maps dotted keys of this file to their values in the task (applied with ``dvc exp run
+    --set-param``), and only ``experiments`` are trained (the others are removed for the run)."""
+
+    experiments: list[str]
+    set: dict[str, Any]
+
+    def validate(self, key: str) -> None:
+        if not self.experiments:
+            _fail(f"{key}.experiments", "at least one experiment", self.experiments)
+        for dotted in self.set:
+            if dotted.split(".")[0] in ("experiments", "tasks"):
+                _fail(f"{key}.set.{dotted}", "a key outside experiments and tasks (list the experiments instead)",
+                      dotted)
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     download: DownloadParams
     spectrogram: SpectrogramParams
@@ -249,6 +287,9 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     study: StudyParams = StudyParams()
+    # checked when a task runs (ecgpipe.task), not here: a task's run removes the experiments
+    # that other tasks may name
+    tasks: dict[str, TaskParams] = dataclasses.field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         if not self.experiments:
@@ -273,6 +314,8 @@ def _type_name(tp: Any) -> str:
 def _coerce(key: str, tp: Any, value: Any) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted where lossless."""
     origin = typing.get_origin(tp)
+    if tp is Any:  # checked where it is used (a task's values: by parsing the file they make)
+        return value
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin in (typing.Union, types.UnionType):
@@ -327,7 +370,7 @@ def _build(cls: type, raw: Any, key: str) -> Any:
     values = {}
     for name, field in fields.items():
         if name not in raw:
-            if field.default is dataclasses.MISSING:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 raise ParamsError(f"params: {prefix}{name}: missing (expected {_type_name(hints[name])})")
             continue
         values[name] = _coerce(f"{prefix}{name}", hints[name], raw[name])

@@ -1,67 +1,28 @@
-"""Classify new recordings with a trained model, with exactly the preprocessing it was trained with.
+"""Classify new recordings with a trained model, through the preprocessing it was trained with.
 
-A :class:`Predictor` holds the network and its spec (``model.json``: sampling rate, spectrogram
-settings, per-frequency normalisation, chunk size, class names) plus the rule that turns chunk
-outputs into one probability per recording. It is built from a predictor folder (an MLflow model
-written by the evaluate stage), a train stage's model folder, or a ``runs:/`` / ``models:/`` URI.
+A :class:`Predictor` holds the network and its :class:`~ecgpipe.preprocessing.Preprocessing`
+(saved in ``model.json``: featurizer, class names; the aggregation of an evaluate stage's
+predictor in ``predictor.json``). It is built from a predictor folder (an MLflow model written by
+the evaluate stage), a train stage's model folder, or a ``runs:/`` / ``models:/`` URI. This module
+reads recording files; turning one into probabilities is the preprocessing object's job.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
 import torch
 
 from ecgpipe.data.records import RecordError, read_signal
-from ecgpipe.data.spectrogram import Normalisation, window_count
-from ecgpipe.evaluation import aggregate_by_record
+from ecgpipe.preprocessing import (  # noqa: F401  (re-exported: the names predict's users know)
+    ADC_PER_MV, PredictError, Preprocessing, Signal, check_gain, check_sampling_rate,
+)
 
-ADC_PER_MV = 1000  # the CinC recordings' units: 1/1000 mV; other units are converted to these
 PREDICTOR_SPEC = "predictor.json"
-
-
-class PredictError(ValueError):
-    """A recording that cannot be classified (the message says why)."""
-
-
-# Sampling rates that resampling to the training rate can handle (a ratio of at most 1000:1).
-MIN_FS_HZ, MAX_FS_HZ = 1.0, 100_000.0
-
-
-def _as_float(value) -> float:
-    """``value`` as a float; NaN (which every check below rejects) if it is not a number."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def check_sampling_rate(fs: float, what: str = "--fs") -> float:
-    """``fs`` as a float, or a PredictError naming ``what`` and the accepted range."""
-    value = _as_float(fs)
-    if not MIN_FS_HZ <= value <= MAX_FS_HZ:  # also false for NaN
-        raise PredictError(f"{what}: expected a sampling rate in Hz from {MIN_FS_HZ:g} to {MAX_FS_HZ:g}, got {fs!r}")
-    return value
-
-
-def check_gain(gain: float, what: str = "--gain") -> float:
-    """``gain`` (units per mV) as a positive finite float, or a PredictError naming ``what``."""
-    value = _as_float(gain)
-    if not (math.isfinite(value) and value > 0):
-        raise PredictError(f"{what}: expected a positive number of units per mV, got {gain!r}")
-    return value
-
-
-@dataclass
-class Signal:
-    samples: np.ndarray  # 1-D, in CinC units (1/1000 mV)
-    fs: float
 
 
 def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_PER_MV) -> Signal:
@@ -127,26 +88,28 @@ def _header_rows(path: Path) -> int:
 
 
 class Predictor:
-    """A trained network with its preprocessing and aggregation: raw signal -> class probabilities."""
+    """A trained network with its preprocessing object: raw signal -> class probabilities."""
 
-    def __init__(self, model: torch.nn.Module, spec: dict, aggregation: str = "mean_logit"):
+    def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing):
         self.model = model.eval()
-        self.spec = spec
-        self.aggregation = aggregation
-        pre = spec["preprocessing"]
-        self.fs = float(pre["sampling_rate_hz"])
-        self.nperseg, self.noverlap, self.scaling = pre["nperseg"], pre["noverlap"], pre["scaling"]
-        self.normalisation = Normalisation.from_dict(pre["normalisation"])
-        self.chunk_size = spec["chunk_size"]
-        self.class_names = list(spec["class_names"])
+        self.preprocessing = preprocessing
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.preprocessing.class_names)
+
+    @property
+    def fs(self) -> float:
+        return self.preprocessing.fs
+
+    @property
+    def aggregation(self) -> str:
+        return self.preprocessing.aggregation
 
     @property
     def min_samples(self) -> int:
-        """The fewest samples (at the training rate) that give one chunk of windows."""
-        return self.nperseg + self.chunk_size * (self.nperseg - self.noverlap)
-
-    def to_dict(self) -> dict:
-        return {**self.spec, "aggregation": self.aggregation}
+        """The fewest samples (at the training rate) that the network can score."""
+        return self.preprocessing.featurizer.min_samples
 
     @classmethod
     def from_folder(cls, folder: str | Path, aggregation: str | None = None) -> "Predictor":
@@ -161,10 +124,12 @@ class Predictor:
         if not (folder / "model.json").is_file():
             raise PredictError(f"{folder}: not a model folder (no model.json); give a models/NAME or predictors/NAME folder")
         model, spec = load_trained(folder)
-        if aggregation is None:
-            saved = folder / PREDICTOR_SPEC
-            aggregation = read_json(saved)["aggregation"] if saved.is_file() else "mean_logit"
-        return cls(model, spec, aggregation)
+        preprocessing = Preprocessing.from_spec(spec)
+        if aggregation is None and (folder / PREDICTOR_SPEC).is_file():
+            aggregation = read_json(folder / PREDICTOR_SPEC)["aggregation"]
+        if aggregation is not None:
+            preprocessing = dataclasses.replace(preprocessing, aggregation=aggregation)
+        return cls(model, preprocessing)
 
     @classmethod
     def load(cls, source: str) -> "Predictor":
@@ -174,46 +139,14 @@ class Predictor:
         return cls.from_folder(source)
 
     def network_input(self, signal: Signal) -> torch.Tensor:
-        """The chunks (n, chunk_size, bins) of one recording, as the chunk stage makes them."""
-        samples = np.asarray(signal.samples, dtype=np.float64)
-        if samples.size == 0:
-            raise PredictError("the recording is empty")
-        if not np.isfinite(samples).all():
-            raise PredictError("the recording has non-finite samples (NaN or infinity)")
-        fs = check_sampling_rate(signal.fs, "sampling rate")
-        if not math.isclose(fs, self.fs):
-            ratio = Fraction(self.fs / fs).limit_denominator(1000)
-            samples = scipy.signal.resample_poly(samples, ratio.numerator, ratio.denominator)
-        windows = int(window_count(len(samples), self.nperseg, self.noverlap))
-        n_chunks = max(windows, 0) // self.chunk_size
-        if n_chunks == 0:
-            seconds = self.min_samples / self.fs
-            raise PredictError(
-                f"the recording is shorter than one chunk: {len(samples)} samples at {self.fs:g} Hz, "
-                f"needs at least {self.min_samples} ({seconds:.1f} s)"
-            )
-        if np.ptp(samples) == 0:
-            raise PredictError(f"the recording is flat (every sample is {samples[0]:g}): no signal to classify")
-        # float32 as in training; windows inside the recording do not depend on any padding
-        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once
-            _, _, sxx = scipy.signal.spectrogram(samples.astype(np.float32), scaling=self.scaling,
-                                                 nperseg=self.nperseg, noverlap=self.noverlap)
-            spectra = np.ascontiguousarray(sxx.T[: n_chunks * self.chunk_size])
-            self.normalisation.apply_(spectra)
-        if not np.isfinite(spectra).all():
-            peak = float(np.max(np.abs(samples)))
-            raise PredictError(
-                f"the recording's spectrogram is not finite: samples up to {peak:.3g} (in 1/1000 mV) overflow "
-                "float32; check the signal's units (--gain)"
-            )
-        return torch.from_numpy(spectra).view(n_chunks, self.chunk_size, -1)
+        """The network's input windows for one recording, (n, steps, features)."""
+        return self.preprocessing.network_input(signal)
 
     @torch.no_grad()
     def predict_proba(self, signal: Signal) -> np.ndarray:
         """Probability per class (in ``class_names`` order) for one recording."""
-        chunks = self.network_input(signal)
-        logits = self.model(chunks)
-        _, probs = aggregate_by_record(logits, torch.zeros(len(chunks), dtype=torch.long), self.aggregation)
+        windows = self.network_input(signal)
+        _, probs = self.preprocessing.aggregate(self.model(windows), torch.zeros(len(windows), dtype=torch.long))
         return probs[0].numpy().astype(np.float64)
 
     def classify(self, signal: Signal) -> dict:

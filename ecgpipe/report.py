@@ -158,25 +158,16 @@ def paired_comparisons(table: pd.DataFrame, metric: str, plots_dir: Path, models
 
 
 def score_champion_on_test(params: Params, champion: str, models_dir: Path, chunks_dir: Path,
-                           spectrogram_dir: Path) -> dict | None:
-    """The champion's figures on the held-out test recordings (``chunks/test.pt``), with intervals;
-    None without a test split. Only the champion is scored there, once, after it was chosen on
-    validation, so that the test figures are not a second round of selection."""
-    import torch
+                           spectrogram_dir: Path, records_dir: Path) -> dict | None:
+    """The champion's figures on the held-out test recordings (those of ``chunks/test.pt``), with
+    intervals; None without a test split. Only the champion is scored there, once, after it was
+    chosen on validation, so that the test figures are not a second round of selection."""
+    from ecgpipe.evaluation import score_saved_model
 
-    from ecgpipe.data.store import read_records
-    from ecgpipe.evaluation import evaluate_split
-    from ecgpipe.experiment import load_trained
-    from ecgpipe.training import Chunks, resolve_device
-
-    path = Path(chunks_dir) / "test.pt"
-    if not path.is_file():
+    if not (Path(chunks_dir) / "test.pt").is_file():
         return None
-    device = resolve_device(params.train.device)
-    model, spec = load_trained(Path(models_dir) / champion, device)
-    labels = torch.tensor(read_records(spectrogram_dir)["class_index"].to_numpy())
-    scores, _ = evaluate_split(model, Chunks.load(path, device), labels, spec["class_names"],
-                               params.evaluate.aggregation, params.train.eval_batch_size, params.evaluate.bootstrap())
+    _, _, scores = score_saved_model(params, Path(models_dir) / champion, "test", records_dir, spectrogram_dir,
+                                     chunks_dir)
     return scores
 
 
@@ -216,7 +207,8 @@ def _test_section(champion: str, test: dict | None) -> str:
 
 
 def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path, plots_dir: Path | None = None,
-               chunks_dir: Path | None = None, spectrogram_dir: Path | None = None) -> pd.DataFrame:
+               chunks_dir: Path | None = None, spectrogram_dir: Path | None = None,
+               records_dir: Path | None = None) -> pd.DataFrame:
     """Write ``results.csv``, ``results.md``, ``comparison.png`` and ``champion.json`` into
     ``out_dir``, and give the best experiment the champion alias in the Model Registry.
 
@@ -236,7 +228,7 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
     paired = None if plots_dir is None else paired_comparisons(table, metric, plots_dir, models_dir, bootstrap)
     champion = table.loc[table[metric].astype(float).idxmax(), "experiment"]
     test = None if chunks_dir is None else score_champion_on_test(params, champion, models_dir, chunks_dir,
-                                                                  spectrogram_dir)
+                                                                  spectrogram_dir, records_dir)
     level = f"{bootstrap.confidence:.0%}"
     markdown = (
         "# Results on the validation recordings\n\n"

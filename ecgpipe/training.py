@@ -3,6 +3,7 @@
 - ``chunked``: the balanced pre-chunked training set, shuffled each epoch.
 - ``random_chunk``: each epoch, one window of ``chunk_size`` at a random offset from each
   balanced training recording (the notebook's augmentation), drawn for the whole epoch at once.
+- ``random_crop``: the same on the raw signal, through the model's :class:`RawCrops` featurizer.
 Each epoch is validated on the balanced validation chunks (the notebook's figure) and on the
 natural ones (the class mix as it occurs).
 """
@@ -14,14 +15,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ecgpipe.data.balance import oversample
 from ecgpipe.data.chunk import gather_windows
+from ecgpipe.data.signals import SignalSet
 from ecgpipe.data.store import SPECTRA_FILE
 from ecgpipe.io import load_tensors, read_json
 from ecgpipe.params import ParamsError
+from ecgpipe.preprocessing import RawCrops
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,14 +57,6 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (n, classes), also for the one-logit binary case."""
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits[:, 0])
-        return torch.stack([1 - p, p], dim=1)
-    return torch.softmax(logits, dim=1)
-
-
 @dataclass
 class Chunks:
     """A split's chunks on the device, and which of them make its balanced set."""
@@ -73,6 +70,20 @@ class Chunks:
     def load(cls, path: Path, device: torch.device) -> "Chunks":
         data = load_tensors(path)
         return cls(*(data[k].to(device) for k in ("chunks", "labels", "records", "balanced")))
+
+    @classmethod
+    def from_crops(cls, signals: SignalSet, rows: torch.Tensor, featurizer: RawCrops, seed: int) -> "Chunks":
+        """The raw-signal analogue of a chunk file: every crop that scores recordings ``rows`` (as
+        :meth:`RawCrops.crop_starts` spreads them), and a balanced set oversampled with ``seed``."""
+        lengths = signals.lengths.cpu()
+        starts = [signals.offsets[r].item() + torch.from_numpy(featurizer.crop_starts(int(lengths[r])))
+                  for r in rows.tolist()]
+        owners = torch.repeat_interleave(rows.cpu(), torch.tensor([len(s) for s in starts]))
+        device = signals.samples.device
+        labels = signals.labels.cpu()[owners]
+        balanced = torch.from_numpy(oversample(labels.numpy(), np.random.default_rng(seed)))
+        x = featurizer.gather(signals.samples, torch.cat(starts).to(device))
+        return cls(x, labels.to(device), owners.to(device), balanced.to(device))
 
 
 @dataclass
@@ -124,6 +135,28 @@ def random_chunk_batches(recordings: Spectrograms, chunk_size: int, batch_size: 
         for start in range(0, len(order), batch_size):
             r, s = order[start : start + batch_size], starts[start : start + batch_size]
             yield gather_windows(recordings.spectra, r, s, chunk_size), recordings.labels[r]
+
+    return epoch
+
+
+def random_crop_batches(signals: SignalSet, rows: torch.Tensor, featurizer: RawCrops, batch_size: int) -> Batches:
+    """Each epoch: every balanced training recording ``rows`` once, as one crop of the raw signal at
+    a uniformly random offset, drawn for the whole epoch at once."""
+    lengths = signals.lengths[rows]
+    if bool((lengths < featurizer.crop_samples).any()):
+        short = int(lengths.min())
+        raise ValueError(f"a training recording has {short} samples, fewer than the crop ({featurizer.crop_samples}); "
+                         "raise spectrogram.min_length or lower crop_samples")
+
+    def epoch(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = rows.device
+        order = rows[torch.randperm(len(rows), generator=generator).to(device)]
+        room = (signals.lengths[order] - featurizer.crop_samples + 1).to(torch.float64)
+        offsets = (torch.rand(len(order), generator=generator, dtype=torch.float64).to(device) * room).long()
+        starts = signals.offsets[order] + offsets
+        for start in range(0, len(order), batch_size):
+            part = slice(start, start + batch_size)
+            yield featurizer.gather(signals.samples, starts[part]), signals.labels[order[part]]
 
     return epoch
 

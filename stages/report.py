@@ -3,5 +3,5 @@ from ecgpipe.report import run_report
 from ecgpipe.stage import run_stage
 
 if __name__ == "__main__":
-    run_stage(__doc__, ["metrics", "models", "out", "plots", "chunks", "spectrogram"],
-              lambda p, a: run_report(p, a.metrics, a.models, a.out, a.plots, a.chunks, a.spectrogram))
+    run_stage(__doc__, ["metrics", "models", "out", "plots", "chunks", "spectrogram", "records"],
+              lambda p, a: run_report(p, a.metrics, a.models, a.out, a.plots, a.chunks, a.spectrogram, a.records))

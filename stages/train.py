@@ -3,7 +3,7 @@ from ecgpipe.experiment import run_train
 from ecgpipe.stage import run_stage
 
 if __name__ == "__main__":
-    run_stage(__doc__, ["spectrogram", "balance", "chunks", "out", "metrics", "history", "speed"],
+    run_stage(__doc__, ["spectrogram", "signals", "balance", "chunks", "out", "metrics", "history", "speed"],
               lambda p, a: run_train(p, a.experiment, a.spectrogram, a.balance, a.chunks, a.out, a.metrics,
-                                     a.history, a.speed, params_file=a.params),
+                                     a.history, a.speed, params_file=a.params, signals_path=a.signals),
               options=["experiment"])

@@ -1,4 +1,5 @@
 import copy
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,31 @@ def copy_project(tmp_path: Path, params: dict, archive_path: Path) -> tuple[Path
     env = dict(os.environ, ECGPIPE_ARCHIVE=str(archive_path), DVC_NO_ANALYTICS="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
     return project, env
+
+
+@pytest.fixture
+def committed_project(tmp_path, archive_path):
+    """``make(params)``: the project in a temporary git repository, committed, with the default
+    MLflow store (mlflow.db at its root), as DVC experiments need it. Returns (project, run), where
+    ``run(*args)`` runs a command there and returns its output (failing the test if it fails)."""
+    import subprocess
+
+    def make(params: dict):
+        project, env = copy_project(tmp_path, params, archive_path)
+        for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):  # the default store: mlflow.db at the project root
+            env.pop(name, None)
+        env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+
+        def run(*args):
+            result = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True)
+            assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}"
+            return result.stdout
+
+        run("git", "init", "-q")
+        run(sys.executable, "-m", "dvc", "init", "-q")
+        (project / ".gitignore").write_text("/data/\n/models/\n/predictors/\n/mlflow.db\n/mlartifacts/\n")
+        run("git", "add", "-A")
+        run("git", "commit", "-qm", "project")
+        return project, run
+
+    return make

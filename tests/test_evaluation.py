@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ecgpipe.evaluation import aggregate_by_record, score
+from ecgpipe.evaluation import score
+from ecgpipe.preprocessing import aggregate_by_record
 
 
 def test_two_class_metrics_by_hand():

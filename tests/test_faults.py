@@ -115,8 +115,9 @@ def test_cuda_device_on_a_machine_without_one(prepared, records_dir, tmp_path, s
     expected = ("error: params: train.device: expected a device this machine has (cpu, or auto), got 'cuda': "
                 "it has 0 CUDA device(s)")
     train = _run_stage_script("train", [
-        "--params", params, "--experiment", name, "--spectrogram", prepared["spectrogram"], "--balance",
-        prepared["balance"], "--chunks", prepared["chunks"], "--out", tmp_path / "model", "--metrics",
+        "--params", params, "--experiment", name, "--spectrogram", prepared["spectrogram"], "--signals",
+        tmp_path / "signals.pt", "--balance", prepared["balance"], "--chunks", prepared["chunks"], "--out",
+        tmp_path / "model", "--metrics",
         tmp_path / "train.json", "--history", tmp_path / "history.csv", "--speed", tmp_path / "speed.json"],
         monkeypatch)
     assert train == expected

@@ -7,8 +7,8 @@ from ecgpipe.models import create_model, list_models
 from ecgpipe.models.networks import ConvNet, InputMajorLinear
 
 
-def test_registry_has_the_six_networks():
-    assert list_models() == ["conv", "fully_connected", "lstm", "mean_spectrum", "rnn", "torch_lstm"]
+def test_registry_has_the_notebooks_six_networks_and_the_raw_resnet():
+    assert list_models() == ["conv", "fully_connected", "lstm", "mean_spectrum", "raw_resnet", "rnn", "torch_lstm"]
     with pytest.raises(ValueError, match="unknown model 'gru'; registered: \\['conv'"):
         create_model("gru", 17, 1)
 

@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from ecgpipe.data.balance import run_balance
 from ecgpipe.data.chunk import run_chunk
+from ecgpipe.data.signals import run_signals
 from ecgpipe.data.spectrogram import run_spectrogram
 from ecgpipe.data.split import run_split
 from ecgpipe.evaluation import run_evaluate
@@ -19,12 +20,15 @@ from ecgpipe.report import run_report
 
 @pytest.fixture(scope="module")
 def reported(records_dir, tmp_path_factory):
-    """Two tiny experiments on a split with held-out test recordings, trained, evaluated, reported."""
+    """Three tiny experiments (two on spectrograms, one on the raw signal) on a split with held-out
+    test recordings, trained, evaluated, reported."""
     from tests.conftest import small_params_dict
 
     raw = small_params_dict()
     raw["split"].update(train=0.6, val=0.2, test=0.2, stratify=True)
     raw["evaluate"]["bootstrap_resamples"] = 200
+    raw["experiments"]["raw_resnet-random_crop"] = {"model": "raw_resnet", "loader": "random_crop", "crop_samples": 600,
+                                                    "epochs": 2, "lr": 0.003, "lr_schedule": "cosine"}
     params = parse_params(raw)
     out = tmp_path_factory.mktemp("reported")
     uri = f"sqlite:///{out / 'mlflow.db'}"
@@ -35,13 +39,15 @@ def reported(records_dir, tmp_path_factory):
         run_split(params.split, spectrogram, out / "split.json")
         run_balance(params.balance, spectrogram, out / "split.json", out / "balance.json")
         run_chunk(params.chunk, spectrogram, out / "split.json", out / "balance.json", chunks, out / "metrics" / "chunk.json")
+        run_signals(records_dir, spectrogram, out / "signals.pt")
         for name in params.experiments:
             run_train(params, name, spectrogram, out / "balance.json", chunks, out / "models" / name,
                       out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
-                      out / "metrics" / name / "speed.json", system_metrics=False)
+                      out / "metrics" / name / "speed.json", system_metrics=False, signals_path=out / "signals.pt")
             run_evaluate(params, name, records_dir, spectrogram, chunks, out / "models" / name,
                          out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
-        table = run_report(params, out / "metrics", out / "models", out / "reports", out / "plots", chunks, spectrogram)
+        table = run_report(params, out / "metrics", out / "models", out / "reports", out / "plots", chunks, spectrogram,
+                           records_dir)
     return {"out": out, "params": params, "table": table, "uri": uri}
 
 

@@ -1,7 +1,6 @@
 """Cross-validation studies: the queued commands, the aggregation across folds, and a synthetic
 study run end to end by two parallel DVC queue workers."""
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 import scipy.stats
 
 from ecgpipe.study import StudyRuns, queue_commands, summarise, t_interval
-from tests.conftest import copy_project
 
 
 def test_queue_commands_one_per_fold_and_seed():
@@ -55,25 +53,9 @@ def test_summary_and_paired_differences_across_folds():
 
 
 @pytest.fixture
-def study_project(tmp_path, archive_path, small_params):
-    """The project in a temporary git repository, committed, with the default MLflow store."""
+def study_project(committed_project, small_params):
     small_params["split"]["folds"] = 3
-    project, env = copy_project(tmp_path, small_params, archive_path)
-    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):  # the default store: mlflow.db at the project root
-        env.pop(name, None)
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-
-    def run(*args):
-        result = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-        return result.stdout
-
-    run("git", "init", "-q")
-    run(sys.executable, "-m", "dvc", "init", "-q")
-    (project / ".gitignore").write_text("/data/\n/models/\n/predictors/\n/mlflow.db\n/mlartifacts/\n")
-    run("git", "add", "-A")
-    run("git", "commit", "-qm", "project")
-    return project, run
+    return committed_project(small_params)
 
 
 def test_a_study_run_by_two_queue_workers_loses_nothing(study_project):

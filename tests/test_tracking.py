@@ -65,7 +65,9 @@ def test_training_run_is_recorded(prepared, tmp_path, store):
     x = torch.randn(3, spec["n_steps"], spec["n_inputs"])
     torch.testing.assert_close(logged(x), saved(x))
     assert spec["class_names"] == ["N", "A"] and spec["n_outputs"] == 1
-    assert spec["preprocessing"]["normalisation"]["mean"]  # preprocessing travels with the weights
+    # the preprocessing object travels with the weights
+    assert spec["preprocessing"]["featurizer"]["kind"] == "spectrogram_chunks"
+    assert spec["preprocessing"]["featurizer"]["normalisation"]["mean"]
 
     # lineage: the files it read as MLflow datasets, digest = DVC's md5; the params file's md5
     inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}

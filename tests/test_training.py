@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from ecgpipe.models import create_model
+from ecgpipe.preprocessing import probabilities
 from ecgpipe.training import (
-    Chunks, EpochOutputs, Spectrograms, chunked_batches, fit, predicted_labels, probabilities, random_chunk_batches,
+    Chunks, EpochOutputs, Spectrograms, chunked_batches, fit, predicted_labels, random_chunk_batches,
 )
 
 

@@ -10,6 +10,10 @@ chunk tensors) training its own network for each model, as the notebook writes t
 nn.Conv1d/AvgPool1d, its RNNNet, and TorchLSTMNet for both torch_lstm and the from-scratch lstm
 (the target there: at least as fast as PyTorch's LSTM in the notebook's loop).
 
+Raw-signal models (``raw_resnet``) are timed through ``random_crop_batches``: crops of 2,700
+samples from as many int16 recordings of 9,000 samples as one epoch of the two-class training set
+has; the notebook has no such network, so they have no baseline.
+
 Each model runs in a fresh process per side and repeat, the two sides alternating model by
 model, so that machine noise hits both alike (a ratio's two timings are seconds apart) and
 neither inherits the other's allocator or thread state. The notebook's
@@ -27,8 +31,12 @@ import torch
 
 from ecgpipe.bench import fresh_process_json, notebook_train, start_clock
 from ecgpipe.cpu import tune_for_training
-from ecgpipe.models import create_model, list_models
-from ecgpipe.training import Chunks, chunked_batches, make_optimizer, resolve_device, train_step
+from ecgpipe.data.signals import SignalSet
+from ecgpipe.models import create_model, input_kind, list_models
+from ecgpipe.preprocessing import RawCrops
+from ecgpipe.training import (
+    Chunks, chunked_batches, make_optimizer, random_crop_batches, resolve_device, train_step,
+)
 
 BATCH_SIZE, STEPS, BINS = 192, 40, 17
 # untimed first minibatches: allocations, thread pool and kernel selection. In a fresh process
@@ -37,13 +45,30 @@ WARMUP = 10
 # as many chunks as the real training split has (metrics/chunk.json), whatever the number of
 # batches timed: batches are gathered from a set of the real size, as in training
 TRAIN_CHUNKS = 38_805
+# raw-signal models: as many recordings as one epoch of the real two-class training set has
+# (balanced), each of the median CinC length, cut into random crops of the experiment's length
+TRAIN_RECORDINGS, RECORDING_SAMPLES, CROP_SAMPLES = 7_890, 9_000, 2_700
 
 
-def _ours(name: str, data: Chunks, batches: int, device: torch.device) -> float:
+def _raw_epoch(device: torch.device, generator: torch.Generator):
+    """The random-crop loader over int16 signals of the real set's size (values do not matter here)."""
+    n = TRAIN_RECORDINGS
+    samples = torch.randint(-500, 500, (n * RECORDING_SAMPLES,), dtype=torch.int16, generator=generator)
+    offsets = torch.arange(n + 1) * RECORDING_SAMPLES
+    signals = SignalSet(samples, offsets, (torch.rand(n, generator=generator) < 0.5).long()).to(device)
+    rows = torch.arange(n, device=device)
+    return random_crop_batches(signals, rows, RawCrops(300.0, CROP_SAMPLES), BATCH_SIZE)
+
+
+def _ours(name: str, data: Chunks | None, batches: int, device: torch.device) -> float:
     torch.manual_seed(0)
-    model = create_model(name, BINS, 1, n_steps=STEPS).to(device)
+    if data is None:  # a raw-signal model
+        model = create_model(name, 1, 1, n_steps=CROP_SAMPLES).to(device)
+        epoch = _raw_epoch(device, torch.Generator().manual_seed(0))
+    else:
+        model = create_model(name, BINS, 1, n_steps=STEPS).to(device)
+        epoch = chunked_batches(data, BATCH_SIZE)
     optimizer = make_optimizer(model, 0.01)
-    epoch = chunked_batches(data, BATCH_SIZE)
     generator = torch.Generator().manual_seed(0)
     done, seen, start = 0, 0, None
     while done < batches + WARMUP:
@@ -86,7 +111,9 @@ def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool)
     x = torch.randn(n, STEPS, BINS, generator=generator)
     y = (torch.rand(n, generator=generator) < 0.5).long()
     label = None
-    if side == "ours":
+    if side == "ours" and input_kind(name) == "raw_signal":
+        speed = _ours(name, None, batches, device)
+    elif side == "ours":
         data = Chunks(x.to(device), y.to(device), torch.zeros(n, dtype=torch.long, device=device),
                       torch.arange(n, device=device))
         speed = _ours(name, data, batches, device)
@@ -131,7 +158,7 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
             # two timings are seconds apart, so that machine drift hits both alike
             ours = _run_side("ours", name, batches, device, tuned=True)
             ours_run["examples_per_s"][name] = ours["examples_per_s"]
-            if notebook:
+            if notebook and input_kind(name) == "spectrogram":  # the notebook has no raw-signal network
                 theirs = _run_side("notebook", name, batches, device, tuned=tuned_notebook)
                 notebook_run["examples_per_s"][name], labels[name] = theirs["examples_per_s"], theirs["label"]
         ours_runs.append(ours_run)
@@ -144,12 +171,13 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         "torch_threads": ours["torch_threads"],
         "examples_per_s": {m: round(statistics.median(r["examples_per_s"][m] for r in ours_runs), 1) for m in names},
     }
-    if notebook:
+    compared = [m for m in names if input_kind(m) == "spectrogram"]
+    if notebook and compared:
         result["notebook_examples_per_s"] = {
-            m: round(statistics.median(r["examples_per_s"][m] for r in notebook_runs), 1) for m in names}
+            m: round(statistics.median(r["examples_per_s"][m] for r in notebook_runs), 1) for m in compared}
         result["notebook_baseline"] = labels
         result["notebook_cpu_settings"] = "ecgpipe.cpu (as ours)" if tuned_notebook else "none (as the notebook)"
-        result["speedup"], result["speedup_per_repeat"] = speedups(ours_runs, notebook_runs, names)
+        result["speedup"], result["speedup_per_repeat"] = speedups(ours_runs, notebook_runs, compared)
     return result
 
 

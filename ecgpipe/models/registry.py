@@ -8,16 +8,33 @@ from torch import nn
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a constructor ``fn(n_inputs, n_outputs, n_steps, **kwargs)`` under its name."""
-    if fn.__name__ in _REGISTRY:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _REGISTRY[fn.__name__] = fn
-    return fn
+_INPUTS: dict[str, str] = {}
+INPUT_KINDS = ("spectrogram", "raw_signal")  # what a network reads: spectrogram chunks, or raw samples
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, input_kind: str = "spectrogram"):
+    """Register a constructor ``fn(n_inputs, n_outputs, n_steps, **kwargs)`` under its name, with
+    the kind of input it reads (``@register_model`` or ``@register_model(input_kind="raw_signal")``)."""
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _REGISTRY:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        _REGISTRY[fn.__name__] = fn
+        _INPUTS[fn.__name__] = input_kind
+        return fn
+
+    return register if fn is None else register(fn)
 
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def input_kind(name: str) -> str:
+    """``spectrogram`` or ``raw_signal``: which loaders and featurizer model ``name`` goes with."""
+    return _INPUTS[name]
 
 
 def create_model(name: str, n_inputs: int, n_outputs: int, n_steps: int = 40, **kwargs) -> nn.Module:

@@ -1,0 +1,90 @@
+"""Tasks: the four-class variant as one DVC experiment, from params.yaml's tasks section."""
+import json
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from ecgpipe.params import ParamsError, load_params, parse_params
+from ecgpipe.task import task_command, task_params, task_raw_params
+from tests.conftest import ROOT
+
+FOUR = ["N", "A", "O", "~"]
+
+
+def test_the_projects_four_class_task():
+    params = task_params(ROOT / "params.yaml", "four_class")
+    assert params.spectrogram.classes == FOUR
+    assert params.spectrogram.min_length <= 2714  # the shortest CinC recording stays in
+    assert set(params.experiments) == {"torch_lstm-random_chunk", "raw_resnet-random_crop"}
+    assert params.report.champion_metric == "record_challenge_score"
+    assert params.mlflow.experiment_name != load_params(ROOT / "params.yaml").mlflow.experiment_name
+
+
+def test_task_command_sets_values_and_removes_the_other_experiments(small_params):
+    small_params["tasks"] = {"four": {"experiments": ["mean_spectrum-chunked"],
+                                      "set": {"spectrogram.classes": FOUR, "mlflow.experiment_name": "x-4"}}}
+    command = task_command("four", parse_params(small_params), queue=True)
+    assert command == ["dvc", "exp", "run", "--queue", "--name", "four",
+                       "-S", 'spectrogram.classes=["N", "A", "O", "~"]', "-S", 'mlflow.experiment_name="x-4"',
+                       "-S", "~experiments.fully_connected-random_chunk"]
+
+
+def test_a_bad_task_is_refused_naming_the_key(small_params, tmp_path):
+    small_params["tasks"] = {"t": {"experiments": ["mean_spectrum-chunked"], "set": {"spectrogram.clases": FOUR}}}
+    with pytest.raises(ParamsError, match=r"spectrogram.clases: no such key in params.yaml"):
+        task_raw_params(small_params, parse_params(small_params).tasks["t"])
+    small_params["tasks"]["t"]["set"] = {"spectrogram.classes": ["N", "X"]}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small_params))
+    with pytest.raises(ParamsError, match=r"task t: params: spectrogram.classes: expected labels from"):
+        task_params(path, "t")
+    small_params["tasks"]["t"] = {"experiments": ["nope"], "set": {}}
+    path.write_text(yaml.safe_dump(small_params))
+    parse_params(small_params)  # a task naming an unknown experiment stops only its own run
+    with pytest.raises(ParamsError, match=r"tasks.t.experiments: expected experiments of this file .*got 'nope'"):
+        task_params(path, "t")
+
+
+def test_four_class_task_through_dvc(committed_project, small_params):
+    """`ecgpipe task run` on synthetic recordings: a DVC experiment with four classes end to end
+    (per-class metrics, the challenge score, a 4x4 confusion matrix, MLflow, the report), while the
+    workspace keeps the two-class task."""
+    small_params["experiments"]["raw_resnet-random_crop"] = {
+        "model": "raw_resnet", "loader": "random_crop", "crop_samples": 600, "epochs": 2, "lr": 0.003,
+        "lr_schedule": "cosine"}
+    small_params["tasks"] = {"four_class": {
+        "experiments": ["mean_spectrum-chunked", "raw_resnet-random_crop"],
+        "set": {"spectrogram.classes": FOUR, "mlflow.experiment_name": "synthetic-four",
+                "report.champion_metric": "record_challenge_score", "report.registered_model": "synthetic-rhythm"}}}
+    project, run = committed_project(small_params)
+    before = (project / "params.yaml").read_text()
+    run("ecgpipe", "task", "run", "four_class")
+    assert (project / "params.yaml").read_text() == before and not (project / "metrics").exists()
+
+    run(sys.executable, "-m", "dvc", "exp", "apply", "four_class")
+    assert yaml.safe_load((project / "params.yaml").read_text())["spectrogram"]["classes"] == FOUR
+    for name in ("mean_spectrum-chunked", "raw_resnet-random_crop"):
+        record = json.loads((project / "metrics" / name / "eval.json").read_text())["val"]["record"]
+        assert set(record["f1"]) == set(FOUR) and set(record["ci"]["f1"]) == set(FOUR)
+        assert record["challenge_score"] == pytest.approx(sum(record["f1"][c] for c in "NAO") / 3, abs=2e-6)
+        confusion = pd.read_csv(project / "plots" / "confusion" / name / "val.csv")
+        assert set(confusion.columns) >= {f"p_{c}" for c in FOUR}
+    assert not (project / "metrics" / "fully_connected-random_chunk").exists()  # left out of the task
+    results = pd.read_csv(project / "reports" / "results.csv")
+    assert set(results["experiment"]) == {"mean_spectrum-chunked", "raw_resnet-random_crop"}
+    assert results["record_challenge_score"].between(0, 1).all()
+    assert "record_challenge_score" in (project / "reports" / "results.md").read_text()
+    champion = json.loads((project / "reports" / "champion.json").read_text())
+    assert champion["registered_model"] == "synthetic-rhythm"
+
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("synthetic-four")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.info.run_name for r in runs} == {"mean_spectrum-chunked", "raw_resnet-random_crop"}
+    for r in runs:
+        assert 0 <= r.data.metrics["val_record_challenge_score"] <= 1
+        assert "val_record_f1_noise" in r.data.metrics and "val_record_f1_O" in r.data.metrics
