@@ -20,6 +20,12 @@ def test_bench_train_reports_both_sides_and_their_ratio():
         assert result["speedup_per_repeat"][name] == [result["speedup"][name]]  # one repeat: its ratio
 
 
+def test_bench_train_times_the_raw_network_through_its_crop_loader_without_a_baseline():
+    result = bench_train(batches=2, repeats=1, device="cpu", notebook=True, models=["raw_resnet", "mean_spectrum"])
+    assert result["examples_per_s"]["raw_resnet"] > 0
+    assert set(result["notebook_examples_per_s"]) == set(result["speedup"]) == {"mean_spectrum"}
+
+
 def test_speedup_is_the_median_of_the_per_repeat_ratios_of_neighbouring_processes():
     ours = [{"examples_per_s": {"conv": v}} for v in (300.0, 200.0, 330.0)]
     notebook = [{"examples_per_s": {"conv": v}} for v in (100.0, 200.0, 100.0)]

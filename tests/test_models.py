@@ -25,6 +25,28 @@ def test_forward_shape_and_backward_reaches_every_parameter(name, n_outputs):
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}: no gradient reaches {pname}"
 
 
+@pytest.mark.parametrize("samples", [64, 901, 2700, 18_286])
+def test_raw_resnet_scores_any_length_from_its_minimum(samples):
+    """Trained on crops, it takes any length (global average pooling): the shortest crop the
+    params allow (64) up to the longest CinC recording."""
+    torch.manual_seed(0)
+    model = create_model("raw_resnet", 1, 4, n_steps=2700)
+    x = torch.randn(2, samples, 1, requires_grad=True)
+    out = model(x)
+    assert out.shape == (2, 4) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_raw_resnet_is_the_described_architecture():
+    model = create_model("raw_resnet", 1, 1, n_steps=2700)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv1d) and m.kernel_size[0] > 1]
+    assert len(convs) == 13  # the stem and two per residual block
+    assert [c.out_channels for c in convs[1::2]] == [16, 32, 64, 96, 128, 128]
+    assert all(c.stride == (2,) for c in convs[1::2])  # each block halves the time axis
+    assert sum(p.numel() for p in model.parameters()) < 700_000
+
+
 def test_conv_needs_enough_steps():
     assert ConvNet.min_steps() == 18
     create_model("conv", 17, 1, n_steps=18)(torch.randn(2, 18, 17))  # the shortest that works

@@ -1,3 +1,6 @@
+import copy
+import re
+
 import pytest
 import yaml
 
@@ -45,7 +48,7 @@ def test_experiment_lr_schedule_is_checked(small_params):
     entry["lr_schedule"] = "step"
     with pytest.raises(ParamsError, match=r"experiments\.mean_spectrum-chunked\.lr_schedule: expected one of 'constant', 'cosine', got 'step'"):
         parse_params(small_params)
-    del entry["lr_schedule"]  # dvc.yaml lists it for every train stage, so it may not be left out
+    del entry["lr_schedule"]  # no silent default: every experiment states its schedule
     with pytest.raises(ParamsError, match=r"experiments\.mean_spectrum-chunked\.lr_schedule: missing"):
         parse_params(small_params)
 
@@ -70,3 +73,27 @@ def test_file_errors_name_the_file(tmp_path, small_params):
     bad.write_text(yaml.safe_dump(small_params))
     with pytest.raises(ParamsError, match=rf"{bad}: params: split.seed: expected an integer, got 1.5"):
         load_params(bad)
+
+
+def test_raw_signal_models_go_with_the_random_crop_loader_and_a_crop(small_params):
+    experiments = small_params["experiments"]
+    experiments["raw"] = {"model": "raw_resnet", "loader": "random_crop", "crop_samples": 2700, "epochs": 1,
+                          "lr": 0.01, "lr_schedule": "cosine"}
+    assert parse_params(small_params).experiment("raw").raw_signal
+    cases = [
+        ({"loader": "chunked"}, "experiments.raw.loader: expected random_crop for model raw_resnet"),
+        ({"crop_samples": 32}, "experiments.raw.crop_samples: expected at least 64 samples"),
+        ({"crop_samples": None}, "experiments.raw.crop_samples: expected at least 64 samples"),
+    ]
+    for change, message in cases:
+        bad = copy.deepcopy(small_params)
+        bad["experiments"]["raw"].update(change)
+        with pytest.raises(ParamsError, match=re.escape(message)):
+            parse_params(bad)
+    bad = copy.deepcopy(small_params)
+    bad["experiments"]["mean_spectrum-chunked"].update(loader="random_crop", crop_samples=2700)
+    with pytest.raises(ParamsError, match=re.escape("expected chunked or random_chunk for model mean_spectrum")):
+        parse_params(bad)
+    bad["experiments"]["mean_spectrum-chunked"].update(loader="chunked")
+    with pytest.raises(ParamsError, match=re.escape("crop_samples: expected no crop_samples for the chunked loader")):
+        parse_params(bad)
