@@ -33,6 +33,21 @@ def record_figure(column: str) -> str:
     return RECORD_COLUMNS.get(column, column.removeprefix("record_"))
 
 
+def notebook_figure(params: Params, model: str, loader: str) -> float | None:
+    """The notebook's figure for this model and loader, where the task is the notebook's (N and A,
+    recordings of at least 4,000 samples); None otherwise, where it compares with nothing."""
+    notebook_task = params.spectrogram.classes == ["N", "A"] and params.spectrogram.min_length == 4000
+    return NOTEBOOK_BALANCED_CHUNK_ACC.get((model, loader)) if notebook_task else None
+
+
+def class_mix(params: Params, metrics_dir: Path, split: str = "val") -> str:
+    """The recordings' class mix on ``split``, e.g. ``N 87%, A 13%``, from the first experiment's scores."""
+    name = next(iter(params.experiments))
+    support = read_json(Path(metrics_dir) / name / "eval.json")[split]["record"]["support"]
+    total = sum(support.values())
+    return ", ".join(f"{c} {n / total:.0%}" for c, n in support.items())
+
+
 def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "val") -> dict:
     experiment = params.experiment(name)
     evaluation = read_json(Path(metrics_dir) / name / "eval.json")[split]
@@ -43,7 +58,7 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
         "model": experiment.model,
         "loader": experiment.loader,
         "epochs": experiment.epochs,
-        "notebook_balanced_chunk_acc": NOTEBOOK_BALANCED_CHUNK_ACC.get((experiment.model, experiment.loader)),
+        "notebook_balanced_chunk_acc": notebook_figure(params, experiment.model, experiment.loader),
         "balanced_chunk_acc": evaluation["chunk_balanced"]["accuracy"],
         "chunk_acc": evaluation["chunk"]["accuracy"],
         "record_acc": record["accuracy"],
@@ -233,9 +248,10 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
     markdown = (
         "# Results on the validation recordings\n\n"
         "Made by the `report` stage from `metrics/<experiment>/eval.json`, `train.json` and `speed.json`.\n"
-        "`notebook_balanced_chunk_acc` is the course notebook's figure; `balanced_chunk_acc` ours on\n"
-        "the same kind of set (validation chunks, AF oversampled to half). `record_*` score whole\n"
-        "recordings as they occur (about 13% AF), each recording's chunks aggregated into one probability,\n"
+        "`notebook_balanced_chunk_acc` is the course notebook's figure (on its task only); `balanced_chunk_acc`\n"
+        "ours on the same kind of set (validation chunks, each class oversampled to the largest's count).\n"
+        f"`record_*` score whole recordings as they occur ({class_mix(params, metrics_dir)}), each recording's\n"
+        "chunks (or crops) aggregated into one probability,\n"
         f"with a {level} interval in brackets (stratified bootstrap over the recordings, "
         f"{bootstrap.resamples:,} resamples).\n\n"
         + to_markdown(table.drop(columns=["model", "loader"]))
