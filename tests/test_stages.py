@@ -10,6 +10,7 @@ import yaml
 
 from ecgpipe.data.balance import run_balance
 from ecgpipe.data.chunk import run_chunk
+from ecgpipe.data.signals import run_signals
 from ecgpipe.data.records import RecordError
 from ecgpipe.data.spectrogram import run_spectrogram
 from ecgpipe.data.split import run_split
@@ -25,6 +26,7 @@ def _run_all(params, records_dir, tmp_path):
     balance = run_balance(params.balance, spec, tmp_path / "split.json", tmp_path / "balance.json")
     chunks = run_chunk(params.chunk, spec, tmp_path / "split.json", tmp_path / "balance.json",
                        tmp_path / "chunks", tmp_path / "metrics" / "chunk.json")
+    run_signals(records_dir, spec, tmp_path / "signals.pt")
     return card, split, balance, chunks
 
 
@@ -121,5 +123,5 @@ def test_data_stages_write_the_same_bytes_twice(archive_path, tmp_path, small_pa
                         for p in sorted(out.rglob("*")) if p.is_file()})
     assert digests[0] == digests[1]
     assert {"spectrogram/spectra.pt", "spectrogram/records.csv", "spectrogram/preprocessing.json", "split.json",
-            "balance.json", "chunks/train.pt", "chunks/val.pt", "metrics/spectrogram.json",
+            "balance.json", "chunks/train.pt", "chunks/val.pt", "signals.pt", "metrics/spectrogram.json",
             "metrics/chunk.json"} <= set(digests[0])
