@@ -294,6 +294,12 @@ class Params:
     def validate(self, key: str) -> None:
         if not self.experiments:
             _fail("experiments", "at least one experiment", self.experiments)
+        for name, experiment in self.experiments.items():
+            # every kept recording must give a crop: min_length bounds the shortest one
+            if experiment.raw_signal and experiment.crop_samples > self.spectrogram.min_length:
+                _fail(f"experiments.{name}.crop_samples", f"at most spectrogram.min_length "
+                      f"({self.spectrogram.min_length}), so that every recording gives a crop; or raise min_length",
+                      experiment.crop_samples)
         for name in self.experiments:
             if not name or set(name) - _NAME_CHARS:
                 _fail(f"experiments.{name}", "a name of letters, digits, '_', '.' and '-'", name)

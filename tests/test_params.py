@@ -77,13 +77,15 @@ def test_file_errors_name_the_file(tmp_path, small_params):
 
 def test_raw_signal_models_go_with_the_random_crop_loader_and_a_crop(small_params):
     experiments = small_params["experiments"]
-    experiments["raw"] = {"model": "raw_resnet", "loader": "random_crop", "crop_samples": 2700, "epochs": 1,
+    experiments["raw"] = {"model": "raw_resnet", "loader": "random_crop", "crop_samples": 900, "epochs": 1,
                           "lr": 0.01, "lr_schedule": "cosine"}
     assert parse_params(small_params).experiment("raw").raw_signal
     cases = [
         ({"loader": "chunked"}, "experiments.raw.loader: expected random_crop for model raw_resnet"),
         ({"crop_samples": 32}, "experiments.raw.crop_samples: expected at least 64 samples"),
         ({"crop_samples": None}, "experiments.raw.crop_samples: expected at least 64 samples"),
+        # spectrogram.min_length is 1000: a recording of 1000 samples could not give a crop of 1001
+        ({"crop_samples": 1001}, "experiments.raw.crop_samples: expected at most spectrogram.min_length (1000)"),
     ]
     for change, message in cases:
         bad = copy.deepcopy(small_params)
@@ -91,9 +93,9 @@ def test_raw_signal_models_go_with_the_random_crop_loader_and_a_crop(small_param
         with pytest.raises(ParamsError, match=re.escape(message)):
             parse_params(bad)
     bad = copy.deepcopy(small_params)
-    bad["experiments"]["mean_spectrum-chunked"].update(loader="random_crop", crop_samples=2700)
+    bad["experiments"]["mean_spectrum-chunked"].update(loader="random_crop", crop_samples=900)
     with pytest.raises(ParamsError, match=re.escape("expected chunked or random_chunk for model mean_spectrum")):
         parse_params(bad)
-    bad["experiments"]["mean_spectrum-chunked"].update(loader="chunked")
+    bad["experiments"]["mean_spectrum-chunked"].update(loader="chunked", crop_samples=900)
     with pytest.raises(ParamsError, match=re.escape("crop_samples: expected no crop_samples for the chunked loader")):
         parse_params(bad)
