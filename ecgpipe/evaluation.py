@@ -29,6 +29,7 @@ from ecgpipe.preprocessing import Preprocessing, SpectrogramChunks, probabilitie
 from ecgpipe.stats import CHALLENGE_CLASSES, Bootstrap, confidence_intervals
 from ecgpipe.training import Chunks, predict_logits, resolve_device
 
+
 def _curve_scores(y: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
     """ROC AUC and average precision; one-vs-rest macro averages with more than two classes."""
     present = np.unique(y)
@@ -106,8 +107,9 @@ class SplitOutputs:
     probs: torch.Tensor
 
 
-def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray, chunks: Chunks, batch_size: int,
-                seed: int, device: torch.device | str = "cpu") -> tuple[SplitOutputs, torch.Tensor]:
+def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray, record_labels: torch.Tensor,
+                chunks: Chunks, batch_size: int, seed: int,
+                device: torch.device | str = "cpu") -> tuple[SplitOutputs, torch.Tensor]:
     """Score a split's recordings (those of its chunk file ``chunks``, in its order) from their
     ``.mat`` files through the predictor's preprocessing, as serving does. Returns the outputs and
     the balanced set of windows: the chunk file's own for the spectrogram featurizer, whose windows
@@ -117,16 +119,13 @@ def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray,
     rows = torch.unique_consecutive(chunks.records.cpu())
     signals = [read_recording(Path(records_dir) / f"{record_ids[r]}.mat") for r in rows.tolist()]
     x, owner = predictor.preprocessing.inputs(signals, rows.tolist())
-    labels = chunks.y.cpu()
     if isinstance(predictor.preprocessing.featurizer, SpectrogramChunks):
         if not (torch.equal(owner, chunks.records.cpu()) and torch.equal(x, chunks.x.cpu())):
             raise StoreError(f"{records_dir}: the recordings' chunks through the model's preprocessing differ from "
                              "the chunk stage's; rerun the pipeline (dvc repro)")
         balanced = chunks.balanced.cpu()
     else:
-        labels = dict(zip(chunks.records.cpu().tolist(), labels.tolist()))
-        labels = torch.tensor([labels[r] for r in owner.tolist()])
-        balanced = torch.from_numpy(oversample(labels.numpy(), np.random.default_rng(seed)))
+        balanced = torch.from_numpy(oversample(record_labels[owner].numpy(), np.random.default_rng(seed)))
     logits = predict_logits(predictor.model, x.to(device), batch_size).cpu()
     record_rows, probs = predictor.preprocessing.aggregate(logits, owner)
     return SplitOutputs(logits, owner, record_rows, probs), balanced
@@ -158,7 +157,7 @@ def score_saved_model(params, model_dir: Path, split: str, records_dir: Path, sp
     predictor = Predictor(model, preprocessing)
     table = read_records(spectrogram_dir)
     record_labels = torch.tensor(table["class_index"].to_numpy())
-    outputs, balanced = score_split(predictor, records_dir, table["record"].to_numpy(),
+    outputs, balanced = score_split(predictor, records_dir, table["record"].to_numpy(), record_labels,
                                     Chunks.load(Path(chunks_dir) / f"{split}.pt", "cpu"),
                                     params.train.eval_batch_size, params.chunk.seed, device)
     scores = evaluate_split(outputs, balanced, record_labels, predictor.class_names, params.evaluate.bootstrap())

@@ -86,20 +86,20 @@ def run_study(name: str, folds: int, seeds: list[int], experiments: list[str], j
     env = worker_environment(jobs)
     for command in commands:
         print("$", shlex.join(command), flush=True)
-        if subprocess.run(_dvc(command), env=env).returncode != 0:
+        if subprocess.run(dvc_command(command), env=env).returncode != 0:
             raise StudyError(f"`{shlex.join(command)}` failed; see its output above")
     while wait and _queue_busy():
         time.sleep(poll_s)
     return commands
 
 
-def _dvc(command: list[str]) -> list[str]:
+def dvc_command(command: list[str]) -> list[str]:
     """A ``dvc ...`` command run by this interpreter's DVC, whatever is on PATH."""
     return [sys.executable, "-m", *command] if command[0] == "dvc" else command
 
 
 def _queue_busy() -> bool:
-    result = subprocess.run(_dvc(["dvc", "queue", "status"]), capture_output=True, text=True)
+    result = subprocess.run(dvc_command(["dvc", "queue", "status"]), capture_output=True, text=True)
     if result.returncode != 0:  # e.g. while a worker holds the queue's lock: ask again later
         return True
     status = result.stdout

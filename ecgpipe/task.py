@@ -79,7 +79,7 @@ def task_command(name: str, params: Params, queue: bool = False) -> list[str]:
 def run_task(name: str, params_path: Path = Path("params.yaml"), queue: bool = False) -> list[str]:
     """Check task NAME's params, make sure the MLflow store is outside DVC's temporary copy, and
     run (or queue) it. Returns the command."""
-    from ecgpipe.study import _dvc, check_store, prepare_store
+    from ecgpipe.study import check_store, dvc_command, prepare_store
     from ecgpipe.tracking import tracking_uri
 
     params = load_params(params_path)
@@ -88,6 +88,6 @@ def run_task(name: str, params_path: Path = Path("params.yaml"), queue: bool = F
     prepare_store(tracking_uri(), run_params.mlflow.experiment_name)
     command = task_command(name, params, queue)
     print("$", shlex.join(command), flush=True)
-    if subprocess.run(_dvc(command)).returncode != 0:
+    if subprocess.run(dvc_command(command)).returncode != 0:
         raise ParamsError(f"`{shlex.join(command)}` failed; see its output above")
     return command
