@@ -25,8 +25,10 @@ from ecgpipe.data.store import StoreError, read_records
 from ecgpipe.experiment import RUN_FILE, load_trained
 from ecgpipe.io import json_text, read_json, staged_outputs
 from ecgpipe.predict import Predictor, read_recording
-from ecgpipe.preprocessing import Preprocessing, SpectrogramChunks, probabilities
-from ecgpipe.stats import CHALLENGE_CLASSES, Bootstrap, confidence_intervals
+from ecgpipe.preprocessing import Preprocessing, Signal, SpectrogramChunks, probabilities
+from ecgpipe.shifts import Shift, shift_rng
+from ecgpipe.stats import CHALLENGE_CLASSES, Bootstrap, confidence_intervals, resampled_figures, stratified_resamples
+from ecgpipe.stats import figure as stat_figure
 from ecgpipe.training import Chunks, predict_logits, resolve_device
 
 
@@ -71,6 +73,10 @@ def score(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
         y, predicted, labels=labels, zero_division=0.0
     )
     confusion = skm.confusion_matrix(y, predicted, labels=labels)
+    negatives = len(y) - confusion.sum(axis=1)  # one class against the rest
+    false_positives = confusion.sum(axis=0) - np.diag(confusion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        specificity = np.where(negatives > 0, (negatives - false_positives) / np.maximum(negatives, 1), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         normalised = np.nan_to_num(confusion / confusion.sum(axis=1, keepdims=True))
     result = {
@@ -80,6 +86,7 @@ def score(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
         "precision": dict(zip(class_names, map(float, precision))),
         "recall": dict(zip(class_names, map(float, recall))),
         "f1": dict(zip(class_names, map(float, f1))),
+        "specificity": dict(zip(class_names, map(float, specificity))),
         "support": dict(zip(class_names, map(int, support))),
         "macro_f1": float(np.mean(f1)),
         **_curve_scores(y, probs, len(class_names)),
@@ -119,7 +126,8 @@ def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray,
     rows = torch.unique_consecutive(chunks.records.cpu())
     signals = [read_recording(Path(records_dir) / f"{record_ids[r]}.mat") for r in rows.tolist()]
     x, owner = predictor.preprocessing.inputs(signals, rows.tolist())
-    if isinstance(predictor.preprocessing.featurizer, SpectrogramChunks):
+    featurizer = predictor.preprocessing.featurizer
+    if isinstance(featurizer, SpectrogramChunks) and not featurizer.from_samples:
         if not (torch.equal(owner, chunks.records.cpu()) and torch.equal(x, chunks.x.cpu())):
             raise StoreError(f"{records_dir}: the recordings' chunks through the model's preprocessing differ from "
                              "the chunk stage's; rerun the pipeline (dvc repro)")
@@ -162,6 +170,98 @@ def score_saved_model(params, model_dir: Path, split: str, records_dir: Path, sp
                                     params.train.eval_batch_size, params.chunk.seed, device)
     scores = evaluate_split(outputs, balanced, record_labels, predictor.class_names, params.evaluate.bootstrap())
     return predictor, outputs, scores
+
+
+# --- device shifts ------------------------------------------------------------------------------
+
+SHIFT_FIGURES = ("roc_auc", "f1", "recall", "specificity")  # recall of A = sensitivity to AF
+
+
+def positive_class(class_names: list[str]) -> str:
+    """The class whose sensitivity and specificity are reported: A (AF) when present."""
+    return "A" if "A" in class_names else class_names[-1]
+
+
+def score_shift(predictor: Predictor, signals: list[Signal], rows: torch.Tensor, name: str, shift: Shift, seed: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Probabilities (rows ascending) of the recordings ``signals`` (of ``rows``) under ``shift``."""
+    shifted = []
+    for signal, row in zip(signals, rows.tolist()):
+        samples, fs = shift.apply(signal.samples, signal.fs, shift_rng(seed, name, row))
+        shifted.append(Signal(samples, fs))
+    x, owner = predictor.preprocessing.inputs(shifted, rows.tolist())
+    logits = predict_logits(predictor.model, x.to(device), batch_size).cpu()
+    return predictor.preprocessing.aggregate(logits, owner)[1]
+
+
+def resample_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap) -> tuple[dict, dict]:
+    """(figures on the recordings as they are, figures on each bootstrap resample): the resamples
+    depend only on ``y`` and the seed, so those of two scorings of the same recordings are paired."""
+    identity = np.arange(len(y))[None, :]
+    index = stratified_resamples(y, bootstrap.resamples, bootstrap.seed)
+    return resampled_figures(y, probs, class_names, identity), resampled_figures(y, probs, class_names, index)
+
+
+def shift_figures(y: np.ndarray, probs: np.ndarray, clean: tuple[dict, dict], class_names: list[str],
+                  bootstrap: Bootstrap) -> dict:
+    """One shift's recording-level figures: ROC AUC, F1, sensitivity (``recall``) and specificity per
+    class, each with its interval (``ci``), and ``change``: the paired difference from the unshifted
+    figures ``clean`` (of :func:`resample_figures`) of F1 of the positive class and of ROC AUC,
+    as [difference, low, high]."""
+    full = score(y, probs, class_names)
+    figures = {k: full[k] for k in SHIFT_FIGURES}
+    point, resampled = resample_figures(y, probs, class_names, bootstrap)
+    figures["ci"] = {k: {c: list(bootstrap.interval(v)) for c, v in resampled[k].items()}
+                     if isinstance(resampled[k], dict) else list(bootstrap.interval(resampled[k]))
+                     for k in SHIFT_FIGURES}
+    figures["change"] = {}
+    for name in (f"f1_{positive_class(class_names)}", "roc_auc"):
+        difference = float(stat_figure(point, name)[0] - stat_figure(clean[0], name)[0])
+        low, high = bootstrap.interval(stat_figure(resampled, name) - stat_figure(clean[1], name))
+        figures["change"][name] = [difference, low, high]
+    return figures
+
+
+def evaluate_shifts(predictor: Predictor, records_dir: Path, record_ids: np.ndarray, record_labels: torch.Tensor,
+                    clean: SplitOutputs, shifts: dict[str, Shift], seed: int, batch_size: int,
+                    bootstrap: Bootstrap, device: torch.device | str = "cpu") -> dict:
+    """:func:`shift_figures` of every shift, for the recordings that ``clean`` scored unshifted."""
+    signals = [read_recording(Path(records_dir) / f"{record_ids[r]}.mat") for r in clean.rows.tolist()]
+    y = record_labels[clean.rows].numpy()
+    clean_resampled = resample_figures(y, clean.probs.numpy(), list(predictor.class_names), bootstrap)
+    results = {}
+    for name, shift in shifts.items():
+        probs = score_shift(predictor, signals, clean.rows, name, shift, seed, batch_size, device)
+        results[name] = shift_figures(y, probs.numpy(), clean_resampled, list(predictor.class_names), bootstrap)
+    return results
+
+
+def worst_shift(shifts: dict, class_names: list[str]) -> dict | None:
+    """The shift with the lowest F1 of the positive class, and the lowest ROC AUC under any shift."""
+    if not shifts:
+        return None
+    positive = positive_class(class_names)
+    name = min(shifts, key=lambda n: shifts[n]["f1"][positive])
+    return {"shift": name, f"f1_{positive}": shifts[name]["f1"][positive],
+            f"f1_{positive}_change": shifts[name]["change"][f"f1_{positive}"][0],
+            "min_roc_auc": min(v["roc_auc"] for v in shifts.values()),
+            "min_roc_auc_shift": min(shifts, key=lambda n: shifts[n]["roc_auc"])}
+
+
+def shift_mlflow_metrics(split: str, shifts: dict) -> dict[str, float]:
+    """``val_shift_<name>_roc_auc``, ``..._f1_A``, ``..._f1_A_ci_low``, ``..._change_f1_A`` ..."""
+    flat = {}
+    for name, figures in shifts.items():
+        prefix = f"{split}_shift_{name}"
+        for key in SHIFT_FIGURES:
+            value, interval = figures[key], figures["ci"][key]
+            for cls, v in (value.items() if isinstance(value, dict) else [("", value)]):
+                label = f"{prefix}_{key}_{cls}" if cls else f"{prefix}_{key}"
+                low, high = interval[cls] if cls else interval
+                flat.update({label: float(v), f"{label}_ci_low": float(low), f"{label}_ci_high": float(high)})
+        for figure, (diff, low, high) in figures["change"].items():
+            flat.update({f"{prefix}_change_{figure}": diff, f"{prefix}_change_{figure}_ci_low": low,
+                         f"{prefix}_change_{figure}_ci_high": high})
+    return {k.replace("~", "noise"): v for k, v in flat.items()}
 
 
 def metrics_for_dvc(scores: dict) -> dict:
@@ -254,7 +354,16 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
         figures[f"roc_pr_{split}.png"] = plots.roc_pr_curves(
             fpr, tpr, recall, precision, scores[split]["record"], class_names[positive], f"{name}: {split}, per recording")
 
+    # the same recordings again under each device shift (params evaluate.shifts), through predict's path
+    record_ids = table["record"].to_numpy()
+    record_labels = torch.tensor(table["class_index"].to_numpy())
+    shifted = evaluate_shifts(predictor, records_dir, record_ids, record_labels, rec, params.evaluate.shifts,
+                              params.evaluate.shift_seed, params.train.eval_batch_size, params.evaluate.bootstrap(),
+                              resolve_device(params.train.device))
     summary = metrics_for_dvc(scores)
+    if shifted:
+        summary["val_shifts"] = metrics_for_dvc(shifted)
+        summary["val_worst_shift"] = metrics_for_dvc(worst_shift(shifted, list(class_names)))
     # a real validation recording as the predictor's input example
     example = read_recording(Path(records_dir) / f"{outputs['val']['confusion']['record'].iloc[0]}.mat").samples
     kinds = ("confusion", "roc", "pr")
@@ -270,6 +379,10 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
 
     with tracking.resumed_run(read_json(Path(model_dir) / RUN_FILE)):
         mlflow.log_metrics(mlflow_metrics(scores))
+        if shifted:
+            mlflow.log_metrics(shift_mlflow_metrics("val", shifted))
+            mlflow.log_dict({"shifts": {n: dataclasses.asdict(s) for n, s in params.evaluate.shifts.items()},
+                             "results": metrics_for_dvc(shifted)}, "evaluation/val_shifts.json")
         mlflow.log_param("evaluate.aggregation", params.evaluate.aggregation)
         for split, levels in scores.items():
             for level, result in levels.items():

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ecgpipe.cpu import tune_for_training
-from ecgpipe.data.signals import load_signal_set
+from ecgpipe.data.signals import SignalSet, load_signal_set
 from ecgpipe.data.store import PREPROCESSING_FILE, SPECTRA_FILE
 from ecgpipe.io import json_text, read_json, staged_outputs, write_tensors
 from ecgpipe.models import create_model
@@ -28,7 +28,7 @@ from ecgpipe.params import Params
 from ecgpipe.preprocessing import Preprocessing, RawCrops, SpectrogramChunks
 from ecgpipe.training import (
     Chunks, Spectrograms, chunked_batches, fit, n_outputs_for, random_chunk_batches, random_crop_batches,
-    resolve_device,
+    resolve_device, sample_windows, window_positions,
 )
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,26 @@ RUN_FILE = "mlflow_run.json"
 TIMING_KEYS = ("examples_per_s", "epoch_seconds")
 
 
-def model_preprocessing(name: str, params: Params, stage_preprocessing: dict) -> Preprocessing:
-    """The preprocessing object experiment NAME trains with, from the spectrogram stage's settings."""
+def model_preprocessing(name: str, params: Params, stage_preprocessing: dict,
+                        signals: SignalSet | None = None, train_rows: torch.Tensor | None = None) -> Preprocessing:
+    """The preprocessing object experiment NAME trains with, from the spectrogram stage's settings.
+
+    A spectrogram featurizer with robustness options (conditioning, log spectra) normalises with
+    statistics of its own features: those of every chunk of the training recordings ``train_rows``
+    of ``signals``, unaugmented."""
     experiment = params.experiment(name)
     if experiment.raw_signal:
-        featurizer = RawCrops(float(stage_preprocessing["sampling_rate_hz"]), experiment.crop_samples)
+        featurizer = RawCrops(float(stage_preprocessing["sampling_rate_hz"]), experiment.crop_samples,
+                              experiment.conditioning)
     else:
-        featurizer = SpectrogramChunks.from_stage(stage_preprocessing, params.chunk.size)
+        featurizer = dataclasses.replace(SpectrogramChunks.from_stage(stage_preprocessing, params.chunk.size),
+                                         conditioning=experiment.conditioning, log_floor=experiment.log_floor)
+        if featurizer.from_samples:
+            if signals is None or train_rows is None:
+                raise ValueError(f"experiment {name}: its conditioned spectra need the training signals to normalise")
+            starts, _ = window_positions(signals, torch.unique(train_rows), featurizer)
+            featurizer = featurizer.fitted_to(torch.cat(list(
+                sample_windows(signals.samples, starts.to(signals.samples.device), featurizer.window_samples, 4096))))
     return Preprocessing(featurizer, tuple(stage_preprocessing["classes"]))
 
 
@@ -100,11 +113,12 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
     experiment = params.experiment(name)
     device = resolve_device(params.train.device)
     preprocessing_path = Path(spectrogram_dir) / PREPROCESSING_FILE
-    preprocessing = model_preprocessing(name, params, read_json(preprocessing_path))
-    spec = model_spec(name, params, preprocessing)
+    stage_preprocessing = read_json(preprocessing_path)
 
     val_path = Path(chunks_dir) / "val.pt"
     val = Chunks.load(val_path, device)
+    if experiment.loader != "random_crop":
+        preprocessing = model_preprocessing(name, params, stage_preprocessing)
     if experiment.loader == "chunked":
         inputs = [Path(chunks_dir) / "train.pt"]
         batches = chunked_batches(Chunks.load(inputs[0], device), params.train.batch_size)
@@ -118,10 +132,13 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
         inputs = [Path(signals_path), Path(balance_path)]
         signals = load_signal_set(signals_path, spectrogram_dir).to(device)
         train_rows = torch.tensor(read_json(balance_path)["train"], dtype=torch.long, device=device)
-        batches = random_crop_batches(signals, train_rows, preprocessing.featurizer, params.train.batch_size)
+        preprocessing = model_preprocessing(name, params, stage_preprocessing, signals, train_rows)
+        batches = random_crop_batches(signals, train_rows, preprocessing.featurizer, params.train.batch_size,
+                                      experiment.augment)
         val = Chunks.from_crops(signals, torch.unique_consecutive(val.records), preprocessing.featurizer,
                                 params.chunk.seed)
     inputs += [val_path, preprocessing_path]
+    spec = model_spec(name, params, preprocessing)
 
     torch.manual_seed(params.train.seed)  # the network's initial weights
     model = build_model(spec).to(device)

@@ -15,6 +15,10 @@ from typing import Any, Literal
 
 import yaml
 
+from ecgpipe.augment import Augmentation
+from ecgpipe.conditioning import Conditioning
+from ecgpipe.shifts import Shift
+
 # Labels of the CinC 2017 reference file: normal, AF, other rhythm, noisy.
 KNOWN_LABELS = ("N", "A", "O", "~")
 
@@ -166,6 +170,11 @@ class ExperimentParams:
 
     ``lr_schedule``: ``constant`` (the notebook's) or ``cosine`` (from ``lr`` down towards 0 over the
     epochs, stepped once per epoch).
+
+    Robustness to other devices (all off by default; they need the ``random_crop`` loader, which
+    reads the raw signal): ``conditioning`` of every window (``ecgpipe.conditioning``),
+    ``log_floor`` (spectrogram networks: log10(power + log_floor) spectra) and ``augment``
+    (``ecgpipe.augment``: random gain, offset, wander, noise, stretch, dropout in training).
     """
 
     model: str
@@ -173,29 +182,47 @@ class ExperimentParams:
     epochs: int
     lr: float
     lr_schedule: Literal["constant", "cosine"]
-    # random_crop only: the crop of raw signal (samples at 300 Hz) a network sees in training
+    # random_crop of a raw-signal network: the crop (samples at 300 Hz) it sees in training.
+    # A spectrogram network's crop is the span of one chunk (chunk.size windows).
     crop_samples: int | None = None
+    conditioning: Conditioning = Conditioning()
+    log_floor: float | None = None
+    augment: Augmentation | None = None
 
     @property
     def raw_signal(self) -> bool:
-        """Trained on the raw signal (random crops), not on spectrogram chunks."""
-        return self.loader == "random_crop"
+        """The network reads raw-signal crops, not spectrogram chunks."""
+        from ecgpipe.models import input_kind
+
+        return input_kind(self.model) == "raw_signal"
+
+    @property
+    def robust(self) -> bool:
+        """Any of the robustness options set."""
+        return not self.conditioning.is_identity or self.log_floor is not None or self.augment is not None
 
     def validate(self, key: str) -> None:
         from ecgpipe.models import input_kind, list_models  # the registry is the list of valid names
 
         if self.model not in list_models():
             _fail(f"{key}.model", f"one of {list_models()}", self.model)
-        if (input_kind(self.model) == "raw_signal") != self.raw_signal:
-            loaders = "random_crop" if input_kind(self.model) == "raw_signal" else "chunked or random_chunk"
-            _fail(f"{key}.loader", f"{loaders} for model {self.model} (it reads {input_kind(self.model)} input)",
+        if self.raw_signal and self.loader != "random_crop":
+            _fail(f"{key}.loader", f"random_crop for model {self.model} (it reads {input_kind(self.model)} input)",
                   self.loader)
         if self.raw_signal and (self.crop_samples is None or self.crop_samples < MIN_CROP_SAMPLES):
             _fail(f"{key}.crop_samples", f"at least {MIN_CROP_SAMPLES} samples for the random_crop loader",
                   self.crop_samples)
         if not self.raw_signal and self.crop_samples is not None:
-            _fail(f"{key}.crop_samples", f"no crop_samples for the {self.loader} loader (it cuts spectrogram "
-                  "chunks of chunk.size)", self.crop_samples)
+            _fail(f"{key}.crop_samples", f"no crop_samples for spectrogram model {self.model} (its crop is the span "
+                  "of one chunk of chunk.size windows)", self.crop_samples)
+        if self.robust and self.loader != "random_crop":
+            _fail(f"{key}.loader", "random_crop with conditioning, log_floor or augment (they act on the raw signal, "
+                  "which only that loader reads)", self.loader)
+        self.conditioning.validate(f"{key}.conditioning", fs=300.0)
+        if self.log_floor is not None and (self.raw_signal or not self.log_floor > 0):
+            expected = ("null for a raw-signal model (it has no spectra)" if self.raw_signal
+                        else "null or a positive floor added to the power before log10")
+            _fail(f"{key}.log_floor", expected, self.log_floor)
         if self.epochs < 1:
             _fail(f"{key}.epochs", "a positive integer", self.epochs)
         if not self.lr > 0:
@@ -220,8 +247,15 @@ class EvaluateParams:
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 12345
     confidence: float = 0.95
+    # device shifts (ecgpipe.shifts): the validation recordings scored again under each, one at a time
+    shifts: dict[str, Shift] = dataclasses.field(default_factory=dict)
+    shift_seed: int = 12345
 
     def validate(self, key: str) -> None:
+        for name in self.shifts:
+            if not name or set(name) - _NAME_CHARS:
+                _fail(f"{key}.shifts.{name}", "a name of letters, digits, '_', '.' and '-' (it names MLflow metrics)",
+                      name)
         if self.bootstrap_resamples < 100:
             _fail(f"{key}.bootstrap_resamples", "at least 100 resamples", self.bootstrap_resamples)
         if not 0.5 <= self.confidence < 1:
@@ -300,9 +334,22 @@ class Params:
                 _fail(f"experiments.{name}.crop_samples", f"at most spectrogram.min_length "
                       f"({self.spectrogram.min_length}), so that every recording gives a crop; or raise min_length",
                       experiment.crop_samples)
+            if experiment.loader == "random_crop" and experiment.augment is not None:
+                drawn = experiment.augment.input_samples(self.crop_span(experiment))
+                if drawn > self.spectrogram.min_length:
+                    _fail(f"experiments.{name}.augment.stretch", f"a stretch whose crop ({drawn} samples) fits "
+                          f"spectrogram.min_length ({self.spectrogram.min_length})", experiment.augment.stretch)
         for name in self.experiments:
             if not name or set(name) - _NAME_CHARS:
                 _fail(f"experiments.{name}", "a name of letters, digits, '_', '.' and '-'", name)
+
+    def crop_span(self, experiment: ExperimentParams) -> int:
+        """Samples of one training crop of the random_crop loader: the crop of a raw-signal network, or
+        the span of one chunk's windows for a spectrogram network."""
+        if experiment.raw_signal:
+            return experiment.crop_samples
+        s = self.spectrogram
+        return s.nperseg + (self.chunk.size - 1) * (s.nperseg - s.noverlap)
 
     def experiment(self, name: str) -> ExperimentParams:
         try:

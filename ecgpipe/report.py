@@ -22,6 +22,8 @@ NOTEBOOK_BALANCED_CHUNK_ACC = {
 COMPARED = ["balanced_chunk_acc", "record_acc", "record_balanced_acc", "record_f1_A", "record_macro_f1", "record_roc_auc"]
 
 
+SHIFT_COLUMNS = ("worst_shift", "min_shift_")  # results.csv columns shown in the shift section instead
+
 # results.csv column -> the recording-level figure in eval.json (its interval is under "ci")
 RECORD_COLUMNS = {"record_acc": "accuracy", "record_balanced_acc": "balanced_accuracy", "record_macro_f1": "macro_f1",
                   "record_roc_auc": "roc_auc", "record_average_precision": "average_precision",
@@ -75,7 +77,61 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
         for column in [c for c in row if c.startswith("record_")]:
             interval = figure(record["ci"], record_figure(column))
             row[f"{column}_ci_low"], row[f"{column}_ci_high"] = interval
+    worst = read_json(Path(metrics_dir) / name / "eval.json").get(f"{split}_worst_shift")
+    if worst is not None:  # robustness beside the clean figures; the champion is chosen on the clean ones
+        positive = next(k for k in worst if k.startswith("f1_") and not k.endswith("_change"))
+        row.update({"worst_shift": worst["shift"], f"worst_shift_{positive}": worst[positive],
+                    f"worst_shift_{positive}_change": worst[f"{positive}_change"],
+                    "min_shift_roc_auc": worst["min_roc_auc"]})
     return row
+
+
+def shift_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.DataFrame | None:
+    """One row per experiment and shift: F1 of the positive class and its paired change from the
+    unshifted figure, ROC AUC, sensitivity and specificity, each with its interval."""
+    rows = []
+    for name in params.experiments:
+        shifts = read_json(Path(metrics_dir) / name / "eval.json").get(f"{split}_shifts", {})
+        for shift, figures in shifts.items():
+            positive = "A" if "A" in figures["f1"] else list(figures["f1"])[-1]
+            change = figures["change"][f"f1_{positive}"]
+            auc_change = figures["change"]["roc_auc"]
+            rows.append({
+                "experiment": name, "shift": shift, "positive": positive,
+                "f1": figures["f1"][positive], "f1_ci_low": figures["ci"]["f1"][positive][0],
+                "f1_ci_high": figures["ci"]["f1"][positive][1],
+                "f1_change": change[0], "f1_change_ci_low": change[1], "f1_change_ci_high": change[2],
+                "roc_auc": figures["roc_auc"], "roc_auc_ci_low": figures["ci"]["roc_auc"][0],
+                "roc_auc_ci_high": figures["ci"]["roc_auc"][1],
+                "roc_auc_change": auc_change[0], "roc_auc_change_ci_low": auc_change[1],
+                "roc_auc_change_ci_high": auc_change[2],
+                "sensitivity": figures["recall"][positive], "specificity": figures["specificity"][positive],
+            })
+    return pd.DataFrame(rows) if rows else None
+
+
+def _shift_section(shifts: pd.DataFrame | None, table: pd.DataFrame) -> str:
+    """Experiment x shift tables of F1 (with its change) and ROC AUC, and each experiment's worst shift."""
+    if shifts is None:
+        return ""
+    positive = shifts["positive"].iloc[0]
+
+    def wide(value: str, change: str | None) -> pd.DataFrame:
+        cells = shifts.apply(lambda r: f"{r[value]:.3f}" + (f" ({r[change]:+.3f})" if change else ""), axis=1)
+        out = shifts.assign(cell=cells).pivot(index="experiment", columns="shift", values="cell")
+        return out.loc[[e for e in table["experiment"] if e in out.index], list(dict.fromkeys(shifts["shift"]))]
+
+    worst = table.set_index("experiment")[["worst_shift", f"worst_shift_f1_{positive}",
+                                           f"worst_shift_f1_{positive}_change", "min_shift_roc_auc"]]
+    return (f"\n## Under device shifts\n\nThe validation recordings scored again under each shift of "
+            f"`evaluate.shifts`, one at a time, through `ecgpipe predict`'s path (README, \"Recordings from other "
+            f"devices\"). F1 of {positive} per recording, with its paired change from the unshifted figure in "
+            f"brackets (`reports/shifts.csv` has every interval):\n\n"
+            + to_markdown(wide("f1", "f1_change").reset_index())
+            + "\nROC AUC per recording:\n\n" + to_markdown(wide("roc_auc", None).reset_index())
+            + f"\nEach experiment's worst shift (lowest F1 of {positive}), and its lowest ROC AUC under any shift. "
+            "The champion is chosen on the unshifted figures; these are shown beside it:\n\n"
+            + to_markdown(worst.reset_index()))
 
 
 def results_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.DataFrame:
@@ -240,6 +296,7 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
     if metric not in table:
         raise ParamsError(f"params: report.champion_metric: expected a column of results.csv such as record_f1_A, "
                           f"got {metric!r}")
+    shifts = shift_table(params, metrics_dir)
     paired = None if plots_dir is None else paired_comparisons(table, metric, plots_dir, models_dir, bootstrap)
     champion = table.loc[table[metric].astype(float).idxmax(), "experiment"]
     test = None if chunks_dir is None else score_champion_on_test(params, champion, models_dir, chunks_dir,
@@ -254,9 +311,10 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
         "chunks (or crops) aggregated into one probability,\n"
         f"with a {level} interval in brackets (stratified bootstrap over the recordings, "
         f"{bootstrap.resamples:,} resamples).\n\n"
-        + to_markdown(table.drop(columns=["model", "loader"]))
+        + to_markdown(table.drop(columns=["model", "loader"] + [c for c in table if c.startswith(SHIFT_COLUMNS)]))
         + ("" if plots_dir is None else _comparison_section(paired, table, metric, bootstrap))
         + _test_section(champion, test)
+        + _shift_section(shifts, table)
     )
     fig = plots.comparison(table, [m for m in COMPARED if m in table], f"validation: chunks (balanced) and "
                            f"recordings, {level} intervals on recordings")
@@ -274,4 +332,6 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
         if paired is not None:
             paired.to_csv(staged.file(Path(out_dir) / "comparison.csv"), index=False, float_format="%.4f")
         staged.file(Path(out_dir) / "champion.json").write_text(json_text(champion_info))
+        if shifts is not None:
+            shifts.to_csv(staged.file(Path(out_dir) / "shifts.csv"), index=False, float_format="%.4f")
     return table

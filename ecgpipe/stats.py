@@ -93,6 +93,8 @@ def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], 
     precision = _divide(hits, predicted_count)
     recall = _divide(hits, support)
     f1 = _divide(2 * hits, support + predicted_count)
+    negatives = index.shape[1] - support  # one class against the rest: its specificity
+    specificity = _divide(negatives - (predicted_count - hits), negatives)
     present = support.sum(axis=0) > 0  # a class absent from y has no recall of its own
     figures = {
         "accuracy": hits.sum(axis=1) / index.shape[1],
@@ -100,6 +102,7 @@ def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], 
         "precision": {c: precision[:, i] for i, c in enumerate(class_names)},
         "recall": {c: recall[:, i] for i, c in enumerate(class_names)},
         "f1": {c: f1[:, i] for i, c in enumerate(class_names)},
+        "specificity": {c: specificity[:, i] for i, c in enumerate(class_names)},
         "macro_f1": f1.mean(axis=1),
     }
     if n_classes == 2:

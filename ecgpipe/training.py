@@ -3,7 +3,9 @@
 - ``chunked``: the balanced pre-chunked training set, shuffled each epoch.
 - ``random_chunk``: each epoch, one window of ``chunk_size`` at a random offset from each
   balanced training recording (the notebook's augmentation), drawn for the whole epoch at once.
-- ``random_crop``: the same on the raw signal, through the model's :class:`RawCrops` featurizer.
+- ``random_crop``: the same on the raw signal: one crop per recording at a random sample offset,
+  augmented (``ecgpipe.augment``) if the experiment says so, and turned into network input by the
+  model's featurizer (a raw crop, or the span of one spectrogram chunk), on the device, per batch.
 Each epoch is validated on the balanced validation chunks (the notebook's figure) and on the
 natural ones (the class mix as it occurs).
 """
@@ -26,7 +28,8 @@ from ecgpipe.data.signals import SignalSet
 from ecgpipe.data.store import SPECTRA_FILE
 from ecgpipe.io import load_tensors, read_json
 from ecgpipe.params import ParamsError
-from ecgpipe.preprocessing import RawCrops
+from ecgpipe.augment import Augmentation
+from ecgpipe.preprocessing import Featurizer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,18 +75,35 @@ class Chunks:
         return cls(*(data[k].to(device) for k in ("chunks", "labels", "records", "balanced")))
 
     @classmethod
-    def from_crops(cls, signals: SignalSet, rows: torch.Tensor, featurizer: RawCrops, seed: int) -> "Chunks":
-        """The raw-signal analogue of a chunk file: every crop that scores recordings ``rows`` (as
-        :meth:`RawCrops.crop_starts` spreads them), and a balanced set oversampled with ``seed``."""
-        lengths = signals.lengths.cpu()
-        starts = [signals.offsets[r].item() + torch.from_numpy(featurizer.crop_starts(int(lengths[r])))
-                  for r in rows.tolist()]
-        owners = torch.repeat_interleave(rows.cpu(), torch.tensor([len(s) for s in starts]))
-        device = signals.samples.device
+    def from_crops(cls, signals: SignalSet, rows: torch.Tensor, featurizer: Featurizer, seed: int,
+                   batch_size: int = 4096) -> "Chunks":
+        """The raw-signal analogue of a chunk file: every window that scores recordings ``rows`` (as
+        the featurizer's ``window_starts`` spreads them), through the featurizer, and a balanced set
+        oversampled with ``seed``."""
+        starts, owners = window_positions(signals, rows, featurizer)
         labels = signals.labels.cpu()[owners]
         balanced = torch.from_numpy(oversample(labels.numpy(), np.random.default_rng(seed)))
-        x = featurizer.gather(signals.samples, torch.cat(starts).to(device))
+        device = signals.samples.device
+        x = torch.cat([featurizer.from_sample_windows(spans) for spans in
+                       sample_windows(signals.samples, starts.to(device), featurizer.window_samples, batch_size)])
         return cls(x, labels.to(device), owners.to(device), balanced.to(device))
+
+
+def window_positions(signals: SignalSet, rows: torch.Tensor, featurizer: Featurizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Absolute starts in the signal store of every scoring window of recordings ``rows``, and each
+    window's recording (on the CPU)."""
+    lengths = signals.lengths.cpu()
+    starts = [signals.offsets[r].item() + torch.from_numpy(featurizer.window_starts(int(lengths[r])))
+              for r in rows.tolist()]
+    owners = torch.repeat_interleave(rows.cpu(), torch.tensor([len(s) for s in starts]))
+    return torch.cat(starts), owners
+
+
+def sample_windows(flat: torch.Tensor, starts: torch.Tensor, span: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """The windows (at most ``batch_size``, span) of the 1-D store ``flat`` at ``starts``, batch by batch."""
+    offsets = torch.arange(span, device=starts.device)[None, :]
+    for begin in range(0, len(starts), batch_size):
+        yield flat[starts[begin : begin + batch_size, None] + offsets]
 
 
 @dataclass
@@ -139,24 +159,31 @@ def random_chunk_batches(recordings: Spectrograms, chunk_size: int, batch_size: 
     return epoch
 
 
-def random_crop_batches(signals: SignalSet, rows: torch.Tensor, featurizer: RawCrops, batch_size: int) -> Batches:
+def random_crop_batches(signals: SignalSet, rows: torch.Tensor, featurizer: Featurizer, batch_size: int,
+                        augmentation: Augmentation | None = None) -> Batches:
     """Each epoch: every balanced training recording ``rows`` once, as one crop of the raw signal at
-    a uniformly random offset, drawn for the whole epoch at once."""
+    a uniformly random offset (drawn for the whole epoch at once), augmented if asked, and turned
+    into network input by ``featurizer`` batch by batch."""
+    span = featurizer.window_samples
+    drawn = span if augmentation is None else augmentation.input_samples(span)
     lengths = signals.lengths[rows]
-    if bool((lengths < featurizer.crop_samples).any()):
+    if bool((lengths < drawn).any()):
         short = int(lengths.min())
-        raise ValueError(f"a training recording has {short} samples, fewer than the crop ({featurizer.crop_samples}); "
+        raise ValueError(f"a training recording has {short} samples, fewer than the crop ({drawn}); "
                          "raise spectrogram.min_length or lower crop_samples")
+    fs = featurizer.sampling_rate_hz
 
     def epoch(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = rows.device
         order = rows[torch.randperm(len(rows), generator=generator).to(device)]
-        room = (signals.lengths[order] - featurizer.crop_samples + 1).to(torch.float64)
+        room = (signals.lengths[order] - drawn + 1).to(torch.float64)
         offsets = (torch.rand(len(order), generator=generator, dtype=torch.float64).to(device) * room).long()
         starts = signals.offsets[order] + offsets
-        for start in range(0, len(order), batch_size):
-            part = slice(start, start + batch_size)
-            yield featurizer.gather(signals.samples, starts[part]), signals.labels[order[part]]
+        batches = sample_windows(signals.samples, starts, drawn, batch_size)
+        for start, crops in zip(range(0, len(order), batch_size), batches):
+            if augmentation is not None:
+                crops = augmentation.apply(crops, generator, fs, span)
+            yield featurizer.from_sample_windows(crops), signals.labels[order[start : start + batch_size]]
 
     return epoch
 

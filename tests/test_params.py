@@ -92,10 +92,71 @@ def test_raw_signal_models_go_with_the_random_crop_loader_and_a_crop(small_param
         bad["experiments"]["raw"].update(change)
         with pytest.raises(ParamsError, match=re.escape(message)):
             parse_params(bad)
+    # a spectrogram network may read random crops too: its crop is the span of one chunk
+    good = copy.deepcopy(small_params)
+    good["experiments"]["mean_spectrum-chunked"].update(loader="random_crop")
+    parsed = parse_params(good)
+    # nperseg 32, a step of 28 samples, chunks of 8 windows
+    assert parsed.crop_span(parsed.experiment("mean_spectrum-chunked")) == 32 + (8 - 1) * 28
+    for loader in ("random_crop", "chunked"):
+        bad = copy.deepcopy(small_params)
+        bad["experiments"]["mean_spectrum-chunked"].update(loader=loader, crop_samples=900)
+        with pytest.raises(ParamsError, match=re.escape("crop_samples: expected no crop_samples for spectrogram model")):
+            parse_params(bad)
+
+
+def test_robustness_options_are_checked_by_key(small_params):
+    experiments = small_params["experiments"]
+    robust = {"model": "torch_lstm", "loader": "random_crop", "epochs": 1, "lr": 0.01, "lr_schedule": "cosine",
+              "conditioning": {"highpass_hz": 0.5, "lowpass_hz": 40, "amplitude": "mad"}, "log_floor": 0.001,
+              "augment": {"gain": [0.5, 2.0], "noise_snr_db": [10, 40], "stretch": 0.1}}
+    experiments["robust"] = robust
+    parsed = parse_params(small_params).experiment("robust")
+    assert parsed.robust and parsed.conditioning.lowpass_hz == 40.0 and parsed.augment.gain == [0.5, 2.0]
+    cases = [
+        ({"loader": "random_chunk"}, "experiments.robust.loader: expected random_crop with conditioning"),
+        ({"conditioning": {"highpass_hz": 50, "lowpass_hz": 40}}, "experiments.robust.conditioning.lowpass_hz: "
+         "expected above highpass_hz (50 Hz)"),
+        ({"conditioning": {"lowpass_hz": 200}}, "conditioning.lowpass_hz: expected below the Nyquist frequency (150 Hz)"),
+        ({"conditioning": {"amplitude": "rms"}}, "conditioning.amplitude: expected one of 'none', 'mad'"),
+        ({"log_floor": 0}, "experiments.robust.log_floor: expected null or a positive floor"),
+        ({"augment": {"gain": [2.0, 0.5]}}, "experiments.robust.augment.gain: expected null or [low, high]"),
+        ({"augment": {"probability": 0}}, "experiments.robust.augment.probability: expected a probability"),
+        ({"augment": {"stretch": 0.6}}, "experiments.robust.augment.stretch: expected null or a fraction"),
+        ({"augment": {"jitter": 1}}, "experiments.robust.augment.jitter: expected one of the known keys"),
+    ]
+    for change, message in cases:
+        bad = copy.deepcopy(small_params)
+        bad["experiments"]["robust"] = {**robust, **change}
+        with pytest.raises(ParamsError, match=re.escape(message)):
+            parse_params(bad)
+    # a chunk's span (228 samples here) stretched by up to 10% needs ceil(227 x 1.1) + 2 = 252 samples: more than min_length 240
     bad = copy.deepcopy(small_params)
-    bad["experiments"]["mean_spectrum-chunked"].update(loader="random_crop", crop_samples=900)
-    with pytest.raises(ParamsError, match=re.escape("expected chunked or random_chunk for model mean_spectrum")):
+    bad["spectrogram"]["min_length"] = 240
+    with pytest.raises(ParamsError, match=re.escape("experiments.robust.augment.stretch: expected a stretch whose "
+                                                    "crop (252 samples) fits spectrogram.min_length (240)")):
         parse_params(bad)
-    bad["experiments"]["mean_spectrum-chunked"].update(loader="chunked", crop_samples=900)
-    with pytest.raises(ParamsError, match=re.escape("crop_samples: expected no crop_samples for the chunked loader")):
+    bad = copy.deepcopy(small_params)
+    bad["experiments"]["robust"] = {"model": "raw_resnet", "loader": "random_crop", "crop_samples": 900, "epochs": 1,
+                                    "lr": 0.01, "lr_schedule": "cosine", "log_floor": 0.001}
+    with pytest.raises(ParamsError, match=re.escape("experiments.robust.log_floor: expected null for a raw-signal model")):
         parse_params(bad)
+
+
+def test_shifts_are_checked_by_key(small_params):
+    small_params["evaluate"] = {"shifts": {"gain_2x": {"kind": "gain", "factor": 2.0},
+                                           "band": {"kind": "bandpass", "low_hz": 0.5, "high_hz": 40}}}
+    assert parse_params(small_params).evaluate.shifts["band"].high_hz == 40.0
+    cases = [
+        ({"g": {"kind": "gain"}}, "evaluate.shifts.g.factor: missing (a gain shift needs factor)"),
+        ({"g": {"kind": "gain", "factor": 2, "hz": 3}}, "evaluate.shifts.g.hz: expected no hz for a gain shift"),
+        ({"g": {"kind": "tilt"}}, "evaluate.shifts.g.kind: expected one of 'gain'"),
+        ({"b": {"kind": "bandpass", "low_hz": 40, "high_hz": 1}}, "evaluate.shifts.b.high_hz: expected above low_hz"),
+        ({"r": {"kind": "resample", "hz": -1}}, "evaluate.shifts.r.hz: expected a positive number"),
+        ({"a+b": {"kind": "gain", "factor": 2}}, "evaluate.shifts.a+b: expected a name of letters"),
+    ]
+    for shifts, message in cases:
+        bad = copy.deepcopy(small_params)
+        bad["evaluate"]["shifts"] = shifts
+        with pytest.raises(ParamsError, match=re.escape(message)):
+            parse_params(bad)

@@ -29,6 +29,13 @@ def reported(records_dir, tmp_path_factory):
     raw["evaluate"]["bootstrap_resamples"] = 200
     raw["experiments"]["raw_resnet-random_crop"] = {"model": "raw_resnet", "loader": "random_crop", "crop_samples": 600,
                                                     "epochs": 2, "lr": 0.003, "lr_schedule": "cosine"}
+    # a spectrogram network with every robustness option, and a shift that changes nothing besides
+    # the project's own shifts
+    raw["experiments"]["fully_connected-robust_crop"] = {
+        "model": "fully_connected", "loader": "random_crop", "epochs": 2, "lr": 0.01, "lr_schedule": "cosine",
+        "conditioning": {"highpass_hz": 0.5, "lowpass_hz": 40, "amplitude": "mad"}, "log_floor": 0.001,
+        "augment": {"gain": [0.5, 2.0], "offset": 300, "noise_snr_db": [10, 40], "stretch": 0.1, "dropout_s": 0.2}}
+    raw["evaluate"]["shifts"] = {"gain_1x": {"kind": "gain", "factor": 1.0}, **raw["evaluate"]["shifts"]}
     params = parse_params(raw)
     out = tmp_path_factory.mktemp("reported")
     uri = f"sqlite:///{out / 'mlflow.db'}"
@@ -55,7 +62,7 @@ def test_every_recording_figure_has_an_interval(reported):
     out, table = reported["out"], reported["table"]
     for name in reported["params"].experiments:
         evaluation = json.loads((out / "metrics" / name / "eval.json").read_text())
-        assert set(evaluation) == {"val"}  # the test split is the report's, for the champion only
+        assert set(evaluation) == {"val", "val_shifts", "val_worst_shift"}  # no test split: the report scores it, for the champion only
         record = evaluation["val"]["record"]
         low, high = record["ci"]["f1"]["A"]
         assert low <= record["f1"]["A"] <= high
@@ -68,6 +75,50 @@ def test_every_recording_figure_has_an_interval(reported):
         assert metrics["val_record_roc_auc_ci_high"] == pytest.approx(record["ci"]["roc_auc"][1], abs=1e-6)
     markdown = (out / "reports" / "results.md").read_text()
     assert re.search(r"\| \d\.\d{3} \[\d\.\d{3}–\d\.\d{3}\] \|", markdown)  # 0.957 [0.930–0.980]
+
+
+def test_a_shift_that_changes_nothing_gives_the_unshifted_figures(reported):
+    out = reported["out"]
+    for name in reported["params"].experiments:
+        evaluation = json.loads((out / "metrics" / name / "eval.json").read_text())
+        record, same = evaluation["val"]["record"], evaluation["val_shifts"]["gain_1x"]
+        for figure in ("roc_auc", "f1", "recall", "specificity"):
+            assert same[figure] == record[figure], (name, figure)
+            assert same["ci"][figure] == record["ci"][figure], (name, figure)
+        assert same["change"] == {"f1_A": [0.0, 0.0, 0.0], "roc_auc": [0.0, 0.0, 0.0]}
+        # the project's shifts were all scored; sensitivity of AF is the recall of A
+        assert set(evaluation["val_shifts"]) == set(reported["params"].evaluate.shifts)
+        worst = evaluation["val_worst_shift"]
+        assert worst["f1_A"] == min(v["f1"]["A"] for v in evaluation["val_shifts"].values())
+        assert evaluation["val_shifts"][worst["shift"]]["f1"]["A"] == worst["f1_A"]
+
+
+def test_shifts_reach_mlflow_and_the_report(reported):
+    out, params = reported["out"], reported["params"]
+    shifts = pd.read_csv(out / "reports" / "shifts.csv")
+    assert len(shifts) == len(params.experiments) * len(params.evaluate.shifts)
+    table = reported["table"].set_index("experiment")
+    markdown = (out / "reports" / "results.md").read_text()
+    assert "## Under device shifts" in markdown
+    for name in params.experiments:
+        eval_json = json.loads((out / "metrics" / name / "eval.json").read_text())
+        assert table.loc[name, "worst_shift"] == eval_json["val_worst_shift"]["shift"]
+        run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
+        metrics = MlflowClient(reported["uri"]).get_run(run_id).data.metrics
+        assert metrics["val_shift_gain_1x_f1_A"] == metrics["val_record_f1_A"]
+        noisy = eval_json["val_shifts"]["noise_20db"]
+        assert metrics["val_shift_noise_20db_specificity_A"] == pytest.approx(noisy["specificity"]["A"], abs=1e-6)
+        assert metrics["val_shift_noise_20db_change_f1_A_ci_low"] == pytest.approx(noisy["change"]["f1_A"][1], abs=1e-6)
+        row = shifts[(shifts["experiment"] == name) & (shifts["shift"] == "resample_500hz")].iloc[0]
+        assert row["f1"] == pytest.approx(eval_json["val_shifts"]["resample_500hz"]["f1"]["A"], abs=1e-4)
+        assert re.search(rf"\| {re.escape(name)} \|( \d\.\d{{3}} \([+-]\d\.\d{{3}}\) \|){{{len(params.evaluate.shifts)}}}",
+                         markdown), name
+    # the robust model carries its options to serving: saved in model.json, applied by its predictor
+    spec = json.loads((out / "models" / "fully_connected-robust_crop" / "model.json").read_text())
+    assert spec["preprocessing"]["featurizer"]["conditioning"]["lowpass_hz"] == 40
+    assert spec["preprocessing"]["featurizer"]["log_floor"] == 0.001
+    plain = json.loads((out / "models" / "mean_spectrum-chunked" / "model.json").read_text())
+    assert "conditioning" not in plain["preprocessing"]["featurizer"]
 
 
 def test_experiments_are_compared_with_the_champion(reported):
