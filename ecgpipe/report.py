@@ -110,6 +110,15 @@ def shift_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.Dat
     return pd.DataFrame(rows) if rows else None
 
 
+def _robust_section(versus: pd.DataFrame | None, metric: str) -> str:
+    if versus is None:
+        return ""
+    return (f"\n### Robust against plain\n\nEach experiment with robustness options against each plain one of the "
+            f"same network: `difference` is robust − plain in `{metric}` on the unshifted recordings (paired "
+            "bootstrap; an interval that includes 0 is within noise), beside both worst-shift figures.\n\n"
+            + to_markdown(versus))
+
+
 def _shift_section(shifts: pd.DataFrame | None, table: pd.DataFrame) -> str:
     """Experiment x shift tables of F1 (with its change) and ROC AUC, and each experiment's worst shift."""
     if shifts is None:
@@ -194,33 +203,64 @@ def register_champion(table: pd.DataFrame, metric: str, models_dir: Path, regist
             "model_uri": f"models:/{registered_model}@{CHAMPION}"}
 
 
+def validation_probabilities(name: str, plots_dir: Path, models_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(record ids, labels, probabilities, class names) of experiment NAME's validation recordings,
+    sorted by record, from what its evaluate stage wrote (``plots/confusion/NAME/val.csv``)."""
+    from ecgpipe.experiment import SPEC_FILE
+
+    classes = read_json(Path(models_dir) / name / SPEC_FILE)["class_names"]
+    frame = pd.read_csv(Path(plots_dir) / "confusion" / name / "val.csv", dtype={"record": str})
+    frame = frame.sort_values("record")  # the same recordings in the same order for every experiment
+    y = frame["actual"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return frame["record"].to_numpy(), y, frame[[f"p_{c}" for c in classes]].to_numpy(), classes
+
+
+def paired_validation_difference(a: str, b: str, figure_name: str, plots_dir: Path, models_dir: Path,
+                                 bootstrap: Bootstrap):
+    """``a - b`` of one recording-level figure on the same validation recordings (paired bootstrap)."""
+    ids, y, probs_a, classes = validation_probabilities(a, plots_dir, models_dir)
+    ids_b, _, probs_b, classes_b = validation_probabilities(b, plots_dir, models_dir)
+    if not (np.array_equal(ids, ids_b) and classes == classes_b):
+        raise ValueError(f"{a} and {b} were not evaluated on the same validation recordings and classes; rerun "
+                         "their evaluate stages")
+    return paired_difference(y, probs_a, probs_b, classes, figure_name, bootstrap)
+
+
+def robust_against_plain(params: Params, table: pd.DataFrame, metric: str, plots_dir: Path, models_dir: Path,
+                         bootstrap: Bootstrap) -> pd.DataFrame | None:
+    """Each experiment with robustness options against each plain experiment of the same network:
+    the paired difference of ``metric`` on the unshifted recordings (what robustness costs or buys
+    on clean data) and both worst-shift figures (what it buys under shift)."""
+    if not metric.startswith("record_") or "worst_shift" not in table:
+        return None
+    by_name = table.set_index("experiment")
+    positive = next(c.removeprefix("worst_shift_") for c in table if c.startswith("worst_shift_f1_")
+                    and not c.endswith("_change"))
+    rows = []
+    for robust in [n for n in params.experiments if params.experiments[n].robust]:
+        model = params.experiments[robust].model
+        for plain in [n for n, e in params.experiments.items() if e.model == model and not e.robust]:
+            diff = paired_validation_difference(robust, plain, record_figure(metric), plots_dir, models_dir, bootstrap)
+            rows.append({"robust": robust, "plain": plain, f"{metric}_robust": by_name.loc[robust, metric],
+                         f"{metric}_plain": by_name.loc[plain, metric], "difference": diff.difference,
+                         "difference_ci_low": diff.low, "difference_ci_high": diff.high,
+                         f"worst_shift_{positive}_robust": by_name.loc[robust, f"worst_shift_{positive}"],
+                         f"worst_shift_{positive}_plain": by_name.loc[plain, f"worst_shift_{positive}"]})
+    return pd.DataFrame(rows) if rows else None
+
+
 def paired_comparisons(table: pd.DataFrame, metric: str, plots_dir: Path, models_dir: Path,
                        bootstrap: Bootstrap) -> pd.DataFrame | None:
     """Each experiment against the champion on ``metric`` (a ``record_*`` column): the paired
     bootstrap difference ``experiment - champion`` over the same validation recordings, from the
     per-recording probabilities that the evaluate stages wrote (``plots/confusion/NAME/val.csv``).
     None for a chunk-level metric, whose units are not the recordings."""
-    from ecgpipe.experiment import SPEC_FILE
-
     if not metric.startswith("record_"):
         return None
     champion = table.loc[table[metric].astype(float).idxmax(), "experiment"]
-
-    def recordings(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        classes = read_json(Path(models_dir) / name / SPEC_FILE)["class_names"]
-        frame = pd.read_csv(Path(plots_dir) / "confusion" / name / "val.csv", dtype={"record": str})
-        frame = frame.sort_values("record")  # the same recordings in the same order for every experiment
-        y = frame["actual"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        return frame["record"].to_numpy(), y, frame[[f"p_{c}" for c in classes]].to_numpy(), classes
-
-    ids, y, champion_probs, classes = recordings(champion)
     rows = []
     for name in table["experiment"]:
-        other_ids, _, probs, other_classes = recordings(name)
-        if not (np.array_equal(other_ids, ids) and other_classes == classes):
-            raise ValueError(f"{name} and {champion} were not evaluated on the same validation recordings and "
-                             "classes; rerun their evaluate stages")
-        diff = paired_difference(y, probs, champion_probs, classes, record_figure(metric), bootstrap)
+        diff = paired_validation_difference(name, champion, record_figure(metric), plots_dir, models_dir, bootstrap)
         verdict = ("champion" if name == champion else "worse" if diff.high < 0
                    else "better" if diff.low > 0 else "not distinguishable")
         rows.append({"experiment": name, "difference": diff.difference, "difference_ci_low": diff.low,
@@ -315,6 +355,8 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
         + ("" if plots_dir is None else _comparison_section(paired, table, metric, bootstrap))
         + _test_section(champion, test)
         + _shift_section(shifts, table)
+        + ("" if plots_dir is None else _robust_section(
+            robust_against_plain(params, table, metric, plots_dir, models_dir, bootstrap), metric))
     )
     fig = plots.comparison(table, [m for m in COMPARED if m in table], f"validation: chunks (balanced) and "
                            f"recordings, {level} intervals on recordings")

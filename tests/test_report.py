@@ -113,6 +113,11 @@ def test_shifts_reach_mlflow_and_the_report(reported):
         assert row["f1"] == pytest.approx(eval_json["val_shifts"]["resample_500hz"]["f1"]["A"], abs=1e-4)
         assert re.search(rf"\| {re.escape(name)} \|( \d\.\d{{3}} \([+-]\d\.\d{{3}}\) \|){{{len(params.evaluate.shifts)}}}",
                          markdown), name
+    # robust against plain: the same network without the options, paired on the clean recordings
+    robust_section = markdown.split("### Robust against plain")[1]
+    assert re.search(r"\| fully_connected-robust_crop \| fully_connected-random_chunk \| \d\.\d{3} \| \d\.\d{3} \| "
+                     r"-?\d\.\d{3} [\[(]", robust_section)  # both figures, then the difference with its interval
+    assert "mean_spectrum-chunked |" not in robust_section  # another network: not its plain version
     # the robust model carries its options to serving: saved in model.json, applied by its predictor
     spec = json.loads((out / "models" / "fully_connected-robust_crop" / "model.json").read_text())
     assert spec["preprocessing"]["featurizer"]["conditioning"]["lowpass_hz"] == 40
