@@ -381,6 +381,9 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
         mlflow.log_metrics(mlflow_metrics(scores))
         if shifted:
             mlflow.log_metrics(shift_mlflow_metrics("val", shifted))
+            worst = worst_shift(shifted, list(class_names))  # one figure per run, for studies across folds
+            mlflow.log_metrics({f"val_worst_shift_{k}".replace("~", "noise"): v for k, v in worst.items()
+                                if isinstance(v, float)})
             mlflow.log_dict({"shifts": {n: dataclasses.asdict(s) for n, s in params.evaluate.shifts.items()},
                              "results": metrics_for_dvc(shifted)}, "evaluation/val_shifts.json")
         mlflow.log_param("evaluate.aggregation", params.evaluate.aggregation)

@@ -29,7 +29,9 @@ import scipy.stats
 
 STUDY_TAG, FOLD_TAG, SEED_TAG = "study", "fold", "seed"
 PARENT_TAG = "study_parent"
-FIGURES = ("record_f1_A", "record_roc_auc", "record_balanced_accuracy", "record_macro_f1")
+FIGURES = ("record_f1_A", "record_roc_auc", "record_balanced_accuracy", "record_macro_f1",
+           "worst_shift_f1_A")  # F1(A) under the device shift that lowers it most (evaluate.shifts)
+PAIRED = ("record_f1_A", "record_roc_auc", "worst_shift_f1_A")  # the figures compared pair by pair
 
 
 class StudyError(ValueError):
@@ -189,11 +191,11 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
         lines.append(f"| {row['experiment']} | {row['folds']} | " + " | ".join(spread(row, f) for f in FIGURES) + " |")
     lines += ["", f"## Paired differences across folds (a − b, {level} t-interval)", "",
               "Each fold scores both experiments on the same recordings; a difference is real when its interval "
-              "excludes 0.", "", "| a | b | folds | " + " | ".join(f"{f} (a − b)" for f in FIGURES[:2]) + " |",
-              "|---|---|---|" + "---|" * 2]
+              "excludes 0.", "", "| a | b | folds | " + " | ".join(f"{f} (a − b)" for f in PAIRED) + " |",
+              "|---|---|---|" + "---|" * len(PAIRED)]
     for _, row in pairs.iterrows():
         cells = []
-        for f in FIGURES[:2]:
+        for f in PAIRED:
             verdict = "real" if row[f"{f}_real"] else "within noise"
             cells.append(f"{row[f + '_difference']:+.3f} [{row[f + '_ci_low']:+.3f}, {row[f + '_ci_high']:+.3f}] {verdict}")
         lines.append(f"| {row['a']} | {row['b']} | {row['folds']} | " + " | ".join(cells) + " |")

@@ -1,6 +1,7 @@
 """Cross-validation studies: the queued commands, the aggregation across folds, and a synthetic
 study run end to end by two parallel DVC queue workers."""
 import json
+import re
 import sys
 
 import numpy as np
@@ -38,7 +39,8 @@ def test_summary_and_paired_differences_across_folds():
             noise = rng.normal(0, 0.003)
             rows.append({"experiment": name, "fold": fold, "seed": 1, "run_id": f"{name}{fold}",
                          "record_f1_A": level + difficulty + noise, "record_roc_auc": 0.98 + noise,
-                         "record_balanced_accuracy": level, "record_macro_f1": level})
+                         "record_balanced_accuracy": level, "record_macro_f1": level,
+                         "worst_shift_f1_A": level - 0.1})
     summary, pairs = summarise(StudyRuns("s", pd.DataFrame(rows)))
     assert summary["folds"].tolist() == [5, 5, 5]
     strong = summary.set_index("experiment").loc["strong"]
@@ -78,6 +80,9 @@ def test_a_study_run_by_two_queue_workers_loses_nothing(study_project):
     assert not list((project / ".dvc" / "tmp").glob("exps/tmp*"))  # the temporary copies are gone ...
     for r in runs:  # ... and every run is finished, evaluated, and its artifacts readable
         assert r.info.status == "FINISHED" and "val_record_f1_A" in r.data.metrics
+        per_shift = [v for k, v in r.data.metrics.items() if re.fullmatch(r"val_shift_[^_]+(_[^_]+)*_f1_A", k)
+                     and "_change_" not in k]
+        assert len(per_shift) == 10 and r.data.metrics["val_worst_shift_f1_A"] == min(per_shift)
         assert r.data.tags["seed"] == "12345" and r.data.tags["dvc_experiment"].startswith("cv-fold")
         spec = json.loads(open(mlflow.artifacts.download_artifacts(
             run_id=r.info.run_id, artifact_path="model.json", tracking_uri=store)).read())
