@@ -27,7 +27,9 @@ from ecgpipe.io import json_text, read_json, staged_outputs
 from ecgpipe.predict import Predictor, read_recording
 from ecgpipe.preprocessing import Preprocessing, Signal, SpectrogramChunks, probabilities
 from ecgpipe.shifts import Shift, shift_rng
-from ecgpipe.stats import CHALLENGE_CLASSES, Bootstrap, confidence_intervals, resampled_figures, stratified_resamples
+from ecgpipe.stats import (
+    CHALLENGE_CLASSES, Bootstrap, confidence_intervals, positive_class, resampled_figures, stratified_resamples,
+)
 from ecgpipe.stats import figure as stat_figure
 from ecgpipe.training import Chunks, predict_logits, resolve_device
 
@@ -112,6 +114,7 @@ class SplitOutputs:
     owner: torch.Tensor
     rows: torch.Tensor
     probs: torch.Tensor
+    signals: dict[int, Signal]  # the recordings as read, by row: the device shifts start from them
 
 
 def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray, record_labels: torch.Tensor,
@@ -136,7 +139,7 @@ def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray,
         balanced = torch.from_numpy(oversample(record_labels[owner].numpy(), np.random.default_rng(seed)))
     logits = predict_logits(predictor.model, x.to(device), batch_size).cpu()
     record_rows, probs = predictor.preprocessing.aggregate(logits, owner)
-    return SplitOutputs(logits, owner, record_rows, probs), balanced
+    return SplitOutputs(logits, owner, record_rows, probs, dict(zip(rows.tolist(), signals))), balanced
 
 
 def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels: torch.Tensor,
@@ -175,11 +178,6 @@ def score_saved_model(params, model_dir: Path, split: str, records_dir: Path, sp
 # --- device shifts ------------------------------------------------------------------------------
 
 SHIFT_FIGURES = ("roc_auc", "f1", "recall", "specificity")  # recall of A = sensitivity to AF
-
-
-def positive_class(class_names: list[str]) -> str:
-    """The class whose sensitivity and specificity are reported: A (AF) when present."""
-    return "A" if "A" in class_names else class_names[-1]
 
 
 def score_shift(predictor: Predictor, signals: list[Signal], rows: torch.Tensor, name: str, shift: Shift, seed: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -221,11 +219,11 @@ def shift_figures(y: np.ndarray, probs: np.ndarray, clean: tuple[dict, dict], cl
     return figures
 
 
-def evaluate_shifts(predictor: Predictor, records_dir: Path, record_ids: np.ndarray, record_labels: torch.Tensor,
-                    clean: SplitOutputs, shifts: dict[str, Shift], seed: int, batch_size: int,
-                    bootstrap: Bootstrap, device: torch.device | str = "cpu") -> dict:
-    """:func:`shift_figures` of every shift, for the recordings that ``clean`` scored unshifted."""
-    signals = [read_recording(Path(records_dir) / f"{record_ids[r]}.mat") for r in clean.rows.tolist()]
+def evaluate_shifts(predictor: Predictor, record_labels: torch.Tensor, clean: SplitOutputs, shifts: dict[str, Shift],
+                    seed: int, batch_size: int, bootstrap: Bootstrap, device: torch.device | str = "cpu") -> dict:
+    """:func:`shift_figures` of every shift, for the recordings that ``clean`` scored unshifted
+    (starting from the recordings as it read them)."""
+    signals = [clean.signals[r] for r in clean.rows.tolist()]
     y = record_labels[clean.rows].numpy()
     clean_resampled = resample_figures(y, clean.probs.numpy(), list(predictor.class_names), bootstrap)
     results = {}
@@ -355,17 +353,17 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
             fpr, tpr, recall, precision, scores[split]["record"], class_names[positive], f"{name}: {split}, per recording")
 
     # the same recordings again under each device shift (params evaluate.shifts), through predict's path
-    record_ids = table["record"].to_numpy()
     record_labels = torch.tensor(table["class_index"].to_numpy())
-    shifted = evaluate_shifts(predictor, records_dir, record_ids, record_labels, rec, params.evaluate.shifts,
-                              params.evaluate.shift_seed, params.train.eval_batch_size, params.evaluate.bootstrap(),
+    shifted = evaluate_shifts(predictor, record_labels, rec, params.evaluate.shifts, params.evaluate.shift_seed,
+                              params.train.eval_batch_size, params.evaluate.bootstrap(),
                               resolve_device(params.train.device))
+    worst = worst_shift(shifted, list(class_names))
     summary = metrics_for_dvc(scores)
     if shifted:
         summary["val_shifts"] = metrics_for_dvc(shifted)
-        summary["val_worst_shift"] = metrics_for_dvc(worst_shift(shifted, list(class_names)))
+        summary["val_worst_shift"] = metrics_for_dvc(worst)
     # a real validation recording as the predictor's input example
-    example = read_recording(Path(records_dir) / f"{outputs['val']['confusion']['record'].iloc[0]}.mat").samples
+    example = rec.signals[int(rec.rows[0])].samples  # the first recording of the predictions table
     kinds = ("confusion", "roc", "pr")
     with staged_outputs() as staged:
         folders = {kind: staged.dir(Path(plots_dir) / kind / name) for kind in (*kinds, "figures")}
@@ -381,7 +379,7 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
         mlflow.log_metrics(mlflow_metrics(scores))
         if shifted:
             mlflow.log_metrics(shift_mlflow_metrics("val", shifted))
-            worst = worst_shift(shifted, list(class_names))  # one figure per run, for studies across folds
+            # one figure per run, for studies across folds
             mlflow.log_metrics({f"val_worst_shift_{k}".replace("~", "noise"): v for k, v in worst.items()
                                 if isinstance(v, float)})
             mlflow.log_dict({"shifts": {n: dataclasses.asdict(s) for n, s in params.evaluate.shifts.items()},

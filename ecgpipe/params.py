@@ -334,6 +334,10 @@ class Params:
                 _fail(f"experiments.{name}.crop_samples", f"at most spectrogram.min_length "
                       f"({self.spectrogram.min_length}), so that every recording gives a crop; or raise min_length",
                       experiment.crop_samples)
+            if not experiment.raw_signal and experiment.robust and self.spectrogram.scaling != "spectrum":
+                # the conditioned chunks' spectra are computed in torch, with scaling 'spectrum' only
+                _fail("spectrogram.scaling", f"spectrum for experiment {name} (its conditioned spectra support "
+                      "no other scaling)", self.spectrogram.scaling)
             if experiment.loader == "random_crop" and experiment.augment is not None:
                 drawn = experiment.augment.input_samples(self.crop_span(experiment))
                 if drawn > self.spectrogram.min_length:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ecgpipe.io import json_text, read_json, staged_outputs
 from ecgpipe.params import Params, ParamsError
-from ecgpipe.stats import Bootstrap, figure, paired_difference
+from ecgpipe.stats import Bootstrap, figure, paired_difference, positive_class
 
 # The notebook's balanced validation chunk accuracy (its only figure), by (model, loader).
 NOTEBOOK_BALANCED_CHUNK_ACC = {
@@ -52,7 +52,8 @@ def class_mix(params: Params, metrics_dir: Path, split: str = "val") -> str:
 
 def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "val") -> dict:
     experiment = params.experiment(name)
-    evaluation = read_json(Path(metrics_dir) / name / "eval.json")[split]
+    eval_json = read_json(Path(metrics_dir) / name / "eval.json")
+    evaluation = eval_json[split]
     speed = read_json(Path(metrics_dir) / name / "speed.json")
     record = evaluation["record"]
     row = {
@@ -77,9 +78,9 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
         for column in [c for c in row if c.startswith("record_")]:
             interval = figure(record["ci"], record_figure(column))
             row[f"{column}_ci_low"], row[f"{column}_ci_high"] = interval
-    worst = read_json(Path(metrics_dir) / name / "eval.json").get(f"{split}_worst_shift")
+    worst = eval_json.get(f"{split}_worst_shift")
     if worst is not None:  # robustness beside the clean figures; the champion is chosen on the clean ones
-        positive = next(k for k in worst if k.startswith("f1_") and not k.endswith("_change"))
+        positive = f"f1_{positive_class(list(record['f1']))}"
         row.update({"worst_shift": worst["shift"], f"worst_shift_{positive}": worst[positive],
                     f"worst_shift_{positive}_change": worst[f"{positive}_change"],
                     "min_shift_roc_auc": worst["min_roc_auc"]})
@@ -93,7 +94,7 @@ def shift_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.Dat
     for name in params.experiments:
         shifts = read_json(Path(metrics_dir) / name / "eval.json").get(f"{split}_shifts", {})
         for shift, figures in shifts.items():
-            positive = "A" if "A" in figures["f1"] else list(figures["f1"])[-1]
+            positive = positive_class(list(figures["f1"]))
             change = figures["change"][f"f1_{positive}"]
             auc_change = figures["change"]["roc_auc"]
             rows.append({
@@ -234,8 +235,7 @@ def robust_against_plain(params: Params, table: pd.DataFrame, metric: str, plots
     if not metric.startswith("record_") or "worst_shift" not in table:
         return None
     by_name = table.set_index("experiment")
-    positive = next(c.removeprefix("worst_shift_") for c in table if c.startswith("worst_shift_f1_")
-                    and not c.endswith("_change"))
+    positive = f"f1_{positive_class(params.spectrogram.classes)}"
     rows = []
     for robust in [n for n in params.experiments if params.experiments[n].robust]:
         model = params.experiments[robust].model

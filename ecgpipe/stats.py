@@ -17,6 +17,11 @@ import scipy.stats
 CHALLENGE_CLASSES = ("N", "A", "O")  # CinC 2017 score: the mean F1 of these three
 
 
+def positive_class(class_names: list[str]) -> str:
+    """The class whose sensitivity, specificity and worst-shift F1 are reported: A (AF) when present."""
+    return "A" if "A" in class_names else class_names[-1]
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     resamples: int = 1000

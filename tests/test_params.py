@@ -137,6 +137,10 @@ def test_robustness_options_are_checked_by_key(small_params):
                                                     "crop (252 samples) fits spectrogram.min_length (240)")):
         parse_params(bad)
     bad = copy.deepcopy(small_params)
+    bad["spectrogram"]["scaling"] = "density"
+    with pytest.raises(ParamsError, match=re.escape("spectrogram.scaling: expected spectrum for experiment robust")):
+        parse_params(bad)
+    bad = copy.deepcopy(small_params)
     bad["experiments"]["robust"] = {"model": "raw_resnet", "loader": "random_crop", "crop_samples": 900, "epochs": 1,
                                     "lr": 0.01, "lr_schedule": "cosine", "log_floor": 0.001}
     with pytest.raises(ParamsError, match=re.escape("experiments.robust.log_floor: expected null for a raw-signal model")):
