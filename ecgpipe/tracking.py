@@ -128,6 +128,28 @@ def _as_named(path: Path) -> str:
         return path.as_posix()
 
 
+LOG_INPUT_TRIES = 3
+
+
+def _log_input(dataset, context: str) -> None:
+    """``mlflow.log_input``, retried when another process created the same dataset row meanwhile.
+
+    MLflow's SQL store looks a dataset up and inserts it if missing, not atomically: two queue
+    workers logging the same file (same name and digest) at once can both insert, and the second
+    fails on the UNIQUE constraint. Retried, it finds the row the first made and links it.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, LOG_INPUT_TRIES + 1):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            if "UNIQUE constraint failed" not in str(exc) or attempt == LOG_INPUT_TRIES:
+                raise
+
+
 def log_lineage(inputs: list[Path], params_file: Path | None, context: str = "training") -> dict[str, str]:
     """Record in the active run which data it read, as MLflow datasets (name: the path in the
     project, digest: the file's DVC md5, source: the file), plus the params file's md5.
@@ -145,7 +167,7 @@ def log_lineage(inputs: list[Path], params_file: Path | None, context: str = "tr
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file source
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(Path(path).resolve().as_uri())
-        mlflow.log_input(MetaDataset(source=source, name=name, digest=md5), context=context)
+        _log_input(MetaDataset(source=source, name=name, digest=md5), context)
     if params_file is not None and Path(params_file).is_file():
         mlflow.set_tag("params_md5", file_digest(params_file))
     mlflow.log_dict(digests, "dvc/inputs.json")

@@ -126,3 +126,32 @@ def test_random_chunk_experiment_trains(prepared, tmp_path, store):
     # this experiment's schedule is cosine over 2 epochs: 0.01, then 0.01 * (1 + cos(pi / 2)) / 2
     lr = pd.read_csv(tmp_path / "plots" / "history" / "fully_connected-random_chunk.csv")["lr"]
     assert lr.tolist() == pytest.approx([0.01, 0.005])
+
+
+def test_lineage_survives_a_concurrent_insert_of_the_same_dataset(store, tmp_path, monkeypatch):
+    """Two queue workers logging the same file at once: MLflow's get-or-create of the dataset row is
+    not atomic, and the loser hits the UNIQUE constraint. It retries and links the row."""
+    from mlflow.exceptions import MlflowException
+
+    from ecgpipe import tracking
+
+    data = tmp_path / "x.json"
+    data.write_text("{}")
+    real, calls = mlflow.log_input, []
+
+    def racing(dataset, context=None):
+        calls.append(dataset.name)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")
+        return real(dataset, context=context)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with mlflow.start_run() as run:
+        tracking.log_lineage([data], None)
+    assert len(calls) == 2
+    inputs = MlflowClient(store).get_run(run.info.run_id).inputs.dataset_inputs
+    assert [i.dataset.digest for i in inputs] == [hashlib.md5(b"{}").hexdigest()]
+    monkeypatch.setattr(mlflow, "log_input", lambda *a, **k: (_ for _ in ()).throw(MlflowException("other")))
+    with mlflow.start_run(), pytest.raises(MlflowException, match="other"):
+        tracking.log_lineage([data], None)  # any other error is not retried
