@@ -147,11 +147,16 @@ def test_lineage_survives_a_concurrent_insert_of_the_same_dataset(store, tmp_pat
         return real(dataset, context=context)
 
     monkeypatch.setattr(mlflow, "log_input", racing)
-    with mlflow.start_run() as run:
-        tracking.log_lineage([data], None)
-    assert len(calls) == 2
-    inputs = MlflowClient(store).get_run(run.info.run_id).inputs.dataset_inputs
-    assert [i.dataset.digest for i in inputs] == [hashlib.md5(b"{}").hexdigest()]
-    monkeypatch.setattr(mlflow, "log_input", lambda *a, **k: (_ for _ in ()).throw(MlflowException("other")))
-    with mlflow.start_run(), pytest.raises(MlflowException, match="other"):
-        tracking.log_lineage([data], None)  # any other error is not retried
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store)  # an earlier test may have set another store for this process
+    try:
+        with mlflow.start_run() as run:
+            tracking.log_lineage([data], None)
+        assert len(calls) == 2
+        inputs = MlflowClient(store).get_run(run.info.run_id).inputs.dataset_inputs
+        assert [i.dataset.digest for i in inputs] == [hashlib.md5(b"{}").hexdigest()]
+        monkeypatch.setattr(mlflow, "log_input", lambda *a, **k: (_ for _ in ()).throw(MlflowException("other")))
+        with mlflow.start_run(), pytest.raises(MlflowException, match="other"):
+            tracking.log_lineage([data], None)  # any other error is not retried
+    finally:
+        mlflow.set_tracking_uri(previous)
