@@ -12,27 +12,34 @@ from ecgpipe.stage import INPUT_ERRORS, exit_with_error
 CLI_ERRORS = INPUT_ERRORS + (ValueError, OSError)
 
 
+def _json_output(args: argparse.Namespace) -> Path | None:
+    """Where ``--json`` goes, checked before the benchmark runs (a folder or an input is refused)."""
+    from ecgpipe.io import user_output
+
+    return None if args.json is None else user_output(args.json, "--json", [args.params] if "params" in args else [])
+
+
+def _print_and_write(result: dict, target: Path | None) -> None:
+    from ecgpipe.io import json_text, write_user_output
+
+    print(json.dumps(result, indent=2))
+    if target is not None:
+        write_user_output(target, json_text(result))
+
+
 def _bench_data(args: argparse.Namespace) -> None:
     from ecgpipe.bench.data import bench_data
 
-    result = bench_data(args.params, repeats=args.repeats, notebook=args.notebook)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        from ecgpipe.io import write_json
-
-        write_json(args.json, result)
+    target = _json_output(args)
+    _print_and_write(bench_data(args.params, repeats=args.repeats, notebook=args.notebook), target)
 
 
 def _bench_train(args: argparse.Namespace) -> None:
     from ecgpipe.bench.train import bench_train
 
-    result = bench_train(args.batches, args.repeats, args.device, args.notebook, args.models, args.tuned_notebook)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        from ecgpipe.io import write_json
-
-        write_json(args.json, result)
+    target = _json_output(args)
+    _print_and_write(bench_train(args.batches, args.repeats, args.device, args.notebook, args.models,
+                                 args.tuned_notebook), target)
 
 
 def _checked(check_name: str):
@@ -49,21 +56,39 @@ def _checked(check_name: str):
     return convert
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a count of at least 1 (repeats, batches, folds' workers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    from ecgpipe.params import DEVICE_NAMES, is_device_name
+
+    if not is_device_name(text):
+        raise argparse.ArgumentTypeError(f"expected {DEVICE_NAMES}, got {text!r}")
+    return text
+
+
 def _predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from ecgpipe.predict import Predictor, predict_files
 
-    if args.out is not None and args.out.is_dir():
-        raise ValueError(f"--out {args.out}: is a folder; expected the path of a CSV file to write")
+    from ecgpipe.io import user_output, write_user_output
+
+    # checked before the model loads: a folder, or one of the recordings, is refused
+    target = None if args.out is None else user_output(args.out, "--out", args.files)
     predictor = Predictor.load(args.model)
     table = pd.DataFrame(predict_files(predictor, args.files, fs=args.fs, gain=args.gain))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
-    if args.out:
-        from ecgpipe.io import atomic_path
-
-        with atomic_path(args.out) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.6f")
+    if target is not None:
+        write_user_output(target, table.to_csv(index=False, float_format="%.6f"))
     failed = table["error"].astype(bool).sum()
     if failed:
         sys.exit(f"{failed} of {len(table)} recordings could not be classified (see the error column)")
@@ -148,14 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--json", type=Path, help="also write the result here")
     data.add_argument("--params", type=Path, default=Path("params.yaml"))
-    data.add_argument("--repeats", type=int, default=3, help="fresh-process runs; medians are reported")
+    data.add_argument("--repeats", type=_positive_int, default=3, help="fresh-process runs; medians are reported")
     data.add_argument("--notebook", action="store_true", help="also time the notebook's own code, interleaved")
     data.set_defaults(func=_bench_data)
     train = bench.add_parser("train", help="training throughput (examples/s) of every registered model")
-    train.add_argument("--batches", type=int, default=200,
+    train.add_argument("--batches", type=_positive_int, default=200,
                        help="timed minibatches per model and repeat (shorter windows are noisier)")
-    train.add_argument("--repeats", type=int, default=5, help="medians over this many interleaved repeats")
-    train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    train.add_argument("--repeats", type=_positive_int, default=5, help="medians over this many interleaved repeats")
+    train.add_argument("--device", type=_device, default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     train.add_argument("--notebook", action="store_true", help="also time the notebook's loop, interleaved")
     train.add_argument("--tuned-notebook", action="store_true",
                        help="give the notebook's process the training path's CPU settings too (ecgpipe.cpu)")

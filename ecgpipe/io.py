@@ -18,7 +18,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
+import stat
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,22 @@ import torch
 
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_leftover_temps(path: Path) -> None:
+    """Delete the temporary siblings of ``path`` that a killed run left (SIGKILL runs no clean-up).
+
+    Only names of :func:`_temp_name`'s exact form are touched; one stage is the only writer of its
+    outputs, so no live writer owns them.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp")
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:  # no folder yet, or not readable: nothing of ours to clean
+        return
+    for sibling in siblings:
+        if pattern.fullmatch(sibling.name):
+            _remove(sibling)
 
 
 def _remove(path: Path) -> None:
@@ -100,6 +118,7 @@ class StagedOutputs:
         tmp = _temp_name(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftover_temps(path)
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0666 less the umask
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, str(path)) from None
@@ -112,6 +131,7 @@ class StagedOutputs:
         tmp = _temp_name(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftover_temps(path)
             tmp.mkdir(0o777)  # less the umask
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, str(path)) from None
@@ -170,6 +190,46 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only on success."""
     with staged_outputs() as staged:
         yield staged.dir(path)
+
+
+class OutputError(ValueError):
+    """A file the user asked us to write cannot be written without losing something."""
+
+
+def user_output(path: str | Path, option: str, inputs: list[str | Path] = ()) -> Path:
+    """Check a user-named output file (``--out``, ``--json``) before any work; return where to write.
+
+    A symlink is written through (its target is replaced, as any Unix tool does); a folder, or
+    one of the call's own inputs, is refused, so nothing the user has is lost.
+    """
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    if target.is_dir():
+        raise OutputError(f"{option} {path}: is a folder; expected the path of a file to write")
+    if target.exists():
+        for source in inputs:
+            try:
+                same = os.path.samefile(target, source)
+            except OSError:  # an input that does not exist is that input's own error
+                continue
+            if same:
+                raise OutputError(f"{option} {path}: is one of the inputs ({source}); choose another file to write")
+    return target
+
+
+def write_user_output(target: Path, text: str) -> None:
+    """Write ``text`` to a :func:`user_output` target: a regular file by rename, whole or not at all;
+    a device or FIFO (``/dev/null``, a pipe) in place, since renaming over it would replace it."""
+    try:
+        special = not stat.S_ISREG(target.stat().st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:
+        with open(target, "w") as f:
+            f.write(text)
+        return
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
 
 
 def file_digest(path: str | Path, algorithm: str = "md5", block: int = 1 << 20) -> str:

@@ -35,9 +35,13 @@ def os_error_line(exc: OSError) -> str:
     return f"{path}: {exc.strerror or exc}"
 
 
-def exit_with_error(exc: BaseException) -> None:
+# DVC deletes a stage's outputs before it runs it; a failed stage leaves them deleted
+RESTORE_HINT = "under dvc repro, `dvc checkout` restores this stage's previous outputs"
+
+
+def exit_with_error(exc: BaseException, hint: str | None = None) -> None:
     message = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
-    sys.exit(f"error: {message}")
+    sys.exit(f"error: {message}" + (f" ({hint})" if hint else ""))
 
 
 def run_stage(description: str, paths: list[str], body: Callable[[Params, argparse.Namespace], object],
@@ -55,4 +59,4 @@ def run_stage(description: str, paths: list[str], body: Callable[[Params, argpar
     try:
         body(load_params(args.params), args)
     except INPUT_ERRORS + (OSError,) as exc:
-        exit_with_error(exc)
+        exit_with_error(exc, RESTORE_HINT)

@@ -40,8 +40,8 @@ def test_bench_train_rejects_an_unknown_model():
 
 
 def test_bench_train_rejects_no_repeats_before_starting_a_process():
-    with pytest.raises(SystemExit, match=r"--batches and --repeats must be at least 1, got 5 and 0"):
-        main(["bench", "train", "--batches", "5", "--repeats", "0"])
+    with pytest.raises(ValueError, match=r"--batches and --repeats must be at least 1, got 5 and 0"):
+        bench_train(batches=5, repeats=0)
 
 
 @pytest.mark.parametrize("name", ["mean_spectrum", "fully_connected", "conv", "torch_lstm"])
@@ -59,3 +59,34 @@ def test_each_baseline_is_the_notebooks_network_for_the_same_function(name):
             q.copy_(p if p.shape == q.shape else p.T)  # input-major linear weights are stored transposed
     x = torch.randn(5, 40, 17)
     torch.testing.assert_close(baseline(x), ours(x), rtol=1e-5, atol=1e-6)
+
+
+def test_bench_data_runs_on_an_archive(archive_path, monkeypatch, tmp_path, capsys):
+    """The README's `ecgpipe bench data` (it once failed for every input)."""
+    import json
+
+    from tests.conftest import small_params_dict
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(small_params_dict(), sort_keys=False))
+    monkeypatch.setenv("ECGPIPE_ARCHIVE", str(archive_path))
+    main(["bench", "data", "--params", str(params), "--repeats", "1", "--json", str(tmp_path / "bench.json")])
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result == json.loads(capsys.readouterr().out)
+    assert result["repeats"] == 1 and result["archive"] == str(archive_path)
+    assert all(result["seconds"][step] > 0 for step in ("records", "spectrogram", "total"))
+    counts = result["counts"]
+    assert counts["train"]["chunks"] > 0 and counts["val"]["balanced_chunks"] >= counts["val"]["chunks"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["bench", "data", "--repeats", "0"], "argument --repeats: expected at least 1, got 0"),
+    (["bench", "train", "--repeats", "0"], "argument --repeats: expected at least 1, got 0"),
+    (["bench", "train", "--batches", "-3"], "argument --batches: expected at least 1, got -3"),
+    (["bench", "train", "--device", "tpu"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+])
+def test_bench_options_are_checked_before_anything_runs(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err

@@ -17,6 +17,7 @@ from ecgpipe.data.chunk import run_chunk
 from ecgpipe.data.spectrogram import run_spectrogram
 from ecgpipe.data.store import PREPROCESSING_FILE, RECORDS_FILE, SPECTRA_FILE, StoreError, load_spectrogram_set
 from ecgpipe.params import ParamsError, load_params, parse_params
+from ecgpipe.stage import RESTORE_HINT
 from tests.conftest import ROOT
 
 
@@ -113,7 +114,7 @@ def test_cuda_device_on_a_machine_without_one(prepared, records_dir, tmp_path, s
     params = _write_params(tmp_path, small_params)
     name = "mean_spectrum-chunked"
     expected = ("error: params: train.device: expected a device this machine has (cpu, or auto), got 'cuda': "
-                "it has 0 CUDA device(s)")
+                f"it has 0 CUDA device(s) ({RESTORE_HINT})")
     train = _run_stage_script("train", [
         "--params", params, "--experiment", name, "--spectrogram", prepared["spectrogram"], "--signals",
         tmp_path / "signals.pt", "--balance", prepared["balance"], "--chunks", prepared["chunks"], "--out",
@@ -138,7 +139,7 @@ def test_missing_upstream_input_is_named(prepared, tmp_path, small_params, monke
     message = _run_stage_script("split", _split_args(prepared, params, tmp_path / "nowhere", tmp_path / "split.json"),
                                 monkeypatch)
     assert message == (f"error: {tmp_path / 'nowhere' / RECORDS_FILE}: missing (No such file or directory); "
-                       "run the stages that make it first (dvc repro)")
+                       f"run the stages that make it first (dvc repro) ({RESTORE_HINT})")
 
 
 def test_read_only_output_folder_is_one_line(prepared, tmp_path, small_params, monkeypatch):
@@ -154,7 +155,8 @@ def test_read_only_output_folder_is_one_line(prepared, tmp_path, small_params, m
 
     monkeypatch.setattr(os, "open", read_only)
     message = _run_stage_script("split", _split_args(prepared, params, prepared["spectrogram"], out), monkeypatch)
-    assert message == f"error: {out}: not allowed (Permission denied); expected a folder this user can write to"
+    assert message == (f"error: {out}: not allowed (Permission denied); expected a folder this user can write to "
+                       f"({RESTORE_HINT})")
     assert list(out.parent.iterdir()) == []
 
 
@@ -172,7 +174,7 @@ def test_full_disk_says_so_and_keeps_the_old_output(prepared, tmp_path, small_pa
     monkeypatch.setattr("ecgpipe.data.chunk.write_tensors", disk_full)
     message = _run_stage_script("chunk", args, monkeypatch)
     assert message.startswith(f"error: the disk is full: could not write {out}")
-    assert message.endswith("(No space left on device); free some space and run again")
+    assert message.endswith(f"(No space left on device); free some space and run again ({RESTORE_HINT})")
     assert _md5s(out) == old and _leftovers(tmp_path) == [] and not (tmp_path / "chunk.json").exists()
 
 

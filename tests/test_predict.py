@@ -303,7 +303,7 @@ def test_out_pointing_at_a_folder_is_refused_first(tmp_path, monkeypatch):
     monkeypatch.setattr("ecgpipe.predict.Predictor.load", lambda source: pytest.fail("the model was loaded"))
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["predict", "--model", "any", "--out", str(tmp_path), "x.mat"])
-    assert exit_info.value.code == f"error: --out {tmp_path}: is a folder; expected the path of a CSV file to write"
+    assert exit_info.value.code == f"error: --out {tmp_path}: is a folder; expected the path of a file to write"
 
 
 def test_empty_csv_gives_one_message_and_no_warning(evaluated, tmp_path):

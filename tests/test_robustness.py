@@ -12,6 +12,7 @@ from ecgpipe.augment import Augmentation
 from ecgpipe.conditioning import Conditioning
 from ecgpipe.data.signals import load_signal_set, run_signals
 from ecgpipe.data.store import load_spectrogram_set, read_records
+from ecgpipe.evaluation import same_windows
 from ecgpipe.experiment import model_preprocessing
 from ecgpipe.predict import read_recording
 from ecgpipe.preprocessing import Preprocessing, RawCrops, SpectrogramChunks, spectrogram_of_windows
@@ -242,7 +243,8 @@ def test_robust_training_windows_equal_scoring_windows(prepared, records_dir, tm
     val = Chunks.from_crops(signals, rows, pre.featurizer, seed=0)
     ids = read_records(prepared["spectrogram"])["record"].to_numpy()
     x, owner = pre.inputs([read_recording(records_dir / f"{ids[r]}.mat") for r in rows.tolist()], rows.tolist())
-    assert torch.equal(owner, val.records) and torch.equal(x, val.x)
+    # other batchings of the same FFTs: equal to float32 rounding (bit equality is one CPU's business)
+    assert torch.equal(owner, val.records) and same_windows(x, val.x)
 
 
 # --- device shifts -----------------------------------------------------------------------------

@@ -75,9 +75,11 @@ def _medians(runs: list[dict]) -> dict:
 
 def bench_data(params_path: Path, repeats: int = 3, notebook: bool = False) -> dict:
     """Extract the archive once (untimed), then time ``repeats`` fresh-process runs; medians."""
+    if repeats < 1:
+        raise ValueError(f"repeats: expected at least 1 run to time, got {repeats}")
     params = load_params(params_path)
     with tempfile.TemporaryDirectory(prefix="ecgpipe-bench-") as tmp:
-        archive = obtain_archive(params.download.url, Path(tmp) / "download")
+        archive, _ = obtain_archive(params.download.url, Path(tmp) / "download")  # a temporary folder: ours either way
         records_dir = Path(tmp) / "records"
         extract_records(verify_archive(archive), records_dir)
         ours, theirs = [], []

@@ -31,9 +31,10 @@ def compute_spectra(
 ) -> np.ndarray:
     """Spectrograms of ``signals`` (n, samples) as float32 (n, windows, bins), C-contiguous.
 
-    scipy is called on ``batch_size`` recordings at a time: the values are bit-identical to one
-    call on everything (checked in the tests) at a fraction of the memory and time, because
-    scipy's intermediate arrays for 5,000+ recordings no longer fit the CPU caches.
+    scipy is called on ``batch_size`` recordings at a time, at a fraction of the memory and time of
+    one call, because scipy's intermediate arrays for 5,000+ recordings no longer fit the CPU
+    caches. The values equal one call's to float32 rounding; on some CPUs bit for bit, but that is
+    the kernels' business, so ``batch_size`` is a DVC param of the stage.
     """
     n = signals.shape[0]
     n_windows = (signals.shape[1] - noverlap) // (nperseg - noverlap)
@@ -92,8 +93,8 @@ def fit_normalise_(spectra: np.ndarray, stats_dtype: str = "float32") -> Normali
     return Normalisation(mean.ravel().astype(np.float64), std.ravel().astype(np.float64))
 
 
-# settings that change memory or speed only, never a value: kept out of the preprocessing record,
-# which every model carries, so that changing them invalidates nothing downstream
+# settings of the computation, not of the features: kept out of the preprocessing record, which
+# every model carries (the stage's own DVC params still list them)
 MEMORY_ONLY = ("batch_size",)
 
 
