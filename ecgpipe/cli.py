@@ -56,15 +56,27 @@ def _checked(check_name: str):
     return convert
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: a count of at least 1 (repeats, batches, folds' workers)."""
+def _at_least(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum}, got {value}")
+        return value
+    convert.__name__ = f"at_least_{minimum}"
+    return convert
+
+
+def _study_name(text: str) -> str:
+    from ecgpipe.study import StudyError, check_study_name
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
+        return check_study_name(text)
+    except StudyError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
 
 
 def _device(text: str) -> str:
@@ -144,16 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = study.add_parser("run", help="queue one DVC experiment per fold and seed, then start the queue's workers",
                            description="Queues `dvc exp run --queue -S split.fold=K -S train.seed=S -S study.name=NAME "
                                        "evaluate@EXPERIMENT...` for every fold and seed, then `dvc queue start -j JOBS`.")
-    run.add_argument("--name", required=True, help="the study's name: its MLflow runs are tagged study=NAME")
-    run.add_argument("--folds", type=int, default=5, help="stratified folds (split.folds)")
-    run.add_argument("--seeds", type=int, nargs="+", default=[12345], help="training seeds (train.seed)")
-    run.add_argument("--jobs", type=int, default=1, help="parallel queue workers")
+    run.add_argument("--name", required=True, type=_study_name,
+                     help="the study's name: its MLflow runs are tagged study=NAME")
+    run.add_argument("--folds", type=_at_least(2), default=5, help="stratified folds (split.folds)")
+    run.add_argument("--seeds", type=_at_least(0), nargs="+", default=[12345], help="training seeds (train.seed)")
+    run.add_argument("--jobs", type=_at_least(1), default=1, help="parallel queue workers")
     run.add_argument("--experiments", nargs="+", help="experiments of params.yaml (default: all)")
-    run.add_argument("--wait", action="store_true", help="return only when the queue is empty")
+    run.add_argument("--wait", action="store_true",
+                     help="return only when the queue is empty; exit non-zero naming the study's failed runs")
     run.add_argument("--params", type=Path, default=Path("params.yaml"))
     run.set_defaults(func=_study_run)
     report = study.add_parser("report", help="aggregate a study's finished runs from MLflow")
-    report.add_argument("--name", required=True)
+    report.add_argument("--name", required=True, type=_study_name)
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder for study.md, .csv and .png")
     report.add_argument("--params", type=Path, default=Path("params.yaml"))
     report.set_defaults(func=_study_report)
@@ -173,13 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--json", type=Path, help="also write the result here")
     data.add_argument("--params", type=Path, default=Path("params.yaml"))
-    data.add_argument("--repeats", type=_positive_int, default=3, help="fresh-process runs; medians are reported")
+    data.add_argument("--repeats", type=_at_least(1), default=3, help="fresh-process runs; medians are reported")
     data.add_argument("--notebook", action="store_true", help="also time the notebook's own code, interleaved")
     data.set_defaults(func=_bench_data)
     train = bench.add_parser("train", help="training throughput (examples/s) of every registered model")
-    train.add_argument("--batches", type=_positive_int, default=200,
+    train.add_argument("--batches", type=_at_least(1), default=200,
                        help="timed minibatches per model and repeat (shorter windows are noisier)")
-    train.add_argument("--repeats", type=_positive_int, default=5, help="medians over this many interleaved repeats")
+    train.add_argument("--repeats", type=_at_least(1), default=5, help="medians over this many interleaved repeats")
     train.add_argument("--device", type=_device, default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     train.add_argument("--notebook", action="store_true", help="also time the notebook's loop, interleaved")
     train.add_argument("--tuned-notebook", action="store_true",

@@ -139,6 +139,11 @@ LR_SCHEDULES = ("constant", "cosine")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
+def is_plain_name(name: str) -> bool:
+    """Letters, digits, '_', '.' and '-' only: safe in MLflow metric names and filters, DVC names."""
+    return bool(name) and not set(name) - _NAME_CHARS
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
     """Settings shared by every experiment."""
@@ -260,7 +265,7 @@ class EvaluateParams:
 
     def validate(self, key: str) -> None:
         for name in self.shifts:
-            if not name or set(name) - _NAME_CHARS:
+            if not is_plain_name(name):
                 _fail(f"{key}.shifts.{name}", "a name of letters, digits, '_', '.' and '-' (it names MLflow metrics)",
                       name)
         if self.bootstrap_resamples < 100:
@@ -293,7 +298,7 @@ class StudyParams:
     name: str | None = None
 
     def validate(self, key: str) -> None:
-        if self.name is not None and (not self.name or set(self.name) - _NAME_CHARS):
+        if self.name is not None and not is_plain_name(self.name):
             _fail(f"{key}.name", "null or a name of letters, digits, '_', '.' and '-'", self.name)
 
 
@@ -351,7 +356,7 @@ class Params:
                     _fail(f"experiments.{name}.augment.stretch", f"a stretch whose crop ({drawn} samples) fits "
                           f"spectrogram.min_length ({self.spectrogram.min_length})", experiment.augment.stretch)
         for name in self.experiments:
-            if not name or set(name) - _NAME_CHARS:
+            if not is_plain_name(name):
                 _fail(f"experiments.{name}", "a name of letters, digits, '_', '.' and '-'", name)
 
     def crop_span(self, experiment: ExperimentParams) -> int:

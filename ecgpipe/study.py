@@ -66,11 +66,21 @@ def prepare_store(uri: str, experiment_name: str) -> None:
     experiment_id(mlflow, experiment_name)
 
 
-def worker_environment(jobs: int) -> dict[str, str]:
-    """The environment the queue workers inherit: with several workers, each trains on its share
-    of the cores (PyTorch would give each of them all cores, and the threads would fight for
-    them). Results do not depend on the thread count (measured: README, Reproducibility)."""
+def dvc_environment() -> dict[str, str]:
+    """The environment for DVC commands: this interpreter's folder first on PATH, so that the
+    stages' ``python stages/...`` is the interpreter that runs ecgpipe, also when it was called as
+    ``.venv/bin/ecgpipe`` without activating the environment (as cron jobs do)."""
     env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
+    return env
+
+
+def worker_environment(jobs: int) -> dict[str, str]:
+    """The environment the queue workers inherit (:func:`dvc_environment`): with several workers,
+    each trains on its share of the cores (PyTorch would give each of them all cores, and the
+    threads would fight for them). Results do not depend on the thread count (measured: README,
+    Reproducibility)."""
+    env = dvc_environment()
     if jobs > 1 and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     return env
@@ -82,16 +92,28 @@ def run_study(name: str, folds: int, seeds: list[int], experiments: list[str], j
     when the queue is empty. Returns the commands it ran."""
     from ecgpipe.tracking import tracking_uri
 
+    check_study_name(name)
     check_store(tracking_uri())
     prepare_store(tracking_uri(), experiment_name)
-    commands = [*queue_commands(name, folds, seeds, experiments), ["dvc", "queue", "start", "-j", str(jobs)]]
+    if folds < 2 or jobs < 1:
+        raise StudyError(f"a study needs at least 2 folds and 1 worker, got {folds} folds and {jobs} workers")
+    queued = queue_commands(name, folds, seeds, experiments)
+    commands = [*queued, ["dvc", "queue", "start", "-j", str(jobs)]]
     env = worker_environment(jobs)
+    failed_before = {task for task, _, status in _queue_rows() or [] if status == "Failed"}
     for command in commands:
         print("$", shlex.join(command), flush=True)
         if subprocess.run(dvc_command(command), env=env).returncode != 0:
             raise StudyError(f"`{shlex.join(command)}` failed; see its output above")
-    while wait and _queue_busy():
-        time.sleep(poll_s)
+    if wait:
+        while _queue_busy():
+            time.sleep(poll_s)
+        names = {command[command.index("--name") + 1] for command in queued}
+        failed = sorted(n for task, n, status in _queue_rows() or []
+                        if status == "Failed" and n in names and task not in failed_before)
+        if failed:
+            raise StudyError(f"{len(failed)} of {len(names)} runs of study {name} failed: {', '.join(failed)}; "
+                             f"`dvc queue logs {failed[0]}` says why")
     return commands
 
 
@@ -100,13 +122,21 @@ def dvc_command(command: list[str]) -> list[str]:
     return [sys.executable, "-m", *command] if command[0] == "dvc" else command
 
 
+def _queue_rows() -> list[tuple[str, str, str]] | None:
+    """``dvc queue status`` as (task, name, status) rows; None while it cannot answer (e.g. while
+    a worker holds the queue's lock)."""
+    result = subprocess.run(dvc_command(["dvc", "queue", "status"]), capture_output=True, text=True,
+                            env=dvc_environment())
+    if result.returncode != 0:
+        return None
+    # "Task  Name  Created  Status" rows: the task and name first, the status is the last word
+    return [(words[0], words[1], words[-1]) for words in map(str.split, result.stdout.splitlines()[1:])
+            if len(words) >= 3]
+
+
 def _queue_busy() -> bool:
-    result = subprocess.run(dvc_command(["dvc", "queue", "status"]), capture_output=True, text=True)
-    if result.returncode != 0:  # e.g. while a worker holds the queue's lock: ask again later
-        return True
-    status = result.stdout
-    # "Task  Name  Created  Status" rows: the status is the last word
-    return any(line.split()[-1] in ("Queued", "Running") for line in status.splitlines()[1:] if line.strip())
+    rows = _queue_rows()
+    return rows is None or any(status in ("Queued", "Running") for _, _, status in rows)
 
 
 @dataclass
@@ -117,10 +147,20 @@ class StudyRuns:
     runs: pd.DataFrame
 
 
+def check_study_name(name: str) -> str:
+    """A study's name goes into MLflow filters and DVC experiment names: plain characters only."""
+    from ecgpipe.params import is_plain_name
+
+    if not is_plain_name(name):
+        raise StudyError(f"--name {name!r}: expected a name of letters, digits, '_', '.' and '-'")
+    return name
+
+
 def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRuns:
     """The study's finished training runs from MLflow, the newest per (experiment, fold, seed)."""
     from mlflow.tracking import MlflowClient
 
+    check_study_name(name)
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:

@@ -59,11 +59,18 @@ def task_raw_params(raw: dict, task: TaskParams) -> dict:
 def task_params(params_path: Path, name: str) -> Params:
     """The validated params of task NAME (a bad value fails here, naming the key, before DVC runs)."""
     raw = yaml.safe_load(Path(params_path).read_text())
-    task = task_of(load_params(params_path), name)
+    workspace = load_params(params_path)
+    task = task_of(workspace, name)
     try:
-        return parse_params(task_raw_params(raw, task))
+        params = parse_params(task_raw_params(raw, task))
     except ParamsError as exc:
         raise ParamsError(f"{params_path}: task {name}: {exc}") from None
+    # a task is a variant run in a temporary copy: the workspace's model and its @champion are not its to move
+    if params.report.registered_model == workspace.report.registered_model:
+        raise ParamsError(f"{params_path}: tasks.{name}.set: expected report.registered_model, a registered model of "
+                          f"the task's own (the workspace's {workspace.report.registered_model!r} is not a task's to "
+                          "register), got none")
+    return params
 
 
 def task_command(name: str, params: Params, queue: bool = False) -> list[str]:
@@ -79,7 +86,7 @@ def task_command(name: str, params: Params, queue: bool = False) -> list[str]:
 def run_task(name: str, params_path: Path = Path("params.yaml"), queue: bool = False) -> list[str]:
     """Check task NAME's params, make sure the MLflow store is outside DVC's temporary copy, and
     run (or queue) it. Returns the command."""
-    from ecgpipe.study import check_store, dvc_command, prepare_store
+    from ecgpipe.study import check_store, dvc_command, dvc_environment, prepare_store
     from ecgpipe.tracking import tracking_uri
 
     params = load_params(params_path)
@@ -88,6 +95,6 @@ def run_task(name: str, params_path: Path = Path("params.yaml"), queue: bool = F
     prepare_store(tracking_uri(), run_params.mlflow.experiment_name)
     command = task_command(name, params, queue)
     print("$", shlex.join(command), flush=True)
-    if subprocess.run(dvc_command(command)).returncode != 0:
+    if subprocess.run(dvc_command(command), env=dvc_environment()).returncode != 0:
         raise ParamsError(f"`{shlex.join(command)}` failed; see its output above")
     return command

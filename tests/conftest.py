@@ -85,6 +85,7 @@ def committed_project(tmp_path, archive_path):
     """``make(params)``: the project in a temporary git repository, committed, with the default
     MLflow store (mlflow.db at its root), as DVC experiments need it. Returns (project, run), where
     ``run(*args)`` runs a command there and returns its output (failing the test if it fails)."""
+    import os
     import subprocess
 
     def make(params: dict):
@@ -94,7 +95,12 @@ def committed_project(tmp_path, archive_path):
         env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
 
         def run(*args):
-            result = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True)
+            call_env = env
+            if args[0] == "ecgpipe":  # as cron calls it: the environment's own binary, not activated
+                venv_bin = os.path.dirname(sys.executable)
+                args = (os.path.join(venv_bin, "ecgpipe"), *args[1:])
+                call_env = dict(env, PATH=os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin))
+            result = subprocess.run(args, cwd=project, env=call_env, capture_output=True, text=True)
             assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}"
             return result.stdout
 

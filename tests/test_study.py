@@ -95,3 +95,39 @@ def test_a_study_run_by_two_queue_workers_loses_nothing(study_project):
     assert {r.info.run_id for r in runs} == {
         r.info.run_id for r in client.search_runs([experiment.experiment_id],
                                                    filter_string=f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'")}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["study", "run", "--name", "cv", "--folds", "0"], "argument --folds: expected at least 2, got 0"),
+    (["study", "run", "--name", "cv", "--folds", "1", "--wait"], "argument --folds: expected at least 2, got 1"),
+    (["study", "run", "--name", "cv", "--jobs", "0", "--wait"], "argument --jobs: expected at least 1, got 0"),
+    (["study", "run", "--name", "cv", "--seeds", "-1"], "argument --seeds: expected at least 0, got -1"),
+    (["study", "report", "--name", "x'y"], "argument --name: expected a name of letters, digits, '_', '.' and '-'"),
+])
+def test_study_arguments_are_checked_at_once(argv, expected, capsys, monkeypatch):
+    from ecgpipe.cli import main
+
+    monkeypatch.setattr("ecgpipe.study.run_study", lambda *a, **k: pytest.fail("the study ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_wait_exits_non_zero_naming_the_failed_runs(monkeypatch):
+    """`--wait` once returned 0 when a fold failed (visible only in `dvc queue logs`)."""
+    from ecgpipe import study
+
+    earlier = [("aaa1111", "cv-fold1-seed1", "Failed")]  # an earlier attempt's failure is not this one's
+    after = [("bbb2222", "cv-fold0-seed1", "Success"), ("ccc3333", "cv-fold1-seed1", "Failed"), *earlier,
+             ("ddd4444", "other-fold0-seed1", "Failed")]
+    answers = iter([earlier, after])
+    monkeypatch.setattr(study, "check_store", lambda uri: None)
+    monkeypatch.setattr(study, "prepare_store", lambda uri, name: None)
+    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: type("Done", (), {"returncode": 0})())
+    monkeypatch.setattr(study, "_queue_rows", lambda: next(answers))
+    monkeypatch.setattr(study, "_queue_busy", lambda: False)
+    with pytest.raises(study.StudyError, match=r"^1 of 2 runs of study cv failed: cv-fold1-seed1; "
+                                               r"`dvc queue logs cv-fold1-seed1` says why$"):
+        study.run_study("cv", 2, [1], ["a-chunked"], 1, "ecgpipe", wait=True)
+    answers = iter([earlier, after[:1]])
+    study.run_study("cv", 2, [1], ["a-chunked"], 1, "ecgpipe", wait=True)  # nothing new failed: returns

@@ -88,3 +88,20 @@ def test_four_class_task_through_dvc(committed_project, small_params):
     for r in runs:
         assert 0 <= r.data.metrics["val_record_challenge_score"] <= 1
         assert "val_record_f1_noise" in r.data.metrics and "val_record_f1_O" in r.data.metrics
+
+
+def test_a_task_never_registers_the_workspaces_model(small_params, tmp_path):
+    """A task without a registered model of its own once moved the workspace's @champion."""
+    small_params["tasks"] = {"t": {"experiments": ["mean_spectrum-chunked"], "set": {"mlflow.experiment_name": "x"}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small_params))
+    with pytest.raises(ParamsError, match=r"tasks.t.set: expected report.registered_model, a registered model of the "
+                                          r"task's own \(the workspace's 'ecgpipe-af' is not a task's to register\)"):
+        task_params(path, "t")
+    small_params["tasks"]["t"]["set"]["report.registered_model"] = "ecgpipe-af"  # named, but the same one
+    path.write_text(yaml.safe_dump(small_params))
+    with pytest.raises(ParamsError, match="is not a task's to register"):
+        task_params(path, "t")
+    small_params["tasks"]["t"]["set"]["report.registered_model"] = "ecgpipe-t"
+    path.write_text(yaml.safe_dump(small_params))
+    assert task_params(path, "t").report.registered_model == "ecgpipe-t"
