@@ -8,6 +8,7 @@ the right types, and each class's ``validate`` checks the values. Any problem ra
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,9 @@ from ecgpipe.augment import Augmentation
 from ecgpipe.conditioning import Conditioning
 from ecgpipe.shifts import Shift
 
+# every CinC 2017 recording's rate: the rate that conditioning and the device shifts act at
+SAMPLING_RATE_HZ = 300
+
 # Labels of the CinC 2017 reference file: normal, AF, other rhythm, noisy.
 KNOWN_LABELS = ("N", "A", "O", "~")
 
@@ -29,6 +33,19 @@ class ParamsError(ValueError):
 
 def _fail(key: str, expected: str, got: Any) -> typing.NoReturn:
     raise ParamsError(f"params: {key}: expected {expected}, got {got!r}")
+
+
+SEED_LIMIT = 2**32  # numpy's and torch's generators take any seed in [0, 2**32)
+
+
+def _check_seed(key: str, seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        _fail(key, f"a seed from 0 to {SEED_LIMIT - 1}", seed)
+
+
+# The longest CinC 2017 recording has 18,286 samples (61 s). Every recording is padded to
+# max_length in memory (8,528 of them), so lengths are bounded to what the machine can hold.
+MAX_RECORDING_SAMPLES = 60_000  # 200 s at 300 Hz: 2 GB of float32 for the whole archive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +82,13 @@ class SpectrogramParams:
     # Recordings per scipy call: bounds memory. A DVC param of this stage: batched FFTs may round
     # differently on another CPU, so no test or stage assumes the values are independent of it.
     batch_size: int = 256
+    # A flat recording (every sample equal: a lead off, a dead channel) has no rhythm to learn from:
+    # refuse (the stage stops and names them) or drop (left out, named in the log).
+    flat_records: Literal["refuse", "drop"] = "refuse"
 
     def validate(self, key: str) -> None:
-        if not self.classes:
-            _fail(f"{key}.classes", "a non-empty list of labels", self.classes)
+        if len(self.classes) < 2:
+            _fail(f"{key}.classes", "at least two labels (a classifier needs two classes)", self.classes)
         for label in self.classes:
             if label not in KNOWN_LABELS:
                 _fail(f"{key}.classes", f"labels from {list(KNOWN_LABELS)}", label)
@@ -80,8 +100,9 @@ class SpectrogramParams:
             _fail(f"{key}.noverlap", f"0 <= noverlap < nperseg ({self.nperseg})", self.noverlap)
         if self.min_length < self.nperseg:
             _fail(f"{key}.min_length", f"at least nperseg ({self.nperseg}) samples", self.min_length)
-        if self.max_length < self.min_length:
-            _fail(f"{key}.max_length", f">= min_length ({self.min_length})", self.max_length)
+        if not self.min_length <= self.max_length <= MAX_RECORDING_SAMPLES:
+            _fail(f"{key}.max_length", f"from min_length ({self.min_length}) to {MAX_RECORDING_SAMPLES:,} samples "
+                  "(every recording is padded to it in memory)", self.max_length)
         if self.batch_size < 1:
             _fail(f"{key}.batch_size", "a positive integer", self.batch_size)
 
@@ -101,6 +122,7 @@ class SplitParams:
     fold: int | None = None
 
     def validate(self, key: str) -> None:
+        _check_seed(f"{key}.seed", self.seed)
         if self.folds < 2:
             _fail(f"{key}.folds", "at least 2 folds", self.folds)
         if self.fold is not None and not 0 <= self.fold < self.folds:
@@ -121,7 +143,7 @@ class BalanceParams:
     seed: int = 12345
 
     def validate(self, key: str) -> None:
-        pass
+        _check_seed(f"{key}.seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +154,7 @@ class ChunkParams:
     def validate(self, key: str) -> None:
         if self.size < 1:
             _fail(f"{key}.size", "a positive number of windows", self.size)
+        _check_seed(f"{key}.seed", self.seed)
 
 
 LOADERS = ("chunked", "random_chunk")
@@ -163,6 +186,7 @@ class TrainParams:
             _fail(f"{key}.eval_batch_size", "a positive integer", self.eval_batch_size)
         if not is_device_name(self.device):
             _fail(f"{key}.device", DEVICE_NAMES, self.device)
+        _check_seed(f"{key}.seed", self.seed)
 
 
 DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
@@ -230,7 +254,7 @@ class ExperimentParams:
         if self.robust and self.loader != "random_crop":
             _fail(f"{key}.loader", "random_crop with conditioning, log_floor or augment (they act on the raw signal, "
                   "which only that loader reads)", self.loader)
-        self.conditioning.validate(f"{key}.conditioning", fs=300.0)
+        self.conditioning.validate(f"{key}.conditioning", fs=SAMPLING_RATE_HZ)
         if self.log_floor is not None and (self.raw_signal or not self.log_floor > 0):
             expected = ("null for a raw-signal model (it has no spectra)" if self.raw_signal
                         else "null or a positive floor added to the power before log10")
@@ -268,6 +292,8 @@ class EvaluateParams:
             if not is_plain_name(name):
                 _fail(f"{key}.shifts.{name}", "a name of letters, digits, '_', '.' and '-' (it names MLflow metrics)",
                       name)
+        _check_seed(f"{key}.bootstrap_seed", self.bootstrap_seed)
+        _check_seed(f"{key}.shift_seed", self.shift_seed)
         if self.bootstrap_resamples < 100:
             _fail(f"{key}.bootstrap_resamples", "at least 100 resamples", self.bootstrap_resamples)
         if not 0.5 <= self.confidence < 1:
@@ -286,8 +312,9 @@ class ReportParams:
     registered_model: str = "ecgpipe-af"  # its name in the MLflow Model Registry (alias: champion)
 
     def validate(self, key: str) -> None:
-        if not self.registered_model.strip():
-            _fail(f"{key}.registered_model", "a non-empty name", self.registered_model)
+        if not is_plain_name(self.registered_model):
+            _fail(f"{key}.registered_model", "a name of letters, digits, '_', '.' and '-' (MLflow's registry refuses "
+                  "'/' and ':' in names)", self.registered_model)
         if not self.champion_metric.startswith(("record_", "chunk_", "balanced_")):
             _fail(f"{key}.champion_metric", "a results.csv score column such as record_f1_A", self.champion_metric)
 
@@ -418,6 +445,8 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, "a number", value)
+        if not math.isfinite(value):  # .nan and .inf are YAML numbers; no setting here means them
+            _fail(key, "a finite number", value)
         return float(value)
     if tp is str:
         if not isinstance(value, str):

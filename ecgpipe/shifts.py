@@ -41,6 +41,7 @@ FIELDS = {
     "bandpass": ("low_hz", "high_hz"),
 }
 BANDPASS_ORDER = 2
+RESAMPLE_HZ = (50, 2000)  # the rates a resample shift may ask for
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Shift:
     high_hz: float | None = None
 
     def validate(self, key: str) -> None:
-        from ecgpipe.params import ParamsError
+        from ecgpipe.params import SAMPLING_RATE_HZ, ParamsError
 
         needed = FIELDS[self.kind]
         for name in ("factor", "units", "hz", "mv", "snr_db", "low_hz", "high_hz"):
@@ -71,6 +72,14 @@ class Shift:
                 raise ParamsError(f"params: {key}.{name}: expected a positive number, got {getattr(self, name)!r}")
         if self.kind == "bandpass" and not self.low_hz < self.high_hz:
             raise ParamsError(f"params: {key}.high_hz: expected above low_hz ({self.low_hz:g}), got {self.high_hz!r}")
+        nyquist = SAMPLING_RATE_HZ / 2  # shifts act on the recordings as read, at the archive's rate
+        for name in ("high_hz", "low_hz") if self.kind == "bandpass" else ("hz",) if self.kind in ("baseline", "mains") else ():
+            if not getattr(self, name) < nyquist:
+                raise ParamsError(f"params: {key}.{name}: expected below the Nyquist frequency of the {SAMPLING_RATE_HZ:g} "
+                                  f"Hz recordings ({nyquist:g} Hz), got {getattr(self, name)!r}")
+        if self.kind == "resample" and not RESAMPLE_HZ[0] <= self.hz <= RESAMPLE_HZ[1]:
+            raise ParamsError(f"params: {key}.hz: expected a rate from {RESAMPLE_HZ[0]} to {RESAMPLE_HZ[1]} Hz (ECG "
+                              f"devices record at 100-1,000 Hz; each recording is resampled in memory), got {self.hz!r}")
 
     def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """(shifted samples as float64, their sampling rate) of one recording in CinC units."""

@@ -33,6 +33,18 @@ def test_four_classes_accepted(small_params):
         ("split", "stratify", "yes", "split.stratify: expected true or false, got 'yes'"),
         ("download", "sha256", "abc", "download.sha256: expected null or 64 hexadecimal digits"),
         ("train", "eval_batch_size", 0, "train.eval_batch_size: expected a positive integer, got 0"),
+        # accepted once, then a stage crashed, blew up memory or registered nonsense
+        ("spectrogram", "classes", ["A"], "spectrogram.classes: expected at least two labels (a classifier needs two "
+         "classes), got ['A']"),
+        ("spectrogram", "max_length", 100_000_000, "spectrogram.max_length: expected from min_length (1000) to 60,000 "
+         "samples (every recording is padded to it in memory), got 100000000"),
+        ("spectrogram", "flat_records", "keep", "spectrogram.flat_records: expected one of 'refuse', 'drop'"),
+        ("balance", "seed", -1, "balance.seed: expected a seed from 0 to 4294967295, got -1"),
+        ("split", "seed", 2**40, "split.seed: expected a seed from 0 to 4294967295, got 1099511627776"),
+        ("evaluate", "bootstrap_seed", -5, "evaluate.bootstrap_seed: expected a seed from 0 to 4294967295, got -5"),
+        ("evaluate", "confidence", float("nan"), "evaluate.confidence: expected a finite number, got nan"),
+        ("report", "registered_model", "bad/name:1", "report.registered_model: expected a name of letters, digits, "
+         "'_', '.' and '-' (MLflow's registry refuses '/' and ':' in names), got 'bad/name:1'"),
     ],
 )
 def test_invalid_values_name_the_key(small_params, section, key, value, message):
@@ -163,3 +175,28 @@ def test_shifts_are_checked_by_key(small_params):
         bad["evaluate"]["shifts"] = shifts
         with pytest.raises(ParamsError, match=re.escape(message)):
             parse_params(bad)
+
+
+@pytest.mark.parametrize("shift, message", [
+    ({"kind": "bandpass", "low_hz": 0.5, "high_hz": 200}, "evaluate.shifts.s.high_hz: expected below the Nyquist "
+     "frequency of the 300 Hz recordings (150 Hz), got 200.0"),
+    ({"kind": "mains", "hz": 150, "mv": 0.1}, "evaluate.shifts.s.hz: expected below the Nyquist frequency"),
+    ({"kind": "resample", "hz": 1e9}, "evaluate.shifts.s.hz: expected a rate from 50 to 2000 Hz (ECG devices record "
+     "at 100-1,000 Hz; each recording is resampled in memory), got 1000000000.0"),
+    ({"kind": "resample", "hz": 10}, "evaluate.shifts.s.hz: expected a rate from 50 to 2000 Hz"),
+    ({"kind": "white_noise", "snr_db": float("nan")}, "evaluate.shifts.s.snr_db: expected a finite number, got nan"),
+])
+def test_shifts_that_would_crash_or_exhaust_memory_are_refused(small_params, shift, message):
+    small_params["evaluate"]["shifts"] = {"s": shift}
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        parse_params(small_params)
+
+
+def test_a_non_finite_learning_rate_is_refused(small_params):
+    small_params["experiments"]["mean_spectrum-chunked"]["lr"] = float("inf")
+    with pytest.raises(ParamsError, match=re.escape("experiments.mean_spectrum-chunked.lr: expected a finite number, "
+                                                    "got inf")):
+        parse_params(small_params)
+    small_params["experiments"]["mean_spectrum-chunked"]["lr"] = yaml.safe_load("lr: .inf")["lr"]  # YAML's spelling
+    with pytest.raises(ParamsError, match="expected a finite number, got inf"):
+        parse_params(small_params)

@@ -33,7 +33,7 @@ def time_pipeline(records_dir: Path, params: Params) -> dict:
     """One pass of the data preparation as the stages do it, in memory; seconds per step."""
     sp, seconds = params.spectrogram, {}
     t0 = t = time.perf_counter()
-    rec = load_recordings(records_dir, sp.classes, sp.min_length, sp.max_length)
+    rec = load_recordings(records_dir, sp.classes, sp.min_length, sp.max_length, sp.flat_records)
     seconds["records"] = time.perf_counter() - t
     t = time.perf_counter()
     spectra = compute_spectra(rec.signals, sp.nperseg, sp.noverlap, sp.scaling, sp.batch_size)

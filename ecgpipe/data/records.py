@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
-from ecgpipe.params import KNOWN_LABELS
+from ecgpipe.params import KNOWN_LABELS, SAMPLING_RATE_HZ  # noqa: F401  (re-exported)
+
+log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "REFERENCE.csv"
-SAMPLING_RATE_HZ = 300  # every CinC 2017 recording
 
 
 class RecordError(ValueError):
@@ -101,18 +103,25 @@ class Recordings:
     class_names: list[str]
 
 
+def _names(records: list[str], shown: int = 5) -> str:
+    return ", ".join(records[:shown]) + (f" and {len(records) - shown} more" if len(records) > shown else "")
+
+
 def load_recordings(
-    records_dir: str | Path, classes: list[str], min_length: int, max_length: int
+    records_dir: str | Path, classes: list[str], min_length: int, max_length: int, flat_records: str = "refuse"
 ) -> Recordings:
     """Load the recordings of ``classes`` with at least ``min_length`` samples, padded to ``max_length``.
 
-    The order is the sorted record ids, as the notebook's sorted ``glob``.
+    The order is the sorted record ids, as the notebook's sorted ``glob``. Flat recordings (every
+    sample equal) are refused, naming them, or with ``flat_records="drop"`` left out (and named in
+    the log). Every class must keep at least one recording.
     """
     records_dir = Path(records_dir)
     reference = read_reference(records_dir)
     chosen = sorted(r for r, label in reference.items() if label in classes)
     signals: list[np.ndarray] = []
     kept: list[str] = []
+    flat: list[str] = []
     for record in chosen:
         signal = read_signal(records_dir / f"{record}.mat")
         if len(signal) < min_length:
@@ -122,10 +131,23 @@ def load_recordings(
                 f"{records_dir / record}.mat: {len(signal)} samples, more than spectrogram.max_length "
                 f"({max_length}); raise max_length"
             )
+        if signal.min() == signal.max():
+            flat.append(record)
+            continue
         signals.append(signal)
         kept.append(record)
+    if flat and flat_records == "refuse":
+        raise RecordError(f"{records_dir}: {len(flat)} flat recording(s), every sample equal (a lead off?): "
+                          f"{_names(flat)}; expected a signal. Remove them from {REFERENCE_FILE}, or set "
+                          "spectrogram.flat_records: drop")
+    if flat:
+        log.warning("left out %d flat recording(s) (spectrogram.flat_records: drop): %s", len(flat), _names(flat))
     if not kept:
         raise RecordError(f"{records_dir}: no recording of classes {classes} has >= {min_length} samples")
+    missing = sorted(set(classes) - {reference[r] for r in kept}, key=classes.index)
+    if missing:
+        raise RecordError(f"{records_dir}: no recording of class {', '.join(missing)} (with >= {min_length} samples) "
+                          f"in {REFERENCE_FILE}; expected every class of spectrogram.classes {classes}")
     dtype = np.result_type(*{s.dtype for s in signals})
     padded = np.zeros((len(signals), max_length), dtype=dtype)
     lengths = np.empty(len(signals), dtype=np.int64)

@@ -93,14 +93,15 @@ def fit_normalise_(spectra: np.ndarray, stats_dtype: str = "float32") -> Normali
     return Normalisation(mean.ravel().astype(np.float64), std.ravel().astype(np.float64))
 
 
-# settings of the computation, not of the features: kept out of the preprocessing record, which
-# every model carries (the stage's own DVC params still list them)
-MEMORY_ONLY = ("batch_size",)
+# settings of the computation or of the records' selection, not of the features: kept out of the
+# preprocessing record, which every model carries (the stage's own DVC params still list them)
+NOT_FEATURES = ("batch_size", "flat_records")
 
 
 def run_spectrogram(params: SpectrogramParams, records_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
     """The `spectrogram` stage: tensors, record table, preprocessing settings, and the data card."""
-    recordings = load_recordings(records_dir, params.classes, params.min_length, params.max_length)
+    recordings = load_recordings(records_dir, params.classes, params.min_length, params.max_length,
+                                 params.flat_records)
     spectra = compute_spectra(recordings.signals, params.nperseg, params.noverlap, params.scaling, params.batch_size)
     del recordings.signals  # the largest array; the spectra replace it
     normalisation = fit_normalise_(spectra, params.stats_dtype)
@@ -119,7 +120,7 @@ def run_spectrogram(params: SpectrogramParams, records_dir: Path, out_dir: Path,
     records_md5 = hashlib.md5(records_csv.encode()).hexdigest()
     preprocessing = {
         "sampling_rate_hz": SAMPLING_RATE_HZ,
-        **{k: v for k, v in as_dict(params).items() if k not in MEMORY_ONLY},
+        **{k: v for k, v in as_dict(params).items() if k not in NOT_FEATURES},
         "n_windows_padded": spectra.shape[1],
         "n_bins": spectra.shape[2],
         "normalisation": normalisation.to_dict(),
