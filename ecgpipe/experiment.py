@@ -22,6 +22,7 @@ from torch import nn
 from ecgpipe.cpu import tune_for_training
 from ecgpipe.data.signals import SignalSet, load_signal_set
 from ecgpipe.data.store import PREPROCESSING_FILE, SPECTRA_FILE
+from ecgpipe.errors import TrainingError
 from ecgpipe.io import json_text, read_json, staged_outputs, write_tensors
 from ecgpipe.models import create_model
 from ecgpipe.params import Params
@@ -150,10 +151,13 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
     with tracking.start_run(params.mlflow.experiment_name, name, logged_params(name, params),
                             tags, system_metrics=system_metrics) as run:
         tracking.log_lineage(inputs, params_file)
-        history = fit(model, batches, val, experiment.epochs, experiment.lr, params.train.seed,
-                      params.train.eval_batch_size,
-                      on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
-                      lr_schedule=experiment.lr_schedule)
+        try:
+            history = fit(model, batches, val, experiment.epochs, experiment.lr, params.train.seed,
+                          params.train.eval_batch_size,
+                          on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+                          lr_schedule=experiment.lr_schedule)
+        except TrainingError as exc:  # the MLflow run ends FAILED, and nothing is written
+            raise TrainingError(f"experiment {name}: {exc} (experiments.{name}.lr is {experiment.lr:g})") from None
         model = model.cpu().eval()
         example = val.x[:4].cpu()
         signature = mlflow.models.infer_signature(example.numpy(), model(example).detach().numpy())

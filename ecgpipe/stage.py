@@ -12,10 +12,11 @@ from pathlib import Path
 from ecgpipe.data.archive import ArchiveError
 from ecgpipe.data.records import RecordError
 from ecgpipe.data.store import StoreError
+from ecgpipe.errors import ModelFileError, TrainingError
 from ecgpipe.params import Params, ParamsError, load_params
 
 # Errors caused by the user's input: reported as one clear line, without a traceback.
-INPUT_ERRORS = (ParamsError, ArchiveError, RecordError, StoreError)
+INPUT_ERRORS = (ParamsError, ArchiveError, RecordError, StoreError, TrainingError, ModelFileError)
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)

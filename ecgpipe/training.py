@@ -11,6 +11,7 @@ natural ones (the class mix as it occurs).
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from ecgpipe.data.chunk import gather_windows
 from ecgpipe.data.signals import SignalSet
 from ecgpipe.data.store import SPECTRA_FILE
 from ecgpipe.io import load_tensors, read_json
+from ecgpipe.errors import TrainingError
 from ecgpipe.params import ParamsError
 from ecgpipe.augment import Augmentation
 from ecgpipe.preprocessing import Featurizer
@@ -311,6 +313,11 @@ def fit(
                     loss_so_far, acc_so_far = outputs.loss_and_accuracy()
                     bar.set_postfix(loss=f"{loss_so_far:.3f}", acc=f"{acc_so_far:.3f}")
         train_loss, train_acc = outputs.loss_and_accuracy()  # also waits for a GPU to finish the epoch
+        if not math.isfinite(train_loss):
+            # checked once per epoch (a check per step would wait for the GPU at every step): one
+            # non-finite batch makes the epoch's mean non-finite, so this is the first epoch it happened in
+            raise TrainingError(f"the training loss is {train_loss} in epoch {epoch} at learning rate {epoch_lr:g}: "
+                                "training diverged; lower the learning rate")
         seconds = time.perf_counter() - started
         seen = outputs.seen
         schedule.step()

@@ -162,3 +162,25 @@ def test_lineage_survives_a_concurrent_insert_of_the_same_dataset(store, tmp_pat
             tracking.log_lineage([data], None)  # any other error is not retried
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_a_diverging_training_stops_with_one_line_and_writes_nothing(prepared, tmp_path, store):
+    """lr: .inf was once accepted and "succeeded" with a NaN model recorded in dvc.lock; a finite but
+    absurd rate still diverges, and must not leave a model behind."""
+    import dataclasses
+
+    from ecgpipe.errors import TrainingError
+
+    params = prepared["params"]
+    name = "mean_spectrum-chunked"
+    absurd = dataclasses.replace(params.experiments[name], lr=1e30)
+    diverging = dataclasses.replace(params, experiments={**params.experiments, name: absurd})
+    with pytest.raises(TrainingError, match=rf"^experiment {name}: the training loss is (nan|inf) in epoch \d+ at learning rate "
+                                            rf"1e\+30: training diverged; lower the learning rate \(experiments\.{name}\.lr "
+                                            r"is 1e\+30\)$"):
+        run_train(diverging, name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
+                  tmp_path / "models" / name, tmp_path / "metrics" / "train.json", tmp_path / "history.csv",
+                  system_metrics=False)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
+    (run,) = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("ecgpipe").experiment_id])
+    assert run.info.status == "FAILED"
