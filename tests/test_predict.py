@@ -316,3 +316,51 @@ def test_empty_csv_gives_one_message_and_no_warning(evaluated, tmp_path):
         warnings.simplefilter("error")  # a numpy or scipy warning would raise here
         (row,) = predict_files(predictor, [str(empty)], fs=300)
     assert row["error"] == f"{empty}: the recording is empty"
+
+
+def _broken_model(evaluated, tmp_path, change):
+    folder = tmp_path / "old-model"
+    shutil.copytree(evaluated["out"] / "models" / evaluated["name"], folder)
+    change(folder)
+    return folder
+
+
+def _edit_spec(edit):
+    def change(folder):
+        spec = json.loads((folder / "model.json").read_text())
+        edit(spec)
+        (folder / "model.json").write_text(json.dumps(spec))
+    return change
+
+
+def _foreign_weights(folder):
+
+    from ecgpipe.io import write_tensors
+    from ecgpipe.models import create_model
+
+    write_tensors(folder / "model.pt", create_model("conv", 17, 1, n_steps=40).state_dict())
+
+
+@pytest.mark.parametrize("change, expected", [
+    (_edit_spec(lambda spec: spec.pop("preprocessing")),
+     "model.json: written by another version of ecgpipe (no preprocessing); retrain it (dvc repro), or load it with "
+     "the ecgpipe version that wrote it"),
+    (_edit_spec(lambda spec: spec["preprocessing"]["featurizer"].update(new_option=1)),
+     "model.json: written by another version of ecgpipe (TypeError: SpectrogramChunks.__init__() got an unexpected "
+     "keyword argument 'new_option')"),
+    (_edit_spec(lambda spec: spec["preprocessing"]["featurizer"].update(kind="wavelets")),
+     "model.json: written by another version of ecgpipe (ValueError: unknown featurizer kind 'wavelets'"),
+    (_foreign_weights, "model.pt: does not match model.json's network 'mean_spectrum' (RuntimeError: Error(s) in "
+                       "loading state_dict for"),
+    (lambda folder: (folder / "model.pt").write_bytes((folder / "model.pt").read_bytes()[:300]),
+     "model.pt: not a readable weights file ("),
+    (lambda folder: (folder / "model.json").write_text('{"model": "mean'), "model.json: not valid JSON ("),
+])
+def test_model_folders_this_version_cannot_load_are_one_line(evaluated, tmp_path, change, expected):
+    folder = _broken_model(evaluated, tmp_path, change)
+    recording = tmp_path / "x.npy"
+    np.save(recording, synthetic_signal("N", 2000, np.random.default_rng(0)))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["predict", "--model", str(folder), "--fs", "300", str(recording)])
+    message = str(exit_info.value.code)
+    assert message.startswith(f"error: {folder}/") and expected in message and "\n" not in message
