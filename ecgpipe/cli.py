@@ -97,7 +97,7 @@ def _predict(args: argparse.Namespace) -> None:
     # checked before the model loads: a folder, or one of the recordings, is refused
     target = None if args.out is None else user_output(args.out, "--out", args.files)
     predictor = Predictor.load(args.model)
-    table = pd.DataFrame(predict_files(predictor, args.files, fs=args.fs, gain=args.gain))
+    table = pd.DataFrame(predict_files(predictor, args.files, fs=args.fs, gain=args.gain, lead=args.lead))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
     if target is not None:
         write_user_output(target, table.to_csv(index=False, float_format="%.6f"))
@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "overrides the 300 Hz of .mat files and the rate in WFDB headers")
     predict.add_argument("--gain", type=_checked("check_gain"), default=1000.0,
                          help=".csv/.npy samples are in units of 1/GAIN mV (default 1000, as CinC)")
+    predict.add_argument("--lead", help="the lead to classify in multi-lead WFDB records: a name from the header "
+                         "(such as II) or an index; the output then says which lead each row used")
     predict.add_argument("--out", type=Path, help="also write the table to this CSV file")
     predict.add_argument("files", nargs="+", help="recordings")
     predict.set_defaults(func=_predict)

@@ -25,23 +25,41 @@ from ecgpipe.preprocessing import (  # noqa: F401  (re-exported: the names predi
 PREDICTOR_SPEC = "predictor.json"
 
 
-def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_PER_MV) -> Signal:
+def _lead_index(path: Path, names: list[str], lead: str | None) -> int:
+    """The index of the lead to classify: the only one, or the one ``lead`` names (name or index)."""
+    if lead is None:
+        if len(names) > 1:
+            raise PredictError(f"{path}: a {len(names)}-lead record ({', '.join(names)}); choose the lead to classify "
+                               "with --lead NAME or INDEX")
+        return 0
+    if lead in names:
+        return names.index(lead)
+    if lead.isdigit() and int(lead) < len(names):
+        return int(lead)
+    raise PredictError(f"{path}: no lead {lead!r}; expected one of its leads {names} or an index below {len(names)}")
+
+
+def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_PER_MV,
+                   lead: str | None = None) -> Signal:
     """Read a CinC ``.mat``, a WFDB record (``.hea``), a one-column ``.csv`` or a ``.npy`` signal.
 
     ``.mat`` files are taken at 300 Hz unless ``fs`` says otherwise; WFDB headers carry their rate
     and gain; ``.csv`` and ``.npy`` need ``fs``, and their samples are taken in units of
-    1/``gain`` mV (CinC units by default).
+    1/``gain`` mV (CinC units by default). A WFDB record with several leads needs ``lead`` (a
+    name from its header, or an index); the other formats hold one lead (``lead`` 0, if given).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
         raise PredictError(f"{path}: no such file")
+    if suffix != ".hea":
+        _lead_index(path, ["0"], lead)  # one lead: only 0 (or none) names it
     if suffix == ".mat":
         try:
             samples = read_signal(path).astype(np.float64)
         except RecordError as exc:
             raise PredictError(str(exc)) from None
-        return Signal(samples, 300.0 if fs is None else fs)
+        return Signal(samples, 300.0 if fs is None else fs, "0" if lead is not None else "")
     if suffix == ".hea":
         import wfdb
 
@@ -51,9 +69,11 @@ def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_
             raise PredictError(f"{path}: not a readable WFDB record ({type(exc).__name__}: {exc})") from None
         if record.d_signal is None or record.d_signal.shape[1] < 1:
             raise PredictError(f"{path}: the WFDB record has no signal")
-        digital = record.d_signal[:, 0].astype(np.float64)
-        physical_mv = (digital - record.baseline[0]) / record.adc_gain[0]
-        return Signal(physical_mv * ADC_PER_MV, float(record.fs) if fs is None else fs)
+        names = [str(n) for n in (record.sig_name or range(record.d_signal.shape[1]))]
+        i = _lead_index(path, names, lead)
+        digital = record.d_signal[:, i].astype(np.float64)
+        physical_mv = (digital - record.baseline[i]) / record.adc_gain[i]
+        return Signal(physical_mv * ADC_PER_MV, float(record.fs) if fs is None else fs, names[i])
     if suffix in (".csv", ".npy"):
         if fs is None:
             raise PredictError(f"{path}: a {suffix} signal needs its sampling rate (--fs)")
@@ -63,22 +83,23 @@ def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_
                 if suffix == ".npy":
                     samples = np.load(path, allow_pickle=False)
                 else:
-                    samples = np.loadtxt(path, delimiter=",", ndmin=1, skiprows=_header_rows(path))
+                    samples = np.loadtxt(path, delimiter=",", ndmin=1, skiprows=_header_rows(path),
+                                         encoding="utf-8-sig")  # a byte-order mark is no header
         except Exception as exc:
             raise PredictError(f"{path}: not a readable {suffix} signal ({type(exc).__name__}: {exc})") from None
-        if samples.dtype.kind not in "biuf":  # strings, objects, records, complex numbers
-            raise PredictError(f"{path}: expected numeric samples, got dtype {samples.dtype}")
+        if samples.dtype.kind not in "iuf":  # bools, strings, objects, records, complex numbers
+            raise PredictError(f"{path}: expected real-valued samples, got dtype {samples.dtype}")
         samples = np.asarray(samples, dtype=np.float64)
         if samples.ndim == 2 and 1 in samples.shape:
             samples = samples.ravel()
         if samples.ndim != 1:
             raise PredictError(f"{path}: expected one column of samples, got shape {samples.shape}")
-        return Signal(samples * (ADC_PER_MV / gain), fs)
+        return Signal(samples * (ADC_PER_MV / gain), fs, "0" if lead is not None else "")
     raise PredictError(f"{path}: unknown format {suffix!r}; expected .mat, .hea, .csv or .npy")
 
 
 def _header_rows(path: Path) -> int:
-    with open(path, errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         first = f.readline().strip()
     try:
         float(first.split(",")[0])
@@ -187,8 +208,9 @@ def record_names(paths: list[str]) -> list[str]:
 
 
 def predict_files(predictor: Predictor, paths: list[str], fs: float | None = None,
-                  gain: float = ADC_PER_MV) -> list[dict]:
-    """One row per file: record, label, p_<class>, and error (empty when it was classified).
+                  gain: float = ADC_PER_MV, lead: str | None = None) -> list[dict]:
+    """One row per file: record, label, p_<class>, and error (empty when it was classified); with
+    ``lead``, also the lead each was read from.
 
     ``fs`` and ``gain`` are checked first (a PredictError for the whole call); a problem with one
     file becomes that file's error, and the other files are still classified.
@@ -198,10 +220,13 @@ def predict_files(predictor: Predictor, paths: list[str], fs: float | None = Non
     gain = check_gain(gain)
     rows = []
     for path, name in zip(paths, record_names(paths)):
-        row = {"record": name, "label": "", **{f"p_{c}": math.nan for c in predictor.class_names},
-               "error": ""}
+        row = {"record": name, **({"lead": ""} if lead is not None else {}), "label": "",
+               **{f"p_{c}": math.nan for c in predictor.class_names}, "error": ""}
         try:
-            row.update(predictor.classify(read_recording(path, fs, gain)))
+            signal = read_recording(path, fs, gain, lead)
+            if lead is not None:
+                row["lead"] = signal.lead
+            row.update(predictor.classify(signal))
         except (PredictError, ValueError, OSError) as exc:  # this file's problem, not the call's
             message = str(exc)
             row["error"] = message if message.startswith(str(path)) else f"{path}: {message}"

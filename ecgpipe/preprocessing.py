@@ -66,6 +66,23 @@ def check_gain(gain: float, what: str = "--gain") -> float:
 class Signal:
     samples: np.ndarray  # 1-D, in CinC units (1/1000 mV)
     fs: float
+    lead: str = ""  # the lead it was read from, where the file has several (WFDB)
+
+
+# The median absolute sample of every CinC recording lies between 5 and 668 units (1/1000 mV);
+# outside 1 µV to 50 mV, no ECG does: the units are wrong (a --gain off by 1,000), not the heart.
+AMPLITUDE_RANGE = (1.0, 50_000.0)
+
+
+def check_amplitude(samples: np.ndarray) -> None:
+    """A recording that is flat, or whose amplitude no ECG has, is a PredictError (flat first: it
+    says more than a median of 0)."""
+    _check_not_flat(samples)
+    median = float(np.median(np.abs(samples)))
+    low, high = AMPLITUDE_RANGE
+    if not low <= median <= high:
+        raise PredictError(f"the recording's median absolute value is {median:.3g} (in 1/1000 mV), outside any ECG "
+                           f"({low:g} µV to {high / 1000:g} mV); check the signal's units (--gain)")
 
 
 # --- logits to probabilities ----------------------------------------------------------------
@@ -108,8 +125,9 @@ def _too_short(samples: np.ndarray, fs: float, needed: int, unit: str) -> Predic
 
 
 def _check_not_flat(samples: np.ndarray) -> None:
-    if np.ptp(samples) == 0:
-        raise PredictError(f"the recording is flat (every sample is {samples[0]:g}): no signal to classify")
+    # on the float32 values the network sees: int64 samples near 9.2e18 differ in float64, not there
+    if np.ptp(samples.astype(np.float32)) == 0:
+        raise PredictError(f"the recording is flat (every sample is {samples[0]:g}, as float32): no signal to classify")
 
 
 def _check_float32(samples: np.ndarray) -> None:
@@ -350,11 +368,15 @@ class Preprocessing:
 
     def samples_at_training_rate(self, signal: Signal) -> np.ndarray:
         """The recording's samples as float64 at the featurizer's rate (resampled if need be), checked."""
-        samples = np.asarray(signal.samples, dtype=np.float64)
+        raw = np.asarray(signal.samples)
+        if raw.dtype.kind not in "iuf":  # bool, complex, strings: no ECG is recorded as those
+            raise PredictError(f"expected real-valued samples, got dtype {raw.dtype}")
+        samples = raw.astype(np.float64)
         if samples.size == 0:
             raise PredictError("the recording is empty")
         if not np.isfinite(samples).all():
             raise PredictError("the recording has non-finite samples (NaN or infinity)")
+        check_amplitude(samples)
         fs = check_sampling_rate(signal.fs, "sampling rate")
         if not math.isclose(fs, self.fs):
             ratio = Fraction(self.fs / fs).limit_denominator(1000)

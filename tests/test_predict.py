@@ -1,5 +1,6 @@
 """Classifying new recordings: same numbers as the evaluate stage, every input format, bad files."""
 import json
+import re
 import os
 import shutil
 import socket
@@ -100,7 +101,7 @@ def test_bad_files_get_their_error_and_the_rest_are_classified(evaluated, record
     predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
     good = str(records_dir / "A00001.mat")
     short = tmp_path / "short.npy"
-    np.save(short, np.zeros(200))  # one chunk of 8 windows needs 32 + 8 * 28 = 256 samples
+    np.save(short, synthetic_signal("N", 200, np.random.default_rng(0)))  # one chunk of 8 windows needs 32 + 8 * 28 = 256
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     nonfinite = tmp_path / "nan.npy"
@@ -213,14 +214,15 @@ def test_unscorable_recordings_get_an_error_never_a_label(evaluated, records_dir
         rows = {r["record"]: r for r in predict_files(
             predictor, [str(tmp_path / f"{n}.npy") for n in ("spike", "zeros", "constant", "good")], fs=300)}
     assert "spectrogram is not finite: samples up to 1e+30" in rows["spike"]["error"]
-    assert "the recording is flat (every sample is 0)" in rows["zeros"]["error"]
-    assert "the recording is flat (every sample is 512)" in rows["constant"]["error"]
+    assert "the recording is flat (every sample is 0, as float32)" in rows["zeros"]["error"]
+    assert "the recording is flat (every sample is 512, as float32)" in rows["constant"]["error"]
     for name in ("spike", "zeros", "constant"):
         assert rows[name]["label"] == "" and np.isnan(rows[name]["p_A"])
     assert rows["good"]["error"] == "" and rows["good"]["label"] in ("N", "A")
     # a gain that blows every sample past float32's range
     tiny_gain = predict_files(predictor, [str(tmp_path / "good.npy")], fs=300, gain=1e-30)[0]
-    assert tiny_gain["label"] == "" and "spectrogram is not finite" in tiny_gain["error"]
+    assert tiny_gain["label"] == "" and "outside any ECG (1 µV to 50 mV); check the signal's units (--gain)" in \
+        tiny_gain["error"]
 
 
 def test_one_bad_file_does_not_lose_the_call(evaluated, records_dir, tmp_path, capsys):
@@ -233,8 +235,8 @@ def test_one_bad_file_does_not_lose_the_call(evaluated, records_dir, tmp_path, c
                   str(records_dir / "A00001.mat"), str(tmp_path / "records.npy")])
     table = pd.read_csv(out, dtype={"record": str}, keep_default_na=False)
     errors = dict(zip(table["record"], table["error"]))
-    assert errors["strings"] == f"{tmp_path / 'strings.npy'}: expected numeric samples, got dtype <U1"
-    assert errors["records"].startswith(f"{tmp_path / 'records.npy'}: expected numeric samples, got dtype [(")
+    assert errors["strings"] == f"{tmp_path / 'strings.npy'}: expected real-valued samples, got dtype <U1"
+    assert errors["records"].startswith(f"{tmp_path / 'records.npy'}: expected real-valued samples, got dtype [(")
     assert errors["A00001"] == "" and table.set_index("record").loc["A00001", "label"] in ("N", "A")
 
 
@@ -364,3 +366,67 @@ def test_model_folders_this_version_cannot_load_are_one_line(evaluated, tmp_path
         cli_main(["predict", "--model", str(folder), "--fs", "300", str(recording)])
     message = str(exit_info.value.code)
     assert message.startswith(f"error: {folder}/") and expected in message and "\n" not in message
+
+
+# --- silent wrong answers, round two: each is now refused or said ---------------------------------
+
+def _two_lead_record(tmp_path, first, second):
+    import wfdb
+
+    signal = np.stack([first, second], axis=1).astype(np.float64) / 1000.0  # mV
+    wfdb.wrsamp("two", fs=300, units=["mV", "mV"], sig_name=["I", "II"], p_signal=signal, fmt=["16", "16"],
+                adc_gain=[1000, 1000], baseline=[0, 0], write_dir=str(tmp_path))
+    return tmp_path / "two.hea"
+
+
+def test_a_multi_lead_record_needs_a_lead_and_says_which_it_used(evaluated, tmp_path, capsys):
+    """Only lead 0 of a 2-lead record was classified, silently (swapping the leads flipped the label)."""
+    rng = np.random.default_rng(3)
+    normal, af = synthetic_signal("N", 3000, rng), synthetic_signal("A", 3000, rng)
+    header = _two_lead_record(tmp_path, normal, af)
+    predictor = Predictor.from_folder(evaluated["out"] / "predictors" / evaluated["name"])
+    (row,) = predict_files(predictor, [str(header)])
+    assert row["label"] == "" and row["error"] == (f"{header}: a 2-lead record (I, II); choose the lead to classify "
+                                                   "with --lead NAME or INDEX")
+    by_name, by_index = predict_files(predictor, [str(header)], lead="II"), predict_files(predictor, [str(header)], lead="1")
+    assert by_name == by_index and by_name[0]["lead"] == "II" and by_name[0]["error"] == ""
+    first = predict_files(predictor, [str(header)], lead="I")[0]
+    assert first["lead"] == "I" and first["p_A"] != by_name[0]["p_A"]  # the two leads are scored apart
+    # as the matching single-lead file would be
+    np.save(tmp_path / "af.npy", af)
+    assert by_name[0]["p_A"] == pytest.approx(predict_files(predictor, [str(tmp_path / "af.npy")], fs=300)[0]["p_A"],
+                                              abs=2e-3)  # the header stores 16-bit samples of the mV values
+    (bad,) = predict_files(predictor, [str(header)], lead="V1")
+    assert bad["error"] == f"{header}: no lead 'V1'; expected one of its leads ['I', 'II'] or an index below 2"
+    cli_main(["predict", "--model", str(evaluated["out"] / "predictors" / evaluated["name"]), "--lead", "II",
+              "--out", str(tmp_path / "out.csv"), str(header)])
+    assert pd.read_csv(tmp_path / "out.csv")["lead"].tolist() == ["II"]
+
+
+@pytest.mark.parametrize("samples, expected", [
+    (np.full(3000, 9_200_000_000_000_000_000, dtype=np.int64) + np.arange(3000) % 7,
+     "the recording is flat (every sample is 9.2e+18, as float32): no signal to classify"),  # flat to the network
+    (np.random.default_rng(0).integers(0, 2, 3000).astype(bool), "expected real-valued samples, got dtype bool"),
+    (synthetic_signal("N", 3000, np.random.default_rng(0)) * 100_000.0,
+     "median absolute value is 1.5e+06 (in 1/1000 mV), outside any ECG"),
+    (synthetic_signal("N", 3000, np.random.default_rng(0)) / 100_000.0, "outside any ECG (1 µV to 50 mV)"),
+])
+def test_values_no_ecg_has_get_an_error_not_a_label(evaluated, tmp_path, samples, expected):
+    predictor = Predictor.from_folder(evaluated["out"] / "predictors" / evaluated["name"])
+    path = tmp_path / "odd.npy"
+    np.save(path, samples)
+    (row,) = predict_files(predictor, [str(path)], fs=300)
+    assert row["label"] == "" and expected in row["error"], row["error"]
+    with pytest.raises(PredictError, match=re.escape(expected.split(" (")[0])):
+        predictor.classify(Signal(samples, 300.0))  # the served model's path too
+
+
+def test_a_csv_with_a_byte_order_mark_keeps_its_first_sample(evaluated, tmp_path):
+    raw = synthetic_signal("N", 3000, np.random.default_rng(0))
+    text = "\n".join(str(v) for v in raw) + "\n"
+    (tmp_path / "plain.csv").write_text(text)
+    (tmp_path / "bom.csv").write_text("\ufeff" + text, encoding="utf-8")
+    (tmp_path / "bom_header.csv").write_text("\ufeffecg\n" + text, encoding="utf-8")
+    for name in ("bom.csv", "bom_header.csv"):
+        signal = read_recording(tmp_path / name, fs=300)
+        assert len(signal.samples) == 3000 and signal.samples[0] == raw[0], name

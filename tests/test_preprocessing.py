@@ -147,9 +147,9 @@ def test_featurizers_refuse_what_they_cannot_score():
     with pytest.raises(PredictError, match="flat"):
         crops.network_input(Signal(np.full(900, 7.0), 300))
     with pytest.raises(PredictError, match="beyond float32"):
-        crops.network_input(Signal(np.r_[np.zeros(899), 1e300], 300))
+        crops.network_input(Signal(np.r_[100 * np.sin(np.arange(899) / 10), 1e300], 300))  # an ECG's amplitude, and a spike
     # a 600 Hz recording is resampled to the training rate: 1,200 samples become 600
-    assert crops.network_input(Signal(np.sin(np.arange(1200) / 10), 600)).shape == (1, 600, 1)
+    assert crops.network_input(Signal(100 * np.sin(np.arange(1200) / 10), 600)).shape == (1, 600, 1)
 
 
 def test_signal_store_must_follow_the_spectrogram_records(prepared, records_dir, tmp_path):

@@ -101,7 +101,8 @@ def test_stage_script_rejects_invalid_params(tmp_path, small_params):
     )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: {bad}: params: chunk.size: expected a positive number of windows, got -40"
+        f"error: {bad}: params: chunk.size: expected a positive number of windows, got -40 "
+        "(under dvc repro, `dvc checkout` restores this stage's previous outputs)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
