@@ -44,7 +44,7 @@ def dvc_project(tmp_path, archive_path, small_params):
     return project, repro, set_param, env
 
 
-DATA_STAGES = {"download", "spectrogram", "signals", "split", "balance", "chunk"}
+DATA_STAGES = {"check", "download", "spectrogram", "signals", "split", "balance", "chunk"}
 EXPERIMENTS = ("mean_spectrum-chunked", "fully_connected-random_chunk")
 TRAIN_STAGES = {f"train@{e}" for e in EXPERIMENTS}
 EVAL_STAGES = {f"evaluate@{e}" for e in EXPERIMENTS}
@@ -116,16 +116,47 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
 
     # one experiment's epochs: that experiment alone (and the report over all of them)
     set_param("experiments", "mean_spectrum-chunked", "epochs", 1)
-    assert repro() == {"train@mean_spectrum-chunked", "evaluate@mean_spectrum-chunked", "report"}
+    # (`check` validates every edit of params.yaml first; its output stays the same, so nothing else reruns)
+    assert repro() == {"check", "train@mean_spectrum-chunked", "evaluate@mean_spectrum-chunked", "report"}
     history = (project / "plots" / "history" / "mean_spectrum-chunked.csv").read_text().splitlines()
     assert len(history) == 2  # header and one epoch
 
     # the chunk size: chunk, not spectrogram, split or balance
     set_param("chunk", "size", 6)
-    assert repro("chunk") == {"chunk"}
+    assert repro("chunk") == {"check", "chunk"}
     card = yaml.safe_load((project / "metrics" / "chunk.json").read_text())
     assert card["train"]["chunks"]["total"] > 0
 
     # a spectrogram parameter: spectrogram and everything after it
     set_param("spectrogram", "noverlap", 8)
-    assert repro("chunk") == {"spectrogram", "split", "balance", "chunk"}
+    assert repro("chunk") == {"check", "spectrogram", "split", "balance", "chunk"}
+
+
+def test_a_params_typo_stops_dvc_repro_before_anything_is_deleted(dvc_project):
+    """`train.batchsize: 10` once gave "Data and pipelines are up to date", exit 0: no stage reads it."""
+    project, repro, set_param, env = dvc_project
+    repro("chunk")
+
+    def outputs():  # every stage's outputs but the check's own (DVC deletes that one before it runs)
+        return {p: p.read_bytes() for p in (project / "data").rglob("*") if p.is_file() and p.name != "params_checked.json"}
+
+    before = outputs()
+    set_param("train", "batchsize", 10)
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert ("error: params.yaml: params: train.batchsize: expected one of the known keys ['batch_size', 'device', "
+            "'eval_batch_size', 'seed'], got 'an unknown key'") in result.stderr
+    assert outputs() == before
+    # a bad value of a stage that has not run yet stops here too, before DVC deletes anything
+    set_param("train", "batchsize", None)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    del raw["train"]["batchsize"]
+    raw["evaluate"]["bootstrap_seed"] = -5
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "chunk"], cwd=project, env=env, capture_output=True,
+                            text=True)
+    assert result.returncode != 0 and "evaluate.bootstrap_seed: expected a seed from 0 to" in result.stderr
+    assert "Running stage 'check'" in result.stdout and "Running stage 'download'" not in result.stdout
+    raw["evaluate"]["bootstrap_seed"] = 12345
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert repro("chunk") == {"check"}  # valid again: nothing else reruns
