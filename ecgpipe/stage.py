@@ -36,8 +36,9 @@ def os_error_line(exc: OSError) -> str:
     return f"{path}: {exc.strerror or exc}"
 
 
-# DVC deletes a stage's outputs before it runs it; a failed stage leaves them deleted
-RESTORE_HINT = "under dvc repro, `dvc checkout` restores this stage's previous outputs"
+# DVC deletes a stage's outputs before it runs it; a failed stage leaves them deleted (README,
+# "What an interrupted or failed dvc repro leaves")
+RESTORE_HINT = "under dvc repro, `dvc checkout && git checkout -- metrics plots reports` restores the previous outputs"
 
 
 def exit_with_error(exc: BaseException, hint: str | None = None) -> None:

@@ -100,7 +100,7 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
     # batch sizes bound memory, but may round otherwise on another CPU: DVC params of their stages
     set_param("spectrogram", "batch_size", 3)
     set_param("train", "eval_batch_size", 128)
-    assert set(_status(project, env)) == {"spectrogram"} | TRAIN_STAGES | EVAL_STAGES | {"report"}
+    assert set(_status(project, env)) == {"check", "spectrogram"} | TRAIN_STAGES | EVAL_STAGES | {"report"}
     set_param("spectrogram", "batch_size", small_params["spectrogram"]["batch_size"])
     set_param("train", "eval_batch_size", small_params["train"]["eval_batch_size"])
     assert _status(project, env) == {}

@@ -8,6 +8,7 @@ import scipy.io
 import torch
 import yaml
 
+from ecgpipe.stage import RESTORE_HINT
 from ecgpipe.data.balance import run_balance
 from ecgpipe.data.chunk import run_chunk
 from ecgpipe.data.signals import run_signals
@@ -102,7 +103,7 @@ def test_stage_script_rejects_invalid_params(tmp_path, small_params):
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"error: {bad}: params: chunk.size: expected a positive number of windows, got -40 "
-        "(under dvc repro, `dvc checkout` restores this stage's previous outputs)"
+        f"({RESTORE_HINT})"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
