@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ecgpipe.stage import INPUT_ERRORS, exit_with_error
+from ecgpipe.stage import INPUT_ERRORS, exit_with_error, exit_with_store_error
 
 # errors shown as one line: the user's input or the file system, not a bug
 CLI_ERRORS = INPUT_ERRORS + (ValueError, OSError)
@@ -212,3 +212,6 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except CLI_ERRORS as exc:
         exit_with_error(exc)
+    except Exception as exc:
+        exit_with_store_error(exc)
+        raise

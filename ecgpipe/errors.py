@@ -12,3 +12,8 @@ class TrainingError(ValueError):
 class ModelFileError(ValueError):
     """A model folder that this version cannot load: missing or unknown keys, other weights, a
     damaged file. The message names the file and what to do."""
+
+
+class TrackingStoreError(ValueError):
+    """The MLflow store cannot be used: not a database, read-only, full, or the experiment is
+    deleted. The message names the store and what to do."""

@@ -335,7 +335,10 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
     import mlflow  # heavy: only the stage needs it, not the metric functions
 
     from ecgpipe import plots, serving, tracking
+    from ecgpipe.experiment import RUN_FILE
 
+    # the run this stage logs into: its store checked before minutes of scoring, not after
+    tracking.check_store_file(read_json(Path(model_dir) / RUN_FILE)["tracking_uri"])
     table = read_records(spectrogram_dir)
     scores, outputs, figures = {}, {}, {}
     # validation only: a test split is scored once, for the champion alone, by the report stage

@@ -146,6 +146,7 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
     from ecgpipe import plots, tracking
 
     tune_for_training()  # process-wide allocator and denormal settings: speed only
+    tracking.check_store_file(tracking.tracking_uri())  # before the data loads, not after the training
     experiment = params.experiment(name)
     device = resolve_device(params.train.device)
     preprocessing_path = Path(spectrogram_dir) / PREPROCESSING_FILE

@@ -186,11 +186,12 @@ def _download_mlflow_model(uri: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from ecgpipe.tracking import TRACKING_ENV, tracking_uri
+    from ecgpipe.tracking import TRACKING_ENV, check_store_file, tracking_uri
 
     store = tracking_uri()
     if not os.environ.get(TRACKING_ENV) and not Path(store.removeprefix("sqlite:///")).is_file():
         raise PredictError(f"{uri}: no MLflow store at {store}; set {TRACKING_ENV} to the store that holds the model")
+    check_store_file(store, write=False)
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=store)
     except MlflowException as exc:

@@ -185,9 +185,11 @@ def register_champion(table: pd.DataFrame, metric: str, models_dir: Path, regist
 
     from ecgpipe.experiment import RUN_FILE
     from ecgpipe.serving import ARTIFACT
+    from ecgpipe.tracking import check_store_file
 
     best = table.loc[table[metric].astype(float).idxmax()]
     run = read_json(Path(models_dir) / best["experiment"] / RUN_FILE)
+    check_store_file(run["tracking_uri"])
     mlflow.set_tracking_uri(run["tracking_uri"])
     client = MlflowClient()
     try:

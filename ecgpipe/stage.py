@@ -12,11 +12,11 @@ from pathlib import Path
 from ecgpipe.data.archive import ArchiveError
 from ecgpipe.data.records import RecordError
 from ecgpipe.data.store import StoreError
-from ecgpipe.errors import ModelFileError, TrainingError
+from ecgpipe.errors import ModelFileError, TrackingStoreError, TrainingError
 from ecgpipe.params import Params, ParamsError, load_params
 
 # Errors caused by the user's input: reported as one clear line, without a traceback.
-INPUT_ERRORS = (ParamsError, ArchiveError, RecordError, StoreError, TrainingError, ModelFileError)
+INPUT_ERRORS = (ParamsError, ArchiveError, RecordError, StoreError, TrainingError, ModelFileError, TrackingStoreError)
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -46,6 +46,16 @@ def exit_with_error(exc: BaseException, hint: str | None = None) -> None:
     sys.exit(f"error: {message}" + (f" ({hint})" if hint else ""))
 
 
+def exit_with_store_error(exc: BaseException, hint: str | None = None) -> None:
+    """One line, if ``exc`` is MLflow's or SQLAlchemy's about the tracking store; else return (the
+    caller re-raises: a bug keeps its traceback)."""
+    from ecgpipe.tracking import store_error_line
+
+    line = store_error_line(exc)
+    if line is not None:
+        sys.exit(f"error: {line}" + (f" ({hint})" if hint else ""))
+
+
 def run_stage(description: str, paths: list[str], body: Callable[[Params, argparse.Namespace], object],
               options: list[str] = ()) -> None:
     """Parse ``--params``, one ``--<name> PATH`` per entry of ``paths`` and one ``--<name> TEXT``
@@ -62,3 +72,6 @@ def run_stage(description: str, paths: list[str], body: Callable[[Params, argpar
         body(load_params(args.params), args)
     except INPUT_ERRORS + (OSError,) as exc:
         exit_with_error(exc, RESTORE_HINT)
+    except Exception as exc:
+        exit_with_store_error(exc, RESTORE_HINT)
+        raise

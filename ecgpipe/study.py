@@ -60,8 +60,9 @@ def prepare_store(uri: str, experiment_name: str) -> None:
     find a new SQLite store both run its schema migrations, and one of them fails."""
     import mlflow
 
-    from ecgpipe.tracking import experiment_id
+    from ecgpipe.tracking import check_store_file, experiment_id
 
+    check_store_file(uri)
     mlflow.set_tracking_uri(uri)
     experiment_id(mlflow, experiment_name)
 
@@ -161,6 +162,9 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRun
     from mlflow.tracking import MlflowClient
 
     check_study_name(name)
+    from ecgpipe.tracking import check_store_file
+
+    check_store_file(tracking_uri, write=False)
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:

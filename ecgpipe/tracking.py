@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import warnings
 from collections.abc import Iterator, Mapping
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ecgpipe.errors import TrackingStoreError
 from ecgpipe.io import file_digest
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
@@ -32,6 +34,56 @@ def default_tracking_uri() -> str:
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI when set, else the project's SQLite store (an absolute path)."""
     return os.environ.get(TRACKING_ENV) or default_tracking_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` store; None for other stores (a server, a folder)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+_OTHER_STORE = f"point {TRACKING_ENV} at another store"
+
+
+def check_store_file(uri: str, write: bool = True) -> None:
+    """A SQLite store that exists must be a readable database (and, to ``write``, writable); a
+    TrackingStoreError in one line otherwise. Checked before a stage or command does any work, so
+    that MLflow's and SQLAlchemy's tracebacks never reach the user. Other stores pass: their server
+    answers for itself (and a failure is caught as :func:`store_error_line` says)."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    if path.exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+                verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            raise TrackingStoreError(f"{path}: not a readable MLflow store ({exc}: corrupted or truncated?); restore it "
+                                     f"from a backup, or {_OTHER_STORE}") from None
+        if verdict != "ok":
+            raise TrackingStoreError(f"{path}: the MLflow store is damaged ({verdict}); restore it from a backup, or "
+                                     f"{_OTHER_STORE}")
+        if tables and "experiments" not in tables:
+            raise TrackingStoreError(f"{path}: a SQLite database, but not an MLflow store (no experiments table); "
+                                     f"{_OTHER_STORE}")
+    if not write:
+        return
+    folder = path.parent if path.exists() else next(p for p in path.resolve().parents if p.exists())
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TrackingStoreError(f"{path}: the MLflow store is read-only for this user (or on a read-only disk); "
+                                 f"make it writable, or {_OTHER_STORE}")
+
+
+def store_error_line(exc: BaseException, uri: str | None = None) -> str | None:
+    """One line for an error MLflow or SQLAlchemy raised while using the store (a full disk, a
+    store that broke during the run); None for any other error."""
+    if not type(exc).__module__.startswith(("mlflow", "sqlalchemy", "sqlite3")):
+        return None
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if "disk is full" in first or "disk I/O error" in first:
+        first += "; free some space and run again"
+    return f"the MLflow store {uri or tracking_uri()}: {first}"
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -75,6 +127,10 @@ def experiment_id(mlflow, name: str) -> str:
     """The MLflow experiment ``name`` in the current store, created (with its artifact location and
     kind) if missing; creating it also creates a new store's tables."""
     experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise TrackingStoreError(f"the MLflow experiment {name!r} in {tracking_uri()} is deleted; restore it with "
+                                 f"`mlflow experiments restore --experiment-id {experiment.experiment_id}`, or choose "
+                                 "another mlflow.experiment_name")
     if experiment is not None:
         if EXPERIMENT_KIND_TAG not in experiment.tags:
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
@@ -94,6 +150,7 @@ def start_run(experiment_name: str, run_name: str, params: Mapping[str, Any], ta
     """An MLflow run with params and tags; it ends FAILED if the block raises, else FINISHED."""
     import mlflow
 
+    check_store_file(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     experiment = experiment_id(mlflow, experiment_name)
     if system_metrics:
@@ -110,6 +167,7 @@ def resumed_run(run_info: Mapping[str, str]) -> Iterator[Any]:
     its training end time and status, which resuming it would otherwise move to now."""
     import mlflow
 
+    check_store_file(run_info["tracking_uri"])
     mlflow.set_tracking_uri(run_info["tracking_uri"])
     client = mlflow.tracking.MlflowClient()
     trained = client.get_run(run_info["run_id"]).info

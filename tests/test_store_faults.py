@@ -1,0 +1,107 @@
+"""A broken MLflow store (corrupted, truncated, read-only, full, a deleted experiment): one line
+naming the store and what to do, from the stages, `predict` and `study report`; never a traceback,
+and nothing of the stage's outputs lost."""
+import sqlite3
+
+import mlflow
+import pytest
+
+from ecgpipe.cli import main as cli_main
+from ecgpipe.errors import TrackingStoreError
+from ecgpipe.experiment import run_train
+from ecgpipe.tracking import check_store_file, store_error_line
+
+NAME = "mean_spectrum-chunked"
+
+
+def _cli_error(argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    return str(exit_info.value.code)
+
+
+@pytest.fixture
+def good_store(tmp_path):
+    path = tmp_path / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").create_experiment("ecgpipe")
+    return path
+
+
+def _train(prepared, tmp_path):
+    return run_train(prepared["params"], NAME, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
+                     tmp_path / "models" / NAME, tmp_path / "train.json", tmp_path / "history.csv", system_metrics=False)
+
+
+def test_a_corrupted_store_is_one_line_everywhere(tmp_path, monkeypatch, prepared):
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"this is no database " * 500)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    expected = (f"error: {store}: not a readable MLflow store (file is not a database: corrupted or truncated?); "
+                "restore it from a backup, or point MLFLOW_TRACKING_URI at another store")
+    assert _cli_error(["predict", "--model", "models:/ecgpipe-af@champion", "x.mat"]) == expected
+    assert _cli_error(["study", "report", "--name", "cv", "--out", str(tmp_path / "reports")]) == expected
+    # a stage stops before its work, and the outputs it had stay as they were
+    (tmp_path / "models" / NAME).mkdir(parents=True)
+    (tmp_path / "models" / NAME / "model.pt").write_bytes(b"the previous model")
+    with pytest.raises(TrackingStoreError, match="not a readable MLflow store"):
+        _train(prepared, tmp_path)
+    assert (tmp_path / "models" / NAME / "model.pt").read_bytes() == b"the previous model"
+
+
+def test_a_truncated_store_is_named(good_store):
+    data = good_store.read_bytes()
+    good_store.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrackingStoreError, match=rf"^{good_store}: (not a readable MLflow store|the MLflow store is "
+                                                 r"damaged)"):
+        check_store_file(f"sqlite:///{good_store}")
+
+
+def test_another_sqlite_database_is_not_a_store(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE patients (id INTEGER)")
+    with pytest.raises(TrackingStoreError, match="a SQLite database, but not an MLflow store"):
+        check_store_file(f"sqlite:///{path}", write=False)
+
+
+def test_a_read_only_store_is_named_before_training(good_store, monkeypatch, prepared, tmp_path):
+    import os
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK and str(p).startswith(str(tmp_path))
+                        else real_access(p, mode))  # root writes anywhere: a read-only disk as os.access sees it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{good_store}")
+    with pytest.raises(TrackingStoreError, match=rf"^{good_store}: the MLflow store is read-only for this user"):
+        _train(prepared, tmp_path)
+    check_store_file(f"sqlite:///{good_store}", write=False)  # reading it is fine
+
+
+def test_a_deleted_experiment_says_how_to_restore_it(good_store, monkeypatch, prepared, tmp_path):
+    client = mlflow.MlflowClient(f"sqlite:///{good_store}")
+    experiment = client.get_experiment_by_name("ecgpipe")
+    client.delete_experiment(experiment.experiment_id)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{good_store}")
+    with pytest.raises(TrackingStoreError, match=rf"the MLflow experiment 'ecgpipe' in sqlite:///{good_store} is "
+                                                 rf"deleted; restore it with `mlflow experiments restore "
+                                                 rf"--experiment-id {experiment.experiment_id}`, or choose another "
+                                                 r"mlflow.experiment_name"):
+        _train(prepared, tmp_path)
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_full_disk_during_logging_is_one_line(monkeypatch, tmp_path):
+    import sqlalchemy.exc
+
+    full = sqlalchemy.exc.OperationalError("INSERT INTO metrics", {}, sqlite3.OperationalError("database or disk is full"))
+    line = store_error_line(full, "sqlite:///x.db")
+    assert line.startswith("the MLflow store sqlite:///x.db: (sqlite3.OperationalError) database or disk is full")
+    assert line.endswith("; free some space and run again") and "\n" not in line
+    assert store_error_line(KeyError("a bug")) is None  # our own bugs keep their traceback
+
+    def fail(args):
+        raise full
+
+    monkeypatch.setattr("ecgpipe.cli._study_report", fail)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
+    message = _cli_error(["study", "report", "--name", "cv"])
+    assert message.startswith("error: the MLflow store sqlite:///x.db: (sqlite3.OperationalError) database or disk is full")
