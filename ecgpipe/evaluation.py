@@ -337,6 +337,7 @@ def run_evaluate(params, name: str, records_dir: Path, spectrogram_dir: Path, ch
     from ecgpipe import plots, serving, tracking
     from ecgpipe.experiment import RUN_FILE
 
+    resolve_device(params.train.device)  # a device this machine lacks is said first
     # the run this stage logs into: its store checked before minutes of scoring, not after
     tracking.check_store_file(read_json(Path(model_dir) / RUN_FILE)["tracking_uri"])
     table = read_records(spectrogram_dir)

@@ -182,8 +182,21 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRun
                      **{f: metrics.get(f"val_{f}", np.nan) for f in FIGURES}})
     if not rows:
         raise StudyError(f"no finished MLflow run is tagged {STUDY_TAG}={name!r} in {tracking_uri}")
+    _check_figures(rows)
     runs = pd.DataFrame(rows).drop_duplicates(["experiment", "fold", "seed"])  # newest first: keep it
     return StudyRuns(name, runs.sort_values(["experiment", "seed", "fold"]).reset_index(drop=True))
+
+
+def _check_figures(rows: list[dict]) -> None:
+    """A figure missing from some runs would average as NaN (a renamed metric once gave an all-NaN
+    report): name the first such run. Only ``worst_shift_f1_A`` may be missing from all of them (a
+    study without device shifts)."""
+    for f in FIGURES:
+        missing = [r for r in rows if np.isnan(r[f])]
+        if missing and (len(missing) < len(rows) or f != "worst_shift_f1_A"):
+            r = missing[0]
+            raise StudyError(f"{r['experiment']} (fold {r['fold']}, seed {r['seed']}): no metric val_{f} in its MLflow "
+                             f"run {r['run_id']}; expected every study figure (evaluated by another version of ecgpipe?)")
 
 
 def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float, float]:

@@ -135,7 +135,7 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
 def test_a_params_typo_stops_dvc_repro_before_anything_is_deleted(dvc_project):
     """`train.batchsize: 10` once gave "Data and pipelines are up to date", exit 0: no stage reads it."""
     project, repro, set_param, env = dvc_project
-    repro("chunk")
+    repro("split")
 
     def outputs():  # every stage's outputs but the check's own (DVC deletes that one before it runs)
         return {p: p.read_bytes() for p in (project / "data").rglob("*") if p.is_file() and p.name != "params_checked.json"}
@@ -153,10 +153,10 @@ def test_a_params_typo_stops_dvc_repro_before_anything_is_deleted(dvc_project):
     del raw["train"]["batchsize"]
     raw["evaluate"]["bootstrap_seed"] = -5
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "chunk"], cwd=project, env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "split"], cwd=project, env=env, capture_output=True,
                             text=True)
     assert result.returncode != 0 and "evaluate.bootstrap_seed: expected a seed from 0 to" in result.stderr
     assert "Running stage 'check'" in result.stdout and "Running stage 'download'" not in result.stdout
     raw["evaluate"]["bootstrap_seed"] = 12345
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert repro("chunk") == {"check"}  # valid again: nothing else reruns
+    assert repro("split") == {"check"}  # valid again: nothing else reruns

@@ -18,6 +18,9 @@ from ecgpipe.params import parse_params
 from ecgpipe.report import run_report
 
 
+CHAMPION_CONFIG = "raw_resnet-robust_crop"
+
+
 @pytest.fixture(scope="module")
 def reported(records_dir, tmp_path_factory):
     """Three tiny experiments (two on spectrograms, one on the raw signal) on a split with held-out
@@ -35,7 +38,15 @@ def reported(records_dir, tmp_path_factory):
         "model": "fully_connected", "loader": "random_crop", "epochs": 2, "lr": 0.01, "lr_schedule": "cosine",
         "conditioning": {"highpass_hz": 0.5, "lowpass_hz": 40, "amplitude": "mad"}, "log_floor": 0.001,
         "augment": {"gain": [0.5, 2.0], "offset": 300, "noise_snr_db": [10, 40], "stretch": 0.1, "dropout_s": 0.2}}
-    raw["evaluate"]["shifts"] = {"gain_1x": {"kind": "gain", "factor": 1.0}, **raw["evaluate"]["shifts"]}
+    import yaml
+
+    from tests.conftest import ROOT
+
+    project = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["evaluate"]["shifts"] = {"gain_1x": {"kind": "gain", "factor": 1.0}, **project["evaluate"]["shifts"]}
+    # the configuration that ships as the champion (params.yaml's raw_resnet-robust_crop), shortened
+    champion = project["experiments"][CHAMPION_CONFIG]
+    raw["experiments"][CHAMPION_CONFIG] = {**champion, "crop_samples": 600, "epochs": 2}
     params = parse_params(raw)
     out = tmp_path_factory.mktemp("reported")
     uri = f"sqlite:///{out / 'mlflow.db'}"
@@ -159,3 +170,51 @@ def test_champion_is_scored_once_on_the_test_split(reported):
             assert "test_record_f1_A_ci_low" in logged and run.info.status == "FINISHED"
         else:
             assert logged == set()  # no other experiment is ever scored on the test recordings
+
+
+def _val_predictions(out, name) -> pd.DataFrame:
+    return pd.read_csv(out / "plots" / "confusion" / name / "val.csv", dtype={"record": str}).set_index("record")
+
+
+def test_the_champions_configuration_end_to_end(reported, records_dir, monkeypatch):
+    """raw_resnet with conditioning and augmentation (what ships as @champion): trained, evaluated,
+    then predicted by `ecgpipe predict` and by the MLflow pyfunc model, with the same numbers."""
+    import mlflow
+    import numpy as np
+    import scipy.io
+
+    from ecgpipe.predict import Predictor, predict_files
+
+    out = reported["out"]
+    expected = _val_predictions(out, CHAMPION_CONFIG)
+    spec = json.loads((out / "models" / CHAMPION_CONFIG / "model.json").read_text())
+    assert spec["preprocessing"]["featurizer"]["conditioning"] == {"highpass_hz": 0.5, "lowpass_hz": 40.0,
+                                                                   "amplitude": "mad", "filter_order": 2}
+    records = list(expected.index[:6])
+    files = [str(records_dir / f"{r}.mat") for r in records]
+    rows = predict_files(Predictor.load(str(out / "predictors" / CHAMPION_CONFIG)), files)
+    assert [r["error"] for r in rows] == [""] * len(rows)
+    np.testing.assert_allclose([r["p_A"] for r in rows], expected.loc[records, "p_A"], atol=2e-6)  # val.csv: 6 decimals
+    assert [r["label"] for r in rows] == expected.loc[records, "predicted"].tolist()
+    served = mlflow.pyfunc.load_model(str(out / "predictors" / CHAMPION_CONFIG))
+    signals = [scipy.io.loadmat(f)["val"][0].astype(float).tolist() for f in files]
+    answer = served.predict(pd.DataFrame({"signal": signals, "fs": [300.0] * len(signals)}))
+    np.testing.assert_allclose(answer["p_A"], [r["p_A"] for r in rows], rtol=0, atol=1e-12)
+    assert answer["error"].tolist() == [""] * len(rows)
+
+
+def test_registry_and_run_uris_predict_what_the_champion_scored(reported, records_dir, monkeypatch):
+    """`--model models:/NAME@champion` and `runs:/ID/predictor`: the success path, not only failures."""
+    import numpy as np
+
+    from ecgpipe.predict import Predictor, predict_files
+
+    out = reported["out"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", reported["uri"])
+    champion = json.loads((out / "reports" / "champion.json").read_text())
+    expected = _val_predictions(out, champion["experiment"])
+    records = list(expected.index[:4])
+    files = [str(records_dir / f"{r}.mat") for r in records]
+    for uri in (champion["model_uri"], f"runs:/{champion['run_id']}/predictor"):
+        rows = predict_files(Predictor.load(uri), files)
+        np.testing.assert_allclose([r["p_A"] for r in rows], expected.loc[records, "p_A"], atol=2e-6, err_msg=uri)
