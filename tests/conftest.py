@@ -23,6 +23,15 @@ def archive_path(records_dir, tmp_path_factory) -> Path:
     return zip_records(records_dir, tmp_path_factory.mktemp("archive") / "training2017.zip")
 
 
+def cli_exit_message(argv: list[str]) -> str:
+    """What `ecgpipe ARGV...` exits with (the error line), for a call that must fail."""
+    from ecgpipe.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return str(exit_info.value.code)
+
+
 def small_params_dict() -> dict:
     """The project's params.yaml, scaled to the synthetic recordings, with two tiny experiments."""
     raw = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))

@@ -6,18 +6,12 @@ import sqlite3
 import mlflow
 import pytest
 
-from ecgpipe.cli import main as cli_main
 from ecgpipe.errors import TrackingStoreError
 from ecgpipe.experiment import run_train
 from ecgpipe.tracking import check_store_file, store_error_line
+from tests.conftest import cli_exit_message
 
 NAME = "mean_spectrum-chunked"
-
-
-def _cli_error(argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(argv)
-    return str(exit_info.value.code)
 
 
 @pytest.fixture
@@ -38,8 +32,8 @@ def test_a_corrupted_store_is_one_line_everywhere(tmp_path, monkeypatch, prepare
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
     expected = (f"error: {store}: not a readable MLflow store (file is not a database: corrupted or truncated?); "
                 "restore it from a backup, or point MLFLOW_TRACKING_URI at another store")
-    assert _cli_error(["predict", "--model", "models:/ecgpipe-af@champion", "x.mat"]) == expected
-    assert _cli_error(["study", "report", "--name", "cv", "--out", str(tmp_path / "reports")]) == expected
+    assert cli_exit_message(["predict", "--model", "models:/ecgpipe-af@champion", "x.mat"]) == expected
+    assert cli_exit_message(["study", "report", "--name", "cv", "--out", str(tmp_path / "reports")]) == expected
     # a stage stops before its work, and the outputs it had stay as they were
     (tmp_path / "models" / NAME).mkdir(parents=True)
     (tmp_path / "models" / NAME / "model.pt").write_bytes(b"the previous model")
@@ -103,5 +97,5 @@ def test_a_full_disk_during_logging_is_one_line(monkeypatch, tmp_path):
 
     monkeypatch.setattr("ecgpipe.cli._study_report", fail)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
-    message = _cli_error(["study", "report", "--name", "cv"])
+    message = cli_exit_message(["study", "report", "--name", "cv"])
     assert message.startswith("error: the MLflow store sqlite:///x.db: (sqlite3.OperationalError) database or disk is full")

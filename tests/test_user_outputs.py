@@ -7,13 +7,7 @@ import threading
 import pytest
 
 from ecgpipe import io as ecg_io
-from ecgpipe.cli import main as cli_main
-
-
-def _exit_message(argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(argv)
-    return str(exit_info.value.code)
+from tests.conftest import cli_exit_message
 
 
 @pytest.fixture
@@ -27,12 +21,12 @@ def no_model(monkeypatch):
 def test_out_that_is_an_input_recording_is_refused(tmp_path, no_model):
     recording = tmp_path / "rec.csv"
     recording.write_text("1\n2\n3\n")
-    message = _exit_message(["predict", "--model", "any", "--fs", "300", "--out", str(recording), str(recording)])
+    message = cli_exit_message(["predict", "--model", "any", "--fs", "300", "--out", str(recording), str(recording)])
     assert message == f"error: --out {recording}: is one of the inputs ({recording}); choose another file to write"
     assert recording.read_text() == "1\n2\n3\n"
     # also through another name for the same file (a hard link)
     os.link(recording, tmp_path / "same.csv")
-    assert "is one of the inputs" in _exit_message(
+    assert "is one of the inputs" in cli_exit_message(
         ["predict", "--model", "any", "--fs", "300", "--out", str(tmp_path / "same.csv"), str(recording)])
 
 
@@ -41,7 +35,7 @@ def test_bench_json_that_is_a_folder_is_refused_and_kept(tmp_path, no_model):
     folder.mkdir()
     (folder / "keep.txt").write_text("mine")
     for argv in (["bench", "train", "--json", str(folder)], ["bench", "data", "--json", str(folder)]):
-        assert _exit_message(argv) == f"error: --json {folder}: is a folder; expected the path of a file to write"
+        assert cli_exit_message(argv) == f"error: --json {folder}: is a folder; expected the path of a file to write"
     assert (folder / "keep.txt").read_text() == "mine"
 
 
