@@ -225,8 +225,11 @@ def write_user_output(target: Path, text: str) -> None:
     except FileNotFoundError:
         special = False
     if special:
-        with open(target, "w") as f:
-            f.write(text)
+        try:
+            with open(target, "w") as f:
+                f.write(text)
+        except OSError as exc:  # a failed write names no file (/dev/full): name the target
+            raise type(exc)(exc.errno, exc.strerror, str(target)) from None
         return
     with atomic_path(target) as tmp:
         tmp.write_text(text)

@@ -55,6 +55,15 @@ def test_a_device_is_written_in_place_not_replaced():
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)  # still the device, not a regular file
 
 
+def test_a_full_device_is_named_and_kept(tmp_path):
+    recording = tmp_path / "r.csv"
+    recording.write_text("1\n2\n")
+    with pytest.raises(OSError) as info:
+        ecg_io.write_user_output(ecg_io.user_output("/dev/full", "--out", [recording]), "rows\n")
+    assert info.value.filename == "/dev/full" and info.value.errno == 28
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
 def test_a_fifo_is_written_in_place(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
