@@ -90,9 +90,8 @@ def _device(text: str) -> str:
 def _predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from ecgpipe.predict import Predictor, predict_files
-
     from ecgpipe.io import user_output, write_user_output
+    from ecgpipe.predict import Predictor, predict_files
 
     # checked before the model loads: a folder, or one of the recordings, is refused
     target = None if args.out is None else user_output(args.out, "--out", args.files)

@@ -20,8 +20,8 @@ import json
 import os
 import re
 import secrets
-import stat
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

@@ -244,7 +244,6 @@ class SpectrogramChunks:
         n_chunks = max(int(window_count(len(samples), self.nperseg, self.noverlap)), 0) // self.chunk_size
         if n_chunks == 0:
             raise _too_short(samples, self.sampling_rate_hz, self.min_samples, "chunk")
-        _check_not_flat(samples)
         if self.from_samples:
             _check_float32(samples)
             spans = _sample_windows(samples, self.window_starts(len(samples)), self.window_samples)
@@ -328,7 +327,6 @@ class RawCrops:
         """The crops of one recording (float64 samples at ``sampling_rate_hz``)."""
         if len(samples) < self.crop_samples:
             raise _too_short(samples, self.sampling_rate_hz, self.crop_samples, "crop")
-        _check_not_flat(samples)
         _check_float32(samples)
         starts = torch.from_numpy(self.crop_starts(len(samples)))
         return self.gather(torch.from_numpy(np.ascontiguousarray(samples)), starts)

@@ -48,7 +48,10 @@ def check_store_file(uri: str, write: bool = True) -> None:
     """A SQLite store that exists must be a readable database (and, to ``write``, writable); a
     TrackingStoreError in one line otherwise. Checked before a stage or command does any work, so
     that MLflow's and SQLAlchemy's tracebacks never reach the user. Other stores pass: their server
-    answers for itself (and a failure is caught as :func:`store_error_line` says)."""
+    answers for itself (and a failure is caught as :func:`store_error_line` says).
+
+    Called once by each entry point that uses a store (the train, evaluate and report stages,
+    ``predict``, ``study``), before its work: ``quick_check`` reads the whole file."""
     path = sqlite_path(uri)
     if path is None:
         return
@@ -150,7 +153,6 @@ def start_run(experiment_name: str, run_name: str, params: Mapping[str, Any], ta
     """An MLflow run with params and tags; it ends FAILED if the block raises, else FINISHED."""
     import mlflow
 
-    check_store_file(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     experiment = experiment_id(mlflow, experiment_name)
     if system_metrics:
@@ -167,7 +169,6 @@ def resumed_run(run_info: Mapping[str, str]) -> Iterator[Any]:
     its training end time and status, which resuming it would otherwise move to now."""
     import mlflow
 
-    check_store_file(run_info["tracking_uri"])
     mlflow.set_tracking_uri(run_info["tracking_uri"])
     client = mlflow.tracking.MlflowClient()
     trained = client.get_run(run_info["run_id"]).info
