@@ -16,36 +16,19 @@ from typing import Any, Literal
 
 import yaml
 
-from ecgpipe.augment import Augmentation
-from ecgpipe.conditioning import Conditioning
-from ecgpipe.shifts import Shift
-
-# every CinC 2017 recording's rate: the rate that conditioning and the device shifts act at
-SAMPLING_RATE_HZ = 300
-
-# Labels of the CinC 2017 reference file: normal, AF, other rhythm, noisy.
-KNOWN_LABELS = ("N", "A", "O", "~")
-
-
-class ParamsError(ValueError):
-    """A parameter is missing, unknown, of the wrong type or impossible."""
-
-
-def _fail(key: str, expected: str, got: Any) -> typing.NoReturn:
-    raise ParamsError(f"params: {key}: expected {expected}, got {got!r}")
-
-
-SEED_LIMIT = 2**32  # numpy's and torch's generators take any seed in [0, 2**32)
+from ecgpipe.core.device import DEVICE_NAMES, is_device_name
+from ecgpipe.core.errors import ParamsError, fail_param
+from ecgpipe.core.units import KNOWN_LABELS, MAX_RECORDING_SAMPLES, SAMPLING_RATE_HZ, SEED_LIMIT, is_plain_name
+from ecgpipe.signal.augment import Augmentation
+from ecgpipe.signal.conditioning import Conditioning
+from ecgpipe.signal.shifts import Shift
 
 
 def _check_seed(key: str, seed: int) -> None:
     if not 0 <= seed < SEED_LIMIT:
-        _fail(key, f"a seed from 0 to {SEED_LIMIT - 1}", seed)
+        fail_param(key, f"a seed from 0 to {SEED_LIMIT - 1}", seed)
 
 
-# The longest CinC 2017 recording has 18,286 samples (61 s). Every recording is padded to
-# max_length in memory (8,528 of them), so lengths are bounded to what the machine can hold.
-MAX_RECORDING_SAMPLES = 60_000  # 200 s at 300 Hz: 2 GB of float32 for the whole archive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,15 +40,15 @@ class DownloadParams:
 
     def validate(self, key: str) -> None:
         if not self.url.startswith(("https://", "http://")):
-            _fail(f"{key}.url", "an http(s) address", self.url)
+            fail_param(f"{key}.url", "an http(s) address", self.url)
         if self.sha256 is not None and (
             len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower())
         ):
-            _fail(f"{key}.sha256", "null or 64 hexadecimal digits", self.sha256)
+            fail_param(f"{key}.sha256", "null or 64 hexadecimal digits", self.sha256)
         if self.retries < 0:
-            _fail(f"{key}.retries", "a count >= 0", self.retries)
+            fail_param(f"{key}.retries", "a count >= 0", self.retries)
         if self.timeout_s <= 0:
-            _fail(f"{key}.timeout_s", "a positive number of seconds", self.timeout_s)
+            fail_param(f"{key}.timeout_s", "a positive number of seconds", self.timeout_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,23 +71,23 @@ class SpectrogramParams:
 
     def validate(self, key: str) -> None:
         if len(self.classes) < 2:
-            _fail(f"{key}.classes", "at least two labels (a classifier needs two classes)", self.classes)
+            fail_param(f"{key}.classes", "at least two labels (a classifier needs two classes)", self.classes)
         for label in self.classes:
             if label not in KNOWN_LABELS:
-                _fail(f"{key}.classes", f"labels from {list(KNOWN_LABELS)}", label)
+                fail_param(f"{key}.classes", f"labels from {list(KNOWN_LABELS)}", label)
         if len(set(self.classes)) != len(self.classes):
-            _fail(f"{key}.classes", "labels without repeats", self.classes)
+            fail_param(f"{key}.classes", "labels without repeats", self.classes)
         if self.nperseg < 2:
-            _fail(f"{key}.nperseg", "an integer >= 2", self.nperseg)
+            fail_param(f"{key}.nperseg", "an integer >= 2", self.nperseg)
         if not 0 <= self.noverlap < self.nperseg:
-            _fail(f"{key}.noverlap", f"0 <= noverlap < nperseg ({self.nperseg})", self.noverlap)
+            fail_param(f"{key}.noverlap", f"0 <= noverlap < nperseg ({self.nperseg})", self.noverlap)
         if self.min_length < self.nperseg:
-            _fail(f"{key}.min_length", f"at least nperseg ({self.nperseg}) samples", self.min_length)
+            fail_param(f"{key}.min_length", f"at least nperseg ({self.nperseg}) samples", self.min_length)
         if not self.min_length <= self.max_length <= MAX_RECORDING_SAMPLES:
-            _fail(f"{key}.max_length", f"from min_length ({self.min_length}) to {MAX_RECORDING_SAMPLES:,} samples "
+            fail_param(f"{key}.max_length", f"from min_length ({self.min_length}) to {MAX_RECORDING_SAMPLES:,} samples "
                   "(every recording is padded to it in memory)", self.max_length)
         if self.batch_size < 1:
-            _fail(f"{key}.batch_size", "a positive integer", self.batch_size)
+            fail_param(f"{key}.batch_size", "a positive integer", self.batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,18 +107,18 @@ class SplitParams:
     def validate(self, key: str) -> None:
         _check_seed(f"{key}.seed", self.seed)
         if self.folds < 2:
-            _fail(f"{key}.folds", "at least 2 folds", self.folds)
+            fail_param(f"{key}.folds", "at least 2 folds", self.folds)
         if self.fold is not None and not 0 <= self.fold < self.folds:
-            _fail(f"{key}.fold", f"null or a fold from 0 to {self.folds - 1}", self.fold)
+            fail_param(f"{key}.fold", f"null or a fold from 0 to {self.folds - 1}", self.fold)
         for name in ("train", "val", "test"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                _fail(f"{key}.{name}", "a fraction between 0 and 1", value)
+                fail_param(f"{key}.{name}", "a fraction between 0 and 1", value)
         if self.train <= 0 or self.val <= 0:
-            _fail(f"{key}.train/{key}.val", "both > 0", (self.train, self.val))
+            fail_param(f"{key}.train/{key}.val", "both > 0", (self.train, self.val))
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-9:
-            _fail(f"{key}.train + {key}.val + {key}.test", "fractions that sum to 1", round(total, 12))
+            fail_param(f"{key}.train + {key}.val + {key}.test", "fractions that sum to 1", round(total, 12))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,18 +136,14 @@ class ChunkParams:
 
     def validate(self, key: str) -> None:
         if self.size < 1:
-            _fail(f"{key}.size", "a positive number of windows", self.size)
+            fail_param(f"{key}.size", "a positive number of windows", self.size)
         _check_seed(f"{key}.seed", self.seed)
 
 
 LOADERS = ("chunked", "random_chunk")
 LR_SCHEDULES = ("constant", "cosine")
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
-def is_plain_name(name: str) -> bool:
-    """Letters, digits, '_', '.' and '-' only: safe in MLflow metric names and filters, DVC names."""
-    return bool(name) and not set(name) - _NAME_CHARS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,20 +160,16 @@ class TrainParams:
 
     def validate(self, key: str) -> None:
         if self.batch_size < 1:
-            _fail(f"{key}.batch_size", "a positive integer", self.batch_size)
+            fail_param(f"{key}.batch_size", "a positive integer", self.batch_size)
         if self.eval_batch_size < 1:
-            _fail(f"{key}.eval_batch_size", "a positive integer", self.eval_batch_size)
+            fail_param(f"{key}.eval_batch_size", "a positive integer", self.eval_batch_size)
         if not is_device_name(self.device):
-            _fail(f"{key}.device", DEVICE_NAMES, self.device)
+            fail_param(f"{key}.device", DEVICE_NAMES, self.device)
         _check_seed(f"{key}.seed", self.seed)
 
 
-DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
 
 
-def is_device_name(name: str) -> bool:
-    """``train.device`` and ``bench train --device``: auto (CUDA when available), cpu, cuda, cuda:N."""
-    return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
 
 
 MIN_CROP_SAMPLES = 64  # a crop must survive the raw network's six halvings
@@ -208,9 +183,9 @@ class ExperimentParams:
     epochs, stepped once per epoch).
 
     Robustness to other devices (all off by default; they need the ``random_crop`` loader, which
-    reads the raw signal): ``conditioning`` of every window (``ecgpipe.conditioning``),
+    reads the raw signal): ``conditioning`` of every window (``ecgpipe.signal.conditioning``),
     ``log_floor`` (spectrogram networks: log10(power + log_floor) spectra) and ``augment``
-    (``ecgpipe.augment``: random gain, offset, wander, noise, stretch, dropout in training).
+    (``ecgpipe.signal.augment``: random gain, offset, wander, noise, stretch, dropout in training).
     """
 
     model: str
@@ -241,28 +216,28 @@ class ExperimentParams:
         from ecgpipe.models import input_kind, list_models  # the registry is the list of valid names
 
         if self.model not in list_models():
-            _fail(f"{key}.model", f"one of {list_models()}", self.model)
+            fail_param(f"{key}.model", f"one of {list_models()}", self.model)
         if self.raw_signal and self.loader != "random_crop":
-            _fail(f"{key}.loader", f"random_crop for model {self.model} (it reads {input_kind(self.model)} input)",
+            fail_param(f"{key}.loader", f"random_crop for model {self.model} (it reads {input_kind(self.model)} input)",
                   self.loader)
         if self.raw_signal and (self.crop_samples is None or self.crop_samples < MIN_CROP_SAMPLES):
-            _fail(f"{key}.crop_samples", f"at least {MIN_CROP_SAMPLES} samples for the random_crop loader",
+            fail_param(f"{key}.crop_samples", f"at least {MIN_CROP_SAMPLES} samples for the random_crop loader",
                   self.crop_samples)
         if not self.raw_signal and self.crop_samples is not None:
-            _fail(f"{key}.crop_samples", f"no crop_samples for spectrogram model {self.model} (its crop is the span "
+            fail_param(f"{key}.crop_samples", f"no crop_samples for spectrogram model {self.model} (its crop is the span "
                   "of one chunk of chunk.size windows)", self.crop_samples)
         if self.robust and self.loader != "random_crop":
-            _fail(f"{key}.loader", "random_crop with conditioning, log_floor or augment (they act on the raw signal, "
+            fail_param(f"{key}.loader", "random_crop with conditioning, log_floor or augment (they act on the raw signal, "
                   "which only that loader reads)", self.loader)
         self.conditioning.validate(f"{key}.conditioning", fs=SAMPLING_RATE_HZ)
         if self.log_floor is not None and (self.raw_signal or not self.log_floor > 0):
             expected = ("null for a raw-signal model (it has no spectra)" if self.raw_signal
                         else "null or a positive floor added to the power before log10")
-            _fail(f"{key}.log_floor", expected, self.log_floor)
+            fail_param(f"{key}.log_floor", expected, self.log_floor)
         if self.epochs < 1:
-            _fail(f"{key}.epochs", "a positive integer", self.epochs)
+            fail_param(f"{key}.epochs", "a positive integer", self.epochs)
         if not self.lr > 0:
-            _fail(f"{key}.lr", "a positive learning rate", self.lr)
+            fail_param(f"{key}.lr", "a positive learning rate", self.lr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,7 +246,7 @@ class MlflowParams:
 
     def validate(self, key: str) -> None:
         if not self.experiment_name.strip():
-            _fail(f"{key}.experiment_name", "a non-empty name", self.experiment_name)
+            fail_param(f"{key}.experiment_name", "a non-empty name", self.experiment_name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,26 +258,21 @@ class EvaluateParams:
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 12345
     confidence: float = 0.95
-    # device shifts (ecgpipe.shifts): the validation recordings scored again under each, one at a time
+    # device shifts (ecgpipe.signal.shifts): the validation recordings scored again under each, one at a time
     shifts: dict[str, Shift] = dataclasses.field(default_factory=dict)
     shift_seed: int = 12345
 
     def validate(self, key: str) -> None:
         for name in self.shifts:
             if not is_plain_name(name):
-                _fail(f"{key}.shifts.{name}", "a name of letters, digits, '_', '.' and '-' (it names MLflow metrics)",
+                fail_param(f"{key}.shifts.{name}", "a name of letters, digits, '_', '.' and '-' (it names MLflow metrics)",
                       name)
         _check_seed(f"{key}.bootstrap_seed", self.bootstrap_seed)
         _check_seed(f"{key}.shift_seed", self.shift_seed)
         if self.bootstrap_resamples < 100:
-            _fail(f"{key}.bootstrap_resamples", "at least 100 resamples", self.bootstrap_resamples)
+            fail_param(f"{key}.bootstrap_resamples", "at least 100 resamples", self.bootstrap_resamples)
         if not 0.5 <= self.confidence < 1:
-            _fail(f"{key}.confidence", "a level from 0.5 to below 1, such as 0.95", self.confidence)
-
-    def bootstrap(self):
-        from ecgpipe.stats import Bootstrap
-
-        return Bootstrap(self.bootstrap_resamples, self.bootstrap_seed, self.confidence)
+            fail_param(f"{key}.confidence", "a level from 0.5 to below 1, such as 0.95", self.confidence)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,10 +283,10 @@ class ReportParams:
 
     def validate(self, key: str) -> None:
         if not is_plain_name(self.registered_model):
-            _fail(f"{key}.registered_model", "a name of letters, digits, '_', '.' and '-' (MLflow's registry refuses "
+            fail_param(f"{key}.registered_model", "a name of letters, digits, '_', '.' and '-' (MLflow's registry refuses "
                   "'/' and ':' in names)", self.registered_model)
         if not self.champion_metric.startswith(("record_", "chunk_", "balanced_")):
-            _fail(f"{key}.champion_metric", "a results.csv score column such as record_f1_A", self.champion_metric)
+            fail_param(f"{key}.champion_metric", "a results.csv score column such as record_f1_A", self.champion_metric)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,7 +296,7 @@ class StudyParams:
 
     def validate(self, key: str) -> None:
         if self.name is not None and not is_plain_name(self.name):
-            _fail(f"{key}.name", "null or a name of letters, digits, '_', '.' and '-'", self.name)
+            fail_param(f"{key}.name", "null or a name of letters, digits, '_', '.' and '-'", self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,10 +310,10 @@ class TaskParams:
 
     def validate(self, key: str) -> None:
         if not self.experiments:
-            _fail(f"{key}.experiments", "at least one experiment", self.experiments)
+            fail_param(f"{key}.experiments", "at least one experiment", self.experiments)
         for dotted in self.set:
             if dotted.split(".")[0] in ("experiments", "tasks"):
-                _fail(f"{key}.set.{dotted}", "a key outside experiments and tasks (list the experiments instead)",
+                fail_param(f"{key}.set.{dotted}", "a key outside experiments and tasks (list the experiments instead)",
                       dotted)
 
 
@@ -360,31 +330,31 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     study: StudyParams = StudyParams()
-    # checked when a task runs (ecgpipe.task), not here: a task's run removes the experiments
+    # checked when a task runs (ecgpipe.pipeline.task), not here: a task's run removes the experiments
     # that other tasks may name
     tasks: dict[str, TaskParams] = dataclasses.field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         if not self.experiments:
-            _fail("experiments", "at least one experiment", self.experiments)
+            fail_param("experiments", "at least one experiment", self.experiments)
         for name, experiment in self.experiments.items():
             # every kept recording must give a crop: min_length bounds the shortest one
             if experiment.raw_signal and experiment.crop_samples > self.spectrogram.min_length:
-                _fail(f"experiments.{name}.crop_samples", f"at most spectrogram.min_length "
+                fail_param(f"experiments.{name}.crop_samples", f"at most spectrogram.min_length "
                       f"({self.spectrogram.min_length}), so that every recording gives a crop; or raise min_length",
                       experiment.crop_samples)
             if not experiment.raw_signal and experiment.robust and self.spectrogram.scaling != "spectrum":
                 # the conditioned chunks' spectra are computed in torch, with scaling 'spectrum' only
-                _fail("spectrogram.scaling", f"spectrum for experiment {name} (its conditioned spectra support "
+                fail_param("spectrogram.scaling", f"spectrum for experiment {name} (its conditioned spectra support "
                       "no other scaling)", self.spectrogram.scaling)
             if experiment.loader == "random_crop" and experiment.augment is not None:
                 drawn = experiment.augment.input_samples(self.crop_span(experiment))
                 if drawn > self.spectrogram.min_length:
-                    _fail(f"experiments.{name}.augment.stretch", f"a stretch whose crop ({drawn} samples) fits "
+                    fail_param(f"experiments.{name}.augment.stretch", f"a stretch whose crop ({drawn} samples) fits "
                           f"spectrogram.min_length ({self.spectrogram.min_length})", experiment.augment.stretch)
         for name in self.experiments:
             if not is_plain_name(name):
-                _fail(f"experiments.{name}", "a name of letters, digits, '_', '.' and '-'", name)
+                fail_param(f"experiments.{name}", "a name of letters, digits, '_', '.' and '-'", name)
 
     def crop_span(self, experiment: ExperimentParams) -> int:
         """Samples of one training crop of the random_crop loader: the crop of a raw-signal network, or
@@ -422,35 +392,35 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
         return _coerce(key, inner, value)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            _fail(key, _type_name(tp), value)
+            fail_param(key, _type_name(tp), value)
         return value
     if origin is dict:
         key_type, value_type = typing.get_args(tp)
         if not isinstance(value, dict):
-            _fail(key, "a mapping", value)
+            fail_param(key, "a mapping", value)
         return {str(k): _coerce(f"{key}.{k}", value_type, v) for k, v in value.items()}
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
-            _fail(key, f"a list of {_type_name(inner)}", value)
+            fail_param(key, f"a list of {_type_name(inner)}", value)
         return [_coerce(f"{key}[{i}]", inner, v) for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            _fail(key, "true or false", value)
+            fail_param(key, "true or false", value)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, "an integer", value)
+            fail_param(key, "an integer", value)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(key, "a number", value)
+            fail_param(key, "a number", value)
         if not math.isfinite(value):  # .nan and .inf are YAML numbers; no setting here means them
-            _fail(key, "a finite number", value)
+            fail_param(key, "a finite number", value)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            _fail(key, "a string", value)
+            fail_param(key, "a string", value)
         return value
     raise TypeError(f"unsupported parameter type {tp!r} for {key}")
 
@@ -458,13 +428,13 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
 def _build(cls: type, raw: Any, key: str) -> Any:
     """Build dataclass ``cls`` from mapping ``raw``, rejecting unknown and missing keys."""
     if not isinstance(raw, dict):
-        _fail(key or "params.yaml", "a mapping", raw)
+        fail_param(key or "params.yaml", "a mapping", raw)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     prefix = f"{key}." if key else ""
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        _fail(f"{prefix}{unknown[0]}", f"one of the known keys {sorted(fields)}", "an unknown key")
+        fail_param(f"{prefix}{unknown[0]}", f"one of the known keys {sorted(fields)}", "an unknown key")
     values = {}
     for name, field in fields.items():
         if name not in raw:

@@ -1,6 +1,6 @@
 """DVC stage `balance`: oversampled record indices of the training and validation splits."""
-from ecgpipe.data.balance import run_balance
-from ecgpipe.stage import run_stage
+from ecgpipe.pipeline.balance import run_balance
+from ecgpipe.pipeline.stage import run_stage
 
 if __name__ == "__main__":
     run_stage(__doc__, ["spectrogram", "split", "out"],

@@ -1,6 +1,6 @@
 """DVC stage `chunk`: fixed-size chunks per split (natural and class-balanced), and their counts."""
-from ecgpipe.data.chunk import run_chunk
-from ecgpipe.stage import run_stage
+from ecgpipe.pipeline.chunk import run_chunk
+from ecgpipe.pipeline.stage import run_stage
 
 if __name__ == "__main__":
     run_stage(__doc__, ["spectrogram", "split", "balance", "out", "metrics"],

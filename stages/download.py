@@ -1,6 +1,6 @@
 """DVC stage `download`: the CinC 2017 archive (or $ECGPIPE_ARCHIVE), checked, records extracted."""
-from ecgpipe.data.archive import run_download
-from ecgpipe.stage import run_stage
+from ecgpipe.pipeline.download import run_download
+from ecgpipe.pipeline.stage import run_stage
 
 if __name__ == "__main__":
     run_stage(__doc__, ["records", "downloads"],

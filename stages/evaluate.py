@@ -1,6 +1,6 @@
 """DVC stage `evaluate@NAME`: score experiment NAME per chunk and per recording, into DVC and MLflow."""
-from ecgpipe.evaluation import run_evaluate
-from ecgpipe.stage import run_stage
+from ecgpipe.pipeline.evaluate import run_evaluate
+from ecgpipe.pipeline.stage import run_stage
 
 if __name__ == "__main__":
     run_stage(__doc__, ["records", "spectrogram", "chunks", "model", "metrics", "plots", "predictor"],

@@ -1,6 +1,6 @@
 """DVC stage `report`: all experiments in one table (reports/results.md, .csv) and a comparison chart; the champion registered in MLflow."""
-from ecgpipe.report import run_report
-from ecgpipe.stage import run_stage
+from ecgpipe.pipeline.report import run_report
+from ecgpipe.pipeline.stage import run_stage
 
 if __name__ == "__main__":
     run_stage(__doc__, ["metrics", "models", "out", "plots", "chunks", "spectrogram", "records"],

@@ -1,6 +1,6 @@
 """DVC stage `signals`: the raw samples of the spectrogram stage's recordings in one tensor (raw-signal networks)."""
-from ecgpipe.data.signals import run_signals
-from ecgpipe.stage import run_stage
+from ecgpipe.pipeline.signals import run_signals
+from ecgpipe.pipeline.stage import run_stage
 
 if __name__ == "__main__":
     run_stage(__doc__, ["records", "spectrogram", "out"],

@@ -1,6 +1,6 @@
 """DVC stage `spectrogram`: selected recordings -> normalised spectrograms, and the data card."""
-from ecgpipe.data.spectrogram import run_spectrogram
-from ecgpipe.stage import run_stage
+from ecgpipe.pipeline.spectrogram import run_spectrogram
+from ecgpipe.pipeline.stage import run_stage
 
 if __name__ == "__main__":
     run_stage(__doc__, ["records", "out", "metrics"],

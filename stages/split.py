@@ -1,6 +1,6 @@
 """DVC stage `split`: record ids per split (train / val / optional test), disjoint and seeded."""
-from ecgpipe.data.split import run_split
-from ecgpipe.stage import run_stage
+from ecgpipe.pipeline.split import run_split
+from ecgpipe.pipeline.stage import run_stage
 
 if __name__ == "__main__":
     run_stage(__doc__, ["spectrogram", "out"],

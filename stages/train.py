@@ -1,6 +1,6 @@
 """DVC stage `train@NAME`: train experiment NAME of params.yaml, tracked in MLflow."""
-from ecgpipe.experiment import run_train
-from ecgpipe.stage import run_stage
+from ecgpipe.pipeline.stage import run_stage
+from ecgpipe.pipeline.train import run_train
 
 if __name__ == "__main__":
     run_stage(__doc__, ["spectrogram", "signals", "balance", "chunks", "out", "metrics", "history", "speed"],

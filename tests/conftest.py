@@ -56,11 +56,11 @@ def small_params() -> dict:
 @pytest.fixture(scope="session")
 def prepared(records_dir, tmp_path_factory) -> dict:
     """The data stages run on the synthetic records: paths of their outputs, and the params."""
-    from ecgpipe.data.balance import run_balance
-    from ecgpipe.data.chunk import run_chunk
-    from ecgpipe.data.spectrogram import run_spectrogram
-    from ecgpipe.data.split import run_split
     from ecgpipe.params import parse_params
+    from ecgpipe.pipeline.balance import run_balance
+    from ecgpipe.pipeline.chunk import run_chunk
+    from ecgpipe.pipeline.spectrogram import run_spectrogram
+    from ecgpipe.pipeline.split import run_split
 
     params = parse_params(small_params_dict())
     out = tmp_path_factory.mktemp("prepared")

@@ -4,7 +4,8 @@ import zipfile
 
 import pytest
 
-from ecgpipe.data.archive import ARCHIVE_ENV, ArchiveError, extract_records, fetch, obtain_archive, sha256_of, verify_archive
+from ecgpipe.core.errors import ArchiveError
+from ecgpipe.data.archive import ARCHIVE_ENV, extract_records, fetch, obtain_archive, sha256_of, verify_archive
 from tests.synthetic import make_records, zip_records
 
 
@@ -152,8 +153,8 @@ def test_no_network_fails_fast_with_advice(tmp_path, monkeypatch):
 
 
 def test_a_users_archive_is_never_deleted(archive_path, tmp_path, monkeypatch):
-    from ecgpipe.data.archive import run_download
     from ecgpipe.params import DownloadParams
+    from ecgpipe.pipeline.download import run_download
 
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -194,7 +195,8 @@ def test_reference_not_utf8_is_one_line(tmp_path):
     with pytest.raises(Exception, match=r"REFERENCE.csv: not UTF-8 text \(byte 0xff at offset 18\)") as info:
         verify_archive(archive)
     assert "\n" not in str(info.value)
-    from ecgpipe.data.records import RecordError, read_reference
+    from ecgpipe.core.errors import RecordError
+    from ecgpipe.data.records import read_reference
 
     folder = tmp_path / "records"
     folder.mkdir()

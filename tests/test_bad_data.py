@@ -5,10 +5,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from ecgpipe.data.archive import ArchiveError, verify_archive
-from ecgpipe.data.records import RecordError, load_recordings
-from ecgpipe.data.split import run_split
-from ecgpipe.params import ParamsError, parse_params
+from ecgpipe.core.errors import ArchiveError, ParamsError, RecordError
+from ecgpipe.data.archive import verify_archive
+from ecgpipe.data.records import load_recordings
+from ecgpipe.params import parse_params
+from ecgpipe.pipeline.split import run_split
 from tests.synthetic import make_records, write_record, zip_records
 
 

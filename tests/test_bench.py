@@ -65,8 +65,9 @@ def test_bench_data_runs_on_an_archive(archive_path, monkeypatch, tmp_path, caps
     """The README's `ecgpipe bench data` (it once failed for every input)."""
     import json
 
-    from tests.conftest import small_params_dict
     import yaml
+
+    from tests.conftest import small_params_dict
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(small_params_dict(), sort_keys=False))

@@ -13,7 +13,7 @@ _PROBE = textwrap.dedent("""
     import ctypes, json, resource, sys, torch
     applied = None
     if sys.argv[1] == "tuned":
-        from ecgpipe.cpu import tune_for_training
+        from ecgpipe.training.cpu import tune_for_training
         applied = tune_for_training()
     libc = ctypes.CDLL(None)
     libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]

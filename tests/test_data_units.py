@@ -5,9 +5,9 @@ import torch
 
 from ecgpipe.data.balance import oversample
 from ecgpipe.data.card import class_counts, min_median_max
-from ecgpipe.data.chunk import chunk_positions, gather_windows
-from ecgpipe.data.spectrogram import Normalisation, compute_spectra, fit_normalise_, window_count
 from ecgpipe.data.split import split_indices
+from ecgpipe.signal.spectrogram import Normalisation, compute_spectra, fit_normalise_, window_count
+from ecgpipe.signal.windows import chunk_positions, gather_windows
 
 
 @pytest.fixture
@@ -158,10 +158,12 @@ def test_k_fold_splits_are_disjoint_complete_stratified_and_deterministic():
 
 
 def test_fold_null_is_the_notebooks_split(records_dir, tmp_path, small_params):
-    from ecgpipe.data.spectrogram import run_spectrogram
-    from ecgpipe.data.split import run_split, split_indices
+    from ecgpipe.core.errors import ParamsError
+    from ecgpipe.data.split import split_indices
     from ecgpipe.data.store import read_records
-    from ecgpipe.params import ParamsError, parse_params
+    from ecgpipe.params import parse_params
+    from ecgpipe.pipeline.spectrogram import run_spectrogram
+    from ecgpipe.pipeline.split import run_split
 
     params = parse_params(small_params)
     assert params.split.fold is None

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ecgpipe.evaluation import score
-from ecgpipe.preprocessing import aggregate_by_record
+from ecgpipe.evaluation.metrics import score
+from ecgpipe.inference.preprocessing import aggregate_by_record
 
 
 def test_two_class_metrics_by_hand():

@@ -12,12 +12,13 @@ import pytest
 import torch
 import yaml
 
-from ecgpipe import io as ecg_io
-from ecgpipe.data.chunk import run_chunk
-from ecgpipe.data.spectrogram import run_spectrogram
-from ecgpipe.data.store import PREPROCESSING_FILE, RECORDS_FILE, SPECTRA_FILE, StoreError, load_spectrogram_set
-from ecgpipe.params import ParamsError, load_params, parse_params
-from ecgpipe.stage import RESTORE_HINT
+from ecgpipe.core import io as ecg_io
+from ecgpipe.core.errors import ParamsError, StoreError
+from ecgpipe.data.store import PREPROCESSING_FILE, RECORDS_FILE, SPECTRA_FILE, load_spectrogram_set
+from ecgpipe.params import load_params, parse_params
+from ecgpipe.pipeline.chunk import run_chunk
+from ecgpipe.pipeline.spectrogram import run_spectrogram
+from ecgpipe.pipeline.stage import RESTORE_HINT
 from tests.conftest import ROOT
 
 
@@ -171,7 +172,7 @@ def test_full_disk_says_so_and_keeps_the_old_output(prepared, tmp_path, small_pa
     def disk_full(path, tensors):
         raise OSError(errno.ENOSPC, "No space left on device")  # as a write to an open file reports it
 
-    monkeypatch.setattr("ecgpipe.data.chunk.write_tensors", disk_full)
+    monkeypatch.setattr("ecgpipe.pipeline.chunk.write_tensors", disk_full)
     message = _run_stage_script("chunk", args, monkeypatch)
     assert message.startswith(f"error: the disk is full: could not write {out}")
     assert message.endswith(f"(No space left on device); free some space and run again ({RESTORE_HINT})")

@@ -107,7 +107,7 @@ def test_torch_lstm_uses_the_last_layers_final_state():
 def test_evaluation_batch_size_changes_logits_by_rounding_at_most(name):
     """train.eval_batch_size bounds memory; another batching may round a row otherwise on some CPUs
     (so it is a DVC param), but never by more than float32 rounding."""
-    from ecgpipe.training import predict_logits
+    from ecgpipe.models.heads import predict_logits
 
     torch.manual_seed(0)
     model = create_model(name, 17, 1, n_steps=40)

@@ -4,7 +4,8 @@ import re
 import pytest
 import yaml
 
-from ecgpipe.params import ParamsError, load_params, parse_params
+from ecgpipe.core.errors import ParamsError
+from ecgpipe.params import load_params, parse_params
 from tests.conftest import ROOT
 
 

@@ -1,7 +1,7 @@
 """Classifying new recordings: same numbers as the evaluate stage, every input format, bad files."""
 import json
-import re
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,9 +16,11 @@ import scipy.io
 import scipy.signal
 
 from ecgpipe.cli import main as cli_main
-from ecgpipe.evaluation import run_evaluate
-from ecgpipe.experiment import run_train
-from ecgpipe.predict import Predictor, PredictError, Signal, predict_files, read_recording
+from ecgpipe.core.errors import PredictError
+from ecgpipe.inference.predictor import Predictor, predict_files
+from ecgpipe.inference.readers import Signal, read_recording
+from ecgpipe.pipeline.evaluate import run_evaluate
+from ecgpipe.pipeline.train import run_train
 from tests.synthetic import synthetic_signal
 
 
@@ -250,7 +252,7 @@ def test_one_bad_file_does_not_lose_the_call(evaluated, records_dir, tmp_path, c
     ("--gain", "-1", "argument --gain: expected a positive number of units per mV, got '-1'"),
 ])
 def test_bad_options_stop_the_call_before_any_file_is_read(tmp_path, capsys, monkeypatch, option, value, expected):
-    monkeypatch.setattr("ecgpipe.predict.read_recording", lambda *a, **k: pytest.fail("a file was read"))
+    monkeypatch.setattr("ecgpipe.inference.predictor.read_recording", lambda *a, **k: pytest.fail("a file was read"))
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["predict", "--model", str(tmp_path / "any"), option, value, "x.mat"])
     assert exit_info.value.code == 2
@@ -302,7 +304,7 @@ def test_unknown_mlflow_models_are_one_line(evaluated, tmp_path, monkeypatch, ca
 
 
 def test_out_pointing_at_a_folder_is_refused_first(tmp_path, monkeypatch):
-    monkeypatch.setattr("ecgpipe.predict.Predictor.load", lambda source: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("ecgpipe.tracking.registry.load_predictor", lambda source: pytest.fail("the model was loaded"))
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["predict", "--model", "any", "--out", str(tmp_path), "x.mat"])
     assert exit_info.value.code == f"error: --out {tmp_path}: is a folder; expected the path of a file to write"
@@ -337,7 +339,7 @@ def _edit_spec(edit):
 
 def _foreign_weights(folder):
 
-    from ecgpipe.io import write_tensors
+    from ecgpipe.core.io import write_tensors
     from ecgpipe.models import create_model
 
     write_tensors(folder / "model.pt", create_model("conv", 17, 1, n_steps=40).state_dict())

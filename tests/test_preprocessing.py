@@ -6,19 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from ecgpipe.data.chunk import gather_windows
-from ecgpipe.evaluation import same_windows
-from ecgpipe.data.signals import SignalSet, load_signal_set, run_signals
-from ecgpipe.data.store import StoreError, load_spectrogram_set, read_records
-from ecgpipe.experiment import model_preprocessing, model_spec
-from ecgpipe.io import load_tensors
+from ecgpipe.core.errors import PredictError, StoreError
+from ecgpipe.core.io import load_tensors
+from ecgpipe.data.signals import SignalSet, load_signal_set
+from ecgpipe.data.store import Chunks, load_spectrogram_set, read_records
+from ecgpipe.evaluation.scoring import same_windows
+from ecgpipe.inference.checkpoint import model_spec
+from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
+from ecgpipe.inference.predictor import Predictor
+from ecgpipe.inference.preprocessing import Preprocessing, aggregate_by_record
+from ecgpipe.inference.readers import Signal, read_recording
 from ecgpipe.models import create_model
 from ecgpipe.params import parse_params
-from ecgpipe.predict import Predictor, read_recording
-from ecgpipe.preprocessing import (
-    PredictError, Preprocessing, RawCrops, Signal, SpectrogramChunks, aggregate_by_record,
-)
-from ecgpipe.training import Chunks, fit, random_crop_batches
+from ecgpipe.pipeline.signals import run_signals
+from ecgpipe.pipeline.train import model_preprocessing
+from ecgpipe.signal.windows import gather_windows
+from ecgpipe.training.fit import fit
+from ecgpipe.training.loaders import crop_chunks, random_crop_batches
 from tests.conftest import small_params_dict
 from tests.synthetic import synthetic_signal
 
@@ -85,7 +89,7 @@ def test_raw_crops_are_the_same_in_training_evaluation_and_predict(prepared, rec
     val, rows, recordings = _val_signals(prepared, records_dir)
 
     # training-time validation crops (from the signal store) = evaluation's (from the files)
-    from_store = Chunks.from_crops(signals, rows, pre.featurizer, seed=0)
+    from_store = crop_chunks(signals, rows, pre.featurizer, seed=0)
     x, owner = pre.inputs(recordings, rows.tolist())
     assert torch.equal(owner, from_store.records) and torch.equal(x, from_store.x)
     assert x.dtype == torch.float32 and x.shape[1:] == (CROP, 1)
@@ -122,7 +126,7 @@ def test_round_trip_through_model_json_for_both_featurizers(prepared):
     stage = load_spectrogram_set(prepared["spectrogram"]).preprocessing
     for name in ("mean_spectrum-chunked", "raw_resnet-random_crop"):
         pre = model_preprocessing(name, params, stage)
-        spec = json.loads(json.dumps(model_spec(name, params, pre)))  # as written to model.json
+        spec = json.loads(json.dumps(model_spec(name, params.experiment(name).model, pre)))  # as written to model.json
         loaded = Preprocessing.from_spec(spec)
         assert loaded.to_dict() == pre.to_dict()
         assert type(loaded.featurizer) is type(pre.featurizer)
@@ -179,7 +183,7 @@ def test_raw_resnet_learns_a_separable_task_from_random_crops():
     model = create_model("raw_resnet", 1, 1, n_steps=900)
     # 8 per batch, 8 epochs: 60 steps, enough for BatchNorm's running statistics (used in eval
     # mode) to forget their initial values
-    history = fit(model, random_crop_batches(store, train, featurizer, 8), Chunks.from_crops(store, val, featurizer, 0),
+    history = fit(model, random_crop_batches(store, train, featurizer, 8), crop_chunks(store, val, featurizer, 0),
                   epochs=8, lr=0.003, seed=0, lr_schedule="cosine")
     assert history.last()["train_loss"] < 0.5 * history.epochs[0]["train_loss"]
     assert history.last()["val_balanced_acc"] >= 0.9

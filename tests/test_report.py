@@ -7,16 +7,15 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ecgpipe.data.balance import run_balance
-from ecgpipe.data.chunk import run_chunk
-from ecgpipe.data.signals import run_signals
-from ecgpipe.data.spectrogram import run_spectrogram
-from ecgpipe.data.split import run_split
-from ecgpipe.evaluation import run_evaluate
-from ecgpipe.experiment import run_train
 from ecgpipe.params import parse_params
-from ecgpipe.report import run_report
-
+from ecgpipe.pipeline.balance import run_balance
+from ecgpipe.pipeline.chunk import run_chunk
+from ecgpipe.pipeline.evaluate import run_evaluate
+from ecgpipe.pipeline.report import run_report
+from ecgpipe.pipeline.signals import run_signals
+from ecgpipe.pipeline.spectrogram import run_spectrogram
+from ecgpipe.pipeline.split import run_split
+from ecgpipe.pipeline.train import run_train
 
 CHAMPION_CONFIG = "raw_resnet-robust_crop"
 
@@ -183,7 +182,8 @@ def test_the_champions_configuration_end_to_end(reported, records_dir, monkeypat
     import numpy as np
     import scipy.io
 
-    from ecgpipe.predict import Predictor, predict_files
+    from ecgpipe.inference.predictor import predict_files
+    from ecgpipe.tracking.registry import load_predictor
 
     out = reported["out"]
     expected = _val_predictions(out, CHAMPION_CONFIG)
@@ -192,7 +192,7 @@ def test_the_champions_configuration_end_to_end(reported, records_dir, monkeypat
                                                                    "amplitude": "mad", "filter_order": 2}
     records = list(expected.index[:6])
     files = [str(records_dir / f"{r}.mat") for r in records]
-    rows = predict_files(Predictor.load(str(out / "predictors" / CHAMPION_CONFIG)), files)
+    rows = predict_files(load_predictor(str(out / "predictors" / CHAMPION_CONFIG)), files)
     assert [r["error"] for r in rows] == [""] * len(rows)
     np.testing.assert_allclose([r["p_A"] for r in rows], expected.loc[records, "p_A"], atol=2e-6)  # val.csv: 6 decimals
     assert [r["label"] for r in rows] == expected.loc[records, "predicted"].tolist()
@@ -207,7 +207,8 @@ def test_registry_and_run_uris_predict_what_the_champion_scored(reported, record
     """`--model models:/NAME@champion` and `runs:/ID/predictor`: the success path, not only failures."""
     import numpy as np
 
-    from ecgpipe.predict import Predictor, predict_files
+    from ecgpipe.inference.predictor import predict_files
+    from ecgpipe.tracking.registry import load_predictor
 
     out = reported["out"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", reported["uri"])
@@ -216,5 +217,5 @@ def test_registry_and_run_uris_predict_what_the_champion_scored(reported, record
     records = list(expected.index[:4])
     files = [str(records_dir / f"{r}.mat") for r in records]
     for uri in (champion["model_uri"], f"runs:/{champion['run_id']}/predictor"):
-        rows = predict_files(Predictor.load(uri), files)
+        rows = predict_files(load_predictor(uri), files)
         np.testing.assert_allclose([r["p_A"] for r in rows], expected.loc[records, "p_A"], atol=2e-6, err_msg=uri)

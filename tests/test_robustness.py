@@ -8,16 +8,19 @@ import scipy.signal
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ecgpipe.augment import Augmentation
-from ecgpipe.conditioning import Conditioning
-from ecgpipe.data.signals import load_signal_set, run_signals
+from ecgpipe.data.signals import load_signal_set
 from ecgpipe.data.store import load_spectrogram_set, read_records
-from ecgpipe.evaluation import same_windows
-from ecgpipe.experiment import model_preprocessing
-from ecgpipe.predict import read_recording
-from ecgpipe.preprocessing import Preprocessing, RawCrops, SpectrogramChunks, spectrogram_of_windows
-from ecgpipe.shifts import Shift, shift_rng
-from ecgpipe.training import Chunks, random_crop_batches
+from ecgpipe.evaluation.scoring import same_windows
+from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
+from ecgpipe.inference.preprocessing import Preprocessing
+from ecgpipe.inference.readers import read_recording
+from ecgpipe.pipeline.signals import run_signals
+from ecgpipe.pipeline.train import model_preprocessing
+from ecgpipe.signal.augment import Augmentation
+from ecgpipe.signal.conditioning import Conditioning
+from ecgpipe.signal.shifts import Shift, shift_rng
+from ecgpipe.signal.spectrogram import spectrogram_of_windows
+from ecgpipe.training.loaders import crop_chunks, random_crop_batches
 from tests.conftest import small_params_dict
 from tests.synthetic import synthetic_signal
 
@@ -240,7 +243,7 @@ def test_robust_training_windows_equal_scoring_windows(prepared, records_dir, tm
     pre = model_preprocessing("robust", params, stage, signals, torch.arange(10))
     assert pre.featurizer.from_samples and pre.featurizer.log_floor == 1e-3
     rows = torch.arange(10, 14)
-    val = Chunks.from_crops(signals, rows, pre.featurizer, seed=0)
+    val = crop_chunks(signals, rows, pre.featurizer, seed=0)
     ids = read_records(prepared["spectrogram"])["record"].to_numpy()
     x, owner = pre.inputs([read_recording(records_dir / f"{ids[r]}.mat") for r in rows.tolist()], rows.tolist())
     # other batchings of the same FFTs: equal to float32 rounding (bit equality is one CPU's business)

@@ -8,15 +8,15 @@ import scipy.io
 import torch
 import yaml
 
-from ecgpipe.stage import RESTORE_HINT
-from ecgpipe.data.balance import run_balance
-from ecgpipe.data.chunk import run_chunk
-from ecgpipe.data.signals import run_signals
-from ecgpipe.data.records import RecordError
-from ecgpipe.data.spectrogram import run_spectrogram
-from ecgpipe.data.split import run_split
-from ecgpipe.io import load_tensors, read_json
+from ecgpipe.core.errors import RecordError
+from ecgpipe.core.io import load_tensors, read_json
 from ecgpipe.params import parse_params
+from ecgpipe.pipeline.balance import run_balance
+from ecgpipe.pipeline.chunk import run_chunk
+from ecgpipe.pipeline.signals import run_signals
+from ecgpipe.pipeline.spectrogram import run_spectrogram
+from ecgpipe.pipeline.split import run_split
+from ecgpipe.pipeline.stage import RESTORE_HINT
 from tests.conftest import ROOT
 
 
@@ -112,7 +112,8 @@ def test_data_stages_write_the_same_bytes_twice(archive_path, tmp_path, small_pa
     """Same archive, params and code: every output of the data stages is byte-identical."""
     import hashlib
 
-    from ecgpipe.data.archive import ARCHIVE_ENV, run_download
+    from ecgpipe.data.archive import ARCHIVE_ENV
+    from ecgpipe.pipeline.download import run_download
 
     monkeypatch.setenv(ARCHIVE_ENV, str(archive_path))
     params = parse_params(small_params)

@@ -2,9 +2,14 @@
 import numpy as np
 import pytest
 
-from ecgpipe.evaluation import score
-from ecgpipe.stats import (
-    Bootstrap, confidence_intervals, figure, paired_difference, resampled_figures, stratified_resamples,
+from ecgpipe.evaluation.metrics import (
+    Bootstrap,
+    confidence_intervals,
+    figure,
+    paired_difference,
+    resampled_figures,
+    score,
+    stratified_resamples,
 )
 
 

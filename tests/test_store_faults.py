@@ -6,9 +6,9 @@ import sqlite3
 import mlflow
 import pytest
 
-from ecgpipe.errors import TrackingStoreError
-from ecgpipe.experiment import run_train
-from ecgpipe.tracking import check_store_file, store_error_line
+from ecgpipe.core.errors import TrackingStoreError
+from ecgpipe.pipeline.train import run_train
+from ecgpipe.tracking.runs import check_store_file, store_error_line
 from tests.conftest import cli_exit_message
 
 NAME = "mean_spectrum-chunked"

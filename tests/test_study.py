@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from ecgpipe.study import StudyRuns, queue_commands, summarise, t_interval
+from ecgpipe.pipeline.study import queue_commands
+from ecgpipe.reporting.study import StudyRuns, summarise, t_interval
 
 
 def test_queue_commands_one_per_fold_and_seed():
@@ -107,7 +108,7 @@ def test_a_study_run_by_two_queue_workers_loses_nothing(study_project):
 def test_study_arguments_are_checked_at_once(argv, expected, capsys, monkeypatch):
     from ecgpipe.cli import main
 
-    monkeypatch.setattr("ecgpipe.study.run_study", lambda *a, **k: pytest.fail("the study ran"))
+    monkeypatch.setattr("ecgpipe.pipeline.study.run_study", lambda *a, **k: pytest.fail("the study ran"))
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and expected in capsys.readouterr().err
@@ -115,7 +116,7 @@ def test_study_arguments_are_checked_at_once(argv, expected, capsys, monkeypatch
 
 def test_wait_exits_non_zero_naming_the_failed_runs(monkeypatch):
     """`--wait` once returned 0 when a fold failed (visible only in `dvc queue logs`)."""
-    from ecgpipe import study
+    from ecgpipe.pipeline import study
 
     earlier = [("aaa1111", "cv-fold1-seed1", "Failed")]  # an earlier attempt's failure is not this one's
     after = [("bbb2222", "cv-fold0-seed1", "Success"), ("ccc3333", "cv-fold1-seed1", "Failed"), *earlier,
@@ -153,7 +154,7 @@ def test_study_report_numbers_are_the_hand_computed_ones(tmp_path):
     """The aggregation read back from a store built by hand: means, sds, t-intervals and paired
     differences equal the ones computed here from the same values (a renamed metric once gave an
     all-NaN report that passed)."""
-    from ecgpipe.study import FIGURES, report_study
+    from ecgpipe.reporting.study import FIGURES, report_study
 
     rng = np.random.default_rng(4)
     values = {(name, fold): {f: float(rng.uniform(0.7, 0.99)) for f in FIGURES}
@@ -182,7 +183,8 @@ def test_study_report_numbers_are_the_hand_computed_ones(tmp_path):
 
 
 def test_a_run_without_a_figure_is_named_not_averaged_as_nan(tmp_path):
-    from ecgpipe.study import FIGURES, StudyError, collect_runs
+    from ecgpipe.core.errors import StudyError
+    from ecgpipe.reporting.study import FIGURES, collect_runs
 
     values = {(name, fold): {f: 0.9 for f in FIGURES} for name in ("lstm", "resnet") for fold in range(2)}
     uri = _hand_built_store(tmp_path, values, drop=("resnet", 1, "record_f1_A"))

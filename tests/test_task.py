@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ecgpipe.params import ParamsError, load_params, parse_params
-from ecgpipe.task import task_command, task_params, task_raw_params
+from ecgpipe.core.errors import ParamsError
+from ecgpipe.params import load_params, parse_params
+from ecgpipe.pipeline.task import task_command, task_params, task_raw_params
 from tests.conftest import ROOT
 
 FOUR = ["N", "A", "O", "~"]

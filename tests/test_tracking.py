@@ -8,9 +8,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ecgpipe.experiment import load_trained, run_train
-from ecgpipe.io import read_json
-from ecgpipe.tracking import tracking_uri
+from ecgpipe.core.io import read_json
+from ecgpipe.inference.checkpoint import load_trained
+from ecgpipe.pipeline.train import run_train
+from ecgpipe.tracking.runs import tracking_uri
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_default_store_keeps_artifacts_under_the_project_from_any_folder(prepare
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(project))
     monkeypatch.chdir(elsewhere)
-    from ecgpipe.tracking import start_run
+    from ecgpipe.tracking.runs import start_run
 
     try:
         for experiment in ("first", "second"):  # the second after mlflow has set $MLFLOW_TRACKING_URI itself
@@ -111,7 +112,7 @@ def test_failing_run_ends_failed_and_writes_nothing(prepared, tmp_path, store, m
     def broken_fit(*args, **kwargs):
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setattr("ecgpipe.experiment.fit", broken_fit)
+    monkeypatch.setattr("ecgpipe.pipeline.train.fit", broken_fit)
     with pytest.raises(RuntimeError, match="out of memory"):
         _train(prepared, tmp_path)
     runs = MlflowClient(store).search_runs([mlflow.get_experiment_by_name("ecgpipe").experiment_id])
@@ -135,7 +136,7 @@ def test_lineage_survives_a_concurrent_insert_of_the_same_dataset(store, tmp_pat
     not atomic, and the loser hits the UNIQUE constraint. It retries and links the row."""
     from mlflow.exceptions import MlflowException
 
-    from ecgpipe import tracking
+    from ecgpipe.tracking import runs as tracking
 
     data = tmp_path / "x.json"
     data.write_text("{}")
@@ -169,7 +170,7 @@ def test_a_diverging_training_stops_with_one_line_and_writes_nothing(prepared, t
     absurd rate still diverges, and must not leave a model behind."""
     import dataclasses
 
-    from ecgpipe.errors import TrainingError
+    from ecgpipe.core.errors import TrainingError
 
     params = prepared["params"]
     name = "mean_spectrum-chunked"

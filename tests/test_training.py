@@ -2,11 +2,11 @@
 import pytest
 import torch
 
+from ecgpipe.data.store import Chunks
 from ecgpipe.models import create_model
-from ecgpipe.preprocessing import probabilities
-from ecgpipe.training import (
-    Chunks, EpochOutputs, Spectrograms, chunked_batches, fit, predicted_labels, random_chunk_batches,
-)
+from ecgpipe.models.heads import predicted_labels, probabilities
+from ecgpipe.training.fit import EpochOutputs, fit
+from ecgpipe.training.loaders import Spectrograms, chunked_batches, random_chunk_batches
 
 
 def _separable_chunks(n: int, seed: int) -> Chunks:

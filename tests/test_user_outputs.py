@@ -6,14 +6,14 @@ import threading
 
 import pytest
 
-from ecgpipe import io as ecg_io
+from ecgpipe.core import io as ecg_io
 from tests.conftest import cli_exit_message
 
 
 @pytest.fixture
 def no_model(monkeypatch):
     """The refusals come before the model is loaded or a benchmark runs."""
-    monkeypatch.setattr("ecgpipe.predict.Predictor.load", lambda source: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("ecgpipe.tracking.registry.load_predictor", lambda source: pytest.fail("the model was loaded"))
     monkeypatch.setattr("ecgpipe.bench.train.bench_train", lambda *a, **k: pytest.fail("the benchmark ran"))
     monkeypatch.setattr("ecgpipe.bench.data.bench_data", lambda *a, **k: pytest.fail("the benchmark ran"))
 

@@ -2,10 +2,34 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import subprocess
 import sys
 import time
+from pathlib import Path
+from types import ModuleType
+
+# The notebook's own code, the baselines: in the project's checkout, not in the installed package
+# (neither the wheel nor a served model carries it). The benchmarks run from the project's root.
+NOTEBOOK_BASELINES = Path("benchmarks") / "notebook"
+
+
+def notebook_baseline(name: str) -> Path:
+    """The file of the notebook's baseline ``name`` (notebook_data, notebook_train), or an OSError
+    saying where it is expected."""
+    path = NOTEBOOK_BASELINES / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(2, "no such file (the notebook's baselines are in the project's checkout; run the "
+                                "benchmark from the project's root folder)", str(path))
+    return path
+
+
+def load_notebook_baseline(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"notebook_baseline_{name}", notebook_baseline(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def fresh_process_json(args: list[str]) -> dict:

@@ -1,7 +1,7 @@
 """`ecgpipe bench data`: time the data preparation (records -> chunks) in one process.
 
 Each run is a fresh process, so its peak memory is its own; with ``--notebook`` the
-notebook's own code (:mod:`ecgpipe.bench.notebook_data`) runs interleaved with ours on the
+notebook's own code (``benchmarks/notebook/notebook_data.py``) runs interleaved with ours on the
 same extracted records, and the result holds both medians and their ratio.
 """
 from __future__ import annotations
@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecgpipe.bench import fresh_process_json
+from ecgpipe.bench import fresh_process_json, notebook_baseline
 from ecgpipe.data.archive import extract_records, obtain_archive, verify_archive
 from ecgpipe.data.balance import oversample
-from ecgpipe.data.chunk import chunk_positions, gather_windows
 from ecgpipe.data.records import load_recordings
-from ecgpipe.data.spectrogram import compute_spectra, fit_normalise_, window_count
 from ecgpipe.data.split import split_indices
 from ecgpipe.params import Params, load_params
+from ecgpipe.signal.spectrogram import compute_spectra, fit_normalise_, window_count
+from ecgpipe.signal.windows import chunk_positions, gather_windows
 
 STEPS = ("records", "spectrogram", "split", "balance", "chunk", "total")
 
@@ -86,7 +86,7 @@ def bench_data(params_path: Path, repeats: int = 3, notebook: bool = False) -> d
         for _ in range(repeats):
             ours.append(fresh_process_json(["-m", "ecgpipe.bench.data", str(records_dir), str(params_path)]))
             if notebook:
-                theirs.append(fresh_process_json(["-m", "ecgpipe.bench.notebook_data", str(records_dir)]))
+                theirs.append(fresh_process_json([str(notebook_baseline("notebook_data")), str(records_dir)]))
     result = {**_medians(ours), "repeats": repeats, "archive": str(archive), "counts": ours[0]["counts"]}
     if notebook:
         result["notebook"] = _medians(theirs)

@@ -6,7 +6,7 @@ into denormal floats on the real chunks and mostly not on these (benchmarks/READ
 
 With ``--notebook`` the notebook's code is timed beside it: its loop (a DataLoader over the
 chunk tensors) training its own network for each model, as the notebook writes them
-(`ecgpipe/bench/notebook_train.py`): MeanSpectrumNet, FullyConnectedNet, its ConvNet built from
+(`benchmarks/notebook/notebook_train.py`): MeanSpectrumNet, FullyConnectedNet, its ConvNet built from
 nn.Conv1d/AvgPool1d, its RNNNet, and TorchLSTMNet for both torch_lstm and the from-scratch lstm
 (the target there: at least as fast as PyTorch's LSTM in the notebook's loop).
 
@@ -29,14 +29,15 @@ import time
 
 import torch
 
-from ecgpipe.bench import fresh_process_json, notebook_train, start_clock
-from ecgpipe.cpu import tune_for_training
+from ecgpipe.bench import fresh_process_json, load_notebook_baseline, start_clock
+from ecgpipe.core.device import resolve_device
 from ecgpipe.data.signals import SignalSet
+from ecgpipe.data.store import Chunks
+from ecgpipe.inference.featurizers import RawCrops
 from ecgpipe.models import create_model, input_kind, list_models
-from ecgpipe.preprocessing import RawCrops
-from ecgpipe.training import (
-    Chunks, chunked_batches, make_optimizer, random_crop_batches, resolve_device, train_step,
-)
+from ecgpipe.training.cpu import tune_for_training
+from ecgpipe.training.fit import make_optimizer, train_step
+from ecgpipe.training.loaders import chunked_batches, random_crop_batches
 
 BATCH_SIZE, STEPS, BINS = 192, 40, 17
 # untimed first minibatches: allocations, thread pool and kernel selection. In a fresh process
@@ -89,6 +90,7 @@ def _ours(name: str, data: Chunks | None, batches: int, device: torch.device) ->
 
 def _baseline_network(name: str) -> tuple[str, torch.nn.Module]:
     """The notebook's own network for a registered model, as the notebook writes it."""
+    notebook_train = load_notebook_baseline("notebook_train")
     baselines = {
         "mean_spectrum": ("notebook MeanSpectrumNet", notebook_train.NotebookMeanSpectrumNet),
         "fully_connected": ("notebook FullyConnectedNet", notebook_train.NotebookFullyConnectedNet),
@@ -120,7 +122,7 @@ def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool)
     else:
         torch.manual_seed(0)
         label, net = _baseline_network(name)
-        speed = notebook_train.timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device, warmup=WARMUP)
+        speed = load_notebook_baseline("notebook_train").timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device, warmup=WARMUP)
     return {"examples_per_s": speed, "label": label, "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch_threads": torch.get_num_threads()}

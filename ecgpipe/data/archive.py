@@ -21,17 +21,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ecgpipe.core.errors import ArchiveError
+from ecgpipe.core.io import atomic_dir, file_digest
 from ecgpipe.data.records import REFERENCE_FILE, decode_reference, parse_reference
-from ecgpipe.io import atomic_dir, file_digest
-from ecgpipe.params import DownloadParams
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_ENV = "ECGPIPE_ARCHIVE"
 
 
-class ArchiveError(RuntimeError):
-    """The archive could not be fetched, or is not a valid CinC 2017 training archive."""
 
 
 @dataclass(frozen=True)
@@ -207,15 +205,3 @@ def obtain_archive(url: str, download_dir: str | Path, retries: int = 5,
     return fetch(url, dest, retries=retries, timeout_s=timeout_s), True
 
 
-def run_download(params: DownloadParams, records_dir: Path, download_dir: Path) -> None:
-    """The `download` stage: archive from $ECGPIPE_ARCHIVE or the network, checked, extracted."""
-    path, downloaded = obtain_archive(params.url, download_dir, retries=params.retries, timeout_s=params.timeout_s)
-    log.info("checking %s", path)
-    try:
-        summary = verify_archive(path, params.sha256)
-    except ArchiveError:
-        if downloaded:  # our own download is bad: fetch afresh next time
-            path.unlink(missing_ok=True)
-        raise
-    count = extract_records(summary, records_dir)
-    log.info("extracted %d files of %d records into %s", count, len(summary.labels), records_dir)

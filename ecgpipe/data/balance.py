@@ -1,13 +1,7 @@
 """Class balancing by oversampling: repeat minority-class items until every class has as many."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-
-from ecgpipe.data.store import read_records, split_rows
-from ecgpipe.io import read_json, write_json
-from ecgpipe.params import BalanceParams
 
 # Splits that training balances (the notebook balances both, so its accuracies compare).
 BALANCED_SPLITS = ("train", "val")
@@ -37,12 +31,3 @@ def oversample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(extra)
 
 
-def run_balance(params: BalanceParams, spectrogram_dir: Path, split_path: Path, out_path: Path) -> dict:
-    """The `balance` stage: oversampled row indices (into the spectrogram tensors) per split."""
-    table = read_records(spectrogram_dir)
-    rows = split_rows(table, read_json(split_path))
-    labels = table["class_index"].to_numpy()
-    rng = np.random.default_rng(params.seed)
-    balanced = {name: rows[name][oversample(labels[rows[name]], rng)].tolist() for name in BALANCED_SPLITS}
-    write_json(out_path, balanced)
-    return balanced

@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from ecgpipe.params import KNOWN_LABELS, SAMPLING_RATE_HZ  # noqa: F401  (re-exported)
+from ecgpipe.core.errors import RecordError
+from ecgpipe.core.units import KNOWN_LABELS
 
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "REFERENCE.csv"
 
 
-class RecordError(ValueError):
-    """A record or the reference file is missing or unreadable."""
 
 
 # A record id names its files (``<id>.mat``, ``<id>.hea``): a plain file name, never a path.

@@ -12,12 +12,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ecgpipe.data.records import read_signal
-from ecgpipe.data.store import RECORDS_FILE, StoreError, read_records
-from ecgpipe.io import load_tensors, staged_outputs, write_tensors
+from ecgpipe.core.errors import StoreError
+from ecgpipe.core.io import load_tensors
+from ecgpipe.data.store import RECORDS_FILE
 
 
 @dataclass
@@ -34,26 +33,6 @@ class SignalSet:
         return SignalSet(self.samples.to(device), self.offsets.to(device), self.labels.to(device))
 
 
-def run_signals(records_dir: Path, spectrogram_dir: Path, out_path: Path) -> dict:
-    """The `signals` stage: ``signals.pt`` for the recordings of ``records.csv``, in its order."""
-    table = read_records(spectrogram_dir)
-    signals = [read_signal(Path(records_dir) / f"{record}.mat") for record in table["record"]]
-    for record, signal, expected in zip(table["record"], signals, table["samples"]):
-        if len(signal) != expected:
-            raise StoreError(f"{Path(records_dir) / record}.mat: {len(signal)} samples, {RECORDS_FILE} says "
-                             f"{expected}: the records changed since the spectrogram stage; rerun it")
-    samples = np.concatenate(signals)
-    if samples.dtype != np.int16:
-        raise StoreError(f"{records_dir}: expected int16 samples as in the CinC files, got {samples.dtype}")
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in signals])]).astype(np.int64)
-    with staged_outputs() as staged:
-        write_tensors(staged.file(out_path), {
-            "samples": torch.from_numpy(samples),
-            "offsets": torch.from_numpy(offsets),
-            "labels": torch.tensor(table["class_index"].to_numpy(dtype=np.int64)),
-            "records_md5": _records_md5(spectrogram_dir),
-        })
-    return {"records": len(signals), "samples": int(offsets[-1])}
 
 
 def _records_md5(spectrogram_dir: Path) -> str:

@@ -1,14 +1,8 @@
 """Split recordings (not chunks) into train / validation / test, so no recording is in two sets."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
-
-from ecgpipe.data.store import read_records
-from ecgpipe.io import write_json
-from ecgpipe.params import ParamsError, SplitParams
 
 SPLITS = ("train", "val", "test")
 
@@ -75,35 +69,5 @@ def fold_indices(labels: np.ndarray, folds: int, fold: int, test: float = 0.0, s
     return _interleave(parts, seed)
 
 
-def check_every_class(parts: dict[str, np.ndarray], labels: np.ndarray, names: np.ndarray, params: SplitParams) -> None:
-    """Training and validation need a recording of every class (and the test split too, if any):
-    a class missing from one is a ParamsError naming the split, the class and what would fit."""
-    present = {int(c): str(n) for c, n in zip(labels, names)}
-    counts = {present[c]: int((labels == c).sum()) for c in sorted(present)}
-    for split in ("train", "val", "test"):
-        if split == "test" and not len(parts["test"]):
-            continue
-        missing = [present[c] for c in sorted(present) if not (labels[parts[split]] == c).any()]
-        if missing:
-            where = (f"fold {params.fold} of split.folds {params.folds}" if params.fold is not None
-                     else f"split {params.train:g}/{params.val:g}/{params.test:g}")
-            fewest = min(counts.values())
-            hint = (f"use at most {fewest} folds" if params.fold is not None
-                    else "use stratify: true, or larger fractions")
-            raise ParamsError(f"params: split: {where} leaves no recording of class {', '.join(missing)} in {split} "
-                              f"(recordings per class: {counts}); {hint}")
 
 
-def run_split(params: SplitParams, spectrogram_dir: Path, out_path: Path) -> dict[str, list[str]]:
-    """The `split` stage: record ids per split, written as JSON."""
-    table = read_records(spectrogram_dir)
-    labels = table["class_index"].to_numpy()
-    if params.fold is None:
-        parts = split_indices(labels, params.train, params.val, params.test, params.seed, params.stratify)
-    else:
-        parts = fold_indices(labels, params.folds, params.fold, params.test, params.seed)
-    check_every_class(parts, labels, table["label"].to_numpy(), params)
-    ids = table["record"].to_numpy()
-    split = {name: ids[idx].tolist() for name, idx in parts.items()}
-    write_json(out_path, split)
-    return split

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ecgpipe.io import load_tensors, read_json
+from ecgpipe.core.errors import StoreError
+from ecgpipe.core.io import load_tensors, read_json
 
 # File names inside the spectrogram stage's output folder.
 # {"spectra": (n, windows, bins) float32, "windows": (n,), "labels": (n,), "records_md5": md5 of records.csv}
@@ -18,8 +19,6 @@ RECORDS_FILE = "records.csv"  # record, label, class_index, samples, windows: on
 PREPROCESSING_FILE = "preprocessing.json"  # everything that turns a raw recording into network input
 
 
-class StoreError(ValueError):
-    """A stage's input files do not belong together (outputs of different runs mixed)."""
 
 
 def read_records(spectrogram_dir: Path) -> pd.DataFrame:
@@ -80,3 +79,18 @@ def split_rows(table: pd.DataFrame, split: dict[str, list[str]]) -> dict[str, np
             "rerun the split stage"
         )
     return {name: row_of.loc[ids].to_numpy(dtype=np.int64, copy=True) for name, ids in split.items()}
+
+
+@dataclass
+class Chunks:
+    """A split's chunks on the device, and which of them make its balanced set."""
+
+    x: torch.Tensor  # (n, size, bins)
+    y: torch.Tensor  # (n,)
+    records: torch.Tensor  # (n,) row of the recording each chunk came from
+    balanced: torch.Tensor  # indices into x, oversampled to equal classes
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device) -> "Chunks":
+        data = load_tensors(path)
+        return cls(*(data[k].to(device) for k in ("chunks", "labels", "records", "balanced")))

@@ -8,7 +8,7 @@ channels (the wide layers work on the shortest time axes, where they cost least)
 300 Hz, eight to ten beats: enough to see an irregular rhythm). Global average pooling over time
 then makes the network take any length: a crop in training, a longer window when scoring.
 
-Input: (batch, samples, 1) in mV, as :class:`ecgpipe.preprocessing.RawCrops` makes it.
+Input: (batch, samples, 1) in mV, as :class:`ecgpipe.inference.featurizers.RawCrops` makes it.
 """
 from __future__ import annotations
 

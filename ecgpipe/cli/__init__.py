@@ -1,0 +1,219 @@
+"""The `ecgpipe` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ecgpipe.pipeline.stage import INPUT_ERRORS, exit_with_error, exit_with_store_error
+
+# errors shown as one line: the user's input or the file system, not a bug
+CLI_ERRORS = INPUT_ERRORS + (ValueError, OSError)
+
+
+def _json_output(args: argparse.Namespace) -> Path | None:
+    """Where ``--json`` goes, checked before the benchmark runs (a folder or an input is refused)."""
+    from ecgpipe.core.io import user_output
+
+    return None if args.json is None else user_output(args.json, "--json", [args.params] if "params" in args else [])
+
+
+def _print_and_write(result: dict, target: Path | None) -> None:
+    from ecgpipe.core.io import json_text, write_user_output
+
+    print(json.dumps(result, indent=2))
+    if target is not None:
+        write_user_output(target, json_text(result))
+
+
+def _bench_data(args: argparse.Namespace) -> None:
+    from ecgpipe.bench.data import bench_data
+
+    target = _json_output(args)
+    _print_and_write(bench_data(args.params, repeats=args.repeats, notebook=args.notebook), target)
+
+
+def _bench_train(args: argparse.Namespace) -> None:
+    from ecgpipe.bench.train import bench_train
+
+    target = _json_output(args)
+    _print_and_write(bench_train(args.batches, args.repeats, args.device, args.notebook, args.models,
+                                 args.tuned_notebook), target)
+
+
+def _checked(check_name: str):
+    """An argparse type from one of the recording readers' option checks, so that a bad value stops the
+    call before any file is read, with argparse's one line naming the option."""
+    def convert(text: str) -> float:
+        from ecgpipe.core.errors import PredictError
+        from ecgpipe.inference import readers
+
+        try:
+            return getattr(readers, check_name)(text, "")
+        except PredictError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
+    convert.__name__ = check_name.removeprefix("check_")  # argparse names the type in some messages
+    return convert
+
+
+def _at_least(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum}, got {value}")
+        return value
+    convert.__name__ = f"at_least_{minimum}"
+    return convert
+
+
+def _study_name(text: str) -> str:
+    from ecgpipe.core.errors import StudyError
+    from ecgpipe.reporting.study import check_study_name
+
+    try:
+        return check_study_name(text)
+    except StudyError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+
+def _device(text: str) -> str:
+    from ecgpipe.core.device import DEVICE_NAMES, is_device_name
+
+    if not is_device_name(text):
+        raise argparse.ArgumentTypeError(f"expected {DEVICE_NAMES}, got {text!r}")
+    return text
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from ecgpipe.core.io import user_output, write_user_output
+    from ecgpipe.inference.predictor import predict_files
+    from ecgpipe.tracking.registry import load_predictor
+
+    # checked before the model loads: a folder, or one of the recordings, is refused
+    target = None if args.out is None else user_output(args.out, "--out", args.files)
+    predictor = load_predictor(args.model)
+    table = pd.DataFrame(predict_files(predictor, args.files, fs=args.fs, gain=args.gain, lead=args.lead))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    if target is not None:
+        write_user_output(target, table.to_csv(index=False, float_format="%.6f"))
+    failed = table["error"].astype(bool).sum()
+    if failed:
+        sys.exit(f"{failed} of {len(table)} recordings could not be classified (see the error column)")
+
+
+def _study_run(args: argparse.Namespace) -> None:
+    from ecgpipe.params import load_params
+    from ecgpipe.pipeline.study import run_study
+
+    params = load_params(args.params)
+    experiments = args.experiments or list(params.experiments)
+    for name in experiments:
+        params.experiment(name)  # an unknown name fails here, before anything is queued
+    run_study(args.name, args.folds, args.seeds, experiments, args.jobs, params.mlflow.experiment_name,
+              wait=args.wait)
+
+
+def _study_report(args: argparse.Namespace) -> None:
+    from ecgpipe.params import load_params
+    from ecgpipe.reporting.study import report_study
+    from ecgpipe.tracking.runs import tracking_uri
+
+    params = load_params(args.params)
+    report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out,
+                              params.evaluate.confidence)
+    print((args.out / "study.md").read_text())
+
+
+def _task_run(args: argparse.Namespace) -> None:
+    from ecgpipe.pipeline.task import run_task
+
+    run_task(args.name, args.params, queue=args.queue)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecgpipe", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser(
+        "predict", help="classify recordings: one row each (record, label, p_<class>, error)",
+        description="Classify recordings (.mat CinC, .hea WFDB, one-column .csv or .npy) with a trained model, "
+                    "using the preprocessing it was trained with. Other sampling rates are resampled.")
+    predict.add_argument("--model", required=True,
+                         help="a predictors/NAME or models/NAME folder, or an MLflow runs:/... or models:/... URI")
+    predict.add_argument("--fs", type=_checked("check_sampling_rate"), help="sampling rate in Hz of every file given: needed for .csv and .npy; "
+                         "overrides the 300 Hz of .mat files and the rate in WFDB headers")
+    predict.add_argument("--gain", type=_checked("check_gain"), default=1000.0,
+                         help=".csv/.npy samples are in units of 1/GAIN mV (default 1000, as CinC)")
+    predict.add_argument("--lead", help="the lead to classify in multi-lead WFDB records: a name from the header "
+                         "(such as II) or an index; the output then says which lead each row used")
+    predict.add_argument("--out", type=Path, help="also write the table to this CSV file")
+    predict.add_argument("files", nargs="+", help="recordings")
+    predict.set_defaults(func=_predict)
+    study = commands.add_parser("study", help="cross-validation studies run by DVC's queue").add_subparsers(
+        dest="what", required=True)
+    run = study.add_parser("run", help="queue one DVC experiment per fold and seed, then start the queue's workers",
+                           description="Queues `dvc exp run --queue -S split.fold=K -S train.seed=S -S study.name=NAME "
+                                       "evaluate@EXPERIMENT...` for every fold and seed, then `dvc queue start -j JOBS`.")
+    run.add_argument("--name", required=True, type=_study_name,
+                     help="the study's name: its MLflow runs are tagged study=NAME")
+    run.add_argument("--folds", type=_at_least(2), default=5, help="stratified folds (split.folds)")
+    run.add_argument("--seeds", type=_at_least(0), nargs="+", default=[12345], help="training seeds (train.seed)")
+    run.add_argument("--jobs", type=_at_least(1), default=1, help="parallel queue workers")
+    run.add_argument("--experiments", nargs="+", help="experiments of params.yaml (default: all)")
+    run.add_argument("--wait", action="store_true",
+                     help="return only when the queue is empty; exit non-zero naming the study's failed runs")
+    run.add_argument("--params", type=Path, default=Path("params.yaml"))
+    run.set_defaults(func=_study_run)
+    report = study.add_parser("report", help="aggregate a study's finished runs from MLflow")
+    report.add_argument("--name", required=True, type=_study_name)
+    report.add_argument("--out", type=Path, default=Path("reports"), help="folder for study.md, .csv and .png")
+    report.add_argument("--params", type=Path, default=Path("params.yaml"))
+    report.set_defaults(func=_study_report)
+    task = commands.add_parser("task", help="tasks of params.yaml (such as four_class) run as DVC experiments")
+    task_run = task.add_subparsers(dest="what", required=True).add_parser(
+        "run", help="run task NAME as one DVC experiment, in a temporary copy (the workspace is left as it is)",
+        description="Runs `dvc exp run --temp --name NAME -S KEY=VALUE... -S ~experiments.OTHER...` with the values "
+                    "of tasks.NAME in params.yaml; `dvc exp show` compares it, `dvc exp apply NAME` brings its "
+                    "outputs into the workspace.")
+    task_run.add_argument("name", help="a task of params.yaml's tasks section, e.g. four_class")
+    task_run.add_argument("--queue", action="store_true", help="queue it instead (run it with `dvc queue start`)")
+    task_run.add_argument("--params", type=Path, default=Path("params.yaml"))
+    task_run.set_defaults(func=_task_run)
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
+    data = bench.add_parser(
+        "data", help="time the data preparation (archive from $ECGPIPE_ARCHIVE or the download address)"
+    )
+    data.add_argument("--json", type=Path, help="also write the result here")
+    data.add_argument("--params", type=Path, default=Path("params.yaml"))
+    data.add_argument("--repeats", type=_at_least(1), default=3, help="fresh-process runs; medians are reported")
+    data.add_argument("--notebook", action="store_true", help="also time the notebook's own code, interleaved")
+    data.set_defaults(func=_bench_data)
+    train = bench.add_parser("train", help="training throughput (examples/s) of every registered model")
+    train.add_argument("--batches", type=_at_least(1), default=200,
+                       help="timed minibatches per model and repeat (shorter windows are noisier)")
+    train.add_argument("--repeats", type=_at_least(1), default=5, help="medians over this many interleaved repeats")
+    train.add_argument("--device", type=_device, default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    train.add_argument("--notebook", action="store_true", help="also time the notebook's loop, interleaved")
+    train.add_argument("--tuned-notebook", action="store_true",
+                       help="give the notebook's process the training path's CPU settings too (ecgpipe.training.cpu)")
+    train.add_argument("--models", nargs="+", help="only these models")
+    train.add_argument("--json", type=Path, help="also write the result here")
+    train.set_defaults(func=_bench_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CLI_ERRORS as exc:
+        exit_with_error(exc)
+    except Exception as exc:
+        exit_with_store_error(exc)
+        raise

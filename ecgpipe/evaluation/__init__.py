@@ -1,0 +1,1 @@
+"""Evaluation: metrics over bootstrap resamples, scoring splits through the Predictor, device shifts."""

@@ -1,0 +1,247 @@
+"""Uncertainty of recording-level figures: stratified bootstrap intervals and paired comparisons.
+
+Every figure is recomputed on resamples of the recordings, all resamples at once with array
+operations (no loop over resamples): a (resamples, n) index matrix, confusion counts by one
+``bincount``, ROC AUC from ranks, average precision from cumulative counts. The resamples are
+stratified: each keeps every class's count, so every resample has both classes and each figure
+is defined. A paired comparison scores two models on the same resamples, so the recordings'
+own difficulty cancels out of the difference.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.stats
+from sklearn import metrics as skm
+
+CHALLENGE_CLASSES = ("N", "A", "O")  # CinC 2017 score: the mean F1 of these three
+
+
+def positive_class(class_names: list[str]) -> str:
+    """The class whose sensitivity, specificity and worst-shift F1 are reported: A (AF) when present."""
+    return "A" if "A" in class_names else class_names[-1]
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    resamples: int = 1000
+    seed: int = 12345
+    confidence: float = 0.95
+
+    def interval(self, values: np.ndarray) -> tuple[float, float]:
+        """The percentile interval of one figure's resampled values."""
+        tail = (1 - self.confidence) / 2
+        low, high = np.quantile(values, [tail, 1 - tail])
+        return float(low), float(high)
+
+
+def stratified_resamples(y: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) indices into ``y``: each row draws, with replacement, as many items of
+    every class as ``y`` has (in ``y``'s class order, then position order; figures ignore order)."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    columns = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        columns.append(members[rng.integers(0, len(members), size=(resamples, len(members)))])
+    return np.concatenate(columns, axis=1)
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    out = np.zeros(np.broadcast_shapes(numerator.shape, denominator.shape))
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """ROC AUC per row (Mann-Whitney: ties count half, as scikit-learn)."""
+    ranks = scipy.stats.rankdata(scores, axis=1)
+    n_pos = positive.sum(axis=1)
+    n_neg = positive.shape[1] - n_pos
+    rank_sum = np.where(positive, ranks, 0).sum(axis=1)
+    return _divide(rank_sum - n_pos * (n_pos + 1) / 2, (n_pos * n_neg).astype(np.float64))
+
+
+def _average_precision(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Average precision per row: the sum over distinct thresholds of the recall gained times the
+    precision there, with tied scores as one threshold (as scikit-learn)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    s = np.take_along_axis(scores, order, axis=1)
+    hits = np.take_along_axis(positive, order, axis=1)
+    tp = np.cumsum(hits, axis=1)
+    seen = np.arange(1, s.shape[1] + 1)
+    # the last position of each group of tied scores is where its threshold's precision is read
+    last_of_group = np.ones_like(s, dtype=bool)
+    last_of_group[:, :-1] = s[:, 1:] != s[:, :-1]
+    group_end = np.where(last_of_group, seen - 1, s.shape[1])
+    group_end = np.minimum.accumulate(group_end[:, ::-1], axis=1)[:, ::-1]
+    precision_at_end = np.take_along_axis(tp, group_end, axis=1) / (group_end + 1)
+    return _divide((hits * precision_at_end).sum(axis=1), hits.sum(axis=1).astype(np.float64))
+
+
+def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], index: np.ndarray) -> dict:
+    """Every recording-level figure of ``evaluation.score`` on each row of ``index``: a mapping
+    like ``score``'s (``accuracy``, ``f1`` per class, ``roc_auc``, ...) with (resamples,) arrays."""
+    y = np.asarray(y, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    n_classes = len(class_names)
+    resamples = len(index)
+    actual = y[index]
+    predicted = probs.argmax(axis=1)[index]
+    cells = (np.arange(resamples)[:, None] * n_classes + actual) * n_classes + predicted
+    confusion = np.bincount(cells.ravel(), minlength=resamples * n_classes * n_classes).reshape(
+        resamples, n_classes, n_classes)
+    hits = np.diagonal(confusion, axis1=1, axis2=2)
+    support = confusion.sum(axis=2)
+    predicted_count = confusion.sum(axis=1)
+    precision = _divide(hits, predicted_count)
+    recall = _divide(hits, support)
+    f1 = _divide(2 * hits, support + predicted_count)
+    negatives = index.shape[1] - support  # one class against the rest: its specificity
+    specificity = _divide(negatives - (predicted_count - hits), negatives)
+    present = support.sum(axis=0) > 0  # a class absent from y has no recall of its own
+    figures = {
+        "accuracy": hits.sum(axis=1) / index.shape[1],
+        "balanced_accuracy": recall[:, present].mean(axis=1),
+        "precision": {c: precision[:, i] for i, c in enumerate(class_names)},
+        "recall": {c: recall[:, i] for i, c in enumerate(class_names)},
+        "f1": {c: f1[:, i] for i, c in enumerate(class_names)},
+        "specificity": {c: specificity[:, i] for i, c in enumerate(class_names)},
+        "macro_f1": f1.mean(axis=1),
+    }
+    if n_classes == 2:
+        figures["roc_auc"] = _auc(probs[:, 1][index], actual == 1)
+        figures["average_precision"] = _average_precision(probs[:, 1][index], actual == 1)
+    else:
+        kept = [k for k in range(n_classes) if present[k]]
+        figures["roc_auc"] = np.mean([_auc(probs[:, k][index], actual == k) for k in kept], axis=0)
+        figures["average_precision"] = np.mean(
+            [_average_precision(probs[:, k][index], actual == k) for k in kept], axis=0)
+    if set(CHALLENGE_CLASSES) <= set(class_names):
+        figures["challenge_score"] = np.mean([figures["f1"][c] for c in CHALLENGE_CLASSES], axis=0)
+    return figures
+
+
+def confidence_intervals(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap) -> dict:
+    """A (low, high) interval for every figure of ``resampled_figures``, same layout."""
+    index = stratified_resamples(y, bootstrap.resamples, bootstrap.seed)
+    figures = resampled_figures(y, probs, class_names, index)
+
+    def intervals(value):
+        if isinstance(value, dict):
+            return {k: intervals(v) for k, v in value.items()}
+        return list(bootstrap.interval(value))
+
+    return intervals(figures)
+
+
+def figure(figures: dict, name: str) -> np.ndarray:
+    """One figure by flat name: ``f1_A``, ``roc_auc``, ``recall_N`` ..."""
+    if name in figures and not isinstance(figures[name], dict):
+        return figures[name]
+    key, _, cls = name.rpartition("_")
+    if key in figures and isinstance(figures[key], dict) and cls in figures[key]:
+        return figures[key][cls]
+    raise KeyError(f"no figure {name!r}; expected one of {flat_names(figures)}")
+
+
+def flat_names(figures: dict) -> list[str]:
+    names = []
+    for key, value in figures.items():
+        names += [f"{key}_{c}" for c in value] if isinstance(value, dict) else [key]
+    return names
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``a - b`` of one figure on the same recordings, with its bootstrap interval."""
+
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def paired_difference(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, class_names: list[str],
+                      name: str, bootstrap: Bootstrap) -> PairedDifference:
+    """Figure ``name`` of model a minus model b, both scored on the same stratified resamples."""
+    identity = np.arange(len(y))[None, :]
+    point = figure(resampled_figures(y, probs_a, class_names, identity), name)[0] - figure(
+        resampled_figures(y, probs_b, class_names, identity), name)[0]
+    index = stratified_resamples(y, bootstrap.resamples, bootstrap.seed)
+    differences = figure(resampled_figures(y, probs_a, class_names, index), name) - figure(
+        resampled_figures(y, probs_b, class_names, index), name)
+    low, high = bootstrap.interval(differences)
+    return PairedDifference(float(point), low, high)
+
+
+def _curve_scores(y: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
+    """ROC AUC and average precision; one-vs-rest macro averages with more than two classes."""
+    present = np.unique(y)
+    if len(present) < 2:
+        warnings.warn(f"only class(es) {present.tolist()} present: ROC AUC and average precision undefined")
+        return {"roc_auc": float("nan"), "average_precision": float("nan")}
+    if n_classes == 2:
+        return {"roc_auc": float(skm.roc_auc_score(y, probs[:, 1])),
+                "average_precision": float(skm.average_precision_score(y, probs[:, 1]))}
+    onehot = np.eye(n_classes)[y]
+    keep = onehot.sum(axis=0) > 0  # a class absent from y has no ROC curve of its own
+    if not keep.all():
+        warnings.warn(f"classes {np.flatnonzero(~keep).tolist()} absent: left out of the one-vs-rest averages")
+    return {"roc_auc": float(skm.roc_auc_score(onehot[:, keep], probs[:, keep], average="macro")),
+            "average_precision": float(skm.average_precision_score(onehot[:, keep], probs[:, keep], average="macro"))}
+
+
+def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": reported elsewhere
+        warnings.simplefilter("ignore", UserWarning)
+        return float(skm.balanced_accuracy_score(y, predicted))
+
+
+def score(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+    """Every figure of one level: accuracy, balanced accuracy, per-class precision / recall / F1 /
+    support, macro F1, ROC AUC, average precision, confusion matrix (counts and row-normalised),
+    and, with N, A and O among the classes, the CinC 2017 challenge score.
+
+    A class that is never predicted has an undefined precision: it is reported as 0 with a warning.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = list(range(len(class_names)))
+    predicted = probs.argmax(axis=1)
+    never = [class_names[c] for c in labels if not (predicted == c).any() and (y == c).any()]
+    if never:
+        warnings.warn(f"no predictions for class(es) {never}: their precision is set to 0")
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0.0
+    )
+    confusion = skm.confusion_matrix(y, predicted, labels=labels)
+    negatives = len(y) - confusion.sum(axis=1)  # one class against the rest
+    false_positives = confusion.sum(axis=0) - np.diag(confusion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        specificity = np.where(negatives > 0, (negatives - false_positives) / np.maximum(negatives, 1), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = np.nan_to_num(confusion / confusion.sum(axis=1, keepdims=True))
+    result = {
+        "n": int(len(y)),
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "balanced_accuracy": _balanced_accuracy(y, predicted),
+        "precision": dict(zip(class_names, map(float, precision))),
+        "recall": dict(zip(class_names, map(float, recall))),
+        "f1": dict(zip(class_names, map(float, f1))),
+        "specificity": dict(zip(class_names, map(float, specificity))),
+        "support": dict(zip(class_names, map(int, support))),
+        "macro_f1": float(np.mean(f1)),
+        **_curve_scores(y, probs, len(class_names)),
+        "confusion": confusion.tolist(),
+        "confusion_normalised": normalised.round(6).tolist(),
+    }
+    if set(CHALLENGE_CLASSES) <= set(class_names):
+        result["challenge_score"] = float(np.mean([result["f1"][c] for c in CHALLENGE_CLASSES]))
+    return result

@@ -1,0 +1,98 @@
+"""The device shifts in evaluation: a split's recordings scored again under each shift, with
+intervals, and the shift that lowers each figure most."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ecgpipe.evaluation.metrics import Bootstrap, positive_class, resampled_figures, score, stratified_resamples
+from ecgpipe.evaluation.metrics import figure as stat_figure
+from ecgpipe.evaluation.scoring import SplitOutputs
+from ecgpipe.inference.predictor import Predictor
+from ecgpipe.inference.readers import Signal
+from ecgpipe.models.heads import predict_logits
+from ecgpipe.signal.shifts import Shift, shift_rng
+
+SHIFT_FIGURES = ("roc_auc", "f1", "recall", "specificity")  # recall of A = sensitivity to AF
+
+
+def score_shift(predictor: Predictor, signals: list[Signal], rows: torch.Tensor, name: str, shift: Shift, seed: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Probabilities (rows ascending) of the recordings ``signals`` (of ``rows``) under ``shift``."""
+    shifted = []
+    for signal, row in zip(signals, rows.tolist()):
+        samples, fs = shift.apply(signal.samples, signal.fs, shift_rng(seed, name, row))
+        shifted.append(Signal(samples, fs))
+    x, owner = predictor.preprocessing.inputs(shifted, rows.tolist())
+    logits = predict_logits(predictor.model, x.to(device), batch_size).cpu()
+    return predictor.preprocessing.aggregate(logits, owner)[1]
+
+
+def resample_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap) -> tuple[dict, dict]:
+    """(figures on the recordings as they are, figures on each bootstrap resample): the resamples
+    depend only on ``y`` and the seed, so those of two scorings of the same recordings are paired."""
+    identity = np.arange(len(y))[None, :]
+    index = stratified_resamples(y, bootstrap.resamples, bootstrap.seed)
+    return resampled_figures(y, probs, class_names, identity), resampled_figures(y, probs, class_names, index)
+
+
+def shift_figures(y: np.ndarray, probs: np.ndarray, clean: tuple[dict, dict], class_names: list[str],
+                  bootstrap: Bootstrap) -> dict:
+    """One shift's recording-level figures: ROC AUC, F1, sensitivity (``recall``) and specificity per
+    class, each with its interval (``ci``), and ``change``: the paired difference from the unshifted
+    figures ``clean`` (of :func:`resample_figures`) of F1 of the positive class and of ROC AUC,
+    as [difference, low, high]."""
+    full = score(y, probs, class_names)
+    figures = {k: full[k] for k in SHIFT_FIGURES}
+    point, resampled = resample_figures(y, probs, class_names, bootstrap)
+    figures["ci"] = {k: {c: list(bootstrap.interval(v)) for c, v in resampled[k].items()}
+                     if isinstance(resampled[k], dict) else list(bootstrap.interval(resampled[k]))
+                     for k in SHIFT_FIGURES}
+    figures["change"] = {}
+    for name in (f"f1_{positive_class(class_names)}", "roc_auc"):
+        difference = float(stat_figure(point, name)[0] - stat_figure(clean[0], name)[0])
+        low, high = bootstrap.interval(stat_figure(resampled, name) - stat_figure(clean[1], name))
+        figures["change"][name] = [difference, low, high]
+    return figures
+
+
+def evaluate_shifts(predictor: Predictor, record_labels: torch.Tensor, clean: SplitOutputs, shifts: dict[str, Shift],
+                    seed: int, batch_size: int, bootstrap: Bootstrap, device: torch.device | str = "cpu") -> dict:
+    """:func:`shift_figures` of every shift, for the recordings that ``clean`` scored unshifted
+    (starting from the recordings as it read them)."""
+    signals = [clean.signals[r] for r in clean.rows.tolist()]
+    y = record_labels[clean.rows].numpy()
+    clean_resampled = resample_figures(y, clean.probs.numpy(), list(predictor.class_names), bootstrap)
+    results = {}
+    for name, shift in shifts.items():
+        probs = score_shift(predictor, signals, clean.rows, name, shift, seed, batch_size, device)
+        results[name] = shift_figures(y, probs.numpy(), clean_resampled, list(predictor.class_names), bootstrap)
+    return results
+
+
+def worst_shift(shifts: dict, class_names: list[str]) -> dict | None:
+    """The shift with the lowest F1 of the positive class, and the lowest ROC AUC under any shift."""
+    if not shifts:
+        return None
+    positive = positive_class(class_names)
+    name = min(shifts, key=lambda n: shifts[n]["f1"][positive])
+    return {"shift": name, f"f1_{positive}": shifts[name]["f1"][positive],
+            f"f1_{positive}_change": shifts[name]["change"][f"f1_{positive}"][0],
+            "min_roc_auc": min(v["roc_auc"] for v in shifts.values()),
+            "min_roc_auc_shift": min(shifts, key=lambda n: shifts[n]["roc_auc"])}
+
+
+def shift_mlflow_metrics(split: str, shifts: dict) -> dict[str, float]:
+    """``val_shift_<name>_roc_auc``, ``..._f1_A``, ``..._f1_A_ci_low``, ``..._change_f1_A`` ..."""
+    flat = {}
+    for name, figures in shifts.items():
+        prefix = f"{split}_shift_{name}"
+        for key in SHIFT_FIGURES:
+            value, interval = figures[key], figures["ci"][key]
+            for cls, v in (value.items() if isinstance(value, dict) else [("", value)]):
+                label = f"{prefix}_{key}_{cls}" if cls else f"{prefix}_{key}"
+                low, high = interval[cls] if cls else interval
+                flat.update({label: float(v), f"{label}_ci_low": float(low), f"{label}_ci_high": float(high)})
+        for figure, (diff, low, high) in figures["change"].items():
+            flat.update({f"{prefix}_change_{figure}": diff, f"{prefix}_change_{figure}_ci_low": low,
+                         f"{prefix}_change_{figure}_ci_high": high})
+    return {k.replace("~", "noise"): v for k, v in flat.items()}

@@ -1,0 +1,153 @@
+"""Recording files to a :class:`Signal` (samples in CinC units, 1/1000 mV, and a rate), and the checks
+of a signal that no featurizer could score (flat, wrong units, a rate outside any ECG's)."""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ecgpipe.core.errors import PredictError, RecordError
+from ecgpipe.core.units import ADC_PER_MV
+from ecgpipe.data.records import read_signal
+
+# Sampling rates that resampling to the training rate can handle (a ratio of at most 1000:1).
+MIN_FS_HZ, MAX_FS_HZ = 1.0, 100_000.0
+
+
+def _as_float(value) -> float:
+    """``value`` as a float; NaN (which every check below rejects) if it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def check_sampling_rate(fs: float, what: str = "--fs") -> float:
+    """``fs`` as a float, or a PredictError naming ``what`` and the accepted range."""
+    value = _as_float(fs)
+    if not MIN_FS_HZ <= value <= MAX_FS_HZ:  # also false for NaN
+        raise PredictError(f"{what}: expected a sampling rate in Hz from {MIN_FS_HZ:g} to {MAX_FS_HZ:g}, got {fs!r}")
+    return value
+
+
+def check_gain(gain: float, what: str = "--gain") -> float:
+    """``gain`` (units per mV) as a positive finite float, or a PredictError naming ``what``."""
+    value = _as_float(gain)
+    if not (math.isfinite(value) and value > 0):
+        raise PredictError(f"{what}: expected a positive number of units per mV, got {gain!r}")
+    return value
+
+
+@dataclass
+class Signal:
+    samples: np.ndarray  # 1-D, in CinC units (1/1000 mV)
+    fs: float
+    lead: str = ""  # the lead it was read from, where the file has several (WFDB)
+
+
+# The median absolute sample of every CinC recording lies between 5 and 668 units (1/1000 mV);
+# outside 1 µV to 50 mV, no ECG does: the units are wrong (a --gain off by 1,000), not the heart.
+AMPLITUDE_RANGE = (1.0, 50_000.0)
+
+
+def check_amplitude(samples: np.ndarray) -> None:
+    """A recording that is flat, or whose amplitude no ECG has, is a PredictError (flat first: it
+    says more than a median of 0)."""
+    _check_not_flat(samples)
+    median = float(np.median(np.abs(samples)))
+    low, high = AMPLITUDE_RANGE
+    if not low <= median <= high:
+        raise PredictError(f"the recording's median absolute value is {median:.3g} (in 1/1000 mV), outside any ECG "
+                           f"({low:g} µV to {high / 1000:g} mV); check the signal's units (--gain)")
+
+
+def _check_not_flat(samples: np.ndarray) -> None:
+    # on the float32 values the network sees: int64 samples near 9.2e18 differ in float64, not there
+    if np.ptp(samples.astype(np.float32)) == 0:
+        raise PredictError(f"the recording is flat (every sample is {samples[0]:g}, as float32): no signal to classify")
+
+
+def _lead_index(path: Path, names: list[str], lead: str | None) -> int:
+    """The index of the lead to classify: the only one, or the one ``lead`` names (name or index)."""
+    if lead is None:
+        if len(names) > 1:
+            raise PredictError(f"{path}: a {len(names)}-lead record ({', '.join(names)}); choose the lead to classify "
+                               "with --lead NAME or INDEX")
+        return 0
+    if lead in names:
+        return names.index(lead)
+    if lead.isdigit() and int(lead) < len(names):
+        return int(lead)
+    raise PredictError(f"{path}: no lead {lead!r}; expected one of its leads {names} or an index below {len(names)}")
+
+
+def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_PER_MV,
+                   lead: str | None = None) -> Signal:
+    """Read a CinC ``.mat``, a WFDB record (``.hea``), a one-column ``.csv`` or a ``.npy`` signal.
+
+    ``.mat`` files are taken at 300 Hz unless ``fs`` says otherwise; WFDB headers carry their rate
+    and gain; ``.csv`` and ``.npy`` need ``fs``, and their samples are taken in units of
+    1/``gain`` mV (CinC units by default). A WFDB record with several leads needs ``lead`` (a
+    name from its header, or an index); the other formats hold one lead (``lead`` 0, if given).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise PredictError(f"{path}: no such file")
+    if suffix != ".hea":
+        _lead_index(path, ["0"], lead)  # one lead: only 0 (or none) names it
+    if suffix == ".mat":
+        try:
+            samples = read_signal(path).astype(np.float64)
+        except RecordError as exc:
+            raise PredictError(str(exc)) from None
+        return Signal(samples, 300.0 if fs is None else fs, "0" if lead is not None else "")
+    if suffix == ".hea":
+        import wfdb
+
+        try:
+            record = wfdb.rdrecord(str(path.with_suffix("")), physical=False)
+        except Exception as exc:  # wfdb raises many kinds for a bad header or signal file
+            raise PredictError(f"{path}: not a readable WFDB record ({type(exc).__name__}: {exc})") from None
+        if record.d_signal is None or record.d_signal.shape[1] < 1:
+            raise PredictError(f"{path}: the WFDB record has no signal")
+        names = [str(n) for n in (record.sig_name or range(record.d_signal.shape[1]))]
+        i = _lead_index(path, names, lead)
+        digital = record.d_signal[:, i].astype(np.float64)
+        physical_mv = (digital - record.baseline[i]) / record.adc_gain[i]
+        return Signal(physical_mv * ADC_PER_MV, float(record.fs) if fs is None else fs, names[i])
+    if suffix in (".csv", ".npy"):
+        if fs is None:
+            raise PredictError(f"{path}: a {suffix} signal needs its sampling rate (--fs)")
+        try:
+            with warnings.catch_warnings():  # an empty file: our own error below says so, once
+                warnings.simplefilter("ignore")
+                if suffix == ".npy":
+                    samples = np.load(path, allow_pickle=False)
+                else:
+                    samples = np.loadtxt(path, delimiter=",", ndmin=1, skiprows=_header_rows(path),
+                                         encoding="utf-8-sig")  # a byte-order mark is no header
+        except Exception as exc:
+            raise PredictError(f"{path}: not a readable {suffix} signal ({type(exc).__name__}: {exc})") from None
+        if samples.dtype.kind not in "iuf":  # bools, strings, objects, records, complex numbers
+            raise PredictError(f"{path}: expected real-valued samples, got dtype {samples.dtype}")
+        samples = np.asarray(samples, dtype=np.float64)
+        if samples.ndim == 2 and 1 in samples.shape:
+            samples = samples.ravel()
+        if samples.ndim != 1:
+            raise PredictError(f"{path}: expected one column of samples, got shape {samples.shape}")
+        return Signal(samples * (ADC_PER_MV / gain), fs, "0" if lead is not None else "")
+    raise PredictError(f"{path}: unknown format {suffix!r}; expected .mat, .hea, .csv or .npy")
+
+
+def _header_rows(path: Path) -> int:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        first = f.readline().strip()
+    try:
+        float(first.split(",")[0])
+        return 0
+    except ValueError:
+        return 1

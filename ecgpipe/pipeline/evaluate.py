@@ -1,0 +1,130 @@
+"""The `evaluate@NAME` stage: score a trained model on validation, under the device shifts too,
+and package it as a predictor."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import torch
+from sklearn import metrics as skm
+
+from ecgpipe.core.device import resolve_device
+from ecgpipe.core.io import json_text, read_json, staged_outputs
+from ecgpipe.data.store import read_records
+from ecgpipe.evaluation.metrics import Bootstrap
+from ecgpipe.evaluation.robustness import evaluate_shifts, shift_mlflow_metrics, worst_shift
+from ecgpipe.evaluation.scoring import metrics_for_dvc, mlflow_metrics, per_class_table, score_saved_model
+from ecgpipe.params import EvaluateParams, Params
+
+
+def bootstrap_of(evaluate: EvaluateParams) -> Bootstrap:
+    """The bootstrap that ``evaluate``'s settings declare, for every interval of the evaluation."""
+    return Bootstrap(evaluate.bootstrap_resamples, evaluate.bootstrap_seed, evaluate.confidence)
+
+
+def scoring_settings(params: Params) -> dict:
+    """What scoring a saved model takes from params.yaml (``score_saved_model``'s keywords)."""
+    return {"aggregation": params.evaluate.aggregation, "device": params.train.device,
+            "batch_size": params.train.eval_batch_size, "seed": params.chunk.seed,
+            "bootstrap": bootstrap_of(params.evaluate)}
+
+
+def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: Path, chunks_dir: Path, model_dir: Path,
+                 metrics_path: Path, plots_dir: Path, predictor_dir: Path) -> dict:
+    """The `evaluate@NAME` stage: score NAME's model on validation, with intervals on every
+    recording-level figure, and package it with its aggregation rule as a predictor (an MLflow
+    pyfunc model). A test split is left alone: the report stage scores the champion on it once.
+
+    Writes the metrics JSON, and under ``plots_dir``: ``confusion/NAME/<split>.csv`` (one row per
+    recording, for DVC's confusion template), ``roc/NAME/<split>.csv`` and ``pr/NAME/<split>.csv``
+    (AF against the rest, per recording), and ``figures/NAME/*.png``. The same numbers, figures and
+    per-class tables go into the experiment's MLflow run, with the predictor. ``predictor_dir``
+    gets the same predictor as a folder (``mlflow models serve -m predictor_dir`` serves it).
+    """
+    import mlflow  # heavy: only the stage needs it, not the metric functions
+
+    from ecgpipe.reporting import plots
+    from ecgpipe.tracking import pyfunc
+    from ecgpipe.tracking import runs as tracking
+    from ecgpipe.tracking.runs import RUN_FILE
+
+    resolve_device(params.train.device)  # a device this machine lacks is said first
+    # the run this stage logs into: its store checked before minutes of scoring, not after
+    tracking.check_store_file(read_json(Path(model_dir) / RUN_FILE)["tracking_uri"])
+    table = read_records(spectrogram_dir)
+    scores, outputs, figures = {}, {}, {}
+    # validation only: a test split is scored once, for the champion alone, by the report stage
+    for split in ("val",):
+        predictor, rec, scores[split] = score_saved_model(model_dir, split, records_dir, spectrogram_dir, chunks_dir,
+                                                          **scoring_settings(params))
+        class_names = predictor.class_names
+        positive = class_names.index("A") if "A" in class_names else len(class_names) - 1
+        probs = rec.probs.numpy()
+        rows = rec.rows.numpy()
+        actual = table["class_index"].to_numpy()[rows]
+        predictions = pd.DataFrame({
+            "record": table["record"].to_numpy()[rows],
+            "actual": [class_names[i] for i in actual],
+            "predicted": [class_names[i] for i in probs.argmax(axis=1)],
+            **{f"p_{c}": probs[:, i].round(6) for i, c in enumerate(class_names)},
+        })
+        is_positive = actual == positive
+        fpr, tpr, roc_thresholds = skm.roc_curve(is_positive, probs[:, positive])
+        precision, recall, _ = skm.precision_recall_curve(is_positive, probs[:, positive])
+        outputs[split] = {
+            "confusion": predictions,
+            "roc": pd.DataFrame({"fpr": fpr, "tpr": tpr}),
+            "pr": pd.DataFrame({"recall": recall, "precision": precision}),
+        }
+        figures[f"confusion_{split}.png"] = plots.confusion_matrices(scores[split], class_names, f"{name}: {split}")
+        figures[f"roc_pr_{split}.png"] = plots.roc_pr_curves(
+            fpr, tpr, recall, precision, scores[split]["record"], class_names[positive], f"{name}: {split}, per recording")
+
+    # the same recordings again under each device shift (params evaluate.shifts), through predict's path
+    record_labels = torch.tensor(table["class_index"].to_numpy())
+    shifted = evaluate_shifts(predictor, record_labels, rec, params.evaluate.shifts, params.evaluate.shift_seed,
+                              params.train.eval_batch_size, bootstrap_of(params.evaluate),
+                              resolve_device(params.train.device))
+    worst = worst_shift(shifted, list(class_names))
+    summary = metrics_for_dvc(scores)
+    if shifted:
+        summary["val_shifts"] = metrics_for_dvc(shifted)
+        summary["val_worst_shift"] = metrics_for_dvc(worst)
+    # a real validation recording as the predictor's input example
+    example = rec.signals[int(rec.rows[0])].samples  # the first recording of the predictions table
+    kinds = ("confusion", "roc", "pr")
+    with staged_outputs() as staged:
+        folders = {kind: staged.dir(Path(plots_dir) / kind / name) for kind in (*kinds, "figures")}
+        for split, frames in outputs.items():
+            for kind in kinds:
+                frames[kind].to_csv(folders[kind] / f"{split}.csv", index=False, float_format="%.6g")
+        for file_name, fig in figures.items():
+            fig.savefig(folders["figures"] / file_name, dpi=110)
+        pyfunc.save_predictor(model_dir, params.evaluate.aggregation, example, staged.dir(predictor_dir))
+        staged.file(metrics_path).write_text(json_text(summary))
+
+    with tracking.resumed_run(read_json(Path(model_dir) / RUN_FILE)):
+        mlflow.log_metrics(mlflow_metrics(scores))
+        if shifted:
+            mlflow.log_metrics(shift_mlflow_metrics("val", shifted))
+            # one figure per run, for studies across folds
+            mlflow.log_metrics({f"val_worst_shift_{k}".replace("~", "noise"): v for k, v in worst.items()
+                                if isinstance(v, float)})
+            mlflow.log_dict({"shifts": {n: dataclasses.asdict(s) for n, s in params.evaluate.shifts.items()},
+                             "results": metrics_for_dvc(shifted)}, "evaluation/val_shifts.json")
+        mlflow.log_param("evaluate.aggregation", params.evaluate.aggregation)
+        for split, levels in scores.items():
+            for level, result in levels.items():
+                mlflow.log_table(per_class_table(result, class_names), artifact_file=f"evaluation/{split}_{level}_per_class.json")
+            mlflow.log_dict({lvl: {"classes": class_names, "counts": r["confusion"],
+                                   "row_normalised": r["confusion_normalised"]} for lvl, r in levels.items()},
+                            f"evaluation/{split}_confusion.json")
+            mlflow.log_table(outputs[split]["confusion"], artifact_file=f"evaluation/{split}_record_predictions.json")
+        for file_name, fig in figures.items():
+            mlflow.log_figure(fig, f"evaluation/{file_name}")
+        pyfunc.log_predictor(model_dir, params.evaluate.aggregation, example)
+        # the train stage's dvc.lock entry exists by now (DVC writes it when the stage ends); DVC
+        # runs stages in the repository's root, for a queued experiment in its temporary copy
+        tracking.log_dvc_lock_entry(f"train@{name}", Path("dvc.lock"))
+    return summary

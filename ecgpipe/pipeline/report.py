@@ -1,0 +1,242 @@
+"""The `report` stage: every experiment's figures in one table, beside the notebook's own."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ecgpipe.core.errors import ParamsError
+from ecgpipe.core.io import json_text, read_json, staged_outputs
+from ecgpipe.evaluation.metrics import Bootstrap, figure, positive_class
+from ecgpipe.params import Params
+from ecgpipe.pipeline.evaluate import bootstrap_of, scoring_settings
+from ecgpipe.reporting.tables import (
+    COMPARED,
+    SHIFT_COLUMNS,
+    _comparison_section,
+    _robust_section,
+    _shift_section,
+    _test_section,
+    paired_comparisons,
+    paired_validation_difference,
+    record_figure,
+    to_markdown,
+)
+from ecgpipe.tracking.registry import register_champion
+
+# The notebook's balanced validation chunk accuracy (its only figure), by (model, loader).
+NOTEBOOK_BALANCED_CHUNK_ACC = {
+    ("mean_spectrum", "chunked"): 0.572, ("mean_spectrum", "random_chunk"): 0.567,
+    ("fully_connected", "chunked"): 0.776, ("fully_connected", "random_chunk"): 0.800,
+    ("conv", "chunked"): 0.860, ("conv", "random_chunk"): 0.872,
+    ("rnn", "chunked"): 0.499,
+    ("lstm", "chunked"): 0.900,
+    ("torch_lstm", "chunked"): 0.905, ("torch_lstm", "random_chunk"): 0.930,
+}
+
+
+
+
+
+
+
+def notebook_figure(params: Params, model: str, loader: str) -> float | None:
+    """The notebook's figure for this model and loader, where the task is the notebook's (N and A,
+    recordings of at least 4,000 samples); None otherwise, where it compares with nothing."""
+    notebook_task = params.spectrogram.classes == ["N", "A"] and params.spectrogram.min_length == 4000
+    return NOTEBOOK_BALANCED_CHUNK_ACC.get((model, loader)) if notebook_task else None
+
+
+def class_mix(params: Params, metrics_dir: Path, split: str = "val") -> str:
+    """The recordings' class mix on ``split``, e.g. ``N 87%, A 13%``, from the first experiment's scores."""
+    name = next(iter(params.experiments))
+    support = read_json(Path(metrics_dir) / name / "eval.json")[split]["record"]["support"]
+    total = sum(support.values())
+    return ", ".join(f"{c} {n / total:.0%}" for c, n in support.items())
+
+
+def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "val") -> dict:
+    experiment = params.experiment(name)
+    eval_json = read_json(Path(metrics_dir) / name / "eval.json")
+    evaluation = eval_json[split]
+    speed = read_json(Path(metrics_dir) / name / "speed.json")
+    record = evaluation["record"]
+    row = {
+        "experiment": name,
+        "model": experiment.model,
+        "loader": experiment.loader,
+        "epochs": experiment.epochs,
+        "notebook_balanced_chunk_acc": notebook_figure(params, experiment.model, experiment.loader),
+        "balanced_chunk_acc": evaluation["chunk_balanced"]["accuracy"],
+        "chunk_acc": evaluation["chunk"]["accuracy"],
+        "record_acc": record["accuracy"],
+        "record_balanced_acc": record["balanced_accuracy"],
+        **{f"record_f1_{c}": f1 for c, f1 in record["f1"].items()},
+        "record_macro_f1": record["macro_f1"],
+        "record_roc_auc": record["roc_auc"],
+        "record_average_precision": record["average_precision"],
+    }
+    if "challenge_score" in record:
+        row["record_challenge_score"] = record["challenge_score"]
+    row["train_examples_per_s"] = speed["examples_per_s"]  # the median epoch's
+    if "ci" in record:  # each record_* figure's interval, as <column>_ci_low / _ci_high
+        for column in [c for c in row if c.startswith("record_")]:
+            interval = figure(record["ci"], record_figure(column))
+            row[f"{column}_ci_low"], row[f"{column}_ci_high"] = interval
+    worst = eval_json.get(f"{split}_worst_shift")
+    if worst is not None:  # robustness beside the clean figures; the champion is chosen on the clean ones
+        positive = f"f1_{positive_class(list(record['f1']))}"
+        row.update({"worst_shift": worst["shift"], f"worst_shift_{positive}": worst[positive],
+                    f"worst_shift_{positive}_change": worst[f"{positive}_change"],
+                    "min_shift_roc_auc": worst["min_roc_auc"]})
+    return row
+
+
+def shift_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.DataFrame | None:
+    """One row per experiment and shift: F1 of the positive class and its paired change from the
+    unshifted figure, ROC AUC, sensitivity and specificity, each with its interval."""
+    rows = []
+    for name in params.experiments:
+        shifts = read_json(Path(metrics_dir) / name / "eval.json").get(f"{split}_shifts", {})
+        for shift, figures in shifts.items():
+            positive = positive_class(list(figures["f1"]))
+            change = figures["change"][f"f1_{positive}"]
+            auc_change = figures["change"]["roc_auc"]
+            rows.append({
+                "experiment": name, "shift": shift, "positive": positive,
+                "f1": figures["f1"][positive], "f1_ci_low": figures["ci"]["f1"][positive][0],
+                "f1_ci_high": figures["ci"]["f1"][positive][1],
+                "f1_change": change[0], "f1_change_ci_low": change[1], "f1_change_ci_high": change[2],
+                "roc_auc": figures["roc_auc"], "roc_auc_ci_low": figures["ci"]["roc_auc"][0],
+                "roc_auc_ci_high": figures["ci"]["roc_auc"][1],
+                "roc_auc_change": auc_change[0], "roc_auc_change_ci_low": auc_change[1],
+                "roc_auc_change_ci_high": auc_change[2],
+                "sensitivity": figures["recall"][positive], "specificity": figures["specificity"][positive],
+            })
+    return pd.DataFrame(rows) if rows else None
+
+
+
+
+
+
+def results_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.DataFrame:
+    return pd.DataFrame([experiment_row(name, params, metrics_dir, split) for name in params.experiments])
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def robust_against_plain(params: Params, table: pd.DataFrame, metric: str, plots_dir: Path, models_dir: Path,
+                         bootstrap: Bootstrap) -> pd.DataFrame | None:
+    """Each experiment with robustness options against each plain experiment of the same network:
+    the paired difference of ``metric`` on the unshifted recordings (what robustness costs or buys
+    on clean data) and both worst-shift figures (what it buys under shift)."""
+    if not metric.startswith("record_") or "worst_shift" not in table:
+        return None
+    by_name = table.set_index("experiment")
+    positive = f"f1_{positive_class(params.spectrogram.classes)}"
+    rows = []
+    for robust in [n for n in params.experiments if params.experiments[n].robust]:
+        model = params.experiments[robust].model
+        for plain in [n for n, e in params.experiments.items() if e.model == model and not e.robust]:
+            diff = paired_validation_difference(robust, plain, record_figure(metric), plots_dir, models_dir, bootstrap)
+            rows.append({"robust": robust, "plain": plain, f"{metric}_robust": by_name.loc[robust, metric],
+                         f"{metric}_plain": by_name.loc[plain, metric], "difference": diff.difference,
+                         "difference_ci_low": diff.low, "difference_ci_high": diff.high,
+                         f"worst_shift_{positive}_robust": by_name.loc[robust, f"worst_shift_{positive}"],
+                         f"worst_shift_{positive}_plain": by_name.loc[plain, f"worst_shift_{positive}"]})
+    return pd.DataFrame(rows) if rows else None
+
+
+
+
+def score_champion_on_test(params: Params, champion: str, models_dir: Path, chunks_dir: Path,
+                           spectrogram_dir: Path, records_dir: Path) -> dict | None:
+    """The champion's figures on the held-out test recordings (those of ``chunks/test.pt``), with
+    intervals; None without a test split. Only the champion is scored there, once, after it was
+    chosen on validation, so that the test figures are not a second round of selection."""
+    from ecgpipe.evaluation.scoring import score_saved_model
+
+
+    if not (Path(chunks_dir) / "test.pt").is_file():
+        return None
+    _, _, scores = score_saved_model(Path(models_dir) / champion, "test", records_dir, spectrogram_dir, chunks_dir,
+                                     **scoring_settings(params))
+    return scores
+
+
+
+
+
+
+def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path, plots_dir: Path | None = None,
+               chunks_dir: Path | None = None, spectrogram_dir: Path | None = None,
+               records_dir: Path | None = None) -> pd.DataFrame:
+    """Write ``results.csv``, ``results.md``, ``comparison.png`` and ``champion.json`` into
+    ``out_dir``, and give the best experiment the champion alias in the Model Registry.
+
+    With ``plots_dir``, ``results.md`` compares every experiment with the champion (paired
+    bootstrap); with ``chunks_dir`` holding a test split, the champion is scored on it once, and
+    the figures go to ``results.md``, ``champion.json`` and the champion's MLflow run.
+    """
+    from ecgpipe.evaluation.scoring import metrics_for_dvc, mlflow_metrics
+    from ecgpipe.reporting import plots  # matplotlib: only when drawing
+    from ecgpipe.tracking import runs as tracking  # mlflow: only when logging
+    from ecgpipe.tracking.runs import RUN_FILE
+
+    metric, bootstrap = params.report.champion_metric, bootstrap_of(params.evaluate)
+    table = results_table(params, metrics_dir)
+    if metric not in table:
+        raise ParamsError(f"params: report.champion_metric: expected a column of results.csv such as record_f1_A, "
+                          f"got {metric!r}")
+    shifts = shift_table(params, metrics_dir)
+    paired = None if plots_dir is None else paired_comparisons(table, metric, plots_dir, models_dir, bootstrap)
+    champion = table.loc[table[metric].astype(float).idxmax(), "experiment"]
+    test = None if chunks_dir is None else score_champion_on_test(params, champion, models_dir, chunks_dir,
+                                                                  spectrogram_dir, records_dir)
+    level = f"{bootstrap.confidence:.0%}"
+    markdown = (
+        "# Results on the validation recordings\n\n"
+        "Made by the `report` stage from `metrics/<experiment>/eval.json`, `train.json` and `speed.json`.\n"
+        "`notebook_balanced_chunk_acc` is the course notebook's figure (on its task only); `balanced_chunk_acc`\n"
+        "ours on the same kind of set (validation chunks, each class oversampled to the largest's count).\n"
+        f"`record_*` score whole recordings as they occur ({class_mix(params, metrics_dir)}), each recording's\n"
+        "chunks (or crops) aggregated into one probability,\n"
+        f"with a {level} interval in brackets (stratified bootstrap over the recordings, "
+        f"{bootstrap.resamples:,} resamples).\n\n"
+        + to_markdown(table.drop(columns=["model", "loader"] + [c for c in table if c.startswith(SHIFT_COLUMNS)]))
+        + ("" if plots_dir is None else _comparison_section(paired, table, metric, bootstrap))
+        + _test_section(champion, test)
+        + _shift_section(shifts, table)
+        + ("" if plots_dir is None else _robust_section(
+            robust_against_plain(params, table, metric, plots_dir, models_dir, bootstrap), metric))
+    )
+    fig = plots.comparison(table, [m for m in COMPARED if m in table], f"validation: chunks (balanced) and "
+                           f"recordings, {level} intervals on recordings")
+    champion_info = register_champion(table, metric, models_dir, params.report.registered_model)
+    if test is not None:
+        champion_info["test"] = metrics_for_dvc(test)
+        with tracking.resumed_run(read_json(Path(models_dir) / champion / RUN_FILE)):
+            import mlflow
+
+            mlflow.log_metrics(mlflow_metrics({"test": test}))
+    with staged_outputs() as staged:
+        table.to_csv(staged.file(Path(out_dir) / "results.csv"), index=False, float_format="%.4f")
+        staged.file(Path(out_dir) / "results.md").write_text(markdown)
+        fig.savefig(staged.file(Path(out_dir) / "comparison.png"), dpi=110, format="png")
+        if paired is not None:
+            paired.to_csv(staged.file(Path(out_dir) / "comparison.csv"), index=False, float_format="%.4f")
+        staged.file(Path(out_dir) / "champion.json").write_text(json_text(champion_info))
+        if shifts is not None:
+            shifts.to_csv(staged.file(Path(out_dir) / "shifts.csv"), index=False, float_format="%.4f")
+    return table

@@ -1,0 +1,146 @@
+"""Cross-validation studies: one queued DVC experiment per fold and seed, run by DVC's own queue
+workers, then aggregated across folds from MLflow.
+
+A study named NAME queues, for every fold k and seed s, ``dvc exp run --queue -S split.fold=k
+-S train.seed=s -S study.name=NAME evaluate@EXPERIMENT ...`` and starts ``dvc queue start -j
+JOBS``. Each train stage tags its MLflow run with ``study``, ``fold`` and ``seed``.
+
+The report reads the runs back from MLflow rather than from ``dvc exp show``: MLflow holds every
+worker's runs in one store, with their tags and artifacts, whether or not the experiments' git
+refs are kept, and the study's parent run belongs beside them. For every experiment it gives the
+mean, standard deviation and a t-interval across folds of each recording-level figure, and for
+every pair of experiments the mean paired difference across folds (each fold's validation
+recordings are the same for both) with its t-interval.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ecgpipe.core.errors import StudyError
+from ecgpipe.reporting.study import check_study_name
+
+
+def queue_commands(name: str, folds: int, seeds: list[int], experiments: list[str]) -> list[list[str]]:
+    """The ``dvc exp run --queue`` commands of a study: one per fold and seed."""
+    targets = [f"evaluate@{e}" for e in experiments]
+    return [["dvc", "exp", "run", "--queue", "--name", f"{name}-fold{fold}-seed{seed}",
+             "-S", f"split.folds={folds}", "-S", f"split.fold={fold}", "-S", f"train.seed={seed}",
+             "-S", f"study.name={name}", *targets]
+            for seed, fold in itertools.product(seeds, range(folds))]
+
+
+def check_store(uri: str) -> None:
+    """Queued experiments run in temporary copies: a store given by a relative path would be
+    created inside each copy and deleted with it."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_absolute():
+        raise StudyError(f"MLFLOW_TRACKING_URI={uri}: a relative SQLite path would land in each queued "
+                         "experiment's temporary copy; give an absolute path")
+
+
+def prepare_store(uri: str, experiment_name: str) -> None:
+    """Create the store's tables and the experiment before the workers start: two workers that
+    find a new SQLite store both run its schema migrations, and one of them fails."""
+    import mlflow
+
+    from ecgpipe.tracking.runs import check_store_file, experiment_id
+
+    check_store_file(uri)
+    mlflow.set_tracking_uri(uri)
+    experiment_id(mlflow, experiment_name)
+
+
+def dvc_environment() -> dict[str, str]:
+    """The environment for DVC commands: this interpreter's folder first on PATH, so that the
+    stages' ``python stages/...`` is the interpreter that runs ecgpipe, also when it was called as
+    ``.venv/bin/ecgpipe`` without activating the environment (as cron jobs do)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
+    return env
+
+
+def worker_environment(jobs: int) -> dict[str, str]:
+    """The environment the queue workers inherit (:func:`dvc_environment`): with several workers,
+    each trains on its share of the cores (PyTorch would give each of them all cores, and the
+    threads would fight for them). Results do not depend on the thread count (measured: README,
+    Reproducibility)."""
+    env = dvc_environment()
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return env
+
+
+def run_study(name: str, folds: int, seeds: list[int], experiments: list[str], jobs: int, experiment_name: str,
+              wait: bool = False, poll_s: float = 5.0) -> list[list[str]]:
+    """Queue the study's experiments and start ``jobs`` queue workers; with ``wait``, return only
+    when the queue is empty. Returns the commands it ran."""
+    from ecgpipe.tracking.runs import tracking_uri
+
+    check_study_name(name)
+    check_store(tracking_uri())
+    prepare_store(tracking_uri(), experiment_name)
+    if folds < 2 or jobs < 1:
+        raise StudyError(f"a study needs at least 2 folds and 1 worker, got {folds} folds and {jobs} workers")
+    queued = queue_commands(name, folds, seeds, experiments)
+    commands = [*queued, ["dvc", "queue", "start", "-j", str(jobs)]]
+    env = worker_environment(jobs)
+    failed_before = {task for task, _, status in _queue_rows() or [] if status == "Failed"}
+    for command in commands:
+        print("$", shlex.join(command), flush=True)
+        if subprocess.run(dvc_command(command), env=env).returncode != 0:
+            raise StudyError(f"`{shlex.join(command)}` failed; see its output above")
+    if wait:
+        while _queue_busy():
+            time.sleep(poll_s)
+        names = {command[command.index("--name") + 1] for command in queued}
+        failed = sorted(n for task, n, status in _queue_rows() or []
+                        if status == "Failed" and n in names and task not in failed_before)
+        if failed:
+            raise StudyError(f"{len(failed)} of {len(names)} runs of study {name} failed: {', '.join(failed)}; "
+                             f"`dvc queue logs {failed[0]}` says why")
+    return commands
+
+
+def dvc_command(command: list[str]) -> list[str]:
+    """A ``dvc ...`` command run by this interpreter's DVC, whatever is on PATH."""
+    return [sys.executable, "-m", *command] if command[0] == "dvc" else command
+
+
+def _queue_rows() -> list[tuple[str, str, str]] | None:
+    """``dvc queue status`` as (task, name, status) rows; None while it cannot answer (e.g. while
+    a worker holds the queue's lock)."""
+    result = subprocess.run(dvc_command(["dvc", "queue", "status"]), capture_output=True, text=True,
+                            env=dvc_environment())
+    if result.returncode != 0:
+        return None
+    # "Task  Name  Created  Status" rows: the task and name first, the status is the last word
+    return [(words[0], words[1], words[-1]) for words in map(str.split, result.stdout.splitlines()[1:])
+            if len(words) >= 3]
+
+
+def _queue_busy() -> bool:
+    rows = _queue_rows()
+    return rows is None or any(status in ("Queued", "Running") for _, _, status in rows)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+

@@ -1,0 +1,174 @@
+"""One training experiment end to end: data to the device, train, save, track in MLflow.
+
+Outputs of experiment NAME (paths from dvc.yaml):
+- ``models/NAME/``: ``model.pt`` (state dict), ``model.json`` (what builds the network, and its
+  :class:`~ecgpipe.inference.preprocessing.Preprocessing`: the preprocessing travels with the weights), and
+  ``mlflow_run.json`` (the run that the evaluate stage adds to);
+- ``metrics/NAME/train.json`` (last epoch, DVC metrics) and ``plots/history/NAME.csv`` (per epoch,
+  DVC plots): byte-identical when the inputs, params and code are (on one machine);
+- ``metrics/NAME/speed.json``: examples per second and epoch time, which no rerun repeats exactly,
+  kept apart from the results for that reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ecgpipe.core.device import resolve_device
+from ecgpipe.core.errors import TrainingError
+from ecgpipe.core.io import json_text, read_json, staged_outputs, write_tensors
+from ecgpipe.data.signals import SignalSet, load_signal_set
+from ecgpipe.data.store import PREPROCESSING_FILE, SPECTRA_FILE, Chunks
+from ecgpipe.inference.checkpoint import SPEC_FILE, WEIGHTS_FILE, build_model, model_spec
+from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
+from ecgpipe.inference.preprocessing import Preprocessing
+from ecgpipe.params import Params
+from ecgpipe.signal.windows import sample_windows
+from ecgpipe.tracking.runs import RUN_FILE
+from ecgpipe.training.cpu import tune_for_training
+from ecgpipe.training.fit import fit
+from ecgpipe.training.loaders import (
+    Spectrograms,
+    chunked_batches,
+    crop_chunks,
+    random_chunk_batches,
+    random_crop_batches,
+    window_positions,
+)
+
+log = logging.getLogger(__name__)
+
+# per-epoch figures that measure the machine, not the model: in MLflow and speed.json only
+TIMING_KEYS = ("examples_per_s", "epoch_seconds")
+
+
+def model_preprocessing(name: str, params: Params, stage_preprocessing: dict,
+                        signals: SignalSet | None = None, train_rows: torch.Tensor | None = None) -> Preprocessing:
+    """The preprocessing object experiment NAME trains with, from the spectrogram stage's settings.
+
+    A spectrogram featurizer with robustness options (conditioning, log spectra) normalises with
+    statistics of its own features: those of every chunk of the training recordings ``train_rows``
+    of ``signals``, unaugmented."""
+    experiment = params.experiment(name)
+    if experiment.raw_signal:
+        featurizer = RawCrops(float(stage_preprocessing["sampling_rate_hz"]), experiment.crop_samples,
+                              experiment.conditioning)
+    else:
+        featurizer = dataclasses.replace(SpectrogramChunks.from_stage(stage_preprocessing, params.chunk.size),
+                                         conditioning=experiment.conditioning, log_floor=experiment.log_floor)
+        if featurizer.from_samples:
+            if signals is None or train_rows is None:
+                raise ValueError(f"experiment {name}: its conditioned spectra need the training signals to normalise")
+            starts, _ = window_positions(signals, torch.unique(train_rows), featurizer)
+            featurizer = featurizer.fitted_to(torch.cat(list(
+                sample_windows(signals.samples, starts.to(signals.samples.device), featurizer.window_samples, 4096))))
+    return Preprocessing(featurizer, tuple(stage_preprocessing["classes"]))
+
+
+
+
+
+
+
+
+
+
+
+
+def logged_params(name: str, params: Params) -> dict:
+    """The resolved parameters that shaped this run, for MLflow."""
+    sections = ("spectrogram", "split", "balance", "chunk", "train")
+    return {
+        "experiment": name,
+        **dataclasses.asdict(params.experiment(name)),
+        **{s: dataclasses.asdict(getattr(params, s)) for s in sections},
+    }
+
+
+def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Path, chunks_dir: Path,
+              out_dir: Path, metrics_path: Path, history_path: Path, speed_path: Path | None = None,
+              params_file: Path | None = None, system_metrics: bool = True, signals_path: Path | None = None) -> dict:
+    """The `train@NAME` stage."""
+    import mlflow
+
+    from ecgpipe.reporting import plots
+    from ecgpipe.tracking import runs as tracking
+
+    tune_for_training()  # process-wide allocator and denormal settings: speed only
+    tracking.check_store_file(tracking.tracking_uri())  # before the data loads, not after the training
+    experiment = params.experiment(name)
+    device = resolve_device(params.train.device)
+    preprocessing_path = Path(spectrogram_dir) / PREPROCESSING_FILE
+    stage_preprocessing = read_json(preprocessing_path)
+
+    val_path = Path(chunks_dir) / "val.pt"
+    val = Chunks.load(val_path, device)
+    if experiment.loader != "random_crop":
+        preprocessing = model_preprocessing(name, params, stage_preprocessing)
+    if experiment.loader == "chunked":
+        inputs = [Path(chunks_dir) / "train.pt"]
+        batches = chunked_batches(Chunks.load(inputs[0], device), params.train.batch_size)
+    elif experiment.loader == "random_chunk":
+        inputs = [Path(spectrogram_dir) / SPECTRA_FILE, Path(balance_path)]
+        recordings = Spectrograms.load(spectrogram_dir, balance_path, device)
+        batches = random_chunk_batches(recordings, params.chunk.size, params.train.batch_size)
+    else:  # random_crop: the raw signal; validated on the crops that score the validation recordings
+        if signals_path is None:
+            raise ValueError(f"experiment {name}: the random_crop loader needs the signals stage's file (--signals)")
+        inputs = [Path(signals_path), Path(balance_path)]
+        signals = load_signal_set(signals_path, spectrogram_dir).to(device)
+        train_rows = torch.tensor(read_json(balance_path)["train"], dtype=torch.long, device=device)
+        preprocessing = model_preprocessing(name, params, stage_preprocessing, signals, train_rows)
+        batches = random_crop_batches(signals, train_rows, preprocessing.featurizer, params.train.batch_size,
+                                      experiment.augment)
+        val = crop_chunks(signals, torch.unique_consecutive(val.records), preprocessing.featurizer,
+                                params.chunk.seed)
+    inputs += [val_path, preprocessing_path]
+    spec = model_spec(name, experiment.model, preprocessing)
+
+    torch.manual_seed(params.train.seed)  # the network's initial weights
+    model = build_model(spec).to(device)
+    log.info("training %s on %s: %s", name, device, model)
+
+    tags = tracking.run_tags(device)
+    if params.study.name is not None:  # a fold of a cross-validation study (ecgpipe.study)
+        tags.update({"study": params.study.name, "fold": str(params.split.fold), "seed": str(params.train.seed)})
+    with tracking.start_run(params.mlflow.experiment_name, name, logged_params(name, params),
+                            tags, system_metrics=system_metrics) as run:
+        tracking.log_lineage(inputs, params_file)
+        try:
+            history = fit(model, batches, val, experiment.epochs, experiment.lr, params.train.seed,
+                          params.train.eval_batch_size,
+                          on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+                          lr_schedule=experiment.lr_schedule)
+        except TrainingError as exc:  # the MLflow run ends FAILED, and nothing is written
+            raise TrainingError(f"experiment {name}: {exc} (experiments.{name}.lr is {experiment.lr:g})") from None
+        model = model.cpu().eval()
+        example = val.x[:4].cpu()
+        signature = mlflow.models.infer_signature(example.numpy(), model(example).detach().numpy())
+        mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy())
+        mlflow.log_dict(spec, "model.json")
+        fig = plots.training_curves(history.epochs, name)
+        mlflow.log_figure(fig, "training_curves.png")
+        run_info = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                    "tracking_uri": tracking.tracking_uri()}
+
+    table = pd.DataFrame(history.epochs).drop(columns=list(TIMING_KEYS))
+    summary = {k: round(v, 6) for k, v in history.last().items() if k != "epoch" and k not in TIMING_KEYS}
+    summary["epochs"] = experiment.epochs
+    speed = {"examples_per_s": round(history.median("examples_per_s")),
+             "seconds": round(sum(e["epoch_seconds"] for e in history.epochs), 1), "device": str(device)}
+    with staged_outputs() as staged:
+        folder = staged.dir(out_dir)
+        write_tensors(folder / WEIGHTS_FILE, model.state_dict())
+        (folder / SPEC_FILE).write_text(json_text(spec))
+        (folder / RUN_FILE).write_text(json_text(run_info))
+        table.to_csv(staged.file(history_path), index=False, float_format="%.6g")
+        staged.file(metrics_path).write_text(json_text(summary))
+        if speed_path is not None:
+            staged.file(speed_path).write_text(json_text(speed))
+    return summary

@@ -1,0 +1,199 @@
+"""A study's report: its runs collected from MLflow, figures per experiment across folds and seeds
+with t-intervals, paired differences, and the spread figure."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from ecgpipe.core.errors import StudyError
+
+STUDY_TAG, FOLD_TAG, SEED_TAG = "study", "fold", "seed"
+
+
+PARENT_TAG = "study_parent"
+
+
+FIGURES = ("record_f1_A", "record_roc_auc", "record_balanced_accuracy", "record_macro_f1",
+           "worst_shift_f1_A")  # F1(A) under the device shift that lowers it most (evaluate.shifts)
+
+
+PAIRED = ("record_f1_A", "record_roc_auc", "worst_shift_f1_A")  # the figures compared pair by pair
+
+
+@dataclass
+class StudyRuns:
+    """One row per (experiment, fold, seed): the MLflow run and its recording-level figures."""
+
+    name: str
+    runs: pd.DataFrame
+
+
+def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRuns:
+    """The study's finished training runs from MLflow, the newest per (experiment, fold, seed)."""
+    from mlflow.tracking import MlflowClient
+
+    from ecgpipe.tracking.runs import check_store_file
+
+    check_study_name(name)
+    check_store_file(tracking_uri, write=False)
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise StudyError(f"no MLflow experiment {experiment_name!r} in {tracking_uri}")
+    found = client.search_runs([experiment.experiment_id], filter_string=f"tags.{STUDY_TAG} = '{name}'",
+                               order_by=["attributes.start_time DESC"], max_results=10000)
+    rows = []
+    for run in found:
+        tags = run.data.tags
+        if tags.get(PARENT_TAG) or run.info.status != "FINISHED" or FOLD_TAG not in tags:
+            continue
+        metrics = run.data.metrics
+        rows.append({"experiment": run.info.run_name, "fold": int(tags[FOLD_TAG]), "seed": int(tags[SEED_TAG]),
+                     "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
+                     **{f: metrics.get(f"val_{f}", np.nan) for f in FIGURES}})
+    if not rows:
+        raise StudyError(f"no finished MLflow run is tagged {STUDY_TAG}={name!r} in {tracking_uri}")
+    _check_figures(rows)
+    runs = pd.DataFrame(rows).drop_duplicates(["experiment", "fold", "seed"])  # newest first: keep it
+    return StudyRuns(name, runs.sort_values(["experiment", "seed", "fold"]).reset_index(drop=True))
+
+
+def _check_figures(rows: list[dict]) -> None:
+    """A figure missing from some runs would average as NaN (a renamed metric once gave an all-NaN
+    report): name the first such run. Only ``worst_shift_f1_A`` may be missing from all of them (a
+    study without device shifts)."""
+    for f in FIGURES:
+        missing = [r for r in rows if np.isnan(r[f])]
+        if missing and (len(missing) < len(rows) or f != "worst_shift_f1_A"):
+            r = missing[0]
+            raise StudyError(f"{r['experiment']} (fold {r['fold']}, seed {r['seed']}): no metric val_{f} in its MLflow "
+                             f"run {r['run_id']}; expected every study figure (evaluated by another version of ecgpipe?)")
+
+
+def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """Mean, standard deviation and the t-interval of the mean of ``values`` (one per fold)."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan"), float("nan")
+    sd = float(values.std(ddof=1))
+    half = float(scipy.stats.t.ppf((1 + confidence) / 2, len(values) - 1)) * sd / np.sqrt(len(values))
+    return mean, sd, mean - half, mean + half
+
+
+def summarise(study: StudyRuns, confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per experiment: folds, and each figure's mean, sd and interval across folds (seeds averaged
+    within a fold first). Per pair of experiments: each figure's mean paired difference across
+    the folds both have, its interval, and whether the interval excludes 0."""
+    per_fold = study.runs.groupby(["experiment", "fold"])[list(FIGURES)].mean()
+    summary_rows = []
+    for experiment, frame in per_fold.groupby(level="experiment"):
+        row = {"experiment": experiment, "folds": len(frame)}
+        for f in FIGURES:
+            row[f"{f}_mean"], row[f"{f}_sd"], row[f"{f}_ci_low"], row[f"{f}_ci_high"] = t_interval(frame[f], confidence)
+        summary_rows.append(row)
+    summary = pd.DataFrame(summary_rows).sort_values("record_f1_A_mean", ascending=False).reset_index(drop=True)
+    pair_rows = []
+    for a, b in itertools.combinations(summary["experiment"], 2):
+        both = per_fold.loc[a].join(per_fold.loc[b], lsuffix="_a", rsuffix="_b", how="inner")
+        row = {"a": a, "b": b, "folds": len(both)}
+        for f in FIGURES:
+            mean, _, low, high = t_interval(both[f"{f}_a"] - both[f"{f}_b"], confidence)
+            row[f"{f}_difference"], row[f"{f}_ci_low"], row[f"{f}_ci_high"] = mean, low, high
+            row[f"{f}_real"] = bool(low > 0 or high < 0)
+        pair_rows.append(row)
+    return summary, pd.DataFrame(pair_rows)
+
+
+def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confidence: float = 0.95) -> str:
+    level = f"{confidence:.0%}"
+
+    def spread(row, f):
+        return f"{row[f + '_mean']:.3f} ± {row[f + '_sd']:.3f} [{row[f + '_ci_low']:.3f}–{row[f + '_ci_high']:.3f}]"
+
+    lines = [f"# Study `{name}`: cross-validation on the validation folds", "",
+             f"Each figure is the mean ± standard deviation across folds, with the {level} t-interval of the mean "
+             "in brackets (recording level, each fold's validation recordings).", "",
+             "| experiment | folds | " + " | ".join(FIGURES) + " |", "|---|---|" + "---|" * len(FIGURES)]
+    for _, row in summary.iterrows():
+        lines.append(f"| {row['experiment']} | {row['folds']} | " + " | ".join(spread(row, f) for f in FIGURES) + " |")
+    lines += ["", f"## Paired differences across folds (a − b, {level} t-interval)", "",
+              "Each fold scores both experiments on the same recordings; a difference is real when its interval "
+              "excludes 0.", "", "| a | b | folds | " + " | ".join(f"{f} (a − b)" for f in PAIRED) + " |",
+              "|---|---|---|" + "---|" * len(PAIRED)]
+    for _, row in pairs.iterrows():
+        cells = []
+        for f in PAIRED:
+            verdict = "real" if row[f"{f}_real"] else "within noise"
+            cells.append(f"{row[f + '_difference']:+.3f} [{row[f + '_ci_low']:+.3f}, {row[f + '_ci_high']:+.3f}] {verdict}")
+        lines.append(f"| {row['a']} | {row['b']} | {row['folds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str = "record_f1_A"):
+    """Each fold's value per experiment, with the mean and its interval."""
+    from ecgpipe.reporting.plots import plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(summary)), 4.2))
+    for x, (_, row) in enumerate(summary.iterrows()):
+        values = study.runs.loc[study.runs["experiment"] == row["experiment"], figure]
+        ax.scatter(np.full(len(values), x) + np.linspace(-0.12, 0.12, len(values)), values, s=14, alpha=0.7)
+        ax.errorbar(x, row[f"{figure}_mean"], yerr=[[row[f"{figure}_mean"] - row[f"{figure}_ci_low"]],
+                                                    [row[f"{figure}_ci_high"] - row[f"{figure}_mean"]]],
+                    fmt="_", color="black", capsize=6, markersize=20)
+    ax.set_xticks(range(len(summary)), summary["experiment"], rotation=20, ha="right")
+    ax.set(ylabel=figure, title=f"study {study.name}: {figure} per fold, mean and interval")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Path,
+                 confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``study.md``, ``study.csv`` and ``study.png`` into ``out_dir`` and log them, with the
+    aggregate figures, to the study's parent MLflow run; its folds' runs become its children."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ecgpipe.core.io import staged_outputs
+
+    study = collect_runs(name, tracking_uri, experiment_name)
+    summary, pairs = summarise(study, confidence)
+    markdown = study_markdown(name, summary, pairs, confidence)
+    fig = spread_figure(study, summary)
+    out_dir = Path(out_dir)
+    with staged_outputs() as staged:
+        staged.file(out_dir / "study.md").write_text(markdown)
+        summary.to_csv(staged.file(out_dir / "study.csv"), index=False, float_format="%.4f")
+        fig.savefig(staged.file(out_dir / "study.png"), dpi=110, format="png")
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
+    parents = client.search_runs([experiment_id], filter_string=f"tags.{STUDY_TAG} = '{name}' and tags.{PARENT_TAG} = 'true'")
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=parents[0].info.run_id if parents else None, experiment_id=experiment_id,
+                          run_name=f"study-{name}", tags={STUDY_TAG: name, PARENT_TAG: "true"}) as parent:
+        for _, row in summary.iterrows():
+            for f in FIGURES:
+                for stat in ("mean", "sd", "ci_low", "ci_high"):
+                    mlflow.log_metric(f"{row['experiment']}/{f}_{stat}", float(row[f"{f}_{stat}"]))
+        mlflow.log_text(markdown, "study.md")
+        mlflow.log_figure(fig, "study.png")
+        mlflow.log_table(summary, "study.json")
+    for run_id in study.runs["run_id"]:  # the MLflow UI nests the folds' runs under the study
+        client.set_tag(run_id, "mlflow.parentRunId", parent.info.run_id)
+    return summary, pairs
+
+
+def check_study_name(name: str) -> str:
+    """A study's name goes into MLflow filters and DVC experiment names: plain characters only."""
+    from ecgpipe.core.units import is_plain_name
+
+    if not is_plain_name(name):
+        raise StudyError(f"--name {name!r}: expected a name of letters, digits, '_', '.' and '-'")
+    return name

@@ -1,0 +1,162 @@
+"""The report's tables and sections: results columns, markdown, paired comparisons with the champion."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecgpipe.core.io import read_json
+from ecgpipe.evaluation.metrics import Bootstrap, figure, paired_difference
+
+COMPARED = ["balanced_chunk_acc", "record_acc", "record_balanced_acc", "record_f1_A", "record_macro_f1", "record_roc_auc"]
+
+
+SHIFT_COLUMNS = ("worst_shift", "min_shift_")  # results.csv columns shown in the shift section instead
+
+
+# results.csv column -> the recording-level figure in eval.json (its interval is under "ci")
+RECORD_COLUMNS = {"record_acc": "accuracy", "record_balanced_acc": "balanced_accuracy", "record_macro_f1": "macro_f1",
+                  "record_roc_auc": "roc_auc", "record_average_precision": "average_precision",
+                  "record_challenge_score": "challenge_score"}
+
+
+def record_figure(column: str) -> str:
+    """The flat figure name (``f1_A``, ``roc_auc``) of a ``record_*`` column of results.csv."""
+    return RECORD_COLUMNS.get(column, column.removeprefix("record_"))
+
+
+def _robust_section(versus: pd.DataFrame | None, metric: str) -> str:
+    if versus is None:
+        return ""
+    return (f"\n### Robust against plain\n\nEach experiment with robustness options against each plain one of the "
+            f"same network: `difference` is robust − plain in `{metric}` on the unshifted recordings (paired "
+            "bootstrap; an interval that includes 0 is within noise), beside both worst-shift figures.\n\n"
+            + to_markdown(versus))
+
+
+def _shift_section(shifts: pd.DataFrame | None, table: pd.DataFrame) -> str:
+    """Experiment x shift tables of F1 (with its change) and ROC AUC, and each experiment's worst shift."""
+    if shifts is None:
+        return ""
+    positive = shifts["positive"].iloc[0]
+
+    def wide(value: str, change: str | None) -> pd.DataFrame:
+        cells = shifts.apply(lambda r: f"{r[value]:.3f}" + (f" ({r[change]:+.3f})" if change else ""), axis=1)
+        out = shifts.assign(cell=cells).pivot(index="experiment", columns="shift", values="cell")
+        return out.loc[[e for e in table["experiment"] if e in out.index], list(dict.fromkeys(shifts["shift"]))]
+
+    worst = table.set_index("experiment")[["worst_shift", f"worst_shift_f1_{positive}",
+                                           f"worst_shift_f1_{positive}_change", "min_shift_roc_auc"]]
+    return (f"\n## Under device shifts\n\nThe validation recordings scored again under each shift of "
+            f"`evaluate.shifts`, one at a time, through `ecgpipe predict`'s path (README, \"Recordings from other "
+            f"devices\"). F1 of {positive} per recording, with its paired change from the unshifted figure in "
+            f"brackets (`reports/shifts.csv` has every interval):\n\n"
+            + to_markdown(wide("f1", "f1_change").reset_index())
+            + "\nROC AUC per recording:\n\n" + to_markdown(wide("roc_auc", None).reset_index())
+            + f"\nEach experiment's worst shift (lowest F1 of {positive}), and its lowest ROC AUC under any shift. "
+            "The champion is chosen on the unshifted figures; these are shown beside it:\n\n"
+            + to_markdown(worst.reset_index()))
+
+
+def _cell(value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A Markdown table; a column with ``_ci_low``/``_ci_high`` beside it shows ``0.957 [0.930–0.980]``
+    (``-0.041 [-0.079, -0.006]`` when the interval reaches below 0)."""
+    shown = [c for c in table.columns if not c.endswith(("_ci_low", "_ci_high"))]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for _, row in table.iterrows():
+        cells = []
+        for column in shown:
+            text = _cell(row[column])
+            if f"{column}_ci_low" in table and not pd.isna(row[f"{column}_ci_low"]):
+                low, high = row[f"{column}_ci_low"], row[f"{column}_ci_high"]
+                text += f" [{low:.3f}–{high:.3f}]" if low >= 0 else f" [{low:.3f}, {high:.3f}]"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def validation_probabilities(name: str, plots_dir: Path, models_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(record ids, labels, probabilities, class names) of experiment NAME's validation recordings,
+    sorted by record, from what its evaluate stage wrote (``plots/confusion/NAME/val.csv``)."""
+    from ecgpipe.inference.checkpoint import SPEC_FILE
+
+    classes = read_json(Path(models_dir) / name / SPEC_FILE)["class_names"]
+    frame = pd.read_csv(Path(plots_dir) / "confusion" / name / "val.csv", dtype={"record": str})
+    frame = frame.sort_values("record")  # the same recordings in the same order for every experiment
+    y = frame["actual"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return frame["record"].to_numpy(), y, frame[[f"p_{c}" for c in classes]].to_numpy(), classes
+
+
+def paired_validation_difference(a: str, b: str, figure_name: str, plots_dir: Path, models_dir: Path,
+                                 bootstrap: Bootstrap):
+    """``a - b`` of one recording-level figure on the same validation recordings (paired bootstrap)."""
+    ids, y, probs_a, classes = validation_probabilities(a, plots_dir, models_dir)
+    ids_b, _, probs_b, classes_b = validation_probabilities(b, plots_dir, models_dir)
+    if not (np.array_equal(ids, ids_b) and classes == classes_b):
+        raise ValueError(f"{a} and {b} were not evaluated on the same validation recordings and classes; rerun "
+                         "their evaluate stages")
+    return paired_difference(y, probs_a, probs_b, classes, figure_name, bootstrap)
+
+
+def paired_comparisons(table: pd.DataFrame, metric: str, plots_dir: Path, models_dir: Path,
+                       bootstrap: Bootstrap) -> pd.DataFrame | None:
+    """Each experiment against the champion on ``metric`` (a ``record_*`` column): the paired
+    bootstrap difference ``experiment - champion`` over the same validation recordings, from the
+    per-recording probabilities that the evaluate stages wrote (``plots/confusion/NAME/val.csv``).
+    None for a chunk-level metric, whose units are not the recordings."""
+    if not metric.startswith("record_"):
+        return None
+    champion = table.loc[table[metric].astype(float).idxmax(), "experiment"]
+    rows = []
+    for name in table["experiment"]:
+        diff = paired_validation_difference(name, champion, record_figure(metric), plots_dir, models_dir, bootstrap)
+        verdict = ("champion" if name == champion else "worse" if diff.high < 0
+                   else "better" if diff.low > 0 else "not distinguishable")
+        rows.append({"experiment": name, "difference": diff.difference, "difference_ci_low": diff.low,
+                     "difference_ci_high": diff.high, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def _comparison_section(paired: pd.DataFrame | None, table: pd.DataFrame, metric: str, bootstrap: Bootstrap) -> str:
+    if paired is None:
+        return (f"\n## Compared with the champion\n\nThe champion metric `{metric}` is a chunk-level figure: "
+                "the paired bootstrap over recordings applies to `record_*` metrics only.\n")
+    champion = paired.loc[paired["verdict"] == "champion", "experiment"].iloc[0]
+    merged = table[["experiment", metric, f"{metric}_ci_low", f"{metric}_ci_high"]].merge(paired, on="experiment")
+    tied = paired.loc[paired["verdict"] == "not distinguishable", "experiment"].tolist()
+    level = f"{bootstrap.confidence:.0%}"
+    text = (f"\n## Compared with the champion\n\n"
+            f"The champion, `{champion}`, has the highest `{metric}` on validation. Each experiment's difference "
+            f"from it is measured on the same recordings by a paired bootstrap ({bootstrap.resamples:,} stratified "
+            f"resamples, {level} interval): an interval below 0 means worse than the champion beyond the noise of "
+            "this validation set.\n\n" + to_markdown(merged) + "\n")
+    if tied:
+        text += (f"**Not distinguishable from the champion** at {level} (their intervals include 0): "
+                 + ", ".join(f"`{n}`" for n in tied) + ". Their digits above do not rank them.\n")
+    else:
+        text += "Every other experiment is worse than the champion beyond the noise.\n"
+    return text
+
+
+def _test_section(champion: str, test: dict | None) -> str:
+    if test is None:
+        return ""
+    record = test["record"]
+    names = ["accuracy", "balanced_accuracy", *[f"f1_{c}" for c in record["f1"]], "macro_f1", "roc_auc",
+             "average_precision", *(["challenge_score"] if "challenge_score" in record else [])]
+    lines = ["| figure | value |", "|---|---|"]
+    for name in names:
+        low, high = figure(record["ci"], name)
+        lines.append(f"| {name} | {figure(record, name):.3f} [{low:.3f}–{high:.3f}] |")
+    return (f"\n## Held-out test recordings: the champion, once\n\n`{champion}`, chosen on validation, scored on "
+            f"the {record['n']:,} test recordings that no stage looked at before:\n\n" + "\n".join(lines) + "\n")

@@ -1,0 +1,89 @@
+"""The predictor as an MLflow pyfunc model: what `mlflow models serve` and the Model Registry hold.
+
+Input: a table with a ``signal`` column (one recording's samples, CinC units: 1/1000 mV) and an
+``fs`` column (its sampling rate in Hz). Output: ``label``, ``p_<class>`` per class and ``error``
+(empty when the recording was classified; a bad recording does not fail the others).
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, Schema
+
+from ecgpipe.core.errors import PredictError
+from ecgpipe.core.io import write_json
+from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
+from ecgpipe.inference.readers import Signal
+
+ARTIFACT = "predictor"  # the artifact key and the folder under artifacts/ of a saved predictor
+
+
+class PredictorModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.predictor = Predictor.from_folder(context.artifacts[ARTIFACT])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        rows = []
+        for signal, fs in zip(model_input["signal"], model_input["fs"]):
+            row = {"label": "", **{f"p_{c}": math.nan for c in self.predictor.class_names}, "error": ""}
+            try:
+                row.update(self.predictor.classify(Signal(np.asarray(signal, dtype=np.float64), float(fs))))
+            except (PredictError, ValueError, TypeError) as exc:
+                row["error"] = str(exc)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def signature(class_names: list[str]) -> ModelSignature:
+    inputs = Schema([ColSpec(Array("double"), "signal"), ColSpec("double", "fs")])
+    outputs = Schema([ColSpec("string", "label"), *[ColSpec("double", f"p_{c}") for c in class_names],
+                      ColSpec("string", "error")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _artifact_folder(model_dir: Path, aggregation: str, into: Path) -> Path:
+    """The weights and spec of a trained model, with the aggregation rule, in one folder."""
+    folder = into / ARTIFACT
+    folder.mkdir(parents=True)
+    for name in ("model.pt", "model.json"):
+        shutil.copy(Path(model_dir) / name, folder / name)
+    write_json(folder / PREDICTOR_SPEC, {"aggregation": aggregation})
+    return folder
+
+
+def _model_kwargs(model_dir: Path, aggregation: str, example: np.ndarray, tmp: Path) -> dict:
+    predictor = Predictor.from_folder(_artifact_folder(model_dir, aggregation, tmp))
+    return {
+        "python_model": PredictorModel(),
+        "artifacts": {ARTIFACT: str(tmp / ARTIFACT)},
+        "signature": signature(predictor.class_names),
+        "input_example": pd.DataFrame({"signal": [example.astype(np.float64).tolist()], "fs": [predictor.fs]}),
+        # ecgpipe travels with the model, so it also serves where ecgpipe is not installed
+        "code_paths": [str(Path(__file__).resolve().parent)],
+        "pip_requirements": ["torch", "numpy", "scipy", "pandas", "mlflow", "wfdb"],
+    }
+
+
+def save_predictor(model_dir: Path, aggregation: str, example: np.ndarray, path: Path) -> None:
+    """Write the predictor as an MLflow model folder into the empty folder ``path``.
+
+    Not byte-deterministic: MLflow stamps every saved model with its creation time and a random
+    ``model_uuid`` (in ``MLmodel``). No stage reads this folder, so that reruns nothing.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(path).rmdir()  # save_model wants to create the folder itself
+        mlflow.pyfunc.save_model(path=str(path), **_model_kwargs(model_dir, aggregation, example, Path(tmp)))
+
+
+def log_predictor(model_dir: Path, aggregation: str, example: np.ndarray) -> str:
+    """Log the predictor into the active MLflow run as ``predictor``; returns its model URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        info = mlflow.pyfunc.log_model(name=ARTIFACT, **_model_kwargs(model_dir, aggregation, example, Path(tmp)))
+    return info.model_uri

@@ -1,0 +1,252 @@
+"""MLflow tracking: where runs go, what each run records, and its system metrics."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecgpipe.core.errors import TrackingStoreError
+from ecgpipe.core.io import file_digest
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
+
+def project_root() -> Path:
+    """The DVC project root: DVC sets DVC_ROOT for stage commands, also for queued experiments,
+    whose commands run in a temporary copy; outside DVC, the current directory."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def default_tracking_uri() -> str:
+    """The project's embedded SQLite store, as an absolute path."""
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI when set, else the project's SQLite store (an absolute path)."""
+    return os.environ.get(TRACKING_ENV) or default_tracking_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` store; None for other stores (a server, a folder)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+_OTHER_STORE = f"point {TRACKING_ENV} at another store"
+
+
+def check_store_file(uri: str, write: bool = True) -> None:
+    """A SQLite store that exists must be a readable database (and, to ``write``, writable); a
+    TrackingStoreError in one line otherwise. Checked before a stage or command does any work, so
+    that MLflow's and SQLAlchemy's tracebacks never reach the user. Other stores pass: their server
+    answers for itself (and a failure is caught as :func:`store_error_line` says).
+
+    Called once by each entry point that uses a store (the train, evaluate and report stages,
+    ``predict``, ``study``), before its work: ``quick_check`` reads the whole file."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    if path.exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+                verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            raise TrackingStoreError(f"{path}: not a readable MLflow store ({exc}: corrupted or truncated?); restore it "
+                                     f"from a backup, or {_OTHER_STORE}") from None
+        if verdict != "ok":
+            raise TrackingStoreError(f"{path}: the MLflow store is damaged ({verdict}); restore it from a backup, or "
+                                     f"{_OTHER_STORE}")
+        if tables and "experiments" not in tables:
+            raise TrackingStoreError(f"{path}: a SQLite database, but not an MLflow store (no experiments table); "
+                                     f"{_OTHER_STORE}")
+    if not write:
+        return
+    folder = path.parent if path.exists() else next(p for p in path.resolve().parents if p.exists())
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TrackingStoreError(f"{path}: the MLflow store is read-only for this user (or on a read-only disk); "
+                                 f"make it writable, or {_OTHER_STORE}")
+
+
+def store_error_line(exc: BaseException, uri: str | None = None) -> str | None:
+    """One line for an error MLflow or SQLAlchemy raised while using the store (a full disk, a
+    store that broke during the run); None for any other error."""
+    if not type(exc).__module__.startswith(("mlflow", "sqlalchemy", "sqlite3")):
+        return None
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if "disk is full" in first or "disk I/O error" in first:
+        first += "; free some space and run again"
+    return f"the MLflow store {uri or tracking_uri()}: {first}"
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become their string form."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_tags(device: torch.device) -> dict[str, str]:
+    tags = {"torch_version": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        tags["gpu_name"] = torch.cuda.get_device_name(device)
+    if commit := git_commit(project_root()):
+        tags["git_commit"] = commit
+    if stage := os.environ.get("DVC_STAGE"):
+        tags["dvc_stage"] = stage
+    if experiment := os.environ.get("DVC_EXP_NAME"):  # a `dvc exp run` experiment, queued ones included
+        tags["dvc_experiment"] = experiment
+    return tags
+
+
+# The MLflow UI opens an experiment of this kind on its runs table (not on the GenAI traces page).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def experiment_id(mlflow, name: str) -> str:
+    """The MLflow experiment ``name`` in the current store, created (with its artifact location and
+    kind) if missing; creating it also creates a new store's tables."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise TrackingStoreError(f"the MLflow experiment {name!r} in {tracking_uri()} is deleted; restore it with "
+                                 f"`mlflow experiments restore --experiment-id {experiment.experiment_id}`, or choose "
+                                 "another mlflow.experiment_name")
+    if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return experiment.experiment_id
+    kwargs = {}
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        # beside the SQLite store, not in ./mlruns of wherever the first run happened to start
+        # (for the default store: under the project root, whatever the working directory)
+        kwargs["artifact_location"] = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}, **kwargs)
+
+
+@contextlib.contextmanager
+def start_run(experiment_name: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+              system_metrics: bool = True) -> Iterator[Any]:
+    """An MLflow run with params and tags; it ends FAILED if the block raises, else FINISHED."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = experiment_id(mlflow, experiment_name)
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(5)
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name, log_system_metrics=system_metrics) as run:
+        mlflow.log_params(flatten(params))
+        mlflow.set_tags(dict(tags))
+        yield run
+
+
+@contextlib.contextmanager
+def resumed_run(run_info: Mapping[str, str]) -> Iterator[Any]:
+    """Log more into a finished training run (``mlflow_run.json``'s run); afterwards it gets back
+    its training end time and status, which resuming it would otherwise move to now."""
+    import mlflow
+
+    mlflow.set_tracking_uri(run_info["tracking_uri"])
+    client = mlflow.tracking.MlflowClient()
+    trained = client.get_run(run_info["run_id"]).info
+    with mlflow.start_run(run_id=run_info["run_id"]) as run:
+        yield run
+    client.set_terminated(run_info["run_id"], status=trained.status, end_time=trained.end_time)
+
+
+def _as_named(path: Path) -> str:
+    """A data file's name for MLflow: its path in the repository the stage runs in (DVC runs stages
+    there, a queued experiment's temporary copy included), else its absolute path."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+LOG_INPUT_TRIES = 3
+
+
+def _log_input(dataset, context: str) -> None:
+    """``mlflow.log_input``, retried when another process created the same dataset row meanwhile.
+
+    MLflow's SQL store looks a dataset up and inserts it if missing, not atomically: two queue
+    workers logging the same file (same name and digest) at once can both insert, and the second
+    fails on the UNIQUE constraint. Retried, it finds the row the first made and links it.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, LOG_INPUT_TRIES + 1):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            if "UNIQUE constraint failed" not in str(exc) or attempt == LOG_INPUT_TRIES:
+                raise
+
+
+def log_lineage(inputs: list[Path], params_file: Path | None, context: str = "training") -> dict[str, str]:
+    """Record in the active run which data it read, as MLflow datasets (name: the path in the
+    project, digest: the file's DVC md5, source: the file), plus the params file's md5.
+
+    Returns the path -> md5 mapping, which is also logged as ``dvc/inputs.json``.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    digests = {}
+    for path in inputs:
+        name, md5 = _as_named(path), file_digest(path)
+        digests[name] = md5
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file source
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(Path(path).resolve().as_uri())
+        _log_input(MetaDataset(source=source, name=name, digest=md5), context)
+    if params_file is not None and Path(params_file).is_file():
+        mlflow.set_tag("params_md5", file_digest(params_file))
+    mlflow.log_dict(digests, "dvc/inputs.json")
+    return digests
+
+
+def log_dvc_lock_entry(stage: str, lock_path: Path) -> bool:
+    """Log ``stage``'s entry of ``dvc.lock`` (its deps, params and outs with their md5s) to the
+    active run as ``dvc/<stage>.lock.json``; False when the lock file or the entry is absent."""
+    import mlflow
+    import yaml
+
+    if not Path(lock_path).is_file():
+        return False
+    entry = (yaml.safe_load(Path(lock_path).read_text()) or {}).get("stages", {}).get(stage)
+    if entry is None:
+        return False
+    mlflow.log_dict(entry, f"dvc/{stage.replace('@', '_')}.lock.json")
+    mlflow.set_tag("dvc_lock_md5", hashlib.md5(json.dumps(entry, sort_keys=True).encode()).hexdigest())
+    return True
+
+
+RUN_FILE = "mlflow_run.json"

@@ -1,0 +1,1 @@
+"""Training: loaders, the fit loop and CPU settings."""
