@@ -7,6 +7,10 @@ would change the stage's outputs without DVC knowing. The import-linter contract
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -83,3 +87,25 @@ def test_the_closure_follows_imports_inside_functions(tmp_path):
     assert Path("ecgpipe/reporting/plots.py") in closure
     assert not covered(Path("ecgpipe/tracking/pyfunc.py"), ["ecgpipe/data", "ecgpipe/tracking.py"])
     assert covered(Path("ecgpipe/tracking/pyfunc.py"), ["ecgpipe/tracking"])
+
+
+def lint_imports(project: Path) -> subprocess.CompletedProcess:
+    """import-linter's `lint-imports` on the package and contract of ``project``."""
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    return subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"], cwd=project, env=env,
+                          capture_output=True, text=True)
+
+
+def test_every_import_goes_down_and_an_upward_one_is_caught(tmp_path):
+    """The layers contract of pyproject.toml holds (also run by .ci/run), and it catches an upward
+    import even inside a function."""
+    kept = lint_imports(ROOT)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "1 kept, 0 broken" in kept.stdout
+    shutil.copytree(ROOT / "ecgpipe", tmp_path / "ecgpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    units = tmp_path / "ecgpipe" / "core" / "units.py"
+    units.write_text(units.read_text() + "\n\ndef _upward():\n    from ecgpipe.pipeline import stage  # noqa\n")
+    broken = lint_imports(tmp_path)
+    assert broken.returncode != 0
+    assert "ecgpipe.core.units -> ecgpipe.pipeline.stage" in broken.stdout
