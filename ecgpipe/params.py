@@ -1,19 +1,21 @@
 """Typed, validated parameters: the one reader of ``params.yaml``.
 
-Every stage calls :func:`load_params` and uses its own section. Each section is a frozen
-dataclass; :func:`_build` checks that the YAML mapping has exactly the dataclass's fields with
-the right types, and each class's ``validate`` checks the values. Any problem raises
-:class:`ParamsError` naming the dotted key and what was expected.
+Every stage calls :func:`load_params` and uses its own sections. Each section is a frozen
+dataclass; pydantic (v2, strict) checks that the YAML mapping has exactly the dataclass's fields
+with the right types, a shift is a union on its ``kind``, and each class's ``validate(key)`` then
+checks the values. Any problem raises :class:`ParamsError`, one line naming the dotted key and
+what was expected.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
 import yaml
 
 from ecgpipe.core.device import DEVICE_NAMES, is_device_name
@@ -21,7 +23,7 @@ from ecgpipe.core.errors import ParamsError, fail_param
 from ecgpipe.core.units import KNOWN_LABELS, MAX_RECORDING_SAMPLES, SAMPLING_RATE_HZ, SEED_LIMIT, is_plain_name
 from ecgpipe.signal.augment import Augmentation
 from ecgpipe.signal.conditioning import Conditioning
-from ecgpipe.signal.shifts import Shift
+from ecgpipe.signal.shifts import SHIFT_KINDS, Shift
 
 
 def _check_seed(key: str, seed: int) -> None:
@@ -140,8 +142,6 @@ class ChunkParams:
         _check_seed(f"{key}.seed", self.seed)
 
 
-LOADERS = ("chunked", "random_chunk")
-LR_SCHEDULES = ("constant", "cosine")
 
 
 
@@ -259,7 +259,8 @@ class EvaluateParams:
     bootstrap_seed: int = 12345
     confidence: float = 0.95
     # device shifts (ecgpipe.signal.shifts): the validation recordings scored again under each, one at a time
-    shifts: dict[str, Shift] = dataclasses.field(default_factory=dict)
+    shifts: dict[str, typing.Annotated[Shift, pydantic.Field(discriminator="kind")]] = dataclasses.field(
+        default_factory=dict)
     shift_seed: int = 12345
 
     def validate(self, key: str) -> None:
@@ -371,85 +372,116 @@ class Params:
             raise ParamsError(f"params: experiments.{name}: no such experiment; known: {sorted(self.experiments)}") from None
 
 
-def _type_name(tp: Any) -> str:
+# pydantic checks the structure: exact keys (unknown ones refused), types without coercion (no
+# "40" for 40, no 1.5 for an integer, no true for a number), finite numbers (.nan and .inf are YAML
+# numbers; no setting here means them), frozen objects. Each class's ``validate(key)`` then checks
+# the values. The nested dataclasses (signal's settings too) inherit this configuration.
+Params.__pydantic_config__ = {"extra": "forbid", "strict": True, "allow_inf_nan": False}
+_SCHEMA = pydantic.TypeAdapter(Params)
+
+_EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+             "string_type": "a string", "list_type": "a list", "dict_type": "a mapping", "dataclass_type": "a mapping",
+             "finite_number": "a finite number", "union_tag_not_found": "a mapping with a kind"}
+
+
+def _dotted(loc: tuple) -> str:
+    """pydantic's error location as the key a user writes: ``experiments.NAME.lr``, ``classes[1]``.
+    The tag of a union (a shift's kind), which pydantic puts in the location, is not part of it."""
+    key, tp = "", Params
+    for part in loc:
+        tp = _strip(tp)
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and part in SHIFT_KINDS:
+            tp = SHIFT_KINDS[part]
+            continue
+        key += f"[{part}]" if isinstance(part, int) else f"{'.' if key else ''}{part}"
+        tp = _field_type(tp, part)
+    return key
+
+
+def _strip(tp: Any) -> Any:
+    """``X | None`` -> X; ``Annotated[X, ...]`` -> X."""
+    if typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _strip(args[0])
+    return tp
+
+
+def _field_type(tp: Any, part: Any) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return typing.get_type_hints(tp).get(part)
+    if typing.get_origin(tp) in (dict, list):
+        return typing.get_args(tp)[-1]
+    return None
+
+
+def _type_at(loc: tuple) -> Any:
+    tp = Params
+    for part in loc:
+        tp = _strip(tp)
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and part in SHIFT_KINDS:
+            tp = SHIFT_KINDS[part]
+        else:
+            tp = _field_type(tp, part)
+    return _strip(tp)
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    tp = _type_at(loc)
+    return sorted(f.name for f in dataclasses.fields(tp)) if dataclasses.is_dataclass(tp) else []
+
+
+def _type_words(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list", dict: "a mapping"}
+    return words.get(typing.get_origin(tp) or tp, "a mapping")
 
 
-def _coerce(key: str, tp: Any, value: Any) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it converted where lossless."""
-    origin = typing.get_origin(tp)
-    if tp is Any:  # checked where it is used (a task's values: by parsing the file they make)
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(key, inner, value)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            fail_param(key, _type_name(tp), value)
-        return value
-    if origin is dict:
-        key_type, value_type = typing.get_args(tp)
-        if not isinstance(value, dict):
-            fail_param(key, "a mapping", value)
-        return {str(k): _coerce(f"{key}.{k}", value_type, v) for k, v in value.items()}
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            fail_param(key, f"a list of {_type_name(inner)}", value)
-        return [_coerce(f"{key}[{i}]", inner, v) for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            fail_param(key, "true or false", value)
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail_param(key, "an integer", value)
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail_param(key, "a number", value)
-        if not math.isfinite(value):  # .nan and .inf are YAML numbers; no setting here means them
-            fail_param(key, "a finite number", value)
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            fail_param(key, "a string", value)
-        return value
-    raise TypeError(f"unsupported parameter type {tp!r} for {key}")
+def _error_line(error: dict) -> str:
+    """One line for pydantic's first error, in this module's words: ``params: KEY: expected ..., got ...``."""
+    loc, kind = tuple(error["loc"]), error["type"]
+    key = _dotted(loc)
+    if kind == "missing":
+        return f"params: {key}: missing (expected {_type_words(_type_at(loc))})"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"params: {key}: expected one of the known keys {_known_keys(loc[:-1])}, got 'an unknown key'"
+    if kind == "literal_error":
+        expected = "one of " + error["ctx"]["expected"].replace(" or ", ", ")
+    elif kind == "union_tag_invalid":
+        key, expected = f"{key}.kind", "one of " + error["ctx"]["expected_tags"]
+        return f"params: {key}: expected {expected}, got {error['ctx']['tag']!r}"
+    else:
+        expected = _EXPECTED.get(kind, error["msg"][0].lower() + error["msg"][1:])
+    return f"params: {key}: expected {expected}, got {error['input']!r}"
 
 
-def _build(cls: type, raw: Any, key: str) -> Any:
-    """Build dataclass ``cls`` from mapping ``raw``, rejecting unknown and missing keys."""
-    if not isinstance(raw, dict):
-        fail_param(key or "params.yaml", "a mapping", raw)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    prefix = f"{key}." if key else ""
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        fail_param(f"{prefix}{unknown[0]}", f"one of the known keys {sorted(fields)}", "an unknown key")
-    values = {}
-    for name, field in fields.items():
-        if name not in raw:
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise ParamsError(f"params: {prefix}{name}: missing (expected {_type_name(hints[name])})")
-            continue
-        values[name] = _coerce(f"{prefix}{name}", hints[name], raw[name])
-    obj = cls(**values)
-    obj.validate(key)
-    return obj
+def _validate_values(obj: Any, key: str) -> None:
+    """Each object's ``validate(key)``, innermost first."""
+    if isinstance(obj, dict):
+        for name, value in obj.items():
+            _validate_values(value, f"{key}.{name}" if key else name)
+        return
+    if not dataclasses.is_dataclass(obj):
+        return
+    for field in dataclasses.fields(obj):
+        _validate_values(getattr(obj, field.name), f"{key}.{field.name}" if key else field.name)
+    if hasattr(obj, "validate"):
+        obj.validate(key)
 
 
 def parse_params(raw: Any) -> Params:
     """Validate an already-parsed ``params.yaml`` mapping."""
-    return _build(Params, raw, "")
+    if not isinstance(raw, dict):
+        fail_param("params.yaml", "a mapping", raw)
+    try:  # JSON, as a YAML file's values are: strict mode then reads mappings into the dataclasses
+        params = _SCHEMA.validate_json(json.dumps(raw, default=str))
+    except pydantic.ValidationError as exc:
+        raise ParamsError(_error_line(exc.errors()[0])) from None
+    _validate_values(params, "")
+    return params
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -6,7 +6,6 @@ would change the stage's outputs without DVC knowing. The import-linter contract
 """
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 import subprocess
@@ -15,52 +14,14 @@ from pathlib import Path
 
 import yaml
 
+from ecgpipe.core import imports
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def module_file(name: str) -> Path | None:
-    """The file of module ``ecgpipe.x.y`` in this checkout (a package's ``__init__.py``), or None."""
-    base = ROOT.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imported_modules(path: Path) -> set[str]:
-    """The ecgpipe modules that ``path`` imports anywhere (inside functions too), with the
-    packages whose ``__init__`` each import runs."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        for name in names:
-            if name.split(".")[0] != "ecgpipe":
-                continue
-            parts = name.split(".")
-            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1) if module_file(".".join(parts[:i])))
-    return found
-
-
-def import_closure(path: Path) -> set[Path]:
-    """Every ecgpipe file that running ``path`` may execute, relative to the project's root."""
-    seen, todo = set(), list(imported_modules(path))
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        todo.extend(imported_modules(module_file(name)) - seen)
-    return {module_file(name).relative_to(ROOT) for name in seen if runs_code(module_file(name))}
-
-
-def runs_code(path: Path) -> bool:
-    """False for a package's ``__init__.py`` that imports nothing (a docstring, a version string)."""
-    return path.name != "__init__.py" or any(isinstance(node, (ast.Import, ast.ImportFrom))
-                                             for node in ast.parse(path.read_text()).body)
+def import_closure(script: Path) -> set[Path]:
+    """The ecgpipe files that running ``script`` executes, except import-free ``__init__.py`` files."""
+    return {p for p in imports.import_closure(ROOT, script) if imports.runs_code(ROOT / p)}
 
 
 def covered(path: Path, deps: list[str]) -> bool:

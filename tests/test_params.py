@@ -70,7 +70,7 @@ def test_unknown_and_missing_keys(small_params):
     with pytest.raises(ParamsError, match=r"chunk\.sise: expected one of the known keys \['seed', 'size'\]"):
         parse_params(small_params)
     del small_params["chunk"]["sise"], small_params["chunk"]["size"]
-    with pytest.raises(ParamsError, match=r"chunk\.size: missing \(expected int\)"):
+    with pytest.raises(ParamsError, match=r"chunk\.size: missing \(expected an integer\)"):
         parse_params(small_params)
     del small_params["chunk"]
     with pytest.raises(ParamsError, match=r"params: chunk: missing"):
@@ -164,8 +164,8 @@ def test_shifts_are_checked_by_key(small_params):
                                            "band": {"kind": "bandpass", "low_hz": 0.5, "high_hz": 40}}}
     assert parse_params(small_params).evaluate.shifts["band"].high_hz == 40.0
     cases = [
-        ({"g": {"kind": "gain"}}, "evaluate.shifts.g.factor: missing (a gain shift needs factor)"),
-        ({"g": {"kind": "gain", "factor": 2, "hz": 3}}, "evaluate.shifts.g.hz: expected no hz for a gain shift"),
+        ({"g": {"kind": "gain"}}, "evaluate.shifts.g.factor: missing (expected a number)"),
+        ({"g": {"kind": "gain", "factor": 2, "hz": 3}}, "evaluate.shifts.g.hz: expected one of the known keys ['factor', 'kind'], got 'an unknown key'"),
         ({"g": {"kind": "tilt"}}, "evaluate.shifts.g.kind: expected one of 'gain'"),
         ({"b": {"kind": "bandpass", "low_hz": 40, "high_hz": 1}}, "evaluate.shifts.b.high_hz: expected above low_hz"),
         ({"r": {"kind": "resample", "hz": -1}}, "evaluate.shifts.r.hz: expected a positive number"),

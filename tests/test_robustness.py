@@ -8,17 +8,29 @@ import scipy.signal
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ecgpipe.core.errors import ParamsError
 from ecgpipe.data.signals import load_signal_set
 from ecgpipe.data.store import load_spectrogram_set, read_records
 from ecgpipe.evaluation.scoring import same_windows
 from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.inference.readers import read_recording
+from ecgpipe.params import parse_params
 from ecgpipe.pipeline.signals import run_signals
 from ecgpipe.pipeline.train import model_preprocessing
 from ecgpipe.signal.augment import Augmentation
 from ecgpipe.signal.conditioning import Conditioning
-from ecgpipe.signal.shifts import Shift, shift_rng
+from ecgpipe.signal.shifts import (
+    SHIFT_KINDS,
+    BandpassShift,
+    BaselineShift,
+    GainShift,
+    MainsShift,
+    OffsetShift,
+    ResampleShift,
+    WhiteNoiseShift,
+    shift_rng,
+)
 from ecgpipe.signal.spectrogram import spectrogram_of_windows
 from ecgpipe.training.loaders import crop_chunks, random_crop_batches
 from tests.conftest import small_params_dict
@@ -255,23 +267,54 @@ def test_robust_training_windows_equal_scoring_windows(prepared, records_dir, tm
 def test_each_shift_does_what_it_says():
     x = synthetic_signal("N", 3000, np.random.default_rng(0)).astype(np.float64)
     rng = lambda: shift_rng(1, "s", 0)  # noqa: E731
-    assert np.array_equal(Shift("gain", factor=2.0).apply(x, FS, rng())[0], 2 * x)
-    assert np.array_equal(Shift("gain", factor=1.0).apply(x, FS, rng())[0], x)
-    assert np.array_equal(Shift("offset", units=-300).apply(x, FS, rng())[0], x - 300)
-    wander = Shift("baseline", hz=0.3, mv=0.5).apply(x, FS, rng())[0] - x
+    assert np.array_equal(GainShift("gain", factor=2.0).apply(x, FS, rng())[0], 2 * x)
+    assert np.array_equal(GainShift("gain", factor=1.0).apply(x, FS, rng())[0], x)
+    assert np.array_equal(OffsetShift("offset", units=-300).apply(x, FS, rng())[0], x - 300)
+    wander = BaselineShift("baseline", hz=0.3, mv=0.5).apply(x, FS, rng())[0] - x
     assert np.abs(wander).max() == pytest.approx(500, rel=1e-3)
-    noisy = Shift("white_noise", snr_db=20).apply(x, FS, rng())[0]
+    noisy = WhiteNoiseShift("white_noise", snr_db=20).apply(x, FS, rng())[0]
     assert 10 * np.log10(np.var(x) / np.var(noisy - x)) == pytest.approx(20, abs=0.3)
-    hum = Shift("mains", hz=50, mv=0.1).apply(x, FS, rng())[0] - x
+    hum = MainsShift("mains", hz=50, mv=0.1).apply(x, FS, rng())[0] - x
     assert np.fft.rfftfreq(3000, 1 / FS)[np.abs(np.fft.rfft(hum)).argmax()] == 50 and np.abs(hum).max() <= 100.001
-    resampled, fs = Shift("resample", hz=360).apply(x, FS, rng())
+    resampled, fs = ResampleShift("resample", hz=360).apply(x, FS, rng())
     assert fs == 360.0 and len(resampled) == 3600
     t = np.arange(6000) / FS
     for hz, kept in ((10, True), (100, False), (0.05, False)):
         tone = np.sin(2 * np.pi * hz * t)
-        out = Shift("bandpass", low_hz=0.5, high_hz=40).apply(tone, FS, rng())[0][2000:4000]
+        out = BandpassShift("bandpass", low_hz=0.5, high_hz=40).apply(tone, FS, rng())[0][2000:4000]
         assert (np.abs(out).max() > 0.95) == kept
     # seeded per shift and recording
-    a = Shift("white_noise", snr_db=20).apply(x, FS, shift_rng(1, "n", 3))[0]
-    assert np.array_equal(a, Shift("white_noise", snr_db=20).apply(x, FS, shift_rng(1, "n", 3))[0])
-    assert not np.array_equal(a, Shift("white_noise", snr_db=20).apply(x, FS, shift_rng(1, "n", 4))[0])
+    a = WhiteNoiseShift("white_noise", snr_db=20).apply(x, FS, shift_rng(1, "n", 3))[0]
+    assert np.array_equal(a, WhiteNoiseShift("white_noise", snr_db=20).apply(x, FS, shift_rng(1, "n", 3))[0])
+    assert not np.array_equal(a, WhiteNoiseShift("white_noise", snr_db=20).apply(x, FS, shift_rng(1, "n", 4))[0])
+
+
+# one entry per registered shift kind, as params.yaml writes it: a new kind fails here until it has one
+SHIFT_EXAMPLES = {
+    "gain": {"factor": 0.5}, "offset": {"units": 200.0}, "baseline": {"hz": 0.3, "mv": 0.4},
+    "mains": {"hz": 60.0, "mv": 0.05}, "white_noise": {"snr_db": 15.0}, "resample": {"hz": 250.0},
+    "bandpass": {"low_hz": 1.0, "high_hz": 35.0},
+}
+
+
+def test_every_registered_shift_kind_has_an_example():
+    assert sorted(SHIFT_EXAMPLES) == sorted(SHIFT_KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(SHIFT_KINDS))
+def test_every_registered_shift_kind_parses_applies_and_is_seeded(small_params, kind):
+    """Each kind, read from params.yaml's form through the union on ``kind``, changes a recording,
+    keeps it finite float64 of the length its rate implies, and draws its randomness only from the
+    generator it is given."""
+    small_params["evaluate"]["shifts"] = {"s": {"kind": kind, **SHIFT_EXAMPLES[kind]}}
+    shift = parse_params(small_params).evaluate.shifts["s"]
+    assert isinstance(shift, SHIFT_KINDS[kind])
+    x = synthetic_signal("A", 3000, np.random.default_rng(0)).astype(np.float64)
+    out, fs = shift.apply(x, FS, shift_rng(7, "s", 0))
+    assert out.dtype == np.float64 and np.isfinite(out).all()
+    assert len(out) == round(len(x) * fs / FS) and not (len(out) == len(x) and np.array_equal(out, x))
+    again, _ = shift.apply(x, FS, shift_rng(7, "s", 0))
+    assert np.array_equal(out, again)
+    with pytest.raises(ParamsError, match=rf"evaluate\.shifts\.s\.{list(SHIFT_EXAMPLES[kind])[0]}: missing"):
+        small_params["evaluate"]["shifts"] = {"s": {"kind": kind}}
+        parse_params(small_params)

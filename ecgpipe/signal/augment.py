@@ -69,7 +69,9 @@ class Augmentation:
     def apply(self, x: torch.Tensor, generator: torch.Generator, fs: float, span: int) -> torch.Tensor:
         """Augmented crops (n, span), float32, from crops ``x`` (n, input_samples(span)) in CinC units."""
         n, device = len(x), x.device
-        # all scalar draws at once, in a fixed order: column k of u is transform k's randomness
+        # all scalar draws at once, in a fixed order: columns 0-6 decide whether each transform applies
+        # (with ``probability``; 7 is unused), columns 8-15 draw the amounts of stretch, gain, dropout,
+        # offset and baseline; mains and noise draw theirs from a second block (v) below
         u = torch.rand(n, 16, generator=generator, dtype=torch.float64).to(device)
         applied = u[:, :8] < self.probability
         x = x.to(torch.float32)

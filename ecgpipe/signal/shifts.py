@@ -21,6 +21,7 @@ or shifts are scored.
 """
 from __future__ import annotations
 
+import typing
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,82 +30,171 @@ from typing import Literal
 import numpy as np
 import scipy.signal
 
-from ecgpipe.core.units import ADC_PER_MV
+from ecgpipe.core.errors import fail_param
+from ecgpipe.core.units import ADC_PER_MV, SAMPLING_RATE_HZ
 
-FIELDS = {
-    "gain": ("factor",),
-    "offset": ("units",),
-    "baseline": ("hz", "mv"),
-    "white_noise": ("snr_db",),
-    "mains": ("hz", "mv"),
-    "resample": ("hz",),
-    "bandpass": ("low_hz", "high_hz"),
-}
 BANDPASS_ORDER = 2
 RESAMPLE_HZ = (50, 2000)  # the rates a resample shift may ask for
+NYQUIST_HZ = SAMPLING_RATE_HZ / 2  # shifts act on the recordings as read, at the archive's rate
+
+# The shift kinds, by name: one frozen dataclass each, with the fields it needs, ``check(key)`` for
+# their values and ``apply``. params.yaml's ``evaluate.shifts`` entries are a union on ``kind``.
+SHIFT_KINDS: dict[str, type] = {}
 
 
+def register_shift(cls: type) -> type:
+    (kind,) = typing.get_args(typing.get_type_hints(cls)["kind"])
+    SHIFT_KINDS[kind] = cls
+    return cls
+
+
+def _positive(key: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            fail_param(f"{key}.{name}", "a positive number", value)
+
+
+def _below_nyquist(key: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value < NYQUIST_HZ:
+            fail_param(f"{key}.{name}", f"below the Nyquist frequency of the {SAMPLING_RATE_HZ:g} Hz recordings "
+                       f"({NYQUIST_HZ:g} Hz)", value)
+
+
+def _as_samples(samples: np.ndarray) -> np.ndarray:
+    return np.asarray(samples, dtype=np.float64)
+
+
+@register_shift
 @dataclass(frozen=True)
-class Shift:
-    kind: Literal["gain", "offset", "baseline", "white_noise", "mains", "resample", "bandpass"]
-    factor: float | None = None
-    units: float | None = None
-    hz: float | None = None
-    mv: float | None = None
-    snr_db: float | None = None
-    low_hz: float | None = None
-    high_hz: float | None = None
+class GainShift:
+    """Amplitude times ``factor`` (electrode placement, amplifier gain)."""
+
+    kind: Literal["gain"]
+    factor: float
 
     def validate(self, key: str) -> None:
-        from ecgpipe.core.errors import ParamsError
-        from ecgpipe.core.units import SAMPLING_RATE_HZ
-
-        needed = FIELDS[self.kind]
-        for name in ("factor", "units", "hz", "mv", "snr_db", "low_hz", "high_hz"):
-            value = getattr(self, name)
-            if name in needed and value is None:
-                raise ParamsError(f"params: {key}.{name}: missing (a {self.kind} shift needs {', '.join(needed)})")
-            if name not in needed and value is not None:
-                raise ParamsError(f"params: {key}.{name}: expected no {name} for a {self.kind} shift "
-                                  f"(it takes {', '.join(needed)}), got {value!r}")
-        positive = [n for n in ("factor", "hz", "low_hz", "high_hz") if n in needed]
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ParamsError(f"params: {key}.{name}: expected a positive number, got {getattr(self, name)!r}")
-        if self.kind == "bandpass" and not self.low_hz < self.high_hz:
-            raise ParamsError(f"params: {key}.high_hz: expected above low_hz ({self.low_hz:g}), got {self.high_hz!r}")
-        nyquist = SAMPLING_RATE_HZ / 2  # shifts act on the recordings as read, at the archive's rate
-        for name in ("high_hz", "low_hz") if self.kind == "bandpass" else ("hz",) if self.kind in ("baseline", "mains") else ():
-            if not getattr(self, name) < nyquist:
-                raise ParamsError(f"params: {key}.{name}: expected below the Nyquist frequency of the {SAMPLING_RATE_HZ:g} "
-                                  f"Hz recordings ({nyquist:g} Hz), got {getattr(self, name)!r}")
-        if self.kind == "resample" and not RESAMPLE_HZ[0] <= self.hz <= RESAMPLE_HZ[1]:
-            raise ParamsError(f"params: {key}.hz: expected a rate from {RESAMPLE_HZ[0]} to {RESAMPLE_HZ[1]} Hz (ECG "
-                              f"devices record at 100-1,000 Hz; each recording is resampled in memory), got {self.hz!r}")
+        _positive(key, factor=self.factor)
 
     def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-        """(shifted samples as float64, their sampling rate) of one recording in CinC units."""
-        x = np.asarray(samples, dtype=np.float64)
-        t = np.arange(len(x)) / fs
-        if self.kind == "gain":
-            return x * self.factor, fs
-        if self.kind == "offset":
-            return x + self.units, fs
-        if self.kind in ("baseline", "mains"):
-            phase = rng.uniform(0, 2 * np.pi)
-            return x + self.mv * ADC_PER_MV * np.sin(2 * np.pi * self.hz * t + phase), fs
-        if self.kind == "white_noise":
-            noise_std = np.sqrt(np.var(x) / 10 ** (self.snr_db / 10))
-            return x + rng.normal(0.0, noise_std, size=len(x)), fs
-        if self.kind == "resample":
-            ratio = Fraction(self.hz / fs).limit_denominator(1000)
-            return scipy.signal.resample_poly(x, ratio.numerator, ratio.denominator), float(self.hz)
-        if self.kind == "bandpass":
-            if self.high_hz >= fs / 2:
-                raise ValueError(f"bandpass shift: high_hz {self.high_hz:g} is not below the Nyquist frequency {fs / 2:g}")
-            sos = scipy.signal.butter(BANDPASS_ORDER, [self.low_hz, self.high_hz], btype="bandpass", fs=fs, output="sos")
-            return scipy.signal.sosfiltfilt(sos, x), fs
-        raise ValueError(f"unknown shift kind {self.kind!r}; expected one of {sorted(FIELDS)}")
+        return _as_samples(samples) * self.factor, fs
+
+
+@register_shift
+@dataclass(frozen=True)
+class OffsetShift:
+    """A constant of ``units`` (1/1000 mV) added: an export that is not zero-centred."""
+
+    kind: Literal["offset"]
+    units: float
+
+    def validate(self, key: str) -> None:
+        pass
+
+    def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        return _as_samples(samples) + self.units, fs
+
+
+def _sinusoid(samples: np.ndarray, fs: float, hz: float, mv: float, rng: np.random.Generator) -> np.ndarray:
+    x = _as_samples(samples)
+    t = np.arange(len(x)) / fs
+    phase = rng.uniform(0, 2 * np.pi)
+    return x + mv * ADC_PER_MV * np.sin(2 * np.pi * hz * t + phase)
+
+
+@register_shift
+@dataclass(frozen=True)
+class BaselineShift:
+    """A sinusoidal baseline wander of ``hz`` and ``mv``, random phase."""
+
+    kind: Literal["baseline"]
+    hz: float
+    mv: float
+
+    def validate(self, key: str) -> None:
+        _positive(key, hz=self.hz)
+        _below_nyquist(key, hz=self.hz)
+
+    def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        return _sinusoid(samples, fs, self.hz, self.mv, rng), fs
+
+
+@register_shift
+@dataclass(frozen=True)
+class MainsShift:
+    """Mains hum of ``hz`` and ``mv``, random phase."""
+
+    kind: Literal["mains"]
+    hz: float
+    mv: float
+
+    def validate(self, key: str) -> None:
+        _positive(key, hz=self.hz)
+        _below_nyquist(key, hz=self.hz)
+
+    def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        return _sinusoid(samples, fs, self.hz, self.mv, rng), fs
+
+
+@register_shift
+@dataclass(frozen=True)
+class WhiteNoiseShift:
+    """Gaussian noise at ``snr_db`` (the recording's variance over the noise's)."""
+
+    kind: Literal["white_noise"]
+    snr_db: float
+
+    def validate(self, key: str) -> None:
+        pass
+
+    def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        x = _as_samples(samples)
+        noise_std = np.sqrt(np.var(x) / 10 ** (self.snr_db / 10))
+        return x + rng.normal(0.0, noise_std, size=len(x)), fs
+
+
+@register_shift
+@dataclass(frozen=True)
+class ResampleShift:
+    """Resampled to ``hz`` (``scipy.signal.resample_poly``)."""
+
+    kind: Literal["resample"]
+    hz: float
+
+    def validate(self, key: str) -> None:
+        _positive(key, hz=self.hz)
+        if not RESAMPLE_HZ[0] <= self.hz <= RESAMPLE_HZ[1]:
+            fail_param(f"{key}.hz", f"a rate from {RESAMPLE_HZ[0]} to {RESAMPLE_HZ[1]} Hz (ECG devices record at "
+                       "100-1,000 Hz; each recording is resampled in memory)", self.hz)
+
+    def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        ratio = Fraction(self.hz / fs).limit_denominator(1000)
+        return scipy.signal.resample_poly(_as_samples(samples), ratio.numerator, ratio.denominator), float(self.hz)
+
+
+@register_shift
+@dataclass(frozen=True)
+class BandpassShift:
+    """A band-limited copy: zero-phase Butterworth of order 2 per edge, ``low_hz`` to ``high_hz``."""
+
+    kind: Literal["bandpass"]
+    low_hz: float
+    high_hz: float
+
+    def validate(self, key: str) -> None:
+        _positive(key, low_hz=self.low_hz, high_hz=self.high_hz)
+        if not self.low_hz < self.high_hz:
+            fail_param(f"{key}.high_hz", f"above low_hz ({self.low_hz:g})", self.high_hz)
+        _below_nyquist(key, high_hz=self.high_hz, low_hz=self.low_hz)
+
+    def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        if self.high_hz >= fs / 2:
+            raise ValueError(f"bandpass shift: high_hz {self.high_hz:g} is not below the Nyquist frequency {fs / 2:g}")
+        sos = scipy.signal.butter(BANDPASS_ORDER, [self.low_hz, self.high_hz], btype="bandpass", fs=fs, output="sos")
+        return scipy.signal.sosfiltfilt(sos, _as_samples(samples)), fs
+
+
+Shift = GainShift | OffsetShift | BaselineShift | MainsShift | WhiteNoiseShift | ResampleShift | BandpassShift
 
 
 def shift_rng(seed: int, name: str, row: int) -> np.random.Generator:

@@ -89,16 +89,17 @@ _TUKEY_WINDOWS: dict[int, torch.Tensor] = {}
 
 def spectrogram_of_windows(x: torch.Tensor, nperseg: int, noverlap: int, scaling: str) -> torch.Tensor:
     """``scipy.signal.spectrogram``'s defaults (Tukey 0.25 window, constant detrend, one-sided) of each
-    row of ``x`` (rows, samples) in torch, batched on any device: (rows, segments, nperseg // 2 + 1)."""
+    row of ``x`` (rows, samples) in torch, batched on any device: (rows, segments, nperseg // 2 + 1).
+    Scaling 'spectrum' only (params.yaml refuses conditioned spectra with another)."""
+    if scaling != "spectrum":
+        raise ValueError(f"spectrogram_of_windows: only scaling 'spectrum' is implemented, got {scaling!r}")
     if nperseg not in _TUKEY_WINDOWS:
         _TUKEY_WINDOWS[nperseg] = torch.from_numpy(scipy.signal.get_window(("tukey", 0.25), nperseg))
     window = _TUKEY_WINDOWS[nperseg].to(x.device, x.dtype)
     segments = x.unfold(-1, nperseg, nperseg - noverlap)
     segments = (segments - segments.mean(dim=-1, keepdim=True)) * window
     power = torch.fft.rfft(segments, dim=-1).abs().square()
-    power = power / (window.sum() ** 2 if scaling == "spectrum" else window.square().sum())
-    if scaling == "density":
-        raise ValueError("spectrogram_of_windows: only scaling 'spectrum' is implemented for conditioned windows")
+    power = power / window.sum() ** 2
     last = -1 if nperseg % 2 == 0 else None  # one-sided: every bin but DC (and Nyquist) counted twice
     power[..., 1:last] *= 2
     return power
