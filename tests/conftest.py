@@ -1,10 +1,14 @@
 import copy
+import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ecgpipe.pipeline.evaluate import run_evaluate
+from ecgpipe.pipeline.train import run_train
 from tests.synthetic import default_set, make_records, zip_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,3 +128,30 @@ def committed_project(tmp_path, archive_path):
         return project, run
 
     return make
+
+
+@pytest.fixture(scope="module")  # module: it sets MLFLOW_TRACKING_URI while the module runs
+def evaluated(prepared, records_dir, tmp_path_factory):
+    """A tiny model trained and evaluated on the synthetic pipeline, in a temporary MLflow store."""
+    out = tmp_path_factory.mktemp("evaluated")
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
+    try:
+        name = "mean_spectrum-chunked"
+        run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
+                  out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
+                  system_metrics=False)
+        from mlflow.tracking import MlflowClient
+
+        run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
+        trained = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id).info
+        summary = run_evaluate(prepared["params"], name, records_dir, prepared["spectrogram"], prepared["chunks"],
+                               out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
+                               out / "predictors" / name)
+        yield {"out": out, "name": name, "summary": summary, "uri": os.environ["MLFLOW_TRACKING_URI"],
+               "trained": trained}
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old

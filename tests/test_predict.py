@@ -19,36 +19,7 @@ from ecgpipe.cli import main as cli_main
 from ecgpipe.core.errors import PredictError
 from ecgpipe.inference.predictor import Predictor, predict_files
 from ecgpipe.inference.readers import Signal, read_recording
-from ecgpipe.pipeline.evaluate import run_evaluate
-from ecgpipe.pipeline.train import run_train
 from tests.synthetic import synthetic_signal
-
-
-@pytest.fixture(scope="module")
-def evaluated(prepared, records_dir, tmp_path_factory):
-    """A tiny model trained and evaluated on the synthetic pipeline, in a temporary MLflow store."""
-    out = tmp_path_factory.mktemp("evaluated")
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
-    try:
-        name = "mean_spectrum-chunked"
-        run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
-                  out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
-                  system_metrics=False)
-        from mlflow.tracking import MlflowClient
-
-        run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
-        trained = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id).info
-        summary = run_evaluate(prepared["params"], name, records_dir, prepared["spectrogram"], prepared["chunks"],
-                               out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
-                               out / "predictors" / name)
-        yield {"out": out, "name": name, "summary": summary, "uri": os.environ["MLFLOW_TRACKING_URI"],
-               "trained": trained}
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 def _evaluated_predictions(evaluated) -> pd.DataFrame:

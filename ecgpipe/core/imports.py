@@ -46,7 +46,18 @@ def runs_code(path: Path) -> bool:
 def import_closure(root: Path, path: Path) -> set[Path]:
     """Every ecgpipe file under ``root`` that running ``path`` may execute (every ``__init__.py``
     on the way included), relative to ``root``."""
-    seen, todo = set(), list(imported_modules(root, path))
+    return _closure(root, imported_modules(root, path))
+
+
+def module_closure(root: Path, name: str) -> set[Path]:
+    """Every ecgpipe file under ``root`` that importing module ``name`` executes, the module's own
+    file and its packages' ``__init__.py`` included, relative to ``root``."""
+    parts = name.split(".")
+    return _closure(root, {".".join(parts[:i]) for i in range(1, len(parts) + 1)})
+
+
+def _closure(root: Path, modules: set[str]) -> set[Path]:
+    seen, todo = set(), list(modules)
     while todo:
         name = todo.pop()
         if name not in seen:

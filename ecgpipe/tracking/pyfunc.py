@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -18,6 +19,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Schema
 
 from ecgpipe.core.errors import PredictError
+from ecgpipe.core.imports import module_closure
 from ecgpipe.core.io import write_json
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
 from ecgpipe.inference.readers import Signal
@@ -58,6 +60,25 @@ def _artifact_folder(model_dir: Path, aggregation: str, into: Path) -> Path:
     return folder
 
 
+# the packages whose versions the served model pins (torch by its version, not its CUDA or CPU build)
+SERVED_PACKAGES = ("torch", "numpy", "scipy", "pandas", "mlflow")
+
+
+def served_requirements() -> list[str]:
+    """The served model's ``requirements.txt``: the versions it was trained with, pinned."""
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVED_PACKAGES]
+
+
+def inference_code(into: Path) -> Path:
+    """A copy of the ecgpipe modules the served model runs (this module's import closure: inference
+    and what it stands on), without training, the pipeline, benchmarks or the CLI."""
+    root = Path(__file__).resolve().parents[2]
+    for relative in sorted(module_closure(root, __name__)):
+        (into / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / relative, into / relative)
+    return into / "ecgpipe"
+
+
 def _model_kwargs(model_dir: Path, aggregation: str, example: np.ndarray, tmp: Path) -> dict:
     predictor = Predictor.from_folder(_artifact_folder(model_dir, aggregation, tmp))
     return {
@@ -65,9 +86,9 @@ def _model_kwargs(model_dir: Path, aggregation: str, example: np.ndarray, tmp: P
         "artifacts": {ARTIFACT: str(tmp / ARTIFACT)},
         "signature": signature(predictor.class_names),
         "input_example": pd.DataFrame({"signal": [example.astype(np.float64).tolist()], "fs": [predictor.fs]}),
-        # ecgpipe travels with the model, so it also serves where ecgpipe is not installed
-        "code_paths": [str(Path(__file__).resolve().parent)],
-        "pip_requirements": ["torch", "numpy", "scipy", "pandas", "mlflow", "wfdb"],
+        # the inference code travels with the model, so it also serves where ecgpipe is not installed
+        "code_paths": [str(inference_code(tmp / "code"))],
+        "pip_requirements": served_requirements(),
     }
 
 
