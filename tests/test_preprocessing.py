@@ -1,5 +1,6 @@
 """The preprocessing object: one path from a raw recording to network input for training batches,
 evaluation and `ecgpipe predict`, for both featurizers; saved and loaded whole."""
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from ecgpipe.data.signals import SignalSet, load_signal_set
 from ecgpipe.data.store import Chunks, load_spectrogram_set, read_records
 from ecgpipe.evaluation.scoring import same_windows
 from ecgpipe.inference.checkpoint import model_spec
-from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
+from ecgpipe.inference.featurizers import FEATURIZERS, RawCrops, SpectrogramChunks, featurizer_from_dict
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.preprocessing import Preprocessing, aggregate_by_record
 from ecgpipe.inference.readers import Signal, read_recording
@@ -20,6 +21,7 @@ from ecgpipe.models import create_model
 from ecgpipe.params import parse_params
 from ecgpipe.pipeline.signals import run_signals
 from ecgpipe.pipeline.train import model_preprocessing
+from ecgpipe.signal.conditioning import Conditioning
 from ecgpipe.signal.windows import gather_windows
 from ecgpipe.training.fit import fit
 from ecgpipe.training.loaders import crop_chunks, random_crop_batches
@@ -133,6 +135,33 @@ def test_round_trip_through_model_json_for_both_featurizers(prepared):
         signal = Signal(synthetic_signal("N", 2000, np.random.default_rng(0)).astype(np.float64), 300)
         assert torch.equal(loaded.network_input(signal), pre.network_input(signal))
         assert (spec["n_steps"], spec["n_inputs"]) == pre.featurizer.input_shape
+
+
+def _example_featurizers(stage: dict) -> dict:
+    """One featurizer per registered kind, as a trained model would carry it (a robust variant too)."""
+    chunks = SpectrogramChunks.from_stage(stage, 4)
+    return {"spectrogram_chunks": [chunks, dataclasses.replace(chunks, conditioning=Conditioning(highpass_hz=0.5),
+                                                                log_floor=1e-3)],
+            "raw_crops": [RawCrops(300.0, 600), RawCrops(300.0, 600, Conditioning(highpass_hz=0.5, amplitude="mad"))]}
+
+
+@pytest.mark.parametrize("kind", sorted(FEATURIZERS))
+def test_every_registered_featurizer_round_trips_and_scores(prepared, kind):
+    """Each featurizer kind: through model.json and back unchanged, windows of the declared shape
+    for a recording, and a clear refusal of one too short for a single window."""
+    examples = _example_featurizers(load_spectrogram_set(prepared["spectrogram"]).preprocessing)
+    assert sorted(examples) == sorted(FEATURIZERS)  # a new kind fails here until it has an example
+    samples = synthetic_signal("A", 3000, np.random.default_rng(1)).astype(np.float64)
+    for featurizer in examples[kind]:
+        loaded = featurizer_from_dict(json.loads(json.dumps(featurizer.to_dict())))
+        assert type(loaded) is FEATURIZERS[kind] and loaded.to_dict() == featurizer.to_dict()
+        windows = loaded.windows(samples)
+        assert windows.dtype == torch.float32 and windows.shape[1:] == loaded.input_shape and len(windows) >= 1
+        assert torch.isfinite(windows).all() and torch.equal(windows, featurizer.windows(samples))
+        with pytest.raises(PredictError, match="shorter than one"):
+            loaded.windows(samples[: loaded.min_samples - 1])
+    with pytest.raises(ValueError, match="unknown featurizer kind 'wavelets'"):
+        featurizer_from_dict({"kind": "wavelets"})
 
 
 def test_models_saved_before_the_featurizers_still_load(prepared):

@@ -1,12 +1,20 @@
 """The training loop on small hand-made tasks: it learns, and the loaders draw what they should."""
+import typing
+from pathlib import Path
+
 import pytest
 import torch
 
-from ecgpipe.data.store import Chunks
+from ecgpipe.core.io import read_json
+from ecgpipe.data.store import PREPROCESSING_FILE, Chunks
+from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
+from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.models import create_model
 from ecgpipe.models.heads import predicted_labels, probabilities
+from ecgpipe.params import ExperimentParams
+from ecgpipe.pipeline.signals import run_signals
 from ecgpipe.training.fit import EpochOutputs, fit
-from ecgpipe.training.loaders import Spectrograms, chunked_batches, random_chunk_batches
+from ecgpipe.training.loaders import LOADERS, LoaderSources, Spectrograms, chunked_batches, random_chunk_batches
 
 
 def _separable_chunks(n: int, seed: int) -> Chunks:
@@ -116,3 +124,35 @@ def test_epoch_outputs_weight_each_batch_by_its_size():
     multiclass = EpochOutputs()
     multiclass.add(torch.tensor(1.0), torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]]), torch.tensor([1, 2]))
     assert multiclass.loss_and_accuracy() == pytest.approx((1.0, 0.5))
+
+
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_every_registered_loader_draws_balanced_batches_its_featurizer_shaped(prepared, records_dir, tmp_path, name):
+    """Each loader, on the synthetic pipeline's outputs: the files it names exist, its batches have
+    the network input shape of the model's featurizer, and an epoch draws the classes equally."""
+    params = prepared["params"]
+    run_signals(records_dir, prepared["spectrogram"], tmp_path / "signals.pt")
+    stage = read_json(prepared["spectrogram"] / PREPROCESSING_FILE)
+    val = Chunks.load(prepared["chunks"] / "val.pt", torch.device("cpu"))
+    sources = LoaderSources(prepared["spectrogram"], prepared["balance"], prepared["chunks"], tmp_path / "signals.pt",
+                            val.records, torch.device("cpu"), 8, params.chunk.size, params.chunk.seed)
+
+    def featurize(signals, rows):  # a raw-signal loader hands over the signals; the others do not
+        featurizer = (SpectrogramChunks.from_stage(stage, params.chunk.size) if signals is None
+                      else RawCrops(300.0, 600))
+        return Preprocessing(featurizer, tuple(stage["classes"]))
+
+    loader = LOADERS[name](sources, featurize)
+    assert loader.inputs and all(Path(p).is_file() for p in loader.inputs)
+    shape = loader.preprocessing.featurizer.input_shape
+    batches = list(loader.batches(torch.Generator().manual_seed(0)))
+    assert all(x.shape[1:] == shape and len(x) == len(y) <= 8 and x.dtype == torch.float32 for x, y in batches)
+    labels = torch.cat([y for _, y in batches])
+    assert (labels == 0).sum() == (labels == 1).sum() > 0
+    if loader.val is not None:
+        assert loader.val.x.shape[1:] == shape and torch.equal(torch.unique(loader.val.records),
+                                                                torch.unique(val.records))
+
+
+def test_the_loaders_params_yaml_accepts_are_the_registered_ones():
+    assert set(typing.get_args(typing.get_type_hints(ExperimentParams)["loader"])) == set(LOADERS)

@@ -10,7 +10,6 @@ from ecgpipe.evaluation.metrics import figure as stat_figure
 from ecgpipe.evaluation.scoring import SplitOutputs
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.readers import Signal
-from ecgpipe.models.heads import predict_logits
 from ecgpipe.signal.shifts import Shift, shift_rng
 
 SHIFT_FIGURES = ("roc_auc", "f1", "recall", "specificity")  # recall of A = sensitivity to AF
@@ -22,9 +21,7 @@ def score_shift(predictor: Predictor, signals: list[Signal], rows: torch.Tensor,
     for signal, row in zip(signals, rows.tolist()):
         samples, fs = shift.apply(signal.samples, signal.fs, shift_rng(seed, name, row))
         shifted.append(Signal(samples, fs))
-    x, owner = predictor.preprocessing.inputs(shifted, rows.tolist())
-    logits = predict_logits(predictor.model, x.to(device), batch_size).cpu()
-    return predictor.preprocessing.aggregate(logits, owner)[1]
+    return predictor.score(shifted, rows.tolist(), batch_size, device).probs
 
 
 def resample_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap) -> tuple[dict, dict]:

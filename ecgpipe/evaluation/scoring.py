@@ -32,7 +32,7 @@ from ecgpipe.inference.featurizers import SpectrogramChunks
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.inference.readers import Signal, read_recording
-from ecgpipe.models.heads import predict_logits, probabilities
+from ecgpipe.models.heads import probabilities
 
 # --- the evaluate stage -----------------------------------------------------------------------
 
@@ -84,9 +84,8 @@ def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray,
         balanced = chunks.balanced.cpu()
     else:
         balanced = torch.from_numpy(oversample(record_labels[owner].numpy(), np.random.default_rng(seed)))
-    logits = predict_logits(predictor.model, x.to(device), batch_size).cpu()
-    record_rows, probs = predictor.preprocessing.aggregate(logits, owner)
-    return SplitOutputs(logits, owner, record_rows, probs, dict(zip(rows.tolist(), signals))), balanced
+    scores = predictor.score_windows(x, owner, batch_size, device)
+    return SplitOutputs(scores.logits, owner, scores.rows, scores.probs, dict(zip(rows.tolist(), signals))), balanced
 
 
 def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels: torch.Tensor,

@@ -142,6 +142,12 @@ class SpectrogramChunks:
         return _with_conditioning(data, self.conditioning)
 
     @classmethod
+    def from_dict(cls, data: dict) -> "SpectrogramChunks":
+        fields = {k: v for k, v in data.items() if k != "kind"}
+        return cls(**{**fields, "conditioning": Conditioning.from_dict(fields.get("conditioning")),
+                      "normalisation": Normalisation.from_dict(fields["normalisation"])})
+
+    @classmethod
     def from_stage(cls, preprocessing: dict, chunk_size: int) -> "SpectrogramChunks":
         """From the spectrogram stage's ``preprocessing.json`` and the chunk size."""
         return cls(float(preprocessing["sampling_rate_hz"]), preprocessing["nperseg"], preprocessing["noverlap"],
@@ -207,18 +213,18 @@ class RawCrops:
         return _with_conditioning({"kind": self.kind, "sampling_rate_hz": self.sampling_rate_hz,
                                    "crop_samples": self.crop_samples}, self.conditioning)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "RawCrops":
+        fields = {k: v for k, v in data.items() if k != "kind"}
+        return cls(**{**fields, "conditioning": Conditioning.from_dict(fields.get("conditioning"))})
+
 
 Featurizer = SpectrogramChunks | RawCrops
-
-
-FEATURIZERS = {f.kind: f for f in (SpectrogramChunks, RawCrops)}
+# the featurizers by the ``kind`` that model.json names; each builds itself from its dict
+FEATURIZERS: dict[str, type] = {f.kind: f for f in (SpectrogramChunks, RawCrops)}
 
 
 def featurizer_from_dict(data: dict) -> Featurizer:
-    fields = {k: v for k, v in data.items() if k != "kind"}
-    fields["conditioning"] = Conditioning.from_dict(fields.get("conditioning"))
-    if data["kind"] == SpectrogramChunks.kind:
-        return SpectrogramChunks(**{**fields, "normalisation": Normalisation.from_dict(fields["normalisation"])})
-    if data["kind"] == RawCrops.kind:
-        return RawCrops(**fields)
-    raise ValueError(f"unknown featurizer kind {data['kind']!r}; expected one of {sorted(FEATURIZERS)}")
+    if data.get("kind") not in FEATURIZERS:
+        raise ValueError(f"unknown featurizer kind {data.get('kind')!r}; expected one of {sorted(FEATURIZERS)}")
+    return FEATURIZERS[data["kind"]].from_dict(data)

@@ -19,6 +19,7 @@ from ecgpipe.core.errors import PredictError
 from ecgpipe.core.units import ADC_PER_MV
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.inference.readers import Signal, check_gain, check_sampling_rate, read_recording
+from ecgpipe.models.heads import predict_logits
 
 PREDICTOR_SPEC = "predictor.json"
 
@@ -27,6 +28,20 @@ PREDICTOR_SPEC = "predictor.json"
 
 
 
+
+
+EVAL_BATCH_SIZE = 4096  # windows per forward pass unless told otherwise: bounds memory, not results
+
+
+@dataclasses.dataclass
+class Scores:
+    """Recordings scored by a predictor: each window's logits and owner, and one probability row
+    per owner (owners ascending)."""
+
+    logits: torch.Tensor
+    owner: torch.Tensor
+    rows: torch.Tensor
+    probs: torch.Tensor
 
 
 class Predictor:
@@ -78,11 +93,24 @@ class Predictor:
         return self.preprocessing.network_input(signal)
 
     @torch.no_grad()
+    def score(self, signals: list[Signal], owners: list[int], batch_size: int = EVAL_BATCH_SIZE,
+              device: torch.device | str = "cpu") -> Scores:
+        """Recordings through the whole path: featurizer windows, logits (``batch_size`` windows per
+        forward pass, on ``device``, where the network must be), one probability row per owner."""
+        x, owner = self.preprocessing.inputs(signals, owners)
+        return self.score_windows(x, owner, batch_size, device)
+
+    @torch.no_grad()
+    def score_windows(self, x: torch.Tensor, owner: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE,
+                      device: torch.device | str = "cpu") -> Scores:
+        """Network-input windows ``x`` of recordings ``owner`` (from ``preprocessing.inputs``) to scores."""
+        logits = predict_logits(self.model, x.to(device), batch_size).cpu()
+        rows, probs = self.preprocessing.aggregate(logits, owner)
+        return Scores(logits, owner, rows, probs)
+
     def predict_proba(self, signal: Signal) -> np.ndarray:
         """Probability per class (in ``class_names`` order) for one recording."""
-        windows = self.network_input(signal)
-        _, probs = self.preprocessing.aggregate(self.model(windows), torch.zeros(len(windows), dtype=torch.long))
-        return probs[0].numpy().astype(np.float64)
+        return self.score([signal], [0]).probs[0].numpy().astype(np.float64)
 
     def classify(self, signal: Signal) -> dict:
         probs = self.predict_proba(signal)

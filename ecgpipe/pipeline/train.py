@@ -21,8 +21,8 @@ import torch
 from ecgpipe.core.device import resolve_device
 from ecgpipe.core.errors import TrainingError
 from ecgpipe.core.io import json_text, read_json, staged_outputs, write_tensors
-from ecgpipe.data.signals import SignalSet, load_signal_set
-from ecgpipe.data.store import PREPROCESSING_FILE, SPECTRA_FILE, Chunks
+from ecgpipe.data.signals import SignalSet
+from ecgpipe.data.store import PREPROCESSING_FILE, Chunks
 from ecgpipe.inference.checkpoint import SPEC_FILE, WEIGHTS_FILE, build_model, model_spec
 from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
 from ecgpipe.inference.preprocessing import Preprocessing
@@ -32,11 +32,8 @@ from ecgpipe.tracking.runs import RUN_FILE
 from ecgpipe.training.cpu import tune_for_training
 from ecgpipe.training.fit import fit
 from ecgpipe.training.loaders import (
-    Spectrograms,
-    chunked_batches,
-    crop_chunks,
-    random_chunk_batches,
-    random_crop_batches,
+    LOADERS,
+    LoaderSources,
     window_positions,
 )
 
@@ -107,27 +104,13 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
 
     val_path = Path(chunks_dir) / "val.pt"
     val = Chunks.load(val_path, device)
-    if experiment.loader != "random_crop":
-        preprocessing = model_preprocessing(name, params, stage_preprocessing)
-    if experiment.loader == "chunked":
-        inputs = [Path(chunks_dir) / "train.pt"]
-        batches = chunked_batches(Chunks.load(inputs[0], device), params.train.batch_size)
-    elif experiment.loader == "random_chunk":
-        inputs = [Path(spectrogram_dir) / SPECTRA_FILE, Path(balance_path)]
-        recordings = Spectrograms.load(spectrogram_dir, balance_path, device)
-        batches = random_chunk_batches(recordings, params.chunk.size, params.train.batch_size)
-    else:  # random_crop: the raw signal; validated on the crops that score the validation recordings
-        if signals_path is None:
-            raise ValueError(f"experiment {name}: the random_crop loader needs the signals stage's file (--signals)")
-        inputs = [Path(signals_path), Path(balance_path)]
-        signals = load_signal_set(signals_path, spectrogram_dir).to(device)
-        train_rows = torch.tensor(read_json(balance_path)["train"], dtype=torch.long, device=device)
-        preprocessing = model_preprocessing(name, params, stage_preprocessing, signals, train_rows)
-        batches = random_crop_batches(signals, train_rows, preprocessing.featurizer, params.train.batch_size,
-                                      experiment.augment)
-        val = crop_chunks(signals, torch.unique_consecutive(val.records), preprocessing.featurizer,
-                                params.chunk.seed)
-    inputs += [val_path, preprocessing_path]
+    sources = LoaderSources(spectrogram_dir, balance_path, chunks_dir, signals_path, val.records, device,
+                            params.train.batch_size, params.chunk.size, params.chunk.seed, experiment.augment)
+    loader = LOADERS[experiment.loader](
+        sources, lambda signals, rows: model_preprocessing(name, params, stage_preprocessing, signals, rows))
+    batches, preprocessing = loader.batches, loader.preprocessing
+    val = loader.val if loader.val is not None else val  # a raw-signal loader validates on its own windows
+    inputs = loader.inputs + [val_path, preprocessing_path]
     spec = model_spec(name, experiment.model, preprocessing)
 
     torch.manual_seed(params.train.seed)  # the network's initial weights

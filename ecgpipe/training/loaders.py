@@ -18,9 +18,10 @@ import torch
 
 from ecgpipe.core.io import load_tensors, read_json
 from ecgpipe.data.balance import oversample
-from ecgpipe.data.signals import SignalSet
+from ecgpipe.data.signals import SignalSet, load_signal_set
 from ecgpipe.data.store import SPECTRA_FILE, Chunks
 from ecgpipe.inference.featurizers import Featurizer
+from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.signal.augment import Augmentation
 from ecgpipe.signal.windows import gather_windows, sample_windows
 
@@ -129,3 +130,75 @@ def random_crop_batches(signals: SignalSet, rows: torch.Tensor, featurizer: Feat
             yield featurizer.from_sample_windows(crops), signals.labels[order[start : start + batch_size]]
 
     return epoch
+
+
+# --- the loaders by name (params.yaml's experiments.NAME.loader) -------------------------------
+
+@dataclass(frozen=True)
+class LoaderSources:
+    """What a loader may read: the data stages' outputs, and the training settings it needs."""
+
+    spectrogram_dir: Path
+    balance_path: Path
+    chunks_dir: Path
+    signals_path: Path | None
+    val_records: torch.Tensor  # the validation chunk file's recording of each chunk
+    device: torch.device
+    batch_size: int
+    chunk_size: int
+    chunk_seed: int
+    augment: Augmentation | None = None
+
+
+# the preprocessing object a model trains with, from the training signals and rows where its
+# featurizer normalises with their statistics (None for loaders that do not read the signals)
+Featurize = Callable[[SignalSet | None, torch.Tensor | None], Preprocessing]
+
+
+@dataclass
+class Loader:
+    batches: Batches
+    inputs: list[Path]  # the files it read (MLflow lineage)
+    preprocessing: Preprocessing
+    val: Chunks | None = None  # its own validation windows; None: the chunk file's
+
+
+LOADERS: dict[str, Callable[[LoaderSources, Featurize], Loader]] = {}
+
+
+def register_loader(name: str):
+    def register(make: Callable[[LoaderSources, Featurize], Loader]):
+        LOADERS[name] = make
+        return make
+    return register
+
+
+@register_loader("chunked")
+def chunked_loader(src: LoaderSources, featurize: Featurize) -> Loader:
+    """The balanced pre-chunked training set, shuffled each epoch."""
+    preprocessing = featurize(None, None)
+    path = Path(src.chunks_dir) / "train.pt"
+    return Loader(chunked_batches(Chunks.load(path, src.device), src.batch_size), [path], preprocessing)
+
+
+@register_loader("random_chunk")
+def random_chunk_loader(src: LoaderSources, featurize: Featurize) -> Loader:
+    """One chunk at a random window offset from each balanced training recording, each epoch."""
+    preprocessing = featurize(None, None)
+    recordings = Spectrograms.load(src.spectrogram_dir, src.balance_path, src.device)
+    return Loader(random_chunk_batches(recordings, src.chunk_size, src.batch_size),
+                  [Path(src.spectrogram_dir) / SPECTRA_FILE, Path(src.balance_path)], preprocessing)
+
+
+@register_loader("random_crop")
+def random_crop_loader(src: LoaderSources, featurize: Featurize) -> Loader:
+    """The raw signal: one (augmented) crop per balanced training recording, each epoch, through the
+    model's featurizer; validated on the windows that score the validation recordings."""
+    if src.signals_path is None:
+        raise ValueError("the random_crop loader needs the signals stage's file (--signals)")
+    signals = load_signal_set(src.signals_path, src.spectrogram_dir).to(src.device)
+    train_rows = torch.tensor(read_json(src.balance_path)["train"], dtype=torch.long, device=src.device)
+    preprocessing = featurize(signals, train_rows)
+    batches = random_crop_batches(signals, train_rows, preprocessing.featurizer, src.batch_size, src.augment)
+    val = crop_chunks(signals, torch.unique_consecutive(src.val_records), preprocessing.featurizer, src.chunk_seed)
+    return Loader(batches, [Path(src.signals_path), Path(src.balance_path)], preprocessing, val)
