@@ -235,13 +235,10 @@ def write_user_output(target: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def file_digest(path: str | Path, algorithm: str = "md5", block: int = 1 << 20) -> str:
+def file_digest(path: str | Path, algorithm: str = "md5") -> str:
     """The hex digest of a file's bytes (md5: what DVC 3 records for a file in dvc.lock)."""
-    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def json_text(data: Any) -> str:
