@@ -2,8 +2,10 @@
 import pytest
 import torch
 
+from ecgpipe.bench import load_notebook_baseline
 from ecgpipe.bench.train import _baseline_network, bench_train, speedups
 from ecgpipe.cli import main
+from ecgpipe.cli import main as cli_main
 from ecgpipe.models import create_model
 
 
@@ -91,3 +93,14 @@ def test_bench_options_are_checked_before_anything_runs(argv, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_the_notebook_baselines_are_found_in_the_checkout_or_named(tmp_path, monkeypatch, capsys):
+    """The baselines live in benchmarks/notebook/, outside the installed package: from another folder
+    the command says where it looks, in one line."""
+    assert load_notebook_baseline("notebook_train").NotebookConvNet  # from the project's root
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["bench", "train", "--batches", "2", "--repeats", "1", "--notebook", "--models", "conv"])
+    assert "benchmarks/notebook/notebook_train.py" in str(exit_info.value)
+    assert "run the benchmark from the project's root folder" in str(exit_info.value)

@@ -77,6 +77,8 @@ def bench_data(params_path: Path, repeats: int = 3, notebook: bool = False) -> d
     """Extract the archive once (untimed), then time ``repeats`` fresh-process runs; medians."""
     if repeats < 1:
         raise ValueError(f"repeats: expected at least 1 run to time, got {repeats}")
+    if notebook:
+        notebook_baseline("notebook_data")  # missing: one line here, before the archive is extracted
     params = load_params(params_path)
     with tempfile.TemporaryDirectory(prefix="ecgpipe-bench-") as tmp:
         archive, _ = obtain_archive(params.download.url, Path(tmp) / "download")  # a temporary folder: ours either way

@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from ecgpipe.bench import fresh_process_json, load_notebook_baseline, start_clock
+from ecgpipe.bench import fresh_process_json, load_notebook_baseline, notebook_baseline, start_clock
 from ecgpipe.core.device import resolve_device
 from ecgpipe.data.signals import SignalSet
 from ecgpipe.data.store import Chunks
@@ -153,6 +153,8 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         raise ValueError(f"unknown models {unknown}; registered: {list_models()}")
     if batches < 1 or repeats < 1:
         raise ValueError(f"--batches and --repeats must be at least 1, got {batches} and {repeats}")
+    if notebook:
+        notebook_baseline("notebook_train")  # missing: one line here, not a child's traceback
     ours_runs, notebook_runs, labels = [], [], {}
     for _ in range(repeats):
         ours_run, notebook_run = {"examples_per_s": {}}, {"examples_per_s": {}}
