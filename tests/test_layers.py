@@ -41,7 +41,7 @@ def test_every_stage_lists_the_ecgpipe_code_it_runs():
     assert not missing, f"stages whose dvc.yaml deps miss modules they import: {missing}"
 
 
-def test_the_closure_follows_imports_inside_functions(tmp_path):
+def test_the_closure_follows_imports_inside_functions():
     """The check itself: a stage module that imports a module inside a function depends on it."""
     closure = import_closure(ROOT / "stages" / "evaluate.py")
     assert Path("ecgpipe/tracking/pyfunc.py") in closure  # imported inside run_evaluate only
