@@ -121,19 +121,11 @@ class BaselineShift:
 
 @register_shift
 @dataclass(frozen=True)
-class MainsShift:
-    """Mains hum of ``hz`` and ``mv``, random phase."""
+class MainsShift(BaselineShift):
+    """Mains hum of ``hz`` and ``mv``, random phase: a baseline sinusoid at 50 or 60 Hz, its own kind
+    so that params.yaml says which it means."""
 
     kind: Literal["mains"]
-    hz: float
-    mv: float
-
-    def validate(self, key: str) -> None:
-        _positive(key, hz=self.hz)
-        _below_nyquist(key, hz=self.hz)
-
-    def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-        return _sinusoid(samples, fs, self.hz, self.mv, rng), fs
 
 
 @register_shift
