@@ -18,17 +18,10 @@ import torch
 from ecgpipe.core.errors import PredictError
 from ecgpipe.core.units import ADC_PER_MV
 from ecgpipe.inference.preprocessing import Preprocessing
-from ecgpipe.inference.readers import Signal, check_gain, check_sampling_rate, read_recording
+from ecgpipe.inference.readers import InputLimits, Signal, check_gain, check_sampling_rate, read_recording
 from ecgpipe.models.heads import predict_logits
 
 PREDICTOR_SPEC = "predictor.json"
-
-
-
-
-
-
-
 
 EVAL_BATCH_SIZE = 4096  # windows per forward pass unless told otherwise: bounds memory, not results
 
@@ -45,11 +38,15 @@ class Scores:
 
 
 class Predictor:
-    """A trained network with its preprocessing object: raw signal -> class probabilities."""
+    """A trained network with its preprocessing object: raw signal -> class probabilities.
 
-    def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing):
+    ``limits`` bound what it accepts (sampling rate, duration): a recording outside them is a
+    PredictError before any resampling, so no input can make it allocate without bound."""
+
+    def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing, limits: InputLimits = InputLimits()):
         self.model = model.eval()
         self.preprocessing = preprocessing
+        self.limits = limits
 
     @property
     def class_names(self) -> list[str]:
@@ -97,6 +94,8 @@ class Predictor:
               device: torch.device | str = "cpu") -> Scores:
         """Recordings through the whole path: featurizer windows, logits (``batch_size`` windows per
         forward pass, on ``device``, where the network must be), one probability row per owner."""
+        for signal in signals:
+            self.limits.check(signal)
         x, owner = self.preprocessing.inputs(signals, owners)
         return self.score_windows(x, owner, batch_size, device)
 
@@ -118,8 +117,6 @@ class Predictor:
             raise PredictError("the network's output is not finite for this recording")
         return {"label": self.class_names[int(probs.argmax())],
                 **{f"p_{c}": float(p) for c, p in zip(self.class_names, probs)}}
-
-
 
 
 def record_names(paths: list[str]) -> list[str]:

@@ -13,8 +13,11 @@ from ecgpipe.core.errors import PredictError, RecordError
 from ecgpipe.core.units import ADC_PER_MV
 from ecgpipe.data.records import read_signal
 
-# Sampling rates that resampling to the training rate can handle (a ratio of at most 1000:1).
-MIN_FS_HZ, MAX_FS_HZ = 1.0, 100_000.0
+# The input a predictor accepts (the serving contract, checked before any resampling): sampling rates
+# of ECG devices (50 Hz to 10 kHz; resampling a rate outside them multiplies or divides the samples
+# by over 30), and recordings of at most a day (a Holter recording).
+MIN_FS_HZ, MAX_FS_HZ = 50.0, 10_000.0
+MAX_DURATION_S = 24 * 3600.0
 
 
 def _as_float(value) -> float:
@@ -31,6 +34,34 @@ def check_sampling_rate(fs: float, what: str = "--fs") -> float:
     if not MIN_FS_HZ <= value <= MAX_FS_HZ:  # also false for NaN
         raise PredictError(f"{what}: expected a sampling rate in Hz from {MIN_FS_HZ:g} to {MAX_FS_HZ:g}, got {fs!r}")
     return value
+
+
+def check_duration(n_samples: int, fs: float, max_duration_s: float = MAX_DURATION_S) -> None:
+    """A PredictError when ``n_samples`` at ``fs`` Hz last longer than ``max_duration_s``."""
+    if n_samples > max_duration_s * fs:
+        raise PredictError(f"the recording lasts {n_samples / fs / 3600:.1f} h ({n_samples:,} samples at {fs:g} Hz); "
+                           f"expected at most {max_duration_s / 3600:g} h: split it into parts")
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What a predictor accepts, checked before any resampling (the serving contract)."""
+
+    min_fs_hz: float = MIN_FS_HZ
+    max_fs_hz: float = MAX_FS_HZ
+    max_duration_s: float = MAX_DURATION_S
+
+    def check(self, signal: "Signal") -> None:
+        """A PredictError naming the bound that ``signal`` breaks."""
+        fs = _as_float(signal.fs)
+        if not self.min_fs_hz <= fs <= self.max_fs_hz:  # also false for NaN
+            raise PredictError(f"sampling rate: expected a sampling rate in Hz from {self.min_fs_hz:g} to "
+                               f"{self.max_fs_hz:g}, got {signal.fs!r}")
+        check_duration(int(np.size(signal.samples)), fs, self.max_duration_s)
+
+    def describe(self) -> str:
+        return (f"one recording per row, sampled at {self.min_fs_hz:g} Hz to {self.max_fs_hz:g} Hz, "
+                f"lasting at most {self.max_duration_s / 3600:g} h")
 
 
 def check_gain(gain: float, what: str = "--gain") -> float:
