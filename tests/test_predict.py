@@ -1,13 +1,7 @@
 """Classifying new recordings: same numbers as the evaluate stage, every input format, bad files."""
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pandas as pd
@@ -124,51 +118,6 @@ def test_mlflow_run_has_evaluation_and_predictor(evaluated):
     assert out["label"].iloc[0] in ("N", "A") and out["error"].iloc[0] == ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_served_model_answers_http_with_the_same_numbers(evaluated, records_dir, tmp_path):
-    folder = evaluated["out"] / "predictors" / evaluated["name"]
-    predictor = Predictor.from_folder(folder)
-    files = ["A00001", "A00002", "A00003"]
-    expected = [predictor.classify(read_recording(records_dir / f"{f}.mat")) for f in files]
-    signals = [scipy.io.loadmat(records_dir / f"{f}.mat")["val"][0].astype(float).tolist() for f in files]
-    port = _free_port()
-    mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen(
-        [mlflow_cli, "models", "serve", "-m", str(folder), "--env-manager", "local", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        # mlflow starts uvicorn by name: this interpreter's scripts first, as in an activated venv
-        env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]),
-    )
-    try:
-        body = json.dumps({"dataframe_records": [{"signal": s, "fs": 300.0} for s in signals]}).encode()
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                                 headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    answer = json.loads(response.read())
-                break
-            except (ConnectionError, urllib.error.URLError):
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the model server did not start within 90 s"
-                time.sleep(1)
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
-        log.close()
-    predictions = answer["predictions"]
-    assert [p["label"] for p in predictions] == [e["label"] for e in expected]
-    np.testing.assert_allclose([p["p_A"] for p in predictions], [e["p_A"] for e in expected], atol=1e-6)
-
-
 # --- bad input: never a label for a recording that was not scored, never a lost call ----------
 
 def test_unscorable_recordings_get_an_error_never_a_label(evaluated, records_dir, tmp_path):
@@ -214,11 +163,11 @@ def test_one_bad_file_does_not_lose_the_call(evaluated, records_dir, tmp_path, c
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--fs", "0", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got '0'"),
-    ("--fs", "-5", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got '-5'"),
-    ("--fs", "inf", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got 'inf'"),
-    ("--fs", "nan", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got 'nan'"),
-    ("--fs", "1e9", "argument --fs: expected a sampling rate in Hz from 1 to 100000, got '1e9'"),
+    ("--fs", "0", "argument --fs: expected a sampling rate in Hz from 50 to 10000, got '0'"),
+    ("--fs", "-5", "argument --fs: expected a sampling rate in Hz from 50 to 10000, got '-5'"),
+    ("--fs", "inf", "argument --fs: expected a sampling rate in Hz from 50 to 10000, got 'inf'"),
+    ("--fs", "nan", "argument --fs: expected a sampling rate in Hz from 50 to 10000, got 'nan'"),
+    ("--fs", "1e9", "argument --fs: expected a sampling rate in Hz from 50 to 10000, got '1e9'"),
     ("--gain", "0", "argument --gain: expected a positive number of units per mV, got '0'"),
     ("--gain", "-1", "argument --gain: expected a positive number of units per mV, got '-1'"),
 ])
@@ -234,7 +183,7 @@ def test_fs_applies_to_mat_files_and_zero_is_refused(evaluated, records_dir):
     path = records_dir / "A00001.mat"
     assert read_recording(path).fs == 300.0 and read_recording(path, fs=360.0).fs == 360.0
     predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
-    with pytest.raises(PredictError, match="--fs: expected a sampling rate in Hz from 1 to 100000, got 0"):
+    with pytest.raises(PredictError, match="--fs: expected a sampling rate in Hz from 50 to 10000, got 0"):
         predict_files(predictor, [str(path)], fs=0)
     with pytest.raises(PredictError, match="--gain: expected a positive number of units per mV, got 0"):
         predict_files(predictor, [str(path)], gain=0)

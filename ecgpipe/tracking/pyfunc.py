@@ -1,12 +1,14 @@
 """The predictor as an MLflow pyfunc model: what `mlflow models serve` and the Model Registry hold.
 
 Input: a table with a ``signal`` column (one recording's samples, CinC units: 1/1000 mV) and an
-``fs`` column (its sampling rate in Hz). Output: ``label``, ``p_<class>`` per class and ``error``
-(empty when the recording was classified; a bad recording does not fail the others).
+``fs`` column (its sampling rate in Hz, 50 to 10,000), each recording at most 24 h long
+(:class:`~ecgpipe.inference.readers.InputLimits`). Output: ``label``, ``p_<class>`` per class,
+``error`` (empty when the recording was classified; a bad recording does not fail the others: its
+row has null probabilities and the error's one line) and ``model`` (the MLflow run that trained
+the answering model). Served, requests are bounded and errors are one line (``tracking.serving``).
 """
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from importlib.metadata import version
@@ -20,33 +22,50 @@ from mlflow.types.schema import Array, ColSpec, Schema
 
 from ecgpipe.core.errors import PredictError
 from ecgpipe.core.imports import module_closure
-from ecgpipe.core.io import write_json
+from ecgpipe.core.io import read_json, write_json
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
-from ecgpipe.inference.readers import Signal
+from ecgpipe.inference.readers import InputLimits, Signal
+from ecgpipe.tracking.runs import RUN_FILE
+from ecgpipe.tracking.serving import MAX_REQUEST_BYTES, install_in_scoring_server
 
 ARTIFACT = "predictor"  # the artifact key and the folder under artifacts/ of a saved predictor
 
 
+def _trained_by(artifact_folder: str) -> str:
+    """The MLflow run that trained the model in ``artifact_folder`` ("" for one trained outside MLflow)."""
+    try:
+        return str(read_json(Path(artifact_folder) / PREDICTOR_SPEC).get("run_id", ""))
+    except (OSError, ValueError):
+        return ""
+
+
 class PredictorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
+        install_in_scoring_server()  # before `mlflow models serve` builds its app: see tracking.serving
         self.predictor = Predictor.from_folder(context.artifacts[ARTIFACT])
+        self.model_run = _trained_by(context.artifacts[ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         rows = []
         for signal, fs in zip(model_input["signal"], model_input["fs"]):
-            row = {"label": "", **{f"p_{c}": math.nan for c in self.predictor.class_names}, "error": ""}
+            # an error row's probabilities are None: JSON's null, where NaN would not be JSON
+            row = {"label": "", **{f"p_{c}": None for c in self.predictor.class_names}, "error": "",
+                   "model": self.model_run}
             try:
-                row.update(self.predictor.classify(Signal(np.asarray(signal, dtype=np.float64), float(fs))))
+                samples = np.asarray(signal, dtype=np.float64)
+                self.predictor.limits.check(Signal(samples, fs))
+                row.update(self.predictor.classify(Signal(samples, float(fs))))
             except (PredictError, ValueError, TypeError) as exc:
-                row["error"] = str(exc)
+                row["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             rows.append(row)
-        return pd.DataFrame(rows)
+        columns = ["label", *[f"p_{c}" for c in self.predictor.class_names], "error", "model"]
+        return pd.DataFrame(rows, columns=columns, dtype=object)
 
 
 def signature(class_names: list[str]) -> ModelSignature:
     inputs = Schema([ColSpec(Array("double"), "signal"), ColSpec("double", "fs")])
-    outputs = Schema([ColSpec("string", "label"), *[ColSpec("double", f"p_{c}") for c in class_names],
-                      ColSpec("string", "error")])
+    outputs = Schema([ColSpec("string", "label"), *[ColSpec("double", f"p_{c}", required=False) for c in class_names],
+                      ColSpec("string", "error"), ColSpec("string", "model")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -56,12 +75,14 @@ def _artifact_folder(model_dir: Path, aggregation: str, into: Path) -> Path:
     folder.mkdir(parents=True)
     for name in ("model.pt", "model.json"):
         shutil.copy(Path(model_dir) / name, folder / name)
-    write_json(folder / PREDICTOR_SPEC, {"aggregation": aggregation})
+    trained_by = Path(model_dir) / RUN_FILE  # the train stage's MLflow run: the reply names it
+    run_id = read_json(trained_by)["run_id"] if trained_by.is_file() else ""
+    write_json(folder / PREDICTOR_SPEC, {"aggregation": aggregation, "run_id": run_id})
     return folder
 
 
 # the packages whose versions the served model pins (torch by its version, not its CUDA or CPU build)
-SERVED_PACKAGES = ("torch", "numpy", "scipy", "pandas", "mlflow")
+SERVED_PACKAGES = ("torch", "numpy", "scipy", "pandas", "mlflow", "wfdb")
 
 
 def served_requirements() -> list[str]:
@@ -89,6 +110,7 @@ def _model_kwargs(model_dir: Path, aggregation: str, example: np.ndarray, tmp: P
         # the inference code travels with the model, so it also serves where ecgpipe is not installed
         "code_paths": [str(inference_code(tmp / "code"))],
         "pip_requirements": served_requirements(),
+        "metadata": {"input": InputLimits().describe(), "max_request_bytes_default": MAX_REQUEST_BYTES},
     }
 
 

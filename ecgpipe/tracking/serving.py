@@ -1,0 +1,146 @@
+"""The HTTP side of the serving contract, for ``mlflow models serve``: bounded requests, one content
+type, and error replies of one line without stack traces or server paths.
+
+MLflow's scoring server reads a whole request body into memory, parses it, and answers a parsing
+error with the Python stack trace; it has no setting for any of that. The served model installs
+:class:`RequestContract` around it when it is loaded inside that server (``load_context`` runs
+before the server builds its FastAPI app, which is then created with this middleware).
+Everything else (``/ping``, ``/version``, the scoring itself) is MLflow's.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+# Bytes of one /invocations request: about 5 million samples as JSON, a 5-hour recording at 300 Hz,
+# which the server parses within about 1 GB. ECGPIPE_MAX_REQUEST_BYTES sets another bound.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+MAX_REQUEST_ENV = "ECGPIPE_MAX_REQUEST_BYTES"
+ACCEPTED = "application/json"
+SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its server process
+
+
+def max_request_bytes() -> int:
+    value = os.environ.get(MAX_REQUEST_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_REQUEST_BYTES
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """The first line of ``message``, at most ``limit`` characters: what a client needs, no traceback."""
+    line = next((part.strip() for part in str(message).splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error_code": code, "message": one_line(message)}).encode()
+
+
+class RequestContract:
+    """ASGI middleware: POST /invocations must be ``application/json`` of at most ``max_bytes`` (a
+    larger one is refused with 413 as soon as its Content-Length or its first bytes over the bound
+    say so, never read whole); any error reply becomes ``{"error_code", "message"}`` in one line."""
+
+    def __init__(self, app, max_bytes: int | None = None):
+        self.app = app
+        self.max_bytes = max_request_bytes() if max_bytes is None else max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/invocations" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        mime = headers.get("content-type", "").split(";")[0].strip().lower()
+        if mime != ACCEPTED:
+            return await _reply(send, 415, "UNSUPPORTED_MEDIA_TYPE",
+                                f"expected Content-Type {ACCEPTED} (a dataframe_split or dataframe_records body with "
+                                f"columns signal and fs), got {mime or 'none'!r}")
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await _reply(send, 413, "REQUEST_TOO_LARGE", self._too_large(int(length)))
+        body, more = bytearray(), True
+        while more:  # read up to the bound; past it, refuse without reading the rest
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await _reply(send, 413, "REQUEST_TOO_LARGE", self._too_large(None))
+        await self.app(scope, _replay(bytes(body)), _clean_errors(send))
+
+    def _too_large(self, length: int | None) -> str:
+        size = f"{length:,} bytes" if length is not None else "more"
+        return (f"the request has {size}; expected at most {self.max_bytes:,} bytes (set {MAX_REQUEST_ENV} on the "
+                "server for more, or send fewer recordings per request)")
+
+
+async def _reply(send, status: int, code: str, message: str) -> None:
+    body = _error_body(code, message)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes):
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return receive
+
+
+def _clean_errors(send):
+    """``send`` that rewrites an error reply (status 400 and above) as one line without a trace."""
+    state = {"status": 200, "start": None, "body": b""}
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            state["status"], state["start"] = message["status"], message
+            if message["status"] < 400:
+                await send(message)
+            return
+        if message["type"] != "http.response.body" or state["status"] < 400:
+            return await send(message)
+        state["body"] += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        try:
+            reply = json.loads(state["body"])
+            code, text = reply.get("error_code", "BAD_REQUEST"), reply.get("message", "")
+        except (ValueError, AttributeError):
+            code, text = "BAD_REQUEST", state["body"].decode("utf-8", "replace")
+        await _reply(send, state["status"], code, _without_data(text))
+    return wrapped
+
+
+def _without_data(message: str) -> str:
+    """MLflow's messages may quote the whole request ("Failed to predict data '<DataFrame>'"); keep its
+    own words only."""
+    line = one_line(message, limit=10_000)
+    if line.startswith("Failed to predict data"):
+        return "the request does not fit the model's signature (columns signal: a list of numbers, fs: a number)"
+    return one_line(line)
+
+
+def install_in_scoring_server() -> None:
+    """When running inside ``mlflow models serve``'s server process, make the FastAPI app it builds
+    next carry :class:`RequestContract`. Anywhere else (tests, ``ecgpipe predict``), nothing."""
+    if not os.environ.get(SERVER_MODEL_PATH_ENV):
+        return
+    import fastapi
+
+    if getattr(fastapi.FastAPI, "_ecgpipe_contract", False):
+        return
+    base = fastapi.FastAPI
+
+    class ContractApp(base):
+        _ecgpipe_contract = True
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_middleware(RequestContract)
+
+    fastapi.FastAPI = ContractApp
