@@ -277,10 +277,43 @@ class EvaluateParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class GateCheck:
+    """One deployment check of the champion gate: a results.csv figure at least or at most a bound."""
+
+    at_least: float | None = None
+    at_most: float | None = None
+
+    def validate(self, key: str) -> None:
+        if (self.at_least is None) == (self.at_most is None):
+            fail_param(key, "a mapping with one of at_least or at_most", dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preference:
+    """A tie-break among the champion's candidates: the highest ``figure`` wins, and every candidate
+    within ``tolerance`` of it stays in for the next tie-break (so figures that differ within the
+    noise between machines never decide)."""
+
+    figure: str
+    tolerance: float = 0.0
+
+    def validate(self, key: str) -> None:
+        if self.tolerance < 0:
+            fail_param(f"{key}.tolerance", "a tolerance of at least 0", self.tolerance)
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportParams:
-    # the experiment with the highest value of this results.csv column becomes the champion
+    # the champion: the eligible experiment with the highest value of this results.csv column, or
+    # one not distinguishable from it (paired bootstrap) chosen by `prefer`, then `order`
     champion_metric: str = "record_f1_A"
     registered_model: str = "ecgpipe-af"  # its name in the MLflow Model Registry (alias: champion)
+    # deployment checks: results.csv column -> {at_least: x} or {at_most: x}; an experiment is eligible
+    # only if it passes them all
+    gate: dict[str, GateCheck] = dataclasses.field(default_factory=dict)
+    prefer: list[Preference] = dataclasses.field(default_factory=list)
+    # the last tie-break: experiments in this order first, then the others by name
+    order: list[str] = dataclasses.field(default_factory=list)
 
     def validate(self, key: str) -> None:
         if not is_plain_name(self.registered_model):
@@ -288,6 +321,8 @@ class ReportParams:
                   "'/' and ':' in names)", self.registered_model)
         if not self.champion_metric.startswith(("record_", "chunk_", "balanced_")):
             fail_param(f"{key}.champion_metric", "a results.csv score column such as record_f1_A", self.champion_metric)
+        if len(set(self.order)) != len(self.order):
+            fail_param(f"{key}.order", "each experiment once", self.order)
 
 
 @dataclasses.dataclass(frozen=True)

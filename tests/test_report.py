@@ -199,7 +199,7 @@ def test_the_champions_configuration_end_to_end(reported, records_dir, monkeypat
     served = mlflow.pyfunc.load_model(str(out / "predictors" / CHAMPION_CONFIG))
     signals = [scipy.io.loadmat(f)["val"][0].astype(float).tolist() for f in files]
     answer = served.predict(pd.DataFrame({"signal": signals, "fs": [300.0] * len(signals)}))
-    np.testing.assert_allclose(answer["p_A"], [r["p_A"] for r in rows], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(answer["p_A"].astype(float), [r["p_A"] for r in rows], rtol=0, atol=1e-12)
     assert answer["error"].tolist() == [""] * len(rows)
 
 

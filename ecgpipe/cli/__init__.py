@@ -137,6 +137,21 @@ def _task_run(args: argparse.Namespace) -> None:
     run_task(args.name, args.params, queue=args.queue)
 
 
+def _promote(args: argparse.Namespace) -> None:
+    from ecgpipe.tracking.registry import promote
+
+    print(json.dumps(promote(args.model, args.version, args.why, args.by), indent=2))
+
+
+def _default_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecgpipe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     task_run.add_argument("--queue", action="store_true", help="queue it instead (run it with `dvc queue start`)")
     task_run.add_argument("--params", type=Path, default=Path("params.yaml"))
     task_run.set_defaults(func=_task_run)
+    promote = commands.add_parser(
+        "promote", help="move @champion of a registered model to a version, on purpose",
+        description="Points the alias `champion` of MODEL in the MLflow Model Registry ($MLFLOW_TRACKING_URI, "
+                    "default sqlite:///mlflow.db) at VERSION, and tags the version with who, when and why. Only "
+                    "this command and the workspace's `dvc repro` move @champion.")
+    promote.add_argument("model", help="a registered model, e.g. ecgpipe-af")
+    promote.add_argument("version", type=_at_least(1), help="its version number")
+    promote.add_argument("--why", required=True, help="the reason, kept as a tag of the version")
+    promote.add_argument("--by", default=_default_user(), help="who (default: this user)")
+    promote.set_defaults(func=_promote)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
     data = bench.add_parser(
         "data", help="time the data preparation (archive from $ECGPIPE_ARCHIVE or the download address)"

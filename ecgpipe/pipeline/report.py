@@ -10,6 +10,7 @@ from ecgpipe.core.io import json_text, read_json, staged_outputs
 from ecgpipe.evaluation.metrics import Bootstrap, figure, positive_class
 from ecgpipe.params import Params
 from ecgpipe.pipeline.evaluate import bootstrap_of, scoring_settings
+from ecgpipe.reporting.champion import Decision, choose_champion
 from ecgpipe.reporting.tables import (
     COMPARED,
     SHIFT_COLUMNS,
@@ -17,12 +18,13 @@ from ecgpipe.reporting.tables import (
     _robust_section,
     _shift_section,
     _test_section,
+    champion_section,
     paired_comparisons,
     paired_validation_difference,
     record_figure,
     to_markdown,
 )
-from ecgpipe.tracking.registry import register_champion
+from ecgpipe.tracking.registry import current_version, register_choice, registry_alias
 
 # The notebook's balanced validation chunk accuracy (its only figure), by (model, loader).
 NOTEBOOK_BALANCED_CHUNK_ACC = {
@@ -33,11 +35,6 @@ NOTEBOOK_BALANCED_CHUNK_ACC = {
     ("lstm", "chunked"): 0.900,
     ("torch_lstm", "chunked"): 0.905, ("torch_lstm", "random_chunk"): 0.930,
 }
-
-
-
-
-
 
 
 def notebook_figure(params: Params, model: str, loader: str) -> float | None:
@@ -66,6 +63,7 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
         "model": experiment.model,
         "loader": experiment.loader,
         "epochs": experiment.epochs,
+        "robust": int(experiment.robust),  # trained with robustness options: a figure the gate may use
         "notebook_balanced_chunk_acc": notebook_figure(params, experiment.model, experiment.loader),
         "balanced_chunk_acc": evaluation["chunk_balanced"]["accuracy"],
         "chunk_acc": evaluation["chunk"]["accuracy"],
@@ -116,27 +114,27 @@ def shift_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.Dat
     return pd.DataFrame(rows) if rows else None
 
 
-
-
-
-
 def results_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.DataFrame:
     return pd.DataFrame([experiment_row(name, params, metrics_dir, split) for name in params.experiments])
 
 
+def choose(params: Params, table: pd.DataFrame, plots_dir: Path | None, bootstrap: Bootstrap) -> Decision:
+    """The champion by ``report.gate``, ``prefer`` and ``order``; candidates within noise of the best
+    by the paired bootstrap over the validation recordings (with ``plots_dir``, for record figures)."""
+    report, metric = params.report, params.report.champion_metric
+    paired = None
+    if plots_dir is not None and metric.startswith("record_"):
+        cache: dict[tuple[str, str], tuple[float, float, float]] = {}
+
+        def paired(a: str, b: str) -> tuple[float, float, float]:
+            if (a, b) not in cache:
+                diff = paired_validation_difference(a, b, record_figure(metric), plots_dir, bootstrap)
+                cache[a, b] = (diff.difference, diff.low, diff.high)
+            return cache[a, b]
+    return choose_champion(table, metric, report.gate, report.prefer, report.order, paired)
 
 
-
-
-
-
-
-
-
-
-
-
-def robust_against_plain(params: Params, table: pd.DataFrame, metric: str, plots_dir: Path, models_dir: Path,
+def robust_against_plain(params: Params, table: pd.DataFrame, metric: str, plots_dir: Path,
                          bootstrap: Bootstrap) -> pd.DataFrame | None:
     """Each experiment with robustness options against each plain experiment of the same network:
     the paired difference of ``metric`` on the unshifted recordings (what robustness costs or buys
@@ -149,15 +147,13 @@ def robust_against_plain(params: Params, table: pd.DataFrame, metric: str, plots
     for robust in [n for n in params.experiments if params.experiments[n].robust]:
         model = params.experiments[robust].model
         for plain in [n for n, e in params.experiments.items() if e.model == model and not e.robust]:
-            diff = paired_validation_difference(robust, plain, record_figure(metric), plots_dir, models_dir, bootstrap)
+            diff = paired_validation_difference(robust, plain, record_figure(metric), plots_dir, bootstrap)
             rows.append({"robust": robust, "plain": plain, f"{metric}_robust": by_name.loc[robust, metric],
                          f"{metric}_plain": by_name.loc[plain, metric], "difference": diff.difference,
                          "difference_ci_low": diff.low, "difference_ci_high": diff.high,
                          f"worst_shift_{positive}_robust": by_name.loc[robust, f"worst_shift_{positive}"],
                          f"worst_shift_{positive}_plain": by_name.loc[plain, f"worst_shift_{positive}"]})
     return pd.DataFrame(rows) if rows else None
-
-
 
 
 def score_champion_on_test(params: Params, champion: str, models_dir: Path, chunks_dir: Path,
@@ -167,7 +163,6 @@ def score_champion_on_test(params: Params, champion: str, models_dir: Path, chun
     chosen on validation, so that the test figures are not a second round of selection."""
     from ecgpipe.evaluation.scoring import score_saved_model
 
-
     if not (Path(chunks_dir) / "test.pt").is_file():
         return None
     _, _, scores = score_saved_model(Path(models_dir) / champion, "test", records_dir, spectrogram_dir, chunks_dir,
@@ -175,15 +170,14 @@ def score_champion_on_test(params: Params, champion: str, models_dir: Path, chun
     return scores
 
 
-
-
-
-
 def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path, plots_dir: Path | None = None,
                chunks_dir: Path | None = None, spectrogram_dir: Path | None = None,
                records_dir: Path | None = None) -> pd.DataFrame:
     """Write ``results.csv``, ``results.md``, ``comparison.png`` and ``champion.json`` into
-    ``out_dir``, and give the best experiment the champion alias in the Model Registry.
+    ``out_dir``, and register the champion chosen by ``report.gate``/``prefer``/``order`` in the
+    MLflow Model Registry: as ``@champion`` from the workspace's ``dvc repro``, as
+    ``@candidate-<name>`` from a DVC experiment or study (``tracking.registry.registry_alias``).
+    No experiment passes the gate: nothing is registered, and the report says why.
 
     With ``plots_dir``, ``results.md`` compares every experiment with the champion (paired
     bootstrap); with ``chunks_dir`` holding a test split, the champion is scored on it once, and
@@ -200,10 +194,14 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
         raise ParamsError(f"params: report.champion_metric: expected a column of results.csv such as record_f1_A, "
                           f"got {metric!r}")
     shifts = shift_table(params, metrics_dir)
-    paired = None if plots_dir is None else paired_comparisons(table, metric, plots_dir, models_dir, bootstrap)
-    champion = table.loc[table[metric].astype(float).idxmax(), "experiment"]
-    test = None if chunks_dir is None else score_champion_on_test(params, champion, models_dir, chunks_dir,
-                                                                  spectrogram_dir, records_dir)
+    decision = choose(params, table, plots_dir, bootstrap)
+    champion = decision.champion
+    reference = champion or table.loc[table[metric].astype(float).idxmax(), "experiment"]
+    paired = None if plots_dir is None else paired_comparisons(table, metric, reference, plots_dir, bootstrap,
+                                                               is_champion=champion is not None)
+    test = None if chunks_dir is None or champion is None else score_champion_on_test(
+        params, champion, models_dir, chunks_dir, spectrogram_dir, records_dir)
+    alias = registry_alias(params.study.name)
     level = f"{bootstrap.confidence:.0%}"
     markdown = (
         "# Results on the validation recordings\n\n"
@@ -215,15 +213,24 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
         f"with a {level} interval in brackets (stratified bootstrap over the recordings, "
         f"{bootstrap.resamples:,} resamples).\n\n"
         + to_markdown(table.drop(columns=["model", "loader"] + [c for c in table if c.startswith(SHIFT_COLUMNS)]))
+        + champion_section(decision, metric, params.report.gate, params.report.prefer, params.report.order, alias)
         + ("" if plots_dir is None else _comparison_section(paired, table, metric, bootstrap))
-        + _test_section(champion, test)
+        + ("" if champion is None else _test_section(champion, test))
         + _shift_section(shifts, table)
         + ("" if plots_dir is None else _robust_section(
-            robust_against_plain(params, table, metric, plots_dir, models_dir, bootstrap), metric))
+            robust_against_plain(params, table, metric, plots_dir, bootstrap), metric))
     )
     fig = plots.comparison(table, [m for m in COMPARED if m in table], f"validation: chunks (balanced) and "
                            f"recordings, {level} intervals on recordings")
-    champion_info = register_champion(table, metric, models_dir, params.report.registered_model)
+    if champion is None:
+        run = read_json(Path(models_dir) / reference / RUN_FILE)
+        champion_info = {"experiment": None, "how": decision.how,
+                         "registered": current_version(run["tracking_uri"], params.report.registered_model, alias)}
+    else:
+        champion_info = {**register_choice(champion, models_dir, params.report.registered_model, alias,
+                                           f"{metric} {float(table.set_index('experiment').loc[champion, metric]):.4f}; "
+                                           f"{decision.how}"),
+                         metric: float(table.set_index("experiment").loc[champion, metric]), "how": decision.how}
     if test is not None:
         champion_info["test"] = metrics_for_dvc(test)
         with tracking.resumed_run(read_json(Path(models_dir) / champion / RUN_FILE)):

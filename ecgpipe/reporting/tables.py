@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ecgpipe.core.io import read_json
 from ecgpipe.evaluation.metrics import Bootstrap, figure, paired_difference
 
 COMPARED = ["balanced_chunk_acc", "record_acc", "record_balanced_acc", "record_f1_A", "record_macro_f1", "record_roc_auc"]
@@ -85,42 +84,39 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def validation_probabilities(name: str, plots_dir: Path, models_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def validation_probabilities(name: str, plots_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(record ids, labels, probabilities, class names) of experiment NAME's validation recordings,
-    sorted by record, from what its evaluate stage wrote (``plots/confusion/NAME/val.csv``)."""
-    from ecgpipe.inference.checkpoint import SPEC_FILE
-
-    classes = read_json(Path(models_dir) / name / SPEC_FILE)["class_names"]
-    frame = pd.read_csv(Path(plots_dir) / "confusion" / name / "val.csv", dtype={"record": str})
+    sorted by record, from what its evaluate stage wrote (``plots/confusion/NAME/val.csv``, whose
+    ``p_<class>`` columns are in the model's class order)."""
+    frame = pd.read_csv(Path(plots_dir) / "confusion" / name / "val.csv", dtype={"record": str, "actual": str})
+    classes = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
     frame = frame.sort_values("record")  # the same recordings in the same order for every experiment
     y = frame["actual"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     return frame["record"].to_numpy(), y, frame[[f"p_{c}" for c in classes]].to_numpy(), classes
 
 
-def paired_validation_difference(a: str, b: str, figure_name: str, plots_dir: Path, models_dir: Path,
-                                 bootstrap: Bootstrap):
+def paired_validation_difference(a: str, b: str, figure_name: str, plots_dir: Path, bootstrap: Bootstrap):
     """``a - b`` of one recording-level figure on the same validation recordings (paired bootstrap)."""
-    ids, y, probs_a, classes = validation_probabilities(a, plots_dir, models_dir)
-    ids_b, _, probs_b, classes_b = validation_probabilities(b, plots_dir, models_dir)
+    ids, y, probs_a, classes = validation_probabilities(a, plots_dir)
+    ids_b, _, probs_b, classes_b = validation_probabilities(b, plots_dir)
     if not (np.array_equal(ids, ids_b) and classes == classes_b):
         raise ValueError(f"{a} and {b} were not evaluated on the same validation recordings and classes; rerun "
                          "their evaluate stages")
     return paired_difference(y, probs_a, probs_b, classes, figure_name, bootstrap)
 
 
-def paired_comparisons(table: pd.DataFrame, metric: str, plots_dir: Path, models_dir: Path,
-                       bootstrap: Bootstrap) -> pd.DataFrame | None:
-    """Each experiment against the champion on ``metric`` (a ``record_*`` column): the paired
-    bootstrap difference ``experiment - champion`` over the same validation recordings, from the
-    per-recording probabilities that the evaluate stages wrote (``plots/confusion/NAME/val.csv``).
+def paired_comparisons(table: pd.DataFrame, metric: str, reference: str, plots_dir: Path, bootstrap: Bootstrap,
+                       is_champion: bool = True) -> pd.DataFrame | None:
+    """Each experiment against ``reference`` (the champion) on ``metric`` (a ``record_*`` column): the
+    paired bootstrap difference ``experiment - reference`` over the same validation recordings, from
+    the per-recording probabilities that the evaluate stages wrote (``plots/confusion/NAME/val.csv``).
     None for a chunk-level metric, whose units are not the recordings."""
     if not metric.startswith("record_"):
         return None
-    champion = table.loc[table[metric].astype(float).idxmax(), "experiment"]
     rows = []
     for name in table["experiment"]:
-        diff = paired_validation_difference(name, champion, record_figure(metric), plots_dir, models_dir, bootstrap)
-        verdict = ("champion" if name == champion else "worse" if diff.high < 0
+        diff = paired_validation_difference(name, reference, record_figure(metric), plots_dir, bootstrap)
+        verdict = (("champion" if is_champion else "reference") if name == reference else "worse" if diff.high < 0
                    else "better" if diff.low > 0 else "not distinguishable")
         rows.append({"experiment": name, "difference": diff.difference, "difference_ci_low": diff.low,
                      "difference_ci_high": diff.high, "verdict": verdict})
@@ -131,21 +127,44 @@ def _comparison_section(paired: pd.DataFrame | None, table: pd.DataFrame, metric
     if paired is None:
         return (f"\n## Compared with the champion\n\nThe champion metric `{metric}` is a chunk-level figure: "
                 "the paired bootstrap over recordings applies to `record_*` metrics only.\n")
-    champion = paired.loc[paired["verdict"] == "champion", "experiment"].iloc[0]
+    reference = paired.loc[paired["verdict"].isin(["champion", "reference"]), "experiment"].iloc[0]
+    is_champion = (paired["verdict"] == "champion").any()
     merged = table[["experiment", metric, f"{metric}_ci_low", f"{metric}_ci_high"]].merge(paired, on="experiment")
     tied = paired.loc[paired["verdict"] == "not distinguishable", "experiment"].tolist()
     level = f"{bootstrap.confidence:.0%}"
+    who = (f"The champion, `{reference}`, chosen by the gate below" if is_champion else
+           f"No experiment passed the gate; the reference is `{reference}`, the highest `{metric}`")
     text = (f"\n## Compared with the champion\n\n"
-            f"The champion, `{champion}`, has the highest `{metric}` on validation. Each experiment's difference "
-            f"from it is measured on the same recordings by a paired bootstrap ({bootstrap.resamples:,} stratified "
-            f"resamples, {level} interval): an interval below 0 means worse than the champion beyond the noise of "
-            "this validation set.\n\n" + to_markdown(merged) + "\n")
+            f"{who}. Each experiment's difference in `{metric}` from it is measured on the same recordings by a "
+            f"paired bootstrap ({bootstrap.resamples:,} stratified resamples, {level} interval): an interval below 0 "
+            "means worse beyond the noise of this validation set, above 0 better.\n\n" + to_markdown(merged) + "\n")
     if tied:
-        text += (f"**Not distinguishable from the champion** at {level} (their intervals include 0): "
+        text += (f"**Not distinguishable from it** at {level} (their intervals include 0): "
                  + ", ".join(f"`{n}`" for n in tied) + ". Their digits above do not rank them.\n")
     else:
-        text += "Every other experiment is worse than the champion beyond the noise.\n"
+        text += "Every other experiment differs from it beyond the noise.\n"
     return text
+
+
+def champion_section(decision, metric: str, gate: dict, prefer: list, order: list[str], alias: str | None) -> str:
+    """The gate's table (eligible or not, and why; candidates) and the choice, in words."""
+    checks = ", ".join(f"`{f}` {'≥' if c.at_least is not None else '≤'} "
+                       f"{c.at_least if c.at_least is not None else c.at_most:g}" for f, c in gate.items()) or "none"
+    tie = ", then ".join([f"`{p.figure}` (within {p.tolerance:g})" for p in prefer]
+                         + (["`report.order` " + " > ".join(f"`{n}`" for n in order)] if order else [])
+                         + [f"the highest `{metric}`", "the name"])
+    shown = decision.table.assign(eligible=decision.table["eligible"].map({True: "yes", False: "no"}),
+                                  candidate=decision.table["candidate"].map({True: "yes", False: ""}),
+                                  chosen=decision.table["chosen"].map({True: "**champion**", False: ""}))
+    if decision.champion is None:
+        outcome = (f"**No champion**: {decision.how}. The Model Registry was not changed (the previous "
+                   "`@champion`, if any, stays).")
+    else:
+        outcome = f"**Champion: `{decision.champion}`** ({decision.how}); registered with the alias `@{alias}`."
+    return ("\n## Champion: the gate and the choice\n\n"
+            f"Eligible: every deployment check of `report.gate` passes ({checks}). Candidates: the eligible "
+            f"experiment with the highest `{metric}` and every eligible one not distinguishable from it (paired "
+            f"bootstrap). Tie-break among candidates: {tie}.\n\n" + to_markdown(shown) + "\n" + outcome + "\n")
 
 
 def _test_section(champion: str, test: dict | None) -> str:

@@ -2,10 +2,10 @@
 champion alias that the report stage moves."""
 from __future__ import annotations
 
+import datetime
 import os
+import re
 from pathlib import Path
-
-import pandas as pd
 
 from ecgpipe.core.errors import PredictError
 from ecgpipe.core.io import read_json
@@ -41,31 +41,98 @@ def _download_mlflow_model(uri: str) -> str:
 
 
 CHAMPION = "champion"
+CANDIDATE_PREFIX = "candidate-"
+EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` (workspace, --temp and --queue) for its stages
 
 
-def register_champion(table: pd.DataFrame, metric: str, models_dir: Path, registered_model: str) -> dict:
-    """Register the best experiment's predictor in the MLflow Model Registry with the alias
-    ``champion``; a new version only when the champion's run changed."""
+def registry_alias(study: str | None = None) -> str:
+    """The alias the report gives its choice: ``champion`` for the workspace's ``dvc repro``, and
+    ``candidate-<name>`` for a DVC experiment (tasks and studies are DVC experiments too) or a
+    study, which must never move ``@champion`` (only ``ecgpipe promote`` does, on purpose)."""
+    name = os.environ.get(EXPERIMENT_ENV) or study
+    if not name:
+        return CHAMPION
+    return CANDIDATE_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "-", name)[:200]
+
+
+def _client(tracking_uri: str):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from ecgpipe.tracking.pyfunc import ARTIFACT
-    from ecgpipe.tracking.runs import RUN_FILE, check_store_file
+    from ecgpipe.tracking.runs import check_store_file
 
-    best = table.loc[table[metric].astype(float).idxmax()]
-    run = read_json(Path(models_dir) / best["experiment"] / RUN_FILE)
-    check_store_file(run["tracking_uri"])
-    mlflow.set_tracking_uri(run["tracking_uri"])
-    client = MlflowClient()
+    check_store_file(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri)
+
+
+def _version_by_alias(client, registered_model: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
     try:
-        current = client.get_model_version_by_alias(registered_model, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        current = None
+        return client.get_model_version_by_alias(registered_model, alias)
+    except MlflowException:
+        return None
+
+
+def _tag_alias_move(client, registered_model: str, version: str, alias: str, by: str, why: str) -> None:
+    """Who moved ``alias`` to ``version``, when and why, as tags of the version."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for key, value in {"by": by, "at": stamp, "why": why}.items():
+        client.set_model_version_tag(registered_model, version, f"ecgpipe.{alias}.{key}", value[:4000])
+
+
+def register_choice(experiment: str, models_dir: Path, registered_model: str, alias: str, why: str) -> dict:
+    """Register ``experiment``'s predictor under ``registered_model`` and point ``alias`` at it (a
+    new version only when the alias's run changed); the move is tagged on the version."""
+    import mlflow
+
+    from ecgpipe.tracking.pyfunc import ARTIFACT
+    from ecgpipe.tracking.runs import RUN_FILE
+
+    run = read_json(Path(models_dir) / experiment / RUN_FILE)
+    client = _client(run["tracking_uri"])
+    current = _version_by_alias(client, registered_model, alias)
     if current is not None and current.run_id == run["run_id"]:
         version = current.version
     else:
         version = mlflow.register_model(f"runs:/{run['run_id']}/{ARTIFACT}", registered_model).version
-        client.set_registered_model_alias(registered_model, CHAMPION, version)
-    return {"experiment": best["experiment"], metric: float(best[metric]), "run_id": run["run_id"],
-            "registered_model": registered_model, "version": int(version),
+        client.set_registered_model_alias(registered_model, alias, version)
+        _tag_alias_move(client, registered_model, version, alias, "the report stage", why)
+    return {"experiment": experiment, "run_id": run["run_id"], "registered_model": registered_model,
+            "version": int(version), "alias": alias, "model_uri": f"models:/{registered_model}@{alias}"}
+
+
+def current_version(tracking_uri: str, registered_model: str, alias: str = CHAMPION) -> dict | None:
+    """The version ``alias`` points at (its number and run), or None (no store, model or alias)."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return None
+    version = _version_by_alias(_client(tracking_uri), registered_model, alias)
+    return None if version is None else {"registered_model": registered_model, "version": int(version.version),
+                                         "run_id": version.run_id, "model_uri": f"models:/{registered_model}@{alias}"}
+
+
+def promote(registered_model: str, version: int, why: str, by: str) -> dict:
+    """Move ``@champion`` of ``registered_model`` to ``version`` on purpose; the version is tagged
+    with who, when and why. A TrackingStoreError when the model or version does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    from ecgpipe.core.errors import TrackingStoreError
+    from ecgpipe.tracking.runs import tracking_uri
+
+    store = tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        raise TrackingStoreError(f"no MLflow store at {store}; set MLFLOW_TRACKING_URI to the store that holds "
+                                 f"{registered_model}")
+    client = _client(store)
+    try:
+        found = client.get_model_version(registered_model, str(version))
+    except MlflowException as exc:
+        raise TrackingStoreError(f"{registered_model} version {version}: not in the MLflow store {store} "
+                                 f"({str(exc).strip().splitlines()[0]})") from None
+    previous = _version_by_alias(client, registered_model, CHAMPION)
+    client.set_registered_model_alias(registered_model, CHAMPION, found.version)
+    _tag_alias_move(client, registered_model, found.version, CHAMPION, by, why)
+    return {"registered_model": registered_model, "version": int(found.version), "run_id": found.run_id,
+            "previous_version": None if previous is None else int(previous.version),
             "model_uri": f"models:/{registered_model}@{CHAMPION}"}
