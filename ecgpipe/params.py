@@ -499,6 +499,10 @@ def _validate_values(obj: Any, key: str) -> None:
         for name, value in obj.items():
             _validate_values(value, f"{key}.{name}" if key else name)
         return
+    if isinstance(obj, list):
+        for i, value in enumerate(obj):
+            _validate_values(value, f"{key}[{i}]")
+        return
     if not dataclasses.is_dataclass(obj):
         return
     for field in dataclasses.fields(obj):
