@@ -1,17 +1,24 @@
 """The served model in an environment built from its own requirements, without ecgpipe installed.
 
-Slow (a fresh virtual environment with torch and MLflow): not in the default test run; `.ci/run`
+Then `mlflow models serve --env-manager virtualenv` builds the model's environment itself and
+serves from it, and gets the README's request (MLflow's virtualenv manager needs pyenv and the
+`virtualenv` package, which `.ci/run` installs). Slow (a fresh virtual environment with torch and MLflow): not in the default test run; `.ci/run`
 runs it (`pytest -m slow`).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
+import scipy.io
 
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.readers import read_recording
@@ -56,3 +63,46 @@ def test_the_predictor_loads_and_scores_in_a_clean_environment_from_its_own_requ
     assert [r["label"] for r in served] == [e["label"] for e in expected]
     assert all(r["error"] == "" for r in served)
     np.testing.assert_allclose([r["p_A"] for r in served], [e["p_A"] for e in expected], atol=1e-6)
+
+    # `mlflow models serve --env-manager virtualenv`: MLflow builds the model's own environment (pyenv's
+    # Python of python_env.yaml, then requirements.txt) and serves from it; the README's request, and
+    # the serving contract
+    from tests.test_serving import _free_port, _strict_json
+
+    pyenv = shutil.which("pyenv") or os.path.expanduser("~/.pyenv/bin/pyenv")
+    assert os.access(pyenv, os.X_OK), "MLflow's virtualenv manager needs pyenv"
+    port = _free_port()
+    mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable))
+    server = subprocess.Popen([mlflow_cli, "models", "serve", "-m", str(folder), "--env-manager", "virtualenv",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              env=dict(env, MLFLOW_ENV_ROOT=str(tmp_path / "envs"),
+                                       PATH=os.pathsep.join([os.path.dirname(sys.executable), os.path.dirname(pyenv),
+                                                             env["PATH"]])),
+                              cwd=tmp_path, stdout=open(tmp_path / "server.log", "wb"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        signal = scipy.io.loadmat(records_dir / "A00004.mat")["val"][0].astype(float).tolist()
+        body = json.dumps({"dataframe_records": [{"signal": signal, "fs": 300}]}).encode()
+        deadline = time.monotonic() + 600  # the environment is built first
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answer = _strict_json(response.read())["predictions"][0]
+                break
+            except (ConnectionError, urllib.error.URLError):
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the model server did not start within 600 s"
+                time.sleep(1)
+        expected = Predictor.from_folder(folder).classify(read_recording(records_dir / "A00004.mat"))
+        assert answer["label"] == expected["label"] and answer["error"] == ""
+        assert abs(answer["p_A"] - expected["p_A"]) < 1e-6
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=b"x",
+                                         headers={"Content-Type": "text/csv"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 415 and b"Traceback" not in refused.value.read()
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

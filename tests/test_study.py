@@ -88,6 +88,8 @@ def test_a_study_run_by_two_queue_workers_loses_nothing(study_project):
         spec = json.loads(open(mlflow.artifacts.download_artifacts(
             run_id=r.info.run_id, artifact_path="model.json", tracking_uri=store)).read())
         assert spec["experiment"] == r.info.run_name
+    # a study registers nothing, and never moves @champion
+    assert all("champion" not in m.aliases for m in client.search_registered_models())
     run("ecgpipe", "study", "report", "--name", "cv", "--out", "reports")
     markdown = (project / "reports" / "study.md").read_text()
     assert "# Study `cv`" in markdown and all(f"| {e} | 2 |" in markdown for e in experiments)

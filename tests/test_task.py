@@ -83,6 +83,14 @@ def test_four_class_task_through_dvc(committed_project, small_params):
     import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    # a DVC experiment registers a candidate, never @champion (only the workspace's dvc repro does)
+    assert champion["alias"] == "candidate-four_class"
+    assert champion["model_uri"] == "models:/synthetic-rhythm@candidate-four_class"
+    assert client.get_model_version_by_alias("synthetic-rhythm", "candidate-four_class").run_id == champion["run_id"]
+    assert "champion" not in client.get_registered_model("synthetic-rhythm").aliases
+    # so does a workspace `dvc exp run` (here only the report reruns: a tie-break param changed)
+    run(sys.executable, "-m", "dvc", "exp", "run", "--name", "reordered", "-S", 'report.order=["raw_resnet-random_crop"]')
+    assert set(client.get_registered_model("synthetic-rhythm").aliases) == {"candidate-four_class", "candidate-reordered"}
     experiment = client.get_experiment_by_name("synthetic-four")
     runs = client.search_runs([experiment.experiment_id])
     assert {r.info.run_name for r in runs} == {"mean_spectrum-chunked", "raw_resnet-random_crop"}
