@@ -23,6 +23,9 @@ def _run(args, cwd, env):
 
 @pytest.fixture
 def dvc_project(tmp_path, archive_path, small_params):
+    # two tiny plain networks, which the project's robustness gate would refuse: no gate here (the gate
+    # is tested in test_champion.py and, with the project's gate, in test_report.py)
+    small_params["report"]["gate"] = {}
     project, env = copy_project(tmp_path, small_params, archive_path)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _run(["git", "init", "-q"], project, env)
@@ -72,7 +75,7 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
             assert f"plots_{kind}_{name}_val_csv" in page, (kind, name)
         assert f"plots/figures/{name}/confusion_val" in page
     results = (project / "reports" / "results.csv").read_text().splitlines()
-    assert results[0].startswith("experiment,model,loader,epochs,notebook_balanced_chunk_acc,balanced_chunk_acc")
+    assert results[0].startswith("experiment,model,loader,epochs,robust,notebook_balanced_chunk_acc,balanced_chunk_acc")
     assert len(results) == 1 + len(EXPERIMENTS)
     champion = json.loads((project / "reports" / "champion.json").read_text())
     assert champion["experiment"] in EXPERIMENTS and champion["model_uri"] == "models:/ecgpipe-af@champion"

@@ -58,7 +58,8 @@ def test_four_class_task_through_dvc(committed_project, small_params):
     small_params["tasks"] = {"four_class": {
         "experiments": ["mean_spectrum-chunked", "raw_resnet-random_crop"],
         "set": {"spectrogram.classes": FOUR, "mlflow.experiment_name": "synthetic-four",
-                "report.champion_metric": "record_challenge_score", "report.registered_model": "synthetic-rhythm"}}}
+                "report.champion_metric": "record_challenge_score", "report.registered_model": "synthetic-rhythm",
+                "report.gate": {}}}}  # plain networks, as in params.yaml's four_class task
     project, run = committed_project(small_params)
     before = (project / "params.yaml").read_text()
     run("ecgpipe", "task", "run", "four_class")
@@ -114,3 +115,19 @@ def test_a_task_never_registers_the_workspaces_model(small_params, tmp_path):
     small_params["tasks"]["t"]["set"]["report.registered_model"] = "ecgpipe-t"
     path.write_text(yaml.safe_dump(small_params))
     assert task_params(path, "t").report.registered_model == "ecgpipe-t"
+
+
+def test_a_mapping_in_a_task_replaces_the_one_in_params_yaml(small_params, tmp_path):
+    """Hydra merges `-S key={...}` into the mapping there (`report.gate={}` changed nothing): the
+    command removes it first, so DVC's params.yaml holds exactly the task's mapping."""
+    from dvc.utils.hydra import apply_overrides
+
+    small_params["report"]["gate"] = {"min_shift_roc_auc": {"at_least": 0.98},
+                                      "worst_shift_f1_A_change": {"at_least": -0.03}}
+    for gate in ({}, {"record_f1_A": {"at_least": 0.5}}):
+        small_params["tasks"] = {"t": {"experiments": ["mean_spectrum-chunked"], "set": {"report.gate": gate}}}
+        command = task_command("t", parse_params(small_params))
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(small_params))
+        apply_overrides(str(path), [command[i + 1] for i, arg in enumerate(command) if arg == "-S"])
+        assert yaml.safe_load(path.read_text())["report"]["gate"] == gate

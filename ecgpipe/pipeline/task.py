@@ -19,6 +19,7 @@ import json
 import shlex
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -74,11 +75,25 @@ def task_params(params_path: Path, name: str) -> Params:
     return params
 
 
+def hydra_value(value: Any) -> str:
+    """``value`` in the syntax of Hydra's overrides: JSON, except that mapping keys are bare names."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(hydra_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def task_command(name: str, params: Params, queue: bool = False) -> list[str]:
     """``dvc exp run`` with the task's ``--set-param`` overrides (values in Hydra's syntax, which
     reads JSON lists and quoted strings)."""
     task = task_of(params, name)
-    overrides = [f"{key}={json.dumps(value)}" for key, value in task.set.items()]
+    overrides = []
+    for key, value in task.set.items():
+        if isinstance(value, dict):  # Hydra merges a mapping into the one there: remove it, then add the task's
+            overrides += [f"~{key}", f"+{key}={hydra_value(value)}"]
+        else:
+            overrides.append(f"{key}={hydra_value(value)}")
     overrides += [f"~experiments.{e}" for e in params.experiments if e not in task.experiments]
     return ["dvc", "exp", "run", "--queue" if queue else "--temp", "--name", name,
             *(arg for o in overrides for arg in ("-S", o))]
