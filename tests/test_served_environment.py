@@ -2,7 +2,7 @@
 
 Then `mlflow models serve --env-manager virtualenv` builds the model's environment itself and
 serves from it, and gets the README's request (MLflow's virtualenv manager needs pyenv and the
-`virtualenv` package, which `.ci/run` installs). Slow (a fresh virtual environment with torch and MLflow): not in the default test run; `.ci/run`
+`virtualenv` package, a locked test dependency). Slow (a fresh virtual environment with torch and MLflow): not in the default test run; `.ci/run`
 runs it (`pytest -m slow`).
 """
 from __future__ import annotations

@@ -143,6 +143,21 @@ def _promote(args: argparse.Namespace) -> None:
     print(json.dumps(promote(args.model, args.version, args.why, args.by), indent=2))
 
 
+def _server_start(args: argparse.Namespace) -> None:
+    from ecgpipe.tracking.server import start_server
+
+    state = start_server(args.folder, args.host, args.port)
+    print(f"MLflow tracking server on PostgreSQL: {state['tracking_uri']} (data in {args.folder.resolve()})")
+    print(f"export MLFLOW_TRACKING_URI={state['tracking_uri']}")
+
+
+def _server_stop(args: argparse.Namespace) -> None:
+    from ecgpipe.tracking.server import stop_server
+
+    stop_server(args.folder)
+    print(f"stopped the tracking server of {args.folder.resolve()}")
+
+
 def _default_user() -> str:
     import getpass
 
@@ -210,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--why", required=True, help="the reason, kept as a tag of the version")
     promote.add_argument("--by", default=_default_user(), help="who (default: this user)")
     promote.set_defaults(func=_promote)
+    server = commands.add_parser("server", help="an MLflow tracking server on PostgreSQL, for a team").add_subparsers(
+        dest="what", required=True)
+    start = server.add_parser(
+        "start", help="start PostgreSQL and `mlflow server` (served artifacts) on the data in --folder",
+        description="Makes the PostgreSQL cluster on first start (initdb), then runs `mlflow server` with it as the "
+                    "backend store and --folder/artifacts as the served artifact store, in the background. Prints "
+                    "the MLFLOW_TRACKING_URI to export.")
+    start.add_argument("--folder", type=Path, default=Path("mlflow-server"), help="where the data and logs live")
+    start.add_argument("--host", default="127.0.0.1", help="the address to bind (default: this machine only)")
+    start.add_argument("--port", type=_at_least(1), help="the server's port (default: a free one)")
+    start.set_defaults(func=_server_start)
+    stop = server.add_parser("stop", help="stop the server and PostgreSQL of --folder")
+    stop.add_argument("--folder", type=Path, default=Path("mlflow-server"))
+    stop.set_defaults(func=_server_stop)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
     data = bench.add_parser(
         "data", help="time the data preparation (archive from $ECGPIPE_ARCHIVE or the download address)"

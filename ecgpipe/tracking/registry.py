@@ -33,6 +33,7 @@ def _download_mlflow_model(uri: str) -> str:
     if not os.environ.get(TRACKING_ENV) and not Path(store.removeprefix("sqlite:///")).is_file():
         raise PredictError(f"{uri}: no MLflow store at {store}; set {TRACKING_ENV} to the store that holds the model")
     check_store_file(store, write=False)
+    mlflow.set_tracking_uri(store)  # a models:/ URI resolves in the registry of the process's tracking URI
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=store)
     except MlflowException as exc:

@@ -1,0 +1,188 @@
+"""An MLflow tracking server for a team, in one command: a PostgreSQL backend store and served
+artifacts (MLflow's "remote experiment tracking" set-up), bound to 127.0.0.1 unless told otherwise.
+
+Everything lives in one folder: ``pgdata/`` (the PostgreSQL cluster, made by ``initdb`` on first
+start), ``artifacts/`` (served by the tracking server: clients never need its path), the logs, and
+``server.json`` (ports and process ids, so that ``stop`` finds them). The embedded SQLite store
+stays the default for one person; this is for several people or machines.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ecgpipe.core.errors import TrackingStoreError
+
+STATE_FILE = "server.json"
+DATABASE, DB_USER = "mlflow", "ecgpipe"
+PG_SERVICE_USER = "postgres"  # PostgreSQL refuses to run as root: as root, the cluster belongs to this user
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next((str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    if found is None:
+        raise TrackingStoreError(f"{name}: not found; install PostgreSQL (the Debian package postgresql-15) or point "
+                                 "MLFLOW_TRACKING_URI at an existing server")
+    return found
+
+
+def _as_service_user(command: list[str]) -> list[str]:
+    """``command`` as the PostgreSQL service user when we are root (PostgreSQL will not run as root)."""
+    if os.geteuid() != 0:
+        return command
+    return ["runuser", "-u", PG_SERVICE_USER, "--", *command]
+
+
+def _run(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout).strip().splitlines()
+        raise TrackingStoreError(f"{what} failed: {last[-1] if last else f'exit status {result.returncode}'}")
+
+
+def _check_reachable(folder: Path) -> None:
+    """As root, PostgreSQL runs as the service user: every folder above ``folder`` must let it pass."""
+    if os.geteuid() != 0:
+        return
+    for parent in [folder, *folder.parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            raise TrackingStoreError(f"{folder}: PostgreSQL runs as the user {PG_SERVICE_USER} here (we are root), and "
+                                     f"{parent} does not let it pass (mode {parent.stat().st_mode & 0o777:o}); "
+                                     "choose another --folder, or chmod o+x that folder")
+
+
+def _init_cluster(pgdata: Path) -> None:
+    pgdata.mkdir(parents=True)
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(PG_SERVICE_USER)
+        os.chown(pgdata, user.pw_uid, user.pw_gid)
+    pgdata.chmod(0o700)
+    _run(_as_service_user([_pg_bin("initdb"), "-D", str(pgdata), "-U", DB_USER, "-A", "trust", "-E", "UTF8"]),
+         f"initdb {pgdata}")
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise TrackingStoreError(f"the MLflow server exited at start ({tail[0] if tail else 'no output'}); "
+                                     f"see {log}")
+        if time.monotonic() > deadline:
+            raise TrackingStoreError(f"the MLflow server did not answer {url} within {seconds:.0f} s; see {log}")
+        time.sleep(0.5)
+
+
+def start_server(folder: Path, host: str = "127.0.0.1", port: int | None = None, workers: int = 2) -> dict:
+    """Start PostgreSQL and the MLflow tracking server on the data in ``folder``; returns the state
+    written to ``folder/server.json`` (with ``tracking_uri``)."""
+    folder = Path(folder).resolve()
+    state_path = folder / STATE_FILE
+    if state_path.exists():
+        raise TrackingStoreError(f"{state_path}: a server of this folder is running (or was not stopped); "
+                                 f"run `ecgpipe server stop --folder {folder}` first")
+    folder.mkdir(parents=True, exist_ok=True)
+    _check_reachable(folder)
+    pgdata, socket_dir = folder / "pgdata", folder / "sockets"
+    if not pgdata.exists():
+        _init_cluster(pgdata)
+    socket_dir.mkdir(exist_ok=True)
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(PG_SERVICE_USER)
+        os.chown(socket_dir, user.pw_uid, user.pw_gid)
+    pg_port = free_port()
+    pg_log = folder / "postgres.log"
+    pg_log.touch()
+    if os.geteuid() == 0:
+        os.chown(pg_log, pwd.getpwnam(PG_SERVICE_USER).pw_uid, -1)
+    _run(_as_service_user([_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(pg_log), "-w", "-o",
+                           f"-p {pg_port} -k {socket_dir} -c listen_addresses=127.0.0.1", "start"]),
+         "pg_ctl start")
+    state = {"folder": str(folder), "pg_port": pg_port}
+    try:
+        created = subprocess.run([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER, DATABASE],
+                                 capture_output=True, text=True, check=False)
+        if created.returncode != 0 and "already exists" not in created.stderr:
+            raise TrackingStoreError(f"createdb {DATABASE} failed: {created.stderr.strip()}")
+        port = port or free_port(host)
+        log = folder / "mlflow-server.log"
+        backend = f"postgresql+psycopg://{DB_USER}@127.0.0.1:{pg_port}/{DATABASE}"
+        mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+        process = subprocess.Popen(
+            [mlflow_cli, "server", "--backend-store-uri", backend, "--artifacts-destination",
+             str(folder / "artifacts"), "--host", host, "--port", str(port), "--workers", str(workers)],
+            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")))
+        state.update(mlflow_pid=process.pid, host=host, port=port, tracking_uri=f"http://{host}:{port}",
+                     backend_store_uri=backend)
+        state_path.write_text(json.dumps(state, indent=2) + "\n")
+        _wait_until_up(f"http://{host}:{port}/health", process, log, seconds=120)
+    except BaseException:
+        stop_server(folder, missing_ok=True)
+        raise
+    return state
+
+
+def stop_server(folder: Path, missing_ok: bool = False) -> bool:
+    """Stop the MLflow server and PostgreSQL of ``folder``; False when none was running."""
+    folder = Path(folder).resolve()
+    state_path = folder / STATE_FILE
+    if not state_path.exists():
+        if missing_ok:
+            _stop_postgres(folder)
+            return False
+        raise TrackingStoreError(f"{state_path}: no server of this folder is running")
+    state = json.loads(state_path.read_text())
+    pid = state.get("mlflow_pid")
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(100):
+                _reap(pid)
+                os.killpg(pid, 0)
+                time.sleep(0.1)
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap(pid)
+    _stop_postgres(folder)
+    state_path.unlink()
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status when it is our child (started in this process), so that it does
+    not stay a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _stop_postgres(folder: Path) -> None:
+    pgdata = folder / "pgdata"
+    if (pgdata / "postmaster.pid").exists():
+        subprocess.run(_as_service_user([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"]),
+                       capture_output=True, check=False)

@@ -1,0 +1,101 @@
+"""`ecgpipe server start`: a real PostgreSQL cluster and `mlflow server` with served artifacts, on
+free local ports. A train and an evaluate stage log to it, the registry and `ecgpipe predict`
+work through it, a restart keeps every run, and `stop` leaves nothing running.
+
+Slow (two server starts, a training): `.ci/run` runs it with the other slow tests."""
+import json
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecgpipe.cli import main as cli_main
+from ecgpipe.core.errors import TrackingStoreError
+from ecgpipe.tracking.server import STATE_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    """Running: a zombie (exited, not yet collected by its parent, here PID 1 for the daemonised
+    PostgreSQL) is not."""
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
+def _postmaster_pid(folder) -> int:
+    return int((folder / "pgdata" / "postmaster.pid").read_text().split()[0])
+
+
+def test_stages_registry_and_predict_through_a_postgresql_tracking_server(prepared, records_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from ecgpipe.inference.predictor import predict_files
+    from ecgpipe.pipeline.evaluate import run_evaluate
+    from ecgpipe.pipeline.train import run_train
+    from ecgpipe.tracking.registry import load_predictor, register_choice
+
+    # as root, PostgreSQL runs as the user postgres, which cannot pass pytest's own (mode 700) folders
+    base = Path(tempfile.mkdtemp(prefix="ecgpipe-server-"))
+    base.chmod(0o755)
+    folder = base / "server"
+    cli_main(["server", "start", "--folder", str(folder)])
+    printed = capsys.readouterr().out
+    state = json.loads((folder / STATE_FILE).read_text())
+    uri = state["tracking_uri"]
+    assert f"export MLFLOW_TRACKING_URI={uri}" in printed and uri.startswith("http://127.0.0.1:")
+    assert state["backend_store_uri"].startswith("postgresql+psycopg://")
+    pids = [state["mlflow_pid"], _postmaster_pid(folder)]
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        name, out = "mean_spectrum-chunked", tmp_path / "out"
+        run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
+                  out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
+                  system_metrics=False)
+        run_evaluate(prepared["params"], name, records_dir, prepared["spectrogram"], prepared["chunks"],
+                     out / "models" / name, out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
+        run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
+        run = MlflowClient(uri).get_run(run_id)
+        assert run.info.status == "FINISHED" and "val_record_f1_A" in run.data.metrics
+        # the artifacts are served: the client reads them through the server, not from a path
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+        assert (folder / "artifacts").is_dir()
+        register_choice(name, out / "models", "ecgpipe-server-test", "champion", "test")
+        files = [str(records_dir / f"A0000{i}.mat") for i in (1, 2)]
+        local = predict_files(load_predictor(str(out / "predictors" / name)), files)
+        served = predict_files(load_predictor("models:/ecgpipe-server-test@champion"), files)
+        np.testing.assert_allclose([r["p_A"] for r in served], [r["p_A"] for r in local], atol=1e-12)
+
+        # a restart of both servers: the runs and the registry are still there
+        cli_main(["server", "stop", "--folder", str(folder)])
+        assert not any(_alive(pid) for pid in pids)
+        cli_main(["server", "start", "--folder", str(folder)])
+        state = json.loads((folder / STATE_FILE).read_text())
+        pids = [state["mlflow_pid"], _postmaster_pid(folder)]
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", state["tracking_uri"])
+        assert MlflowClient(state["tracking_uri"]).get_run(run_id).info.status == "FINISHED"
+        assert load_predictor("models:/ecgpipe-server-test@champion").class_names == ["N", "A"]
+        with pytest.raises(TrackingStoreError, match="a server of this folder is running"):
+            from ecgpipe.tracking.server import start_server
+            start_server(folder)
+        cli_main(["server", "stop", "--folder", str(folder)])
+        left_running = [pid for pid in pids if _alive(pid)]
+        assert left_running == []
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["server", "stop", "--folder", str(folder)])
+        assert "no server of this folder is running" in str(exit_info.value.code)
+    finally:  # whatever failed above, nothing stays running
+        if (folder / STATE_FILE).exists():
+            cli_main(["server", "stop", "--folder", str(folder)])
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
