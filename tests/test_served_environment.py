@@ -67,11 +67,12 @@ def test_the_predictor_loads_and_scores_in_a_clean_environment_from_its_own_requ
     # `mlflow models serve --env-manager virtualenv`: MLflow builds the model's own environment (pyenv's
     # Python of python_env.yaml, then requirements.txt) and serves from it; the README's request, and
     # the serving contract
-    from tests.test_serving import _free_port, _strict_json
+    from ecgpipe.tracking.server import free_port
+    from tests.test_serving import _strict_json
 
     pyenv = shutil.which("pyenv") or os.path.expanduser("~/.pyenv/bin/pyenv")
     assert os.access(pyenv, os.X_OK), "MLflow's virtualenv manager needs pyenv"
-    port = _free_port()
+    port = free_port()
     mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable))
     server = subprocess.Popen([mlflow_cli, "models", "serve", "-m", str(folder), "--env-manager", "virtualenv",
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],

@@ -18,15 +18,10 @@ import scipy.io
 
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.readers import read_recording
+from ecgpipe.tracking.server import free_port
 from ecgpipe.tracking.serving import MAX_REQUEST_ENV
 
 LIMIT = 4_000_000  # the server's request bound in these tests (bytes); the default is 32 MiB
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _strict_json(data: bytes):
@@ -70,7 +65,7 @@ def peak_rss_bytes(pid: int) -> int:
 def server(evaluated, tmp_path_factory):
     folder = evaluated["out"] / "predictors" / evaluated["name"]
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    port = _free_port()
+    port = free_port()
     mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     log = open(log_path, "wb")
     process = subprocess.Popen(

@@ -227,10 +227,10 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
         champion_info = {"experiment": None, "how": decision.how,
                          "registered": current_version(run["tracking_uri"], params.report.registered_model, alias)}
     else:
+        value = float(table.set_index("experiment").loc[champion, metric])
         champion_info = {**register_choice(champion, models_dir, params.report.registered_model, alias,
-                                           f"{metric} {float(table.set_index('experiment').loc[champion, metric]):.4f}; "
-                                           f"{decision.how}"),
-                         metric: float(table.set_index("experiment").loc[champion, metric]), "how": decision.how}
+                                           f"{metric} {value:.4f}; {decision.how}"),
+                         metric: value, "how": decision.how}
     if test is not None:
         champion_info["test"] = metrics_for_dvc(test)
         with tracking.resumed_run(read_json(Path(models_dir) / champion / RUN_FILE)):

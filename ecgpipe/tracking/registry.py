@@ -30,7 +30,7 @@ def _download_mlflow_model(uri: str) -> str:
     from ecgpipe.tracking.runs import TRACKING_ENV, check_store_file, tracking_uri
 
     store = tracking_uri()
-    if not os.environ.get(TRACKING_ENV) and not Path(store.removeprefix("sqlite:///")).is_file():
+    if not os.environ.get(TRACKING_ENV) and _no_store_file(store):
         raise PredictError(f"{uri}: no MLflow store at {store}; set {TRACKING_ENV} to the store that holds the model")
     check_store_file(store, write=False)
     mlflow.set_tracking_uri(store)  # a models:/ URI resolves in the registry of the process's tracking URI
@@ -104,9 +104,17 @@ def register_choice(experiment: str, models_dir: Path, registered_model: str, al
             "version": int(version), "alias": alias, "model_uri": f"models:/{registered_model}@{alias}"}
 
 
+def _no_store_file(uri: str) -> bool:
+    """A SQLite store whose file does not exist (opening it would create an empty store)."""
+    from ecgpipe.tracking.runs import sqlite_path
+
+    path = sqlite_path(uri)
+    return path is not None and not path.is_file()
+
+
 def current_version(tracking_uri: str, registered_model: str, alias: str = CHAMPION) -> dict | None:
     """The version ``alias`` points at (its number and run), or None (no store, model or alias)."""
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+    if _no_store_file(tracking_uri):
         return None
     version = _version_by_alias(_client(tracking_uri), registered_model, alias)
     return None if version is None else {"registered_model": registered_model, "version": int(version.version),
@@ -122,7 +130,7 @@ def promote(registered_model: str, version: int, why: str, by: str) -> dict:
     from ecgpipe.tracking.runs import tracking_uri
 
     store = tracking_uri()
-    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+    if _no_store_file(store):
         raise TrackingStoreError(f"no MLflow store at {store}; set MLFLOW_TRACKING_URI to the store that holds "
                                  f"{registered_model}")
     client = _client(store)
