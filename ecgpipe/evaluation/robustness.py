@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ecgpipe.evaluation import names
 from ecgpipe.evaluation.metrics import Bootstrap, positive_class, resampled_figures, score, stratified_resamples
 from ecgpipe.evaluation.metrics import figure as stat_figure
 from ecgpipe.evaluation.scoring import SplitOutputs
@@ -82,14 +83,12 @@ def shift_mlflow_metrics(split: str, shifts: dict) -> dict[str, float]:
     """``val_shift_<name>_roc_auc``, ``..._f1_A``, ``..._f1_A_ci_low``, ``..._change_f1_A`` ..."""
     flat = {}
     for name, figures in shifts.items():
-        prefix = f"{split}_shift_{name}"
+        prefix = names.joined(split, "shift", name)
         for key in SHIFT_FIGURES:
             value, interval = figures[key], figures["ci"][key]
             for cls, v in (value.items() if isinstance(value, dict) else [("", value)]):
-                label = f"{prefix}_{key}_{cls}" if cls else f"{prefix}_{key}"
                 low, high = interval[cls] if cls else interval
-                flat.update({label: float(v), f"{label}_ci_low": float(low), f"{label}_ci_high": float(high)})
+                flat.update(names.with_interval(names.joined(prefix, key, cls), v, low, high))
         for figure, (diff, low, high) in figures["change"].items():
-            flat.update({f"{prefix}_change_{figure}": diff, f"{prefix}_change_{figure}_ci_low": low,
-                         f"{prefix}_change_{figure}_ci_high": high})
-    return {k.replace("~", "noise"): v for k, v in flat.items()}
+            flat.update(names.with_interval(names.joined(prefix, "change", figure), diff, low, high))
+    return names.mlflow_names(flat)

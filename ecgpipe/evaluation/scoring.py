@@ -22,6 +22,7 @@ from ecgpipe.core.device import resolve_device
 from ecgpipe.core.errors import StoreError
 from ecgpipe.data.balance import oversample
 from ecgpipe.data.store import Chunks, read_records
+from ecgpipe.evaluation import names
 from ecgpipe.evaluation.metrics import (
     Bootstrap,
     confidence_intervals,
@@ -158,9 +159,9 @@ def mlflow_metrics(scores: dict) -> dict[str, float]:
     def add(name: str, value) -> None:
         if isinstance(value, dict):
             for key, v in value.items():
-                add(f"{name}_{key}", v)
+                add(names.joined(name, key), v)
         elif isinstance(value, list):  # an interval
-            flat[f"{name}_ci_low"], flat[f"{name}_ci_high"] = map(float, value)
+            flat.update(zip(names.interval(name), map(float, value)))
         else:
             flat[name] = float(value)
 
@@ -171,10 +172,10 @@ def mlflow_metrics(scores: dict) -> dict[str, float]:
                     continue
                 if key == "ci":
                     for figure, interval in value.items():
-                        add(f"{split}_{level}_{figure}", interval)
+                        add(names.joined(split, level, figure), interval)
                 else:
-                    add(f"{split}_{level}_{key}", value)
-    return {k.replace("~", "noise"): v for k, v in flat.items()}  # MLflow names allow no '~'
+                    add(names.joined(split, level, key), value)
+    return names.mlflow_names(flat)
 
 
 def per_class_table(result: dict, class_names: list[str]) -> pd.DataFrame:

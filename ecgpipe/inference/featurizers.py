@@ -20,7 +20,7 @@ from ecgpipe.core.errors import PredictError
 from ecgpipe.core.units import ADC_PER_MV
 from ecgpipe.signal.conditioning import Conditioning
 from ecgpipe.signal.spectrogram import Normalisation, spectrogram_of_windows, window_count
-from ecgpipe.signal.windows import _sample_windows
+from ecgpipe.signal.windows import cut
 
 
 def _too_short(samples: np.ndarray, fs: float, needed: int, unit: str) -> PredictError:
@@ -118,8 +118,9 @@ class SpectrogramChunks:
             raise _too_short(samples, self.sampling_rate_hz, self.min_samples, "chunk")
         if self.from_samples:
             _check_float32(samples)
-            spans = _sample_windows(samples, self.window_starts(len(samples)), self.window_samples)
-            return self.from_sample_windows(spans)
+            spans = cut(torch.from_numpy(np.ascontiguousarray(samples)),
+                        torch.from_numpy(self.window_starts(len(samples))), self.window_samples)
+            return self.from_sample_windows(spans.to(torch.float32))
         # float32 as in training; windows inside the recording do not depend on any padding
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once
             _, _, sxx = scipy.signal.spectrogram(samples.astype(np.float32), scaling=self.scaling,
@@ -198,8 +199,7 @@ class RawCrops:
 
     def gather(self, flat: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """Crops at absolute ``starts`` of the 1-D signal store ``flat``, as network input."""
-        index = starts[:, None] + torch.arange(self.crop_samples, device=starts.device)[None, :]
-        return self.from_sample_windows(flat[index])
+        return self.from_sample_windows(cut(flat, starts, self.crop_samples))
 
     def windows(self, samples: np.ndarray) -> torch.Tensor:
         """The crops of one recording (float64 samples at ``sampling_rate_hz``)."""

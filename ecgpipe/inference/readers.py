@@ -28,21 +28,6 @@ def _as_float(value) -> float:
         return math.nan
 
 
-def check_sampling_rate(fs: float, what: str = "--fs") -> float:
-    """``fs`` as a float, or a PredictError naming ``what`` and the accepted range."""
-    value = _as_float(fs)
-    if not MIN_FS_HZ <= value <= MAX_FS_HZ:  # also false for NaN
-        raise PredictError(f"{what}: expected a sampling rate in Hz from {MIN_FS_HZ:g} to {MAX_FS_HZ:g}, got {fs!r}")
-    return value
-
-
-def check_duration(n_samples: int, fs: float, max_duration_s: float = MAX_DURATION_S) -> None:
-    """A PredictError when ``n_samples`` at ``fs`` Hz last longer than ``max_duration_s``."""
-    if n_samples > max_duration_s * fs:
-        raise PredictError(f"the recording lasts {n_samples / fs / 3600:.1f} h ({n_samples:,} samples at {fs:g} Hz); "
-                           f"expected at most {max_duration_s / 3600:g} h: split it into parts")
-
-
 @dataclass(frozen=True)
 class InputLimits:
     """What a predictor accepts, checked before any resampling (the serving contract)."""
@@ -51,17 +36,30 @@ class InputLimits:
     max_fs_hz: float = MAX_FS_HZ
     max_duration_s: float = MAX_DURATION_S
 
+    def check_rate(self, fs, what: str = "sampling rate") -> float:
+        """``fs`` as a float, or a PredictError naming ``what`` and the accepted range."""
+        value = _as_float(fs)
+        if not self.min_fs_hz <= value <= self.max_fs_hz:  # also false for NaN
+            raise PredictError(f"{what}: expected a sampling rate in Hz from {self.min_fs_hz:g} to "
+                               f"{self.max_fs_hz:g}, got {fs!r}")
+        return value
+
     def check(self, signal: "Signal") -> None:
         """A PredictError naming the bound that ``signal`` breaks."""
-        fs = _as_float(signal.fs)
-        if not self.min_fs_hz <= fs <= self.max_fs_hz:  # also false for NaN
-            raise PredictError(f"sampling rate: expected a sampling rate in Hz from {self.min_fs_hz:g} to "
-                               f"{self.max_fs_hz:g}, got {signal.fs!r}")
-        check_duration(int(np.size(signal.samples)), fs, self.max_duration_s)
+        fs = self.check_rate(signal.fs)
+        n_samples = int(np.size(signal.samples))
+        if n_samples > self.max_duration_s * fs:
+            raise PredictError(f"the recording lasts {n_samples / fs / 3600:.1f} h ({n_samples:,} samples at {fs:g} "
+                               f"Hz); expected at most {self.max_duration_s / 3600:g} h: split it into parts")
 
     def describe(self) -> str:
         return (f"one recording per row, sampled at {self.min_fs_hz:g} Hz to {self.max_fs_hz:g} Hz, "
                 f"lasting at most {self.max_duration_s / 3600:g} h")
+
+
+def check_sampling_rate(fs, what: str = "--fs") -> float:
+    """``fs`` as a float within the default limits, or a PredictError naming ``what``."""
+    return InputLimits().check_rate(fs, what)
 
 
 def check_gain(gain: float, what: str = "--gain") -> float:

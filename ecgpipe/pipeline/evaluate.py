@@ -13,6 +13,7 @@ from ecgpipe.core.device import resolve_device
 from ecgpipe.core.io import json_text, read_json, staged_outputs
 from ecgpipe.data.store import read_records
 from ecgpipe.evaluation.metrics import Bootstrap
+from ecgpipe.evaluation import names
 from ecgpipe.evaluation.robustness import evaluate_shifts, shift_mlflow_metrics, worst_shift
 from ecgpipe.evaluation.scoring import metrics_for_dvc, mlflow_metrics, per_class_table, score_saved_model
 from ecgpipe.params import EvaluateParams, Params
@@ -109,8 +110,8 @@ def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: 
         if shifted:
             mlflow.log_metrics(shift_mlflow_metrics("val", shifted))
             # one figure per run, for studies across folds
-            mlflow.log_metrics({f"val_worst_shift_{k}".replace("~", "noise"): v for k, v in worst.items()
-                                if isinstance(v, float)})
+            mlflow.log_metrics(names.mlflow_names({names.joined("val", "worst_shift", k): v
+                                                   for k, v in worst.items() if isinstance(v, float)}))
             mlflow.log_dict({"shifts": {n: dataclasses.asdict(s) for n, s in params.evaluate.shifts.items()},
                              "results": metrics_for_dvc(shifted)}, "evaluation/val_shifts.json")
         mlflow.log_param("evaluate.aggregation", params.evaluate.aggregation)

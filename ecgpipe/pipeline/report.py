@@ -7,6 +7,7 @@ import pandas as pd
 
 from ecgpipe.core.errors import ParamsError
 from ecgpipe.core.io import json_text, read_json, staged_outputs
+from ecgpipe.evaluation import names
 from ecgpipe.evaluation.metrics import Bootstrap, figure, positive_class
 from ecgpipe.params import Params
 from ecgpipe.pipeline.evaluate import bootstrap_of, scoring_settings
@@ -79,8 +80,7 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
     row["train_examples_per_s"] = speed["examples_per_s"]  # the median epoch's
     if "ci" in record:  # each record_* figure's interval, as <column>_ci_low / _ci_high
         for column in [c for c in row if c.startswith("record_")]:
-            interval = figure(record["ci"], record_figure(column))
-            row[f"{column}_ci_low"], row[f"{column}_ci_high"] = interval
+            row.update(zip(names.interval(column), figure(record["ci"], record_figure(column))))
     worst = eval_json.get(f"{split}_worst_shift")
     if worst is not None:  # robustness beside the clean figures; the champion is chosen on the clean ones
         positive = f"f1_{positive_class(list(record['f1']))}"

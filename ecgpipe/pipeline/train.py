@@ -27,7 +27,7 @@ from ecgpipe.inference.checkpoint import SPEC_FILE, WEIGHTS_FILE, build_model, m
 from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.params import Params
-from ecgpipe.signal.windows import sample_windows
+from ecgpipe.signal.windows import cut
 from ecgpipe.tracking.runs import RUN_FILE
 from ecgpipe.training.cpu import tune_for_training
 from ecgpipe.training.fit import fit
@@ -61,19 +61,9 @@ def model_preprocessing(name: str, params: Params, stage_preprocessing: dict,
             if signals is None or train_rows is None:
                 raise ValueError(f"experiment {name}: its conditioned spectra need the training signals to normalise")
             starts, _ = window_positions(signals, torch.unique(train_rows), featurizer)
-            featurizer = featurizer.fitted_to(torch.cat(list(
-                sample_windows(signals.samples, starts.to(signals.samples.device), featurizer.window_samples, 4096))))
+            featurizer = featurizer.fitted_to(cut(signals.samples, starts.to(signals.samples.device),
+                                                  featurizer.window_samples))
     return Preprocessing(featurizer, tuple(stage_preprocessing["classes"]))
-
-
-
-
-
-
-
-
-
-
 
 
 def logged_params(name: str, params: Params) -> dict:

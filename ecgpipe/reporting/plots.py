@@ -6,6 +6,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ecgpipe.evaluation.names import interval  # noqa: E402
+
 
 def training_curves(epochs: list[dict[str, float]], title: str):
     """Loss and accuracy per epoch: train, balanced validation (the notebook's), natural validation."""
@@ -81,9 +83,10 @@ def comparison(table, metrics: list[str], title: str):
     for k, metric in enumerate(metrics):
         values = table[metric].astype(float).to_numpy()
         errors = None
-        if f"{metric}_ci_low" in table:  # the interval as an error bar
-            errors = np.abs(np.stack([values - table[f"{metric}_ci_low"].astype(float).to_numpy(),
-                                      table[f"{metric}_ci_high"].astype(float).to_numpy() - values]))
+        low, high = interval(metric)
+        if low in table:  # the interval as an error bar
+            errors = np.abs(np.stack([values - table[low].astype(float).to_numpy(),
+                                      table[high].astype(float).to_numpy() - values]))
         ax.bar(x + (k - (len(metrics) - 1) / 2) * width, values, width, label=metric, yerr=errors,
                error_kw={"elinewidth": 0.8, "capsize": 1.5})
     ax.set_xticks(x, table["experiment"], rotation=30, ha="right")

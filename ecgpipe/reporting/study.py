@@ -11,6 +11,7 @@ import pandas as pd
 import scipy.stats
 
 from ecgpipe.core.errors import StudyError
+from ecgpipe.evaluation.names import interval, study_metric
 
 STUDY_TAG, FOLD_TAG, SEED_TAG = "study", "fold", "seed"
 
@@ -55,7 +56,7 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRun
         metrics = run.data.metrics
         rows.append({"experiment": run.info.run_name, "fold": int(tags[FOLD_TAG]), "seed": int(tags[SEED_TAG]),
                      "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
-                     **{f: metrics.get(f"val_{f}", np.nan) for f in FIGURES}})
+                     **{f: metrics.get(study_metric(f), np.nan) for f in FIGURES}})
     if not rows:
         raise StudyError(f"no finished MLflow run is tagged {STUDY_TAG}={name!r} in {tracking_uri}")
     _check_figures(rows)
@@ -71,7 +72,7 @@ def _check_figures(rows: list[dict]) -> None:
         missing = [r for r in rows if np.isnan(r[f])]
         if missing and (len(missing) < len(rows) or f != "worst_shift_f1_A"):
             r = missing[0]
-            raise StudyError(f"{r['experiment']} (fold {r['fold']}, seed {r['seed']}): no metric val_{f} in its MLflow "
+            raise StudyError(f"{r['experiment']} (fold {r['fold']}, seed {r['seed']}): no metric {study_metric(f)} in its MLflow "
                              f"run {r['run_id']}; expected every study figure (evaluated by another version of ecgpipe?)")
 
 
@@ -95,7 +96,8 @@ def summarise(study: StudyRuns, confidence: float = 0.95) -> tuple[pd.DataFrame,
     for experiment, frame in per_fold.groupby(level="experiment"):
         row = {"experiment": experiment, "folds": len(frame)}
         for f in FIGURES:
-            row[f"{f}_mean"], row[f"{f}_sd"], row[f"{f}_ci_low"], row[f"{f}_ci_high"] = t_interval(frame[f], confidence)
+            low, high = interval(f)
+            row[f"{f}_mean"], row[f"{f}_sd"], row[low], row[high] = t_interval(frame[f], confidence)
         summary_rows.append(row)
     summary = pd.DataFrame(summary_rows).sort_values("record_f1_A_mean", ascending=False).reset_index(drop=True)
     pair_rows = []
@@ -104,7 +106,7 @@ def summarise(study: StudyRuns, confidence: float = 0.95) -> tuple[pd.DataFrame,
         row = {"a": a, "b": b, "folds": len(both)}
         for f in FIGURES:
             mean, _, low, high = t_interval(both[f"{f}_a"] - both[f"{f}_b"], confidence)
-            row[f"{f}_difference"], row[f"{f}_ci_low"], row[f"{f}_ci_high"] = mean, low, high
+            row[f"{f}_difference"], row[interval(f)[0]], row[interval(f)[1]] = mean, low, high
             row[f"{f}_real"] = bool(low > 0 or high < 0)
         pair_rows.append(row)
     return summary, pd.DataFrame(pair_rows)
@@ -114,7 +116,8 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
     level = f"{confidence:.0%}"
 
     def spread(row, f):
-        return f"{row[f + '_mean']:.3f} ± {row[f + '_sd']:.3f} [{row[f + '_ci_low']:.3f}–{row[f + '_ci_high']:.3f}]"
+        low, high = interval(f)
+        return f"{row[f + '_mean']:.3f} ± {row[f + '_sd']:.3f} [{row[low]:.3f}–{row[high]:.3f}]"
 
     lines = [f"# Study `{name}`: cross-validation on the validation folds", "",
              f"Each figure is the mean ± standard deviation across folds, with the {level} t-interval of the mean "
@@ -130,7 +133,8 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
         cells = []
         for f in PAIRED:
             verdict = "real" if row[f"{f}_real"] else "within noise"
-            cells.append(f"{row[f + '_difference']:+.3f} [{row[f + '_ci_low']:+.3f}, {row[f + '_ci_high']:+.3f}] {verdict}")
+            low, high = interval(f)
+            cells.append(f"{row[f + '_difference']:+.3f} [{row[low]:+.3f}, {row[high]:+.3f}] {verdict}")
         lines.append(f"| {row['a']} | {row['b']} | {row['folds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -143,8 +147,9 @@ def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str = "record
     for x, (_, row) in enumerate(summary.iterrows()):
         values = study.runs.loc[study.runs["experiment"] == row["experiment"], figure]
         ax.scatter(np.full(len(values), x) + np.linspace(-0.12, 0.12, len(values)), values, s=14, alpha=0.7)
-        ax.errorbar(x, row[f"{figure}_mean"], yerr=[[row[f"{figure}_mean"] - row[f"{figure}_ci_low"]],
-                                                    [row[f"{figure}_ci_high"] - row[f"{figure}_mean"]]],
+        low, high = interval(figure)
+        ax.errorbar(x, row[f"{figure}_mean"], yerr=[[row[f"{figure}_mean"] - row[low]],
+                                                    [row[high] - row[f"{figure}_mean"]]],
                     fmt="_", color="black", capsize=6, markersize=20)
     ax.set_xticks(range(len(summary)), summary["experiment"], rotation=20, ha="right")
     ax.set(ylabel=figure, title=f"study {study.name}: {figure} per fold, mean and interval")

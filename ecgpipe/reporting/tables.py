@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecgpipe.evaluation import names
 from ecgpipe.evaluation.metrics import Bootstrap, figure, paired_difference
 
 COMPARED = ["balanced_chunk_acc", "record_acc", "record_balanced_acc", "record_f1_A", "record_macro_f1", "record_roc_auc"]
@@ -70,14 +71,15 @@ def _cell(value) -> str:
 def to_markdown(table: pd.DataFrame) -> str:
     """A Markdown table; a column with ``_ci_low``/``_ci_high`` beside it shows ``0.957 [0.930–0.980]``
     (``-0.041 [-0.079, -0.006]`` when the interval reaches below 0)."""
-    shown = [c for c in table.columns if not c.endswith(("_ci_low", "_ci_high"))]
+    shown = [c for c in table.columns if not names.is_interval(c)]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for _, row in table.iterrows():
         cells = []
         for column in shown:
             text = _cell(row[column])
-            if f"{column}_ci_low" in table and not pd.isna(row[f"{column}_ci_low"]):
-                low, high = row[f"{column}_ci_low"], row[f"{column}_ci_high"]
+            low_column, high_column = names.interval(column)
+            if low_column in table and not pd.isna(row[low_column]):
+                low, high = row[low_column], row[high_column]
                 text += f" [{low:.3f}–{high:.3f}]" if low >= 0 else f" [{low:.3f}, {high:.3f}]"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
@@ -118,8 +120,8 @@ def paired_comparisons(table: pd.DataFrame, metric: str, reference: str, plots_d
         diff = paired_validation_difference(name, reference, record_figure(metric), plots_dir, bootstrap)
         verdict = (("champion" if is_champion else "reference") if name == reference else "worse" if diff.high < 0
                    else "better" if diff.low > 0 else "not distinguishable")
-        rows.append({"experiment": name, "difference": diff.difference, "difference_ci_low": diff.low,
-                     "difference_ci_high": diff.high, "verdict": verdict})
+        rows.append({"experiment": name, **names.with_interval("difference", diff.difference, diff.low, diff.high),
+                     "verdict": verdict})
     return pd.DataFrame(rows)
 
 
@@ -129,7 +131,7 @@ def _comparison_section(paired: pd.DataFrame | None, table: pd.DataFrame, metric
                 "the paired bootstrap over recordings applies to `record_*` metrics only.\n")
     reference = paired.loc[paired["verdict"].isin(["champion", "reference"]), "experiment"].iloc[0]
     is_champion = (paired["verdict"] == "champion").any()
-    merged = table[["experiment", metric, f"{metric}_ci_low", f"{metric}_ci_high"]].merge(paired, on="experiment")
+    merged = table[["experiment", metric, *names.interval(metric)]].merge(paired, on="experiment")
     tied = paired.loc[paired["verdict"] == "not distinguishable", "experiment"].tolist()
     level = f"{bootstrap.confidence:.0%}"
     who = (f"The champion, `{reference}`, chosen by the gate below" if is_champion else

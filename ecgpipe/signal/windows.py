@@ -1,23 +1,22 @@
-"""The window cutter: windows of samples or of spectrogram rows at given starts, batched."""
+"""The window cutter: windows of samples (training crops and scoring windows alike; only their starts
+differ) or of spectrogram rows at given starts, batched."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
 
-def _sample_windows(samples: np.ndarray, starts: np.ndarray, span: int) -> torch.Tensor:
-    """(len(starts), span) float32 windows of one recording's samples."""
-    index = torch.from_numpy(starts)[:, None] + torch.arange(span)[None, :]
-    return torch.from_numpy(np.ascontiguousarray(samples))[index].to(torch.float32)
+def cut(flat: torch.Tensor, starts: torch.Tensor, span: int) -> torch.Tensor:
+    """The (len(starts), span) windows of the 1-D samples ``flat`` (one recording, or a store of
+    many end to end) that begin at ``starts``."""
+    return flat[starts[:, None] + torch.arange(span, device=starts.device)[None, :]]
 
 
 def sample_windows(flat: torch.Tensor, starts: torch.Tensor, span: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """The windows (at most ``batch_size``, span) of the 1-D store ``flat`` at ``starts``, batch by batch."""
-    offsets = torch.arange(span, device=starts.device)[None, :]
+    """:func:`cut`, at most ``batch_size`` windows at a time."""
     for begin in range(0, len(starts), batch_size):
-        yield flat[starts[begin : begin + batch_size, None] + offsets]
+        yield cut(flat, starts[begin : begin + batch_size], span)
 
 
 def chunk_positions(rows: torch.Tensor, windows: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,8 +53,8 @@ class PredictorModel(mlflow.pyfunc.PythonModel):
                    "model": self.model_run}
             try:
                 samples = np.asarray(signal, dtype=np.float64)
-                self.predictor.limits.check(Signal(samples, fs))
-                row.update(self.predictor.classify(Signal(samples, float(fs))))
+                # the rate first, so that a missing or non-numeric fs is a row error, not a crash
+                row.update(self.predictor.classify(Signal(samples, self.predictor.limits.check_rate(fs))))
             except (PredictError, ValueError, TypeError) as exc:
                 row["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             rows.append(row)

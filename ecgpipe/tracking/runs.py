@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import subprocess
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -101,20 +100,11 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def git_commit(root: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def run_tags(device: torch.device) -> dict[str, str]:
+    """What MLflow does not tag by itself (it tags mlflow.source.git.commit, branch and the script)."""
     tags = {"torch_version": torch.__version__, "device": str(device)}
     if device.type == "cuda":
         tags["gpu_name"] = torch.cuda.get_device_name(device)
-    if commit := git_commit(project_root()):
-        tags["git_commit"] = commit
     if stage := os.environ.get("DVC_STAGE"):
         tags["dvc_stage"] = stage
     if experiment := os.environ.get("DVC_EXP_NAME"):  # a `dvc exp run` experiment, queued ones included
