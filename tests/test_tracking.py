@@ -121,6 +121,24 @@ def test_failing_run_ends_failed_and_writes_nothing(prepared, tmp_path, store, m
     assert not (tmp_path / "plots").exists()
 
 
+def test_an_unreachable_tracking_server_is_one_line_within_seconds_and_writes_nothing(prepared, tmp_path,
+                                                                                      monkeypatch):
+    import time
+
+    from ecgpipe.core.errors import TrackingStoreError
+    from ecgpipe.tracking.server import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there: MLflow's client would retry for minutes
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    started = time.monotonic()
+    with pytest.raises(TrackingStoreError) as error:
+        _train(prepared, tmp_path)
+    assert time.monotonic() - started < 30
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"the MLflow tracking server {uri} is unreachable")
+    assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
+
+
 def test_random_chunk_experiment_trains(prepared, tmp_path, store):
     summary = _train(prepared, tmp_path, "fully_connected-random_chunk")
     assert summary["epochs"] == 2 and 0 <= summary["val_acc"] <= 1

@@ -116,8 +116,24 @@ def _study_run(args: argparse.Namespace) -> None:
     experiments = args.experiments or list(params.experiments)
     for name in experiments:
         params.experiment(name)  # an unknown name fails here, before anything is queued
+    if args.backend == "ray":
+        from ecgpipe.pipeline.ray_study import run_ray_study
+
+        # a task asks Ray for a GPU when the experiments train on one (train.device: cuda...)
+        gpus = 1 if params.train.device.startswith("cuda") else 0
+        for row in run_ray_study(args.name, args.folds, args.seeds, experiments, params.mlflow.experiment_name,
+                                 address=args.address, cpus=args.cpus_per_task, gpus=gpus, retries=args.retries):
+            print(f"{row['experiment']}: ran on node {row['node_ip']} ({row['node_id'][:12]})")
+        return
     run_study(args.name, args.folds, args.seeds, experiments, args.jobs, params.mlflow.experiment_name,
               wait=args.wait)
+
+
+def _remote_set(args: argparse.Namespace) -> None:
+    from ecgpipe.pipeline.remotes import REMOTE, set_remotes
+
+    set_remotes(args.git, args.dvc)
+    print(f"git remote {REMOTE} -> {args.git}; DVC remote {REMOTE} (default) -> {args.dvc}")
 
 
 def _study_report(args: argparse.Namespace) -> None:
@@ -185,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, help="also write the table to this CSV file")
     predict.add_argument("files", nargs="+", help="recordings")
     predict.set_defaults(func=_predict)
-    study = commands.add_parser("study", help="cross-validation studies run by DVC's queue").add_subparsers(
+    study = commands.add_parser("study", help="cross-validation studies run by DVC's queue or on a Ray cluster").add_subparsers(
         dest="what", required=True)
     run = study.add_parser("run", help="queue one DVC experiment per fold and seed, then start the queue's workers",
                            description="Queues `dvc exp run --queue -S split.fold=K -S train.seed=S -S study.name=NAME "
@@ -199,12 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", action="store_true",
                      help="return only when the queue is empty; exit non-zero naming the study's failed runs")
     run.add_argument("--params", type=Path, default=Path("params.yaml"))
+    run.add_argument("--backend", choices=["dvc-queue", "ray"], default="dvc-queue",
+                     help="dvc-queue: DVC's local queue workers (one machine); ray: one Ray task per fold and seed "
+                          "on a Ray cluster, each in a fresh clone, with the remotes of `ecgpipe remote set` and "
+                          "the tracking server of $MLFLOW_TRACKING_URI (always waits)")
+    run.add_argument("--address", help="ray: the cluster's address, e.g. 10.0.0.5:6379 (default: a new local cluster)")
+    run.add_argument("--cpus-per-task", type=_at_least(1), default=1, help="ray: CPUs each task reserves")
+    run.add_argument("--retries", type=_at_least(0), default=2, help="ray: retries of a failed or lost task")
     run.set_defaults(func=_study_run)
     report = study.add_parser("report", help="aggregate a study's finished runs from MLflow")
     report.add_argument("--name", required=True, type=_study_name)
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder for study.md, .csv and .png")
     report.add_argument("--params", type=Path, default=Path("params.yaml"))
     report.set_defaults(func=_study_report)
+    remote = commands.add_parser("remote", help="the git and DVC remotes that studies on Ray share").add_subparsers(
+        dest="what", required=True)
+    remote_set = remote.add_parser(
+        "set", help="point the git remote and the default DVC remote `ecgpipe` at these URLs",
+        description="`git remote add|set-url ecgpipe GIT` (a bare repository is made at a new local path) and "
+                    "`dvc remote add --local --default --force ecgpipe DVC`. Paths, s3://, ssh://: any URL git and "
+                    "DVC take.")
+    remote_set.add_argument("--git", required=True, help="the git remote: commits and DVC experiments")
+    remote_set.add_argument("--dvc", required=True, help="the DVC remote: the cache")
+    remote_set.set_defaults(func=_remote_set)
     task = commands.add_parser("task", help="tasks of params.yaml (such as four_class) run as DVC experiments")
     task_run = task.add_subparsers(dest="what", required=True).add_parser(
         "run", help="run task NAME as one DVC experiment, in a temporary copy (the workspace is left as it is)",

@@ -126,21 +126,3 @@ def _queue_rows() -> list[tuple[str, str, str]] | None:
 def _queue_busy() -> bool:
     rows = _queue_rows()
     return rows is None or any(status in ("Queued", "Running") for _, _, status in rows)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -43,15 +43,33 @@ def sqlite_path(uri: str) -> Path | None:
 _OTHER_STORE = f"point {TRACKING_ENV} at another store"
 
 
+def check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """A TrackingStoreError naming ``uri`` when no server answers there (MLflow's client would retry
+    for minutes first). Any HTTP answer, even an error status, is a server."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingStoreError(f"the MLflow tracking server {uri} is unreachable ({reason}); start it "
+                                 "(`ecgpipe server start`) or export the right MLFLOW_TRACKING_URI") from None
+
+
 def check_store_file(uri: str, write: bool = True) -> None:
     """A SQLite store that exists must be a readable database (and, to ``write``, writable); a
     TrackingStoreError in one line otherwise. Checked before a stage or command does any work, so
-    that MLflow's and SQLAlchemy's tracebacks never reach the user. Other stores pass: their server
-    answers for itself (and a failure is caught as :func:`store_error_line` says).
+    that MLflow's and SQLAlchemy's tracebacks never reach the user. A server must answer (at once,
+    not after MLflow's minutes of retries); what it says is caught as :func:`store_error_line` says.
 
     Called once by each entry point that uses a store (the train, evaluate and report stages,
     ``predict``, ``study``), before its work: ``quick_check`` reads the whole file."""
     path = sqlite_path(uri)
+    if uri.startswith(("http://", "https://")):
+        check_server_reachable(uri)
     if path is None:
         return
     if path.exists():

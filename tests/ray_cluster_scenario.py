@@ -1,0 +1,141 @@
+"""Several machines on one: run inside a network namespace whose only interface is loopback
+(``unshare -n``, then ``ip link set lo up``), so that every service and both Ray nodes are
+127.0.0.1. Started here, in temporary folders and on free ports: a PostgreSQL cluster and the
+MLflow tracking server on it, a Ray head and a second Ray node (one CPU each), a bare git remote
+and a DVC remote. Then a study of 2 experiments x 2 folds on the synthetic recordings runs through
+``ecgpipe study run --backend ray``; what it left behind is observed from a third clone, and
+everything started is stopped.
+
+Usage: python tests/ray_cluster_scenario.py WORKDIR ARCHIVE OUT_JSON. It writes its observations to
+OUT_JSON; tests/test_ray_study.py asserts on them."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import copy_project, small_params_dict  # noqa: E402
+
+EXPERIMENTS = ["mean_spectrum-chunked", "fully_connected-random_chunk"]
+
+
+def sh(args, cwd, env, check=True):
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def descendants() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process().children(recursive=True)]
+
+
+def main(workdir: Path, archive: Path, out: Path) -> None:
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray.cluster_utils import Cluster
+
+    from ecgpipe.tracking.server import start_server, stop_server
+
+    seen: dict = {"interfaces": sh(["ip", "-o", "addr", "show"], None, os.environ).stdout}
+    params = small_params_dict()
+    params["split"]["folds"] = 2
+    project, env = copy_project(workdir, params, archive)
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.pop("DVC_ROOT", None)
+    ecgpipe = [os.path.join(os.path.dirname(sys.executable), "ecgpipe")]
+    dvc = [sys.executable, "-m", "dvc"]
+
+    # as root, PostgreSQL runs as the user postgres: its folder must be reachable by it
+    base = Path(tempfile.mkdtemp(prefix="ecgpipe-ray-server-"))
+    base.chmod(0o755)
+    server = base / "server"
+    state = start_server(server)
+    uri = env["MLFLOW_TRACKING_URI"] = state["tracking_uri"]
+    postmaster = int((server / "pgdata" / "postmaster.pid").read_text().split()[0])
+    started = {"mlflow": state["mlflow_pid"], "postgres": postmaster}
+    cluster = None
+    try:
+        sh(["git", "init", "-q"], project, env)
+        sh([*dvc, "init", "-q"], project, env)
+        (project / ".gitignore").write_text("/data/\n/models/\n/predictors/\n/mlflow.db\n/mlartifacts/\n")
+        sh([*dvc, "repro", "chunk", "signals"], project, env)
+        sh([*ecgpipe, "remote", "set", "--git", workdir / "remote.git", "--dvc", workdir / "dvc-remote"], project, env)
+        sh(["git", "add", "-A"], project, env)
+        sh(["git", "commit", "-qm", "project, with its data stages run"], project, env)
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        seen["nodes"] = {n["NodeID"]: n["NodeManagerAddress"] for n in nodes}
+        ray.shutdown()
+
+        t0 = time.perf_counter()
+        study = sh([*ecgpipe, "study", "run", "--backend", "ray", "--address", cluster.address, "--name", "cv",
+                    "--folds", "2", "--experiments", *EXPERIMENTS], project, env, check=False)
+        seen["study"] = {"returncode": study.returncode, "stdout": study.stdout, "stderr": study.stderr[-4000:],
+                         "seconds": round(time.perf_counter() - t0, 1)}
+        seen["ran_on"] = [line.split("(")[1].rstrip(")") for line in study.stdout.splitlines() if "ran on node" in line]
+
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("ecgpipe")
+        runs = [] if experiment is None else client.search_runs([experiment.experiment_id],
+                                                                  filter_string="tags.study = 'cv'")
+        seen["runs"] = []
+        for run in runs:
+            artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
+            spec = json.loads(Path(client.download_artifacts(run.info.run_id, "model.json", str(workdir))).read_text())
+            seen["runs"].append({"name": run.info.run_name, "status": run.info.status, "tags": run.data.tags,
+                                 "artifact_uri": run.info.artifact_uri, "artifacts": artifacts,
+                                 "model_json_experiment": spec.get("experiment"),
+                                 "has_val_f1": "val_record_f1_A" in run.data.metrics})
+
+        if study.returncode != 0:
+            return
+        # a third clone, from the remotes only: the experiments and their models come back
+        third = workdir / "third"
+        sh(["git", "clone", "-q", "--branch", "ecgpipe-study-cv", workdir / "remote.git", third], None, env)
+        sh([*dvc, "remote", "add", "--local", "--default", "ecgpipe", workdir / "dvc-remote"], third, env)
+        names = [f"cv-fold{k}-seed12345" for k in range(2)]
+        for name in names:
+            sh([*dvc, "exp", "pull", "origin", name], third, env)
+        seen["exp_list"] = sh([*dvc, "exp", "list", "--all-commits", "--name-only"], third, env).stdout.split()
+        restored = {}
+        for name in names:
+            sh([*dvc, "exp", "apply", name], third, env)
+            pulled = sh([*dvc, "pull", *[f"train@{e}" for e in EXPERIMENTS]], third, env, check=False)
+            lock = yaml.safe_load((third / "dvc.lock").read_text())
+            restored[name] = {"pull_rc": pulled.returncode, "pull_err": pulled.stderr[-1000:],
+                              "models": {e: (third / "models" / e / "model.pt").is_file() for e in EXPERIMENTS},
+                              "fold_in_lock": lock["stages"]["split"]["params"]["params.yaml"]["split.fold"]}
+        seen["restored"] = restored
+    finally:
+        before = descendants()
+        if cluster is not None:
+            cluster.shutdown()
+        stop_server(server, missing_ok=True)
+        time.sleep(2)
+        seen["left_running"] = [pid for pid in before + list(started.values()) if alive(pid)]
+        out.write_text(json.dumps(seen, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
