@@ -46,6 +46,47 @@ def descendants() -> list[int]:
     return [p.pid for p in psutil.Process().children(recursive=True)]
 
 
+def kill_a_worker_mid_training(deadline_s: float = 900) -> dict:
+    """Wait for a stage `train.py` of study `drill`, then SIGKILL the Ray worker that runs its cell
+    (as the kernel's OOM killer or a lost node would)."""
+    import signal
+
+    import psutil
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for process in psutil.process_iter(["cmdline", "cwd"]):
+            try:
+                if "stages/train.py" in " ".join(process.info["cmdline"] or []) and \
+                        "ecgpipe-drill-" in (process.info["cwd"] or ""):
+                    worker = next(p for p in process.parents() if "ray::" in " ".join(p.cmdline()))
+                    time.sleep(3)  # mid-training: its MLflow run is RUNNING
+                    worker.send_signal(signal.SIGKILL)
+                    return {"killed_worker": worker.pid, "train_pid": process.pid}
+            except (psutil.Error, StopIteration):
+                continue
+        time.sleep(0.5)
+    return {"killed_worker": None}
+
+
+def kill_drill(project: Path, env: dict, address: str, ecgpipe: list, client, experiment_id: str) -> dict:
+    """A study whose first training's worker is killed: Ray retries the cell, the killed attempt's
+    run ends KILLED, and the study completes with one FINISHED run per cell."""
+    import threading
+
+    killed: dict = {}
+    killer = threading.Thread(target=lambda: killed.update(kill_a_worker_mid_training()))
+    killer.start()
+    drill = sh([*ecgpipe, "study", "run", "--backend", "ray", "--address", address, "--name", "drill",
+                "--folds", "2", "--experiments", EXPERIMENTS[0]], project, env, check=False)
+    killer.join()
+    runs = client.search_runs([experiment_id], filter_string="tags.study = 'drill'")
+    train_alive = killed.get("train_pid") is not None and alive(killed["train_pid"])
+    return {"returncode": drill.returncode, "stderr": drill.stderr[-3000:], **killed,
+            "orphan_train_alive": train_alive,
+            "runs": sorted([r.data.tags["fold"], r.info.status] for r in runs)}
+
+
 def main(workdir: Path, archive: Path, out: Path) -> None:
     import ray
     from mlflow.tracking import MlflowClient
@@ -127,6 +168,7 @@ def main(workdir: Path, archive: Path, out: Path) -> None:
                               "models": {e: (third / "models" / e / "model.pt").is_file() for e in EXPERIMENTS},
                               "fold_in_lock": lock["stages"]["split"]["params"]["params.yaml"]["split.fold"]}
         seen["restored"] = restored
+        seen["kill_drill"] = kill_drill(project, env, cluster.address, ecgpipe, client, experiment.experiment_id)
     finally:
         before = descendants()
         if cluster is not None:

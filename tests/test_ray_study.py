@@ -47,7 +47,7 @@ def test_a_study_on_two_ray_nodes_logs_to_the_server_and_travels_through_the_rem
         assert run["tags"]["dvc_experiment"] == f"cv-fold{run['tags']['fold']}-seed12345"
         assert run["tags"]["mlflow.source.git.commit"]
         assert run["artifact_uri"].startswith("mlflow-artifacts:/")
-        assert {"model", "model.json", "training_curves.png"} <= set(run["artifacts"])
+        assert {"dvc", "evaluation", "model.json", "training_curves.png"} <= set(run["artifacts"])
         assert run["model_json_experiment"] == run["name"] and run["has_val_f1"]
 
     # a third clone gets the experiments from the git remote and their models from the DVC remote
@@ -56,6 +56,16 @@ def test_a_study_on_two_ray_nodes_logs_to_the_server_and_travels_through_the_rem
         assert restored["pull_rc"] == 0, restored["pull_err"]
         assert all(restored["models"].values()), restored
         assert restored["fold_in_lock"] == int(name[len("cv-fold")])
+
+    # a worker killed mid-training: Ray retried its cell, the killed attempt's run ended KILLED (not
+    # RUNNING for ever), its training process did not outlive it, and every cell has a FINISHED run
+    drill = seen["kill_drill"]
+    assert drill["killed_worker"] is not None, "no training of the drill study was seen to kill"
+    assert drill["returncode"] == 0, drill["stderr"]
+    assert not drill["orphan_train_alive"]
+    statuses = {fold: sorted(s for f, s in drill["runs"] if f == fold) for fold in ("0", "1")}
+    assert all(s.count("FINISHED") == 1 for s in statuses.values()), drill["runs"]
+    assert ["KILLED"] == [s for f, s in drill["runs"] if s != "FINISHED"], drill["runs"]
 
     # nothing the scenario started is still running
     assert seen["left_running"] == []

@@ -194,3 +194,41 @@ def test_a_run_without_a_figure_is_named_not_averaged_as_nan(tmp_path):
                                          r"[0-9a-f]+; expected every study figure \(evaluated by another version of "
                                          r"ecgpipe\?\)"):
         collect_runs("hand", uri, "ecgpipe")
+
+
+def test_ray_cells_run_the_queue_workers_commands_in_place():
+    from ecgpipe.pipeline.ray_study import cells
+
+    made = cells("cv", 3, [1, 2], ["a-chunked"], git_url="g", branch="b", commit="c", dvc_url="d",
+                 tracking_uri="http://x", threads=1)
+    assert [(c.fold, c.seed) for c in made] == [(k, s) for s in (1, 2) for k in range(3)]
+    queued = queue_commands("cv", 3, [1, 2], ["a-chunked"])
+    assert [c.exp_run for c in made] == [[w for w in q if w != "--queue"] for q in queued]
+    assert made[4].exp_name == "cv-fold1-seed2"
+
+
+def test_remote_set_configures_both_remotes_with_absolute_paths(tmp_path, monkeypatch):
+    import subprocess
+
+    from ecgpipe.cli import main
+    from ecgpipe.pipeline.remotes import dvc_remote_url, git_remote_url
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    main(["remote", "set", "--git", "remote.git", "--dvc", "../cache"])
+    assert git_remote_url(tmp_path) == str(tmp_path / "remote.git")
+    assert (tmp_path / "remote.git" / "HEAD").is_file()  # a bare repository made for it
+    assert dvc_remote_url(tmp_path) == str(tmp_path.parent / "cache")
+    main(["remote", "set", "--git", "other.git", "--dvc", "s3://bucket/cache"])  # set again: replaced
+    assert git_remote_url(tmp_path).endswith("other.git") and dvc_remote_url(tmp_path) == "s3://bucket/cache"
+
+
+def test_a_ray_study_refuses_a_store_that_other_machines_cannot_reach(tmp_path, monkeypatch):
+    from tests.conftest import cli_exit_message
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    message = cli_exit_message(["study", "run", "--backend", "ray", "--name", "cv", "--folds", "2",
+                                "--experiments", "mean_spectrum-chunked"])
+    assert "a study on Ray logs from every node to one tracking server" in message
+    assert "\n" not in message.strip()

@@ -24,7 +24,8 @@ def _run(args: list[str], root: Path) -> subprocess.CompletedProcess:
 def _must(args: list[str], root: Path) -> str:
     result = _run(args, root)
     if result.returncode != 0:
-        raise StudyError(f"`{' '.join(args)}` failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise StudyError(f"`{' '.join(args)}` failed: {lines[-1] if lines else f'exit {result.returncode}'}")
     return result.stdout.strip()
 
 
