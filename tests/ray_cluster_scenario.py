@@ -87,6 +87,29 @@ def kill_drill(project: Path, env: dict, address: str, ecgpipe: list, client, ex
             "runs": sorted([r.data.tags["fold"], r.info.status] for r in runs)}
 
 
+def missing_drill(project: Path, env: dict, address: str, ecgpipe: list, dvc_remote: Path) -> dict:
+    """A file of the data stages gone from the DVC remote and from the project's cache: the study
+    stops before it sends a cell, naming it (DVC's push only warns; every cell's pull would fail)."""
+    import shutil
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    md5 = next(o["md5"] for o in lock["stages"]["signals"]["outs"])
+    gone = [next(dvc_remote.rglob(md5[2:])), next((project / ".dvc" / "cache").rglob(md5[2:]))]
+    aside = [project.parent / f"moved-away-{i}" for i in range(len(gone))]
+    for path, away in zip(gone, aside):
+        shutil.move(path, away)
+    try:
+        started = time.perf_counter()
+        result = sh([*ecgpipe, "study", "run", "--backend", "ray", "--address", address, "--name", "gone",
+                     "--folds", "2", "--experiments", EXPERIMENTS[0]], project, env, check=False)
+        seconds = time.perf_counter() - started
+    finally:
+        for path, away in zip(gone, aside):
+            shutil.move(away, path)
+    return {"returncode": result.returncode, "stderr_tail": result.stderr.strip().splitlines()[-1:], "md5": md5,
+            "seconds": round(seconds, 1)}
+
+
 def main(workdir: Path, archive: Path, out: Path) -> None:
     import ray
     from mlflow.tracking import MlflowClient
@@ -169,6 +192,7 @@ def main(workdir: Path, archive: Path, out: Path) -> None:
                               "fold_in_lock": lock["stages"]["split"]["params"]["params.yaml"]["split.fold"]}
         seen["restored"] = restored
         seen["kill_drill"] = kill_drill(project, env, cluster.address, ecgpipe, client, experiment.experiment_id)
+        seen["missing_drill"] = missing_drill(project, env, cluster.address, ecgpipe, workdir / "dvc-remote")
     finally:
         before = descendants()
         if cluster is not None:

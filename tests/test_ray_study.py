@@ -67,5 +67,13 @@ def test_a_study_on_two_ray_nodes_logs_to_the_server_and_travels_through_the_rem
     assert all(s.count("FINISHED") == 1 for s in statuses.values()), drill["runs"]
     assert ["KILLED"] == [s for f, s in drill["runs"] if s != "FINISHED"], drill["runs"]
 
+    # a file of the data stages in neither the cache nor the DVC remote: one line naming it, no cell sent
+    missing = seen["missing_drill"]
+    assert missing["returncode"] != 0
+    line = missing["stderr_tail"][0]
+    assert line.startswith("error: `dvc push -r ecgpipe --with-deps chunk signals`: the data stages' outputs are "
+                           "not all in this clone's cache or the DVC remote"), line
+    assert f"md5: {missing['md5']}" in line
+
     # nothing the scenario started is still running
     assert seen["left_running"] == []

@@ -28,6 +28,7 @@ from ecgpipe.pipeline.study import dvc_command, prepare_store, queue_commands
 from ecgpipe.reporting.study import FOLD_TAG, SEED_TAG, STUDY_TAG, check_study_name
 
 STUDY_BRANCH = "ecgpipe-study-{name}"  # the git branch that carries a study's commit to the workers
+DATA_TARGETS = ["--with-deps", "chunk", "signals"]  # the data stages' outputs, which every cell starts from
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,9 @@ def run_cell(cell: Cell) -> dict:
         _sh(["git", "clone", "-q", "--branch", cell.branch, cell.git_url, str(workdir)], None, env, guarded=True)
         _sh(["git", "checkout", "-q", "-B", cell.branch, cell.commit], workdir, env, guarded=True)
         _sh(["dvc", "remote", "add", "--local", "--default", "--force", REMOTE, cell.dvc_url], workdir, env, guarded=True)
-        _sh(["dvc", "pull", "--allow-missing"], workdir, env, guarded=True)
+        # what the driver pushed: a file missing from the remote fails here, naming it, rather than
+        # sending the stages off to download the archive again
+        _sh(["dvc", "pull", *DATA_TARGETS], workdir, env, guarded=True)
         _sh(cell.exp_run, workdir, env, guarded=True)
         _sh(["dvc", "exp", "push", "--force", "origin", cell.exp_name], workdir, env, guarded=True)
         _sh(["dvc", "push"], workdir, env, guarded=True)
@@ -134,6 +137,18 @@ def _checked_tree(root: Path) -> str:
         raise StudyError(f"uncommitted changes ({dirty.splitlines()[0].strip()} ...): a study on Ray runs a "
                          "commit in fresh clones; commit them first")
     return _sh(["git", "rev-parse", "HEAD"], root, env).strip()
+
+
+def _push_data(root: Path, env: dict[str, str]) -> None:
+    """``dvc push`` the data stages' outputs; a StudyError if some are in neither this clone's cache
+    nor the remote (DVC only warns, and every cell would then fail to pull them)."""
+    args = ["dvc", "push", "-r", REMOTE, *DATA_TARGETS]
+    result = subprocess.run(dvc_command(args), cwd=root, env=env, capture_output=True, text=True)
+    if result.returncode != 0 or "Missing cache files" in result.stderr:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        missing = [line for line in lines if line.startswith("md5:") or line.startswith("data/")]
+        raise StudyError(f"`{shlex.join(args)}`: the data stages' outputs are not all in this clone's cache or the "
+                         f"DVC remote ({', '.join(missing) or lines[-1:]}); run `dvc repro chunk signals` first")
 
 
 def run_ray_study(name: str, folds: int, seeds: list[int], experiments: list[str], experiment_name: str, *,
@@ -159,7 +174,7 @@ def run_ray_study(name: str, folds: int, seeds: list[int], experiments: list[str
     branch = STUDY_BRANCH.format(name=name)
     print(f"$ git push {REMOTE} HEAD:{branch}; dvc push the data stages' outputs", flush=True)
     _sh(["git", "push", "-q", "--force", REMOTE, f"HEAD:refs/heads/{branch}"], root, env)
-    _sh(["dvc", "push", "-r", REMOTE, "--with-deps", "chunk", "signals"], root, env)
+    _push_data(root, env)
     prepare_store(uri, experiment_name)
 
     common = {"git_url": git_url, "branch": branch, "commit": commit, "dvc_url": dvc_url, "tracking_uri": uri,
