@@ -99,3 +99,50 @@ def test_stages_registry_and_predict_through_a_postgresql_tracking_server(prepar
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_run_logging_through_a_server_restart_loses_nothing():
+    """The tracking server restarted mid-study: a run that logs while it is down carries on
+    (MLflow's client retries), and the runs that had finished are still there."""
+    import threading
+    import time
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ecgpipe.tracking.server import start_server, stop_server
+
+    base = Path(tempfile.mkdtemp(prefix="ecgpipe-restart-"))
+    base.chmod(0o755)
+    folder = base / "server"
+    try:
+        uri = start_server(folder)["tracking_uri"]
+        port = int(uri.rsplit(":", 1)[1])
+        client = MlflowClient(uri)
+        experiment = client.create_experiment("restart")
+        finished = client.create_run(experiment, run_name="finished-before")
+        client.log_metric(finished.info.run_id, "x", 1.0)
+        client.set_terminated(finished.info.run_id)
+        restarted = threading.Event()
+
+        def restart():
+            time.sleep(3)
+            stop_server(folder)
+            start_server(folder, port=port)  # the same address: clients keep their URI
+            restarted.set()
+
+        threading.Thread(target=restart).start()
+        mlflow.set_tracking_uri(uri)
+        with mlflow.start_run(experiment_id=experiment, run_name="through-restart") as run:
+            step = 0
+            while not restarted.is_set() or step < 8:  # logging all along, down time included
+                mlflow.log_metric("step", step, step=step)
+                step += 1
+                time.sleep(0.5)
+        assert client.get_run(run.info.run_id).info.status == "FINISHED"
+        # every step there (a request retried after the server had stored it may appear twice)
+        assert sorted({m.value for m in client.get_metric_history(run.info.run_id, "step")}) == list(range(step))
+        assert client.get_run(finished.info.run_id).info.status == "FINISHED"
+    finally:
+        stop_server(folder, missing_ok=True)
+        shutil.rmtree(base, ignore_errors=True)
