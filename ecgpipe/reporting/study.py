@@ -102,7 +102,7 @@ def summarise(study: StudyRuns, confidence: float = 0.95) -> tuple[pd.DataFrame,
     summary = pd.DataFrame(summary_rows).sort_values("record_f1_A_mean", ascending=False).reset_index(drop=True)
     pair_rows = []
     for a, b in itertools.combinations(summary["experiment"], 2):
-        both = per_fold.loc[a].join(per_fold.loc[b], lsuffix="_a", rsuffix="_b", how="inner")
+        both = per_fold.loc[a].join(per_fold.loc[b], suffixes=("_a", "_b"), how="inner")
         row = {"a": a, "b": b, "folds": len(both)}
         for f in FIGURES:
             mean, _, low, high = t_interval(both[f"{f}_a"] - both[f"{f}_b"], confidence)
