@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecgpipe.core.errors import StudyError
-from ecgpipe.pipeline.remotes import REMOTE, dvc_remote_url, git_remote_url
+from ecgpipe.pipeline.remotes import REMOTE, dvc_remote_url, git_remote_url, run_command
 from ecgpipe.pipeline.study import dvc_command, prepare_store, queue_commands
 from ecgpipe.reporting.study import FOLD_TAG, SEED_TAG, STUDY_TAG, check_study_name
 
@@ -139,11 +139,11 @@ def _checked_tree(root: Path) -> str:
     return _sh(["git", "rev-parse", "HEAD"], root, env).strip()
 
 
-def _push_data(root: Path, env: dict[str, str]) -> None:
+def _push_data(root: Path) -> None:
     """``dvc push`` the data stages' outputs; a StudyError if some are in neither this clone's cache
     nor the remote (DVC only warns, and every cell would then fail to pull them)."""
     args = ["dvc", "push", "-r", REMOTE, *DATA_TARGETS]
-    result = subprocess.run(dvc_command(args), cwd=root, env=env, capture_output=True, text=True)
+    result = run_command(args, root)
     if result.returncode != 0 or "Missing cache files" in result.stderr:
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         missing = [line for line in lines if line.startswith("md5:") or line.startswith("data/")]
@@ -174,7 +174,7 @@ def run_ray_study(name: str, folds: int, seeds: list[int], experiments: list[str
     branch = STUDY_BRANCH.format(name=name)
     print(f"$ git push {REMOTE} HEAD:{branch}; dvc push the data stages' outputs", flush=True)
     _sh(["git", "push", "-q", "--force", REMOTE, f"HEAD:refs/heads/{branch}"], root, env)
-    _push_data(root, env)
+    _push_data(root)
     prepare_store(uri, experiment_name)
 
     common = {"git_url": git_url, "branch": branch, "commit": commit, "dvc_url": dvc_url, "tracking_uri": uri,

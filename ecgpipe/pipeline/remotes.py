@@ -10,19 +10,17 @@ import subprocess
 from pathlib import Path
 
 from ecgpipe.core.errors import StudyError
+from ecgpipe.pipeline.study import dvc_command
 
 REMOTE = "ecgpipe"
 
 
-def _run(args: list[str], root: Path) -> subprocess.CompletedProcess:
-    import sys
-
-    command = [sys.executable, "-m", *args] if args[0] == "dvc" else args
-    return subprocess.run(command, cwd=root, capture_output=True, text=True)
+def run_command(args: list[str], root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(dvc_command(args), cwd=root, capture_output=True, text=True)
 
 
 def _must(args: list[str], root: Path) -> str:
-    result = _run(args, root)
+    result = run_command(args, root)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         raise StudyError(f"`{' '.join(args)}` failed: {lines[-1] if lines else f'exit {result.returncode}'}")
@@ -36,13 +34,13 @@ def set_remotes(git_url: str, dvc_url: str, root: Path = Path(".")) -> None:
     git_url, dvc_url = (url if "://" in url else str((Path(root) / url).resolve()) for url in (git_url, dvc_url))
     if "://" not in git_url and not Path(git_url).exists():
         _must(["git", "init", "-q", "--bare", git_url], root)
-    verb = "set-url" if _run(["git", "remote", "get-url", REMOTE], root).returncode == 0 else "add"
+    verb = "set-url" if run_command(["git", "remote", "get-url", REMOTE], root).returncode == 0 else "add"
     _must(["git", "remote", verb, REMOTE, git_url], root)
     _must(["dvc", "remote", "add", "--local", "--default", "--force", REMOTE, dvc_url], root)
 
 
 def git_remote_url(root: Path = Path(".")) -> str:
-    result = _run(["git", "remote", "get-url", REMOTE], root)
+    result = run_command(["git", "remote", "get-url", REMOTE], root)
     if result.returncode != 0:
         raise StudyError(f"no git remote {REMOTE!r}: set the remotes first (`ecgpipe remote set --git URL --dvc URL`)")
     return result.stdout.strip()
@@ -50,7 +48,7 @@ def git_remote_url(root: Path = Path(".")) -> str:
 
 def dvc_remote_url(root: Path = Path(".")) -> str:
     # `dvc config` merges the config files (`dvc remote list` wraps long URLs over several lines)
-    url = _run(["dvc", "config", f"remote.{REMOTE}.url"], root).stdout.strip()
+    url = run_command(["dvc", "config", f"remote.{REMOTE}.url"], root).stdout.strip()
     if not url:
         raise StudyError(f"no DVC remote {REMOTE!r}: set the remotes first (`ecgpipe remote set --git URL --dvc URL`)")
     return url
