@@ -97,3 +97,32 @@ def test_figure_names():
     assert figure(figures, "balanced_accuracy")[0] == figures["balanced_accuracy"][0]
     with pytest.raises(KeyError, match="no figure 'f1_X'"):
         figure(figures, "f1_X")
+
+
+def test_a_four_class_model_read_as_an_af_alarm():
+    """P(A) of a four-class model answers "is this AF?": its ROC AUC against every other recording
+    is scikit-learn's, and the false alarms are counted per other class, at the argmax decision and
+    at the threshold that finds 95% of the AF recordings; the intervals hold the point estimates."""
+    from sklearn.metrics import roc_auc_score
+
+    classes = ["N", "A", "O", "~"]
+    rng = np.random.default_rng(4)
+    y, probs = _scores(600, classes, rng, skill=1.5)
+    point = score(y, probs, classes)
+    assert point["af_roc_auc"] == pytest.approx(roc_auc_score(y == 1, probs[:, 1]), abs=1e-12)
+    called_af = probs.argmax(axis=1) == 1
+    p_af = probs[:, 1]
+    threshold = np.sort(p_af[y == 1])[int(np.floor(0.05 * (y == 1).sum()))]
+    assert (p_af[y == 1] >= threshold).mean() >= 0.95
+    for i, c in ((0, "N"), (2, "O"), (3, "~")):
+        assert point["af_specificity"][c] == pytest.approx(1 - called_af[y == i].mean())
+        assert point["af_specificity_at_sensitivity_95"][c] == pytest.approx((p_af[y == i] < threshold).mean())
+    assert set(point["af_specificity"]) == {"N", "O", "~"}  # AF is not a false alarm of its own
+    ci = confidence_intervals(y, probs, classes, Bootstrap(resamples=300, seed=1))
+    assert ci["af_roc_auc"][0] <= point["af_roc_auc"] <= ci["af_roc_auc"][1]
+    for c in ("N", "O", "~"):
+        for key in ("af_specificity", "af_specificity_at_sensitivity_95"):
+            low, high = ci[key][c]
+            assert low <= point[key][c] <= high and high - low > 0, (key, c)
+    # two classes: the figures of the one class against the other already say it all
+    assert "af_roc_auc" not in score(*_scores(100, ["N", "A"], rng), ["N", "A"])

@@ -17,9 +17,14 @@ FOUR = ["N", "A", "O", "~"]
 def test_the_projects_four_class_task():
     params = task_params(ROOT / "params.yaml", "four_class")
     assert params.spectrogram.classes == FOUR
-    assert params.spectrogram.min_length <= 2714  # the shortest CinC recording stays in
-    assert set(params.experiments) == {"torch_lstm-random_chunk", "raw_resnet-random_crop"}
+    # the plain networks and the robust ones, on the same recordings
+    assert set(params.experiments) == {"torch_lstm-random_chunk", "raw_resnet-random_crop",
+                                       "torch_lstm-robust_crop", "raw_resnet-robust_crop"}
+    # every recording that the robust ResNet's stretched 9-s crop fits (all but 14 of CinC's 8,528)
+    resnet = params.experiments["raw_resnet-robust_crop"]
+    assert params.spectrogram.min_length == resnet.augment.input_samples(params.crop_span(resnet)) > 2714
     assert params.report.champion_metric == "record_challenge_score"
+    assert params.report.gate  # the robust networks are gated on AF under the device shifts
     assert params.mlflow.experiment_name != load_params(ROOT / "params.yaml").mlflow.experiment_name
 
 
@@ -78,6 +83,14 @@ def test_four_class_task_through_dvc(committed_project, small_params):
     assert set(results["experiment"]) == {"mean_spectrum-chunked", "raw_resnet-random_crop"}
     assert results["record_challenge_score"].between(0, 1).all()
     assert "record_challenge_score" in (project / "reports" / "results.md").read_text()
+    # each model read as an AF alarm: AF found, and false alarms on each other class, with intervals
+    for column in ("record_af_sensitivity", "record_af_roc_auc",
+                   *(f"record_af_specificity{at}_{c}" for at in ("", "_at_sensitivity_95") for c in "NO~")):
+        assert results[column].between(0, 1).all() and (results[f"{column}_ci_low"] <= results[column]).all(), column
+    for _, row in results.iterrows():  # AF found is the recall of A
+        record = json.loads((project / "metrics" / row["experiment"] / "eval.json").read_text())["val"]["record"]
+        assert row["record_af_sensitivity"] == pytest.approx(record["recall"]["A"], abs=1e-6)
+    assert "## As an AF detector" in (project / "reports" / "results.md").read_text()
     champion = json.loads((project / "reports" / "champion.json").read_text())
     assert champion["registered_model"] == "synthetic-rhythm"
 
@@ -98,6 +111,7 @@ def test_four_class_task_through_dvc(committed_project, small_params):
     for r in runs:
         assert 0 <= r.data.metrics["val_record_challenge_score"] <= 1
         assert "val_record_f1_noise" in r.data.metrics and "val_record_f1_O" in r.data.metrics
+        assert "val_record_af_specificity_noise" in r.data.metrics and "val_record_af_roc_auc" in r.data.metrics
 
 
 def test_a_task_never_registers_the_workspaces_model(small_params, tmp_path):

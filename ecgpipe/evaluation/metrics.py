@@ -17,6 +17,8 @@ import scipy.stats
 from sklearn import metrics as skm
 
 CHALLENGE_CLASSES = ("N", "A", "O")  # CinC 2017 score: the mean F1 of these three
+AF = "A"
+AF_SENSITIVITY = 0.95  # the operating point of the AF alarm's curve figures: 95% of AF recordings found
 
 
 def positive_class(class_names: list[str]) -> str:
@@ -122,7 +124,36 @@ def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], 
             [_average_precision(probs[:, k][index], actual == k) for k in kept], axis=0)
     if set(CHALLENGE_CLASSES) <= set(class_names):
         figures["challenge_score"] = np.mean([figures["f1"][c] for c in CHALLENGE_CLASSES], axis=0)
+    if n_classes > 2 and AF in class_names and (y == class_names.index(AF)).any():
+        figures.update(_af_alarm(probs, class_names, index, actual, predicted))
     return figures
+
+
+def _af_alarm(probs: np.ndarray, class_names: list[str], index: np.ndarray, actual: np.ndarray,
+              predicted: np.ndarray) -> dict:
+    """A model of more than two classes read as the answer to "is this AF?" (its P(A)), with the
+    false alarms counted on each other class separately, because "not AF" mixes normal rhythm,
+    other rhythms and noise, and a detector fails on them very differently:
+    - ``af_roc_auc``: P(A) of AF recordings against all the others;
+    - ``af_specificity`` per other class: the share of its recordings not called AF (argmax);
+    - ``af_specificity_at_sensitivity_95`` per other class: the same share at the P(A) threshold
+      where 95% of the AF recordings are called AF (a point of the curve, read on these recordings:
+      a property of the ranking, not a threshold chosen for deployment)."""
+    a = class_names.index(AF)
+    p_af = probs[:, a][index]
+    is_af = actual == a
+    # stratified resamples: every row holds the same number of AF recordings
+    af_scores = np.sort(p_af[is_af].reshape(len(index), -1), axis=1)
+    k = int(np.floor((1 - AF_SENSITIVITY) * af_scores.shape[1]))
+    threshold = af_scores[:, k][:, None]  # at least 95% of AF recordings have P(A) >= threshold
+    others = [(c, i) for i, c in enumerate(class_names) if i != a]
+    return {
+        "af_roc_auc": _auc(p_af, is_af),
+        "af_specificity": {c: _divide(((actual == i) & (predicted != a)).sum(axis=1), (actual == i).sum(axis=1))
+                           for c, i in others},
+        "af_specificity_at_sensitivity_95": {
+            c: _divide(((actual == i) & (p_af < threshold)).sum(axis=1), (actual == i).sum(axis=1)) for c, i in others},
+    }
 
 
 def confidence_intervals(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap) -> dict:
@@ -244,4 +275,10 @@ def score(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
     }
     if set(CHALLENGE_CLASSES) <= set(class_names):
         result["challenge_score"] = float(np.mean([result["f1"][c] for c in CHALLENGE_CLASSES]))
+    if len(class_names) > 2 and AF in class_names and (y == class_names.index(AF)).any():
+        # defined once, on the resamples: the identity resample is the point estimate
+        identity = np.arange(len(y))[None, :]
+        alarm = _af_alarm(probs, class_names, identity, y[identity], predicted[identity])
+        result.update({k: {c: float(v[0]) for c, v in f.items()} if isinstance(f, dict) else float(f[0])
+                       for k, f in alarm.items()})
     return result

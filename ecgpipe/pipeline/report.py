@@ -8,7 +8,7 @@ import pandas as pd
 from ecgpipe.core.errors import ParamsError
 from ecgpipe.core.io import json_text, read_json, staged_outputs
 from ecgpipe.evaluation import names
-from ecgpipe.evaluation.metrics import Bootstrap, figure, positive_class
+from ecgpipe.evaluation.metrics import AF, Bootstrap, figure, positive_class
 from ecgpipe.params import Params
 from ecgpipe.pipeline.evaluate import bootstrap_of, scoring_settings
 from ecgpipe.reporting.champion import Decision, choose_champion
@@ -19,6 +19,8 @@ from ecgpipe.reporting.tables import (
     _robust_section,
     _shift_section,
     _test_section,
+    af_alarm_columns,
+    af_alarm_section,
     champion_section,
     paired_comparisons,
     paired_validation_difference,
@@ -77,6 +79,11 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
     }
     if "challenge_score" in record:
         row["record_challenge_score"] = record["challenge_score"]
+    if "af_roc_auc" in record:  # more classes than N and A: the model read as an AF alarm too
+        row["record_af_sensitivity"] = record["recall"][AF]
+        for key in ("af_specificity", "af_specificity_at_sensitivity_95"):
+            row.update({f"record_{key}_{c}": v for c, v in record[key].items()})
+        row["record_af_roc_auc"] = record["af_roc_auc"]
     row["train_examples_per_s"] = speed["examples_per_s"]  # the median epoch's
     if "ci" in record:  # each record_* figure's interval, as <column>_ci_low / _ci_high
         for column in [c for c in row if c.startswith("record_")]:
@@ -212,7 +219,9 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
         "chunks (or crops) aggregated into one probability,\n"
         f"with a {level} interval in brackets (stratified bootstrap over the recordings, "
         f"{bootstrap.resamples:,} resamples).\n\n"
-        + to_markdown(table.drop(columns=["model", "loader"] + [c for c in table if c.startswith(SHIFT_COLUMNS)]))
+        + to_markdown(table.drop(columns=["model", "loader"] + [c for c in table if c.startswith(SHIFT_COLUMNS)]
+                                 + af_alarm_columns(table)))
+        + af_alarm_section(table)
         + champion_section(decision, metric, params.report.gate, params.report.prefer, params.report.order, alias)
         + ("" if plots_dir is None else _comparison_section(paired, table, metric, bootstrap))
         + ("" if champion is None else _test_section(champion, test))

@@ -18,12 +18,30 @@ SHIFT_COLUMNS = ("worst_shift", "min_shift_")  # results.csv columns shown in th
 # results.csv column -> the recording-level figure in eval.json (its interval is under "ci")
 RECORD_COLUMNS = {"record_acc": "accuracy", "record_balanced_acc": "balanced_accuracy", "record_macro_f1": "macro_f1",
                   "record_roc_auc": "roc_auc", "record_average_precision": "average_precision",
-                  "record_challenge_score": "challenge_score"}
+                  "record_challenge_score": "challenge_score", "record_af_sensitivity": "recall_A"}
 
 
 def record_figure(column: str) -> str:
     """The flat figure name (``f1_A``, ``roc_auc``) of a ``record_*`` column of results.csv."""
     return RECORD_COLUMNS.get(column, column.removeprefix("record_"))
+
+
+def af_alarm_columns(table: pd.DataFrame) -> list[str]:
+    """The columns (and their intervals) of a model of more than two classes read as an AF alarm."""
+    return [c for c in table if c.startswith("record_af_")]
+
+
+def af_alarm_section(table: pd.DataFrame) -> str:
+    """ "Is this AF?" answered by each model's P(A): AF found, and false alarms on each other class."""
+    columns = af_alarm_columns(table)
+    if not columns:
+        return ""
+    return ("\n## As an AF detector\n\nEach model's answer to \"is this AF?\": AF when A is its most likely class. "
+            "`af_sensitivity` is the share of AF recordings called AF; `af_specificity_<class>` the share of that "
+            "class's recordings not called AF (1 − its false-alarm rate); `..._at_sensitivity_95_<class>` the same "
+            "at the P(A) threshold that finds 95% of the AF recordings (a point of each curve, read on these "
+            "recordings, not a threshold chosen for deployment); `af_roc_auc` ranks P(A) of AF against every "
+            "other recording.\n\n" + to_markdown(table[["experiment", *columns]]))
 
 
 def _robust_section(versus: pd.DataFrame | None, metric: str) -> str:
