@@ -17,16 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecgpipe.data.records import read_reference
+from ecgpipe.evaluation.metrics import Bootstrap
+from ecgpipe.reporting.tables import to_markdown
+
 MODELS = ["raw_resnet-robust_crop", "torch_lstm-robust_crop", "raw_resnet-random_crop", "torch_lstm-random_chunk"]
 UNSEEN = ["O", "~"]
 
 
 def main(records: Path, workdir: Path, out: Path, models: list[str], resamples: int = 1000, seed: int = 12345) -> str:
-    reference = pd.read_csv(records / "REFERENCE.csv", header=None, names=["record", "rhythm"], dtype=str)
-    reference["rhythm"] = reference["rhythm"].str.strip()
+    reference = pd.DataFrame(read_reference(records).items(), columns=["record", "rhythm"])
     files = [str(records / f"{r}.mat") for r in reference.loc[reference["rhythm"].isin(UNSEEN), "record"]]
     workdir.mkdir(parents=True, exist_ok=True)
     ecgpipe = os.path.join(os.path.dirname(sys.executable), "ecgpipe")
+    bootstrap = Bootstrap(resamples=resamples, seed=seed)
     rng = np.random.default_rng(seed)
     rows = []
     for model in models:
@@ -39,18 +43,15 @@ def main(records: Path, workdir: Path, out: Path, models: list[str], resamples: 
         for rhythm in UNSEEN:
             called = (scored.loc[scored["rhythm"] == rhythm, "label"] == "A").to_numpy()
             draws = called[rng.integers(0, len(called), size=(resamples, len(called)))].mean(axis=1)
-            low, high = np.quantile(draws, [0.025, 0.975])
             row[f"{rhythm} recordings"] = len(called)
-            row[f"{rhythm} called AF"] = f"{called.mean():.3f} [{low:.3f}–{high:.3f}]"
+            row[f"{rhythm} called AF"] = called.mean()
+            row[f"{rhythm} called AF_ci_low"], row[f"{rhythm} called AF_ci_high"] = bootstrap.interval(draws)
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in frame.itertuples(index=False)]
     text = ("# Two-class AF detectors on rhythms they never saw\n\n"
             "The share of CinC's other-rhythm (`O`) and noisy (`~`) recordings that each model of the two-class "
             "task (N against A) calls AF, through `ecgpipe predict` (`benchmarks/unseen_rhythms.py`; 95% "
             "bootstrap intervals over the recordings). 1 minus it is the specificity on that class.\n\n"
-            + "\n".join(lines) + "\n")
+            + to_markdown(pd.DataFrame(rows)))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return text
