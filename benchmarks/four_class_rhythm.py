@@ -1,0 +1,277 @@
+"""Issue 24's first candidate aimed at `O` and `~`: rhythm features beside the network, as the 2017
+winners used them. A 5-fold study on the real archive, paired across folds:
+
+- `network`: the four-class robust ResNet of a finished study (`ecgpipe study run` of
+  `raw_resnet-robust_crop` with the four_class task's values), each fold's own predictor scoring
+  that fold's validation recordings through `ecgpipe predict`'s path;
+- `rhythm`: a gradient-boosted model (scikit-learn's HistGradientBoostingClassifier) on features of
+  each recording's beats (wfdb's XQRS detector): RR irregularity, premature beats, beat morphology,
+  P-wave and noise figures; fitted on the fold's training recordings only;
+- `ensemble`: the mean of the two models' probabilities.
+
+Every setting here (the features, the model's settings, the equal weights) was fixed before any fold
+was scored, and the study chooses nothing on its folds: it reports each candidate on all five.
+
+    python benchmarks/four_class_rhythm.py --records data/records --study-repo /tmp/s4/main \\
+        --study cv5-four-resnet-robust --workdir /tmp/rhythm --out reports/four_class/study-cv5-rhythm
+
+`--workdir` keeps the features (`features.csv`) and each fold's network probabilities; what is
+there is not computed again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.signal
+
+from ecgpipe.core.units import ADC_PER_MV, SAMPLING_RATE_HZ
+from ecgpipe.data.records import load_recordings
+from ecgpipe.data.split import fold_indices
+from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, figure, score
+from ecgpipe.inference.predictor import Predictor, predict_files
+from ecgpipe.reporting.study import t_interval
+from ecgpipe.reporting.tables import to_markdown
+
+CLASSES = ["N", "A", "O", "~"]
+MIN_LENGTH = 2971  # the four_class task's spectrogram.min_length (params.yaml, tasks)
+MAX_LENGTH = 18286
+FOLDS, SPLIT_SEED = 5, 12345
+EXPERIMENT = "raw_resnet-robust_crop"
+CANDIDATES = ("network", "rhythm", "ensemble")
+FIGURES = {  # name in the tables: figure of ecgpipe.evaluation.metrics
+    "challenge score": "challenge_score", "F1 N": "f1_N", "F1 A": "f1_A", "F1 O": "f1_O", "F1 ~": "f1_~",
+    "AF: not-AF on O": "af_specificity_O", "AF: not-AF on O at 95% AF found": "af_specificity_at_sensitivity_95_O",
+    "AF ROC AUC": "af_roc_auc",
+}
+
+
+# ---------------------------------------------------------------- features of one recording's beats
+
+def _sample_entropy(x: np.ndarray, m: int = 2, r: float = 0.2) -> float:
+    """Sample entropy of a short series (Richman & Moorman), tolerance ``r`` times its SD."""
+    if len(x) < m + 3 or np.ptp(x) == 0:
+        return np.nan
+    tol = r * x.std()
+
+    def matches(k: int) -> int:
+        t = np.lib.stride_tricks.sliding_window_view(x, k)[: len(x) - m]
+        d = np.abs(t[:, None, :] - t[None, :, :]).max(axis=2)
+        return int((d <= tol).sum() - len(t))  # pairs, both orders, self-matches left out
+
+    b, a = matches(m), matches(m + 1)
+    return float(-np.log(a / b)) if a > 0 and b > 0 else np.nan
+
+
+def rhythm_features(samples: np.ndarray, fs: float = SAMPLING_RATE_HZ) -> dict[str, float]:
+    """Figures of one recording (samples in 1/1000 mV) that describe its rhythm, beat shape and noise.
+    NaN where there are too few beats to say (the gradient-boosted model takes NaN as "unknown")."""
+    import wfdb.processing  # only here: a benchmark's dependency, not the pipeline's
+
+    mv = np.asarray(samples, dtype=np.float64) / ADC_PER_MV
+    sos = scipy.signal.butter(2, [0.5, 40], btype="bandpass", fs=fs, output="sos")
+    clean = scipy.signal.sosfiltfilt(sos, mv)
+    power = np.abs(np.fft.rfft(mv - mv.mean())) ** 2
+    freqs = np.fft.rfftfreq(len(mv), 1 / fs)
+    total = power.sum() or 1.0
+    f = {"duration_s": len(mv) / fs,
+         "power_above_40hz": power[freqs > 40].sum() / total,
+         "power_below_0.5hz": power[freqs < 0.5].sum() / total,
+         "kurtosis": float(pd.Series(clean).kurt())}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        beats = np.asarray(wfdb.processing.xqrs_detect(clean, fs=fs, verbose=False), dtype=np.int64)
+    f["beats_per_10s"] = 10 * len(beats) / (len(mv) / fs)
+    rr = np.diff(beats) / fs
+    keys = ("rr_median", "rr_cv", "rr_range", "rmssd", "successive_change", "pnn50", "irregular_share",
+            "premature_share", "rr_sample_entropy", "beat_corr_mean", "beat_corr_p10", "odd_beat_share",
+            "qrs_amp_cv", "p_wave_ratio", "tq_noise_ratio")
+    if len(rr) < 4:
+        return {**f, **dict.fromkeys(keys, np.nan)}
+    median = float(np.median(rr))
+    dr = np.diff(rr)
+    ratio = rr[1:] / rr[:-1]
+    f.update(rr_median=median, rr_cv=rr.std() / rr.mean(), rr_range=(rr.max() - rr.min()) / median,
+             rmssd=np.sqrt(np.mean(dr ** 2)) / median, successive_change=np.median(np.abs(dr)) / median,
+             pnn50=float(np.mean(np.abs(dr) > 0.05)), irregular_share=float(np.mean((ratio < 0.85) | (ratio > 1.15))),
+             # a short interval followed by a long one: an ectopic beat and its compensatory pause
+             premature_share=float(np.mean((rr[:-1] < 0.85 * median) & (rr[1:] > 1.1 * median))),
+             rr_sample_entropy=_sample_entropy(rr))
+    before, after = int(0.25 * fs), int(0.4 * fs)
+    inner = beats[(beats >= before) & (beats + after < len(clean))]
+    if len(inner) < 3:
+        return {**f, **dict.fromkeys(keys[9:], np.nan)}
+    segments = np.stack([clean[b - before: b + after] for b in inner])
+    template = np.median(segments, axis=0)
+    centred = segments - segments.mean(axis=1, keepdims=True)
+    t = template - template.mean()
+    corr = centred @ t / (np.linalg.norm(centred, axis=1) * np.linalg.norm(t) + 1e-12)
+    qrs = slice(before - int(0.05 * fs), before + int(0.05 * fs))
+    p_wave = slice(before - int(0.22 * fs), before - int(0.08 * fs))
+    amplitude = np.ptp(segments[:, qrs], axis=1)
+    qrs_amp = float(np.ptp(template[qrs])) or 1e-12
+    # the last 0.1 s before each P wave region: flat in sinus rhythm, fibrillatory waves in AF
+    tq = np.stack([clean[b - before: b - before + int(0.1 * fs)] for b in inner])
+    f.update(beat_corr_mean=float(corr.mean()), beat_corr_p10=float(np.percentile(corr, 10)),
+             odd_beat_share=float(np.mean(corr < 0.8)), qrs_amp_cv=float(amplitude.std() / (amplitude.mean() + 1e-12)),
+             p_wave_ratio=float(np.ptp(template[p_wave])) / qrs_amp,
+             tq_noise_ratio=float(np.median(tq.std(axis=1))) / qrs_amp)
+    return f
+
+
+def feature_table(records_dir: Path, record_ids: list[str], cache: Path) -> pd.DataFrame:
+    """One row of :func:`rhythm_features` per record, in ``record_ids`` order; cached in ``cache``."""
+    from tqdm import tqdm
+
+    from ecgpipe.data.records import read_signal
+
+    if cache.is_file():
+        table = pd.read_csv(cache, dtype={"record": str}).set_index("record")
+        if set(record_ids) <= set(table.index):
+            return table.loc[record_ids]
+    rows = [{"record": r, **rhythm_features(read_signal(records_dir / f"{r}.mat"))}
+            for r in tqdm(record_ids, desc="rhythm features", unit="recording")]
+    table = pd.DataFrame(rows).set_index("record")
+    table.to_csv(cache)
+    return table
+
+
+# ---------------------------------------------------------------- the study's folds
+
+def _exp_commit(repo: Path, name: str) -> str:
+    refs = subprocess.run(["git", "-C", str(repo), "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"],
+                          check=True, capture_output=True, text=True).stdout.split("\n")
+    found = [commit for ref, commit in (line.split() for line in refs if line)
+             if ref.rsplit("/", 1)[-1] == name]
+    if not found:
+        raise SystemExit(f"{repo}: no DVC experiment named {name}; expected a finished study (dvc exp ls)")
+    return found[0]
+
+
+def _cached_output(repo: Path, commit: str, out: str, dest: Path) -> Path:
+    """Output ``out`` of the experiment at ``commit``, copied from the DVC cache into ``dest``."""
+    import yaml
+
+    lock = yaml.safe_load(subprocess.run(["git", "-C", str(repo), "show", f"{commit}:dvc.lock"], check=True,
+                                         capture_output=True, text=True).stdout)
+    md5 = next(o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", []) if o["path"] == out)
+    cache = Path(subprocess.run(["dvc", "cache", "dir"], cwd=repo, check=True, capture_output=True,
+                                text=True).stdout.strip()) / "files" / "md5"
+    if not md5.endswith(".dir"):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cache / md5[:2] / md5[2:], dest)
+        return dest
+    for entry in json.loads((cache / md5[:2] / md5[2:]).read_text()):
+        target = dest / entry["relpath"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cache / entry["md5"][:2] / entry["md5"][2:], target)
+    return dest
+
+
+def network_probs(repo: Path, study: str, fold: int, records_dir: Path, val: list[str], workdir: Path) -> np.ndarray:
+    """P(class) of the fold's own predictor for its validation recordings (``ecgpipe predict``'s path)."""
+    table = workdir / f"network-fold{fold}.csv"
+    if not table.is_file():
+        commit = _exp_commit(repo, f"{study}-fold{fold}-seed{SPLIT_SEED}")
+        split = json.loads(_cached_output(repo, commit, "data/split.json", workdir / f"split-fold{fold}.json").read_text())
+        if sorted(split["val"]) != sorted(val):
+            raise SystemExit(f"fold {fold}: the study's validation recordings differ from this script's fold")
+        folder = _cached_output(repo, commit, f"predictors/{EXPERIMENT}", workdir / f"predictor-fold{fold}")
+        rows = predict_files(Predictor.from_folder(folder), [str(records_dir / f"{r}.mat") for r in val])
+        pd.DataFrame(rows).to_csv(table, index=False)
+    scored = pd.read_csv(table, dtype={"record": str}).set_index("record").loc[val]
+    if scored["error"].notna().any():
+        raise SystemExit(f"fold {fold}: the network could not score {scored['error'].dropna().index[0]}")
+    return scored[[f"p_{c}" for c in CLASSES]].to_numpy(np.float64)
+
+
+def rhythm_probs(features: pd.DataFrame, y: np.ndarray, train: np.ndarray, val: np.ndarray, seed: int) -> np.ndarray:
+    """The gradient-boosted model fitted on the fold's training recordings: P(class) on its validation ones.
+    Settings fixed before any fold was scored: classes weighted as the network's balanced batches."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
+                                           l2_regularization=1.0, class_weight="balanced",
+                                           early_stopping=False, random_state=seed)
+    model.fit(features.iloc[train].to_numpy(), y[train])
+    return model.predict_proba(features.iloc[val].to_numpy())
+
+
+def main(records: Path, study_repo: Path, study: str, workdir: Path, out: Path, resamples: int = 1000) -> str:
+    workdir.mkdir(parents=True, exist_ok=True)
+    recordings = load_recordings(records, CLASSES, MIN_LENGTH, MAX_LENGTH)
+    y, ids = recordings.labels, np.asarray(recordings.record_ids)
+    del recordings
+    features = feature_table(records, ids.tolist(), workdir / "features.csv")
+    bootstrap = Bootstrap(resamples=resamples, seed=SPLIT_SEED)
+    rows = []
+    for fold in range(FOLDS):
+        parts = fold_indices(y, FOLDS, fold, 0.0, SPLIT_SEED)
+        train, val = parts["train"], parts["val"]
+        probs = {"network": network_probs(study_repo, study, fold, records, ids[val].tolist(), workdir),
+                 "rhythm": rhythm_probs(features, y, train, val, SPLIT_SEED)}
+        probs["ensemble"] = (probs["network"] + probs["rhythm"]) / 2
+        for name in CANDIDATES:
+            point = score(y[val], probs[name], CLASSES)
+            ci = confidence_intervals(y[val], probs[name], CLASSES, bootstrap)
+            row = {"fold": fold, "candidate": name, "recordings": len(val)}
+            for label, key in FIGURES.items():
+                row[label] = float(figure(point, key))
+                row[f"{label}_ci_low"], row[f"{label}_ci_high"] = (float(v) for v in figure(ci, key))
+            rows.append(row)
+    per_fold = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    per_fold.to_csv(out / "folds.csv", index=False)
+    text = study_text(per_fold, study)
+    (out / "study.md").write_text(text)
+    return text
+
+
+def study_text(per_fold: pd.DataFrame, study: str) -> str:
+    summary, pairs = [], []
+    for name in CANDIDATES:
+        frame = per_fold[per_fold["candidate"] == name].sort_values("fold")
+        row = {"candidate": name, "folds": len(frame)}
+        for label in FIGURES:
+            mean, sd, low, high = t_interval(frame[label].to_numpy())
+            row[label] = f"{mean:.3f} ± {sd:.3f} [{low:.3f}–{high:.3f}]"
+        summary.append(row)
+    base = per_fold[per_fold["candidate"] == "network"].sort_values("fold")
+    for name in ("ensemble", "rhythm"):
+        frame = per_fold[per_fold["candidate"] == name].sort_values("fold")
+        row = {"pair": f"{name} − network"}
+        for label in FIGURES:
+            diff = frame[label].to_numpy() - base[label].to_numpy()
+            mean, _, low, high = t_interval(diff)
+            row[label] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]{' real' if low > 0 or high < 0 else ''}"
+        pairs.append(row)
+    fold_table = per_fold[["fold", "candidate", "recordings", *FIGURES]].round(3)
+    return (
+        "# Four classes: rhythm features beside the robust ResNet, 5-fold study\n\n"
+        f"`benchmarks/four_class_rhythm.py` on the real archive: the network is each fold's "
+        f"`{EXPERIMENT}` of the study `{study}` (four_class task values); `rhythm` is a gradient-boosted "
+        "model on beat features (wfdb XQRS), fitted on the fold's training recordings; `ensemble` is "
+        "the mean of their probabilities. Every setting was fixed before any fold was scored; nothing "
+        "is chosen on these folds.\n\n"
+        "Mean ± SD across the 5 folds [95% t-interval of the mean]:\n\n" + to_markdown(pd.DataFrame(summary)) +
+        "\n\nPaired differences across folds (mean [95% t-interval]; `real` when it excludes 0):\n\n"
+        + to_markdown(pd.DataFrame(pairs)) + "\n\nPer fold (95% bootstrap intervals in folds.csv):\n\n"
+        + to_markdown(fold_table) + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=Path, default=Path("data/records"))
+    parser.add_argument("--study-repo", type=Path, required=True, help="the clone that ran the study")
+    parser.add_argument("--study", default="cv5-four-resnet-robust")
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("reports/four_class/study-cv5-rhythm"))
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args()
+    print(main(args.records, args.study_repo, args.study, args.workdir, args.out, args.resamples))
