@@ -1,9 +1,9 @@
 """Issue 24's first candidate aimed at `O` and `~`: rhythm features beside the network, as the 2017
 winners used them. A 5-fold study on the real archive, paired across folds:
 
-- `network`: the four-class robust ResNet of a finished study (`ecgpipe study run` of
-  `raw_resnet-robust_crop` with the four_class task's values), each fold's own predictor scoring
-  that fold's validation recordings through `ecgpipe predict`'s path;
+- `network`: a four-class network of a finished study (`ecgpipe study run --experiments NAME` with
+  the four_class task's values), each fold's own predictor scoring that fold's validation
+  recordings through `ecgpipe predict`'s path;
 - `rhythm`: a gradient-boosted model (scikit-learn's HistGradientBoostingClassifier) on features of
   each recording's beats (wfdb's XQRS detector): RR irregularity, premature beats, beat morphology,
   P-wave and noise figures; fitted on the fold's training recordings only;
@@ -13,7 +13,8 @@ Every setting here (the features, the model's settings, the equal weights) was f
 was scored, and the study chooses nothing on its folds: it reports each candidate on all five.
 
     python benchmarks/four_class_rhythm.py --records data/records --study-repo /tmp/s4/main \\
-        --study cv5-four-resnet-robust --workdir /tmp/rhythm --out reports/four_class/study-cv5-rhythm
+        --study cv5-four-lstm-robust --experiment torch_lstm-robust_crop --workdir /tmp/rhythm \\
+        --out reports/four_class/study-cv5-rhythm
 
 `--workdir` keeps the features (`features.csv`) and each fold's network probabilities; what is
 there is not computed again.
@@ -43,7 +44,6 @@ CLASSES = ["N", "A", "O", "~"]
 MIN_LENGTH = 2971  # the four_class task's spectrogram.min_length (params.yaml, tasks)
 MAX_LENGTH = 18286
 FOLDS, SPLIT_SEED = 5, 12345
-EXPERIMENT = "raw_resnet-robust_crop"
 CANDIDATES = ("network", "rhythm", "ensemble")
 FIGURES = {  # name in the tables: figure of ecgpipe.evaluation.metrics
     "challenge score": "challenge_score", "F1 N": "f1_N", "F1 A": "f1_A", "F1 O": "f1_O", "F1 ~": "f1_~",
@@ -174,15 +174,15 @@ def _cached_output(repo: Path, commit: str, out: str, dest: Path) -> Path:
     return dest
 
 
-def network_probs(repo: Path, study: str, fold: int, records_dir: Path, val: list[str], workdir: Path) -> np.ndarray:
+def network_probs(repo: Path, study: str, experiment: str, fold: int, records_dir: Path, val: list[str], workdir: Path) -> np.ndarray:
     """P(class) of the fold's own predictor for its validation recordings (``ecgpipe predict``'s path)."""
-    table = workdir / f"network-fold{fold}.csv"
+    table = workdir / f"{study}-fold{fold}.csv"
     if not table.is_file():
         commit = _exp_commit(repo, f"{study}-fold{fold}-seed{SPLIT_SEED}")
-        split = json.loads(_cached_output(repo, commit, "data/split.json", workdir / f"split-fold{fold}.json").read_text())
+        split = json.loads(_cached_output(repo, commit, "data/split.json", workdir / f"{study}-split-fold{fold}.json").read_text())
         if sorted(split["val"]) != sorted(val):
             raise SystemExit(f"fold {fold}: the study's validation recordings differ from this script's fold")
-        folder = _cached_output(repo, commit, f"predictors/{EXPERIMENT}", workdir / f"predictor-fold{fold}")
+        folder = _cached_output(repo, commit, f"predictors/{experiment}", workdir / f"{study}-predictor-fold{fold}")
         rows = predict_files(Predictor.from_folder(folder), [str(records_dir / f"{r}.mat") for r in val])
         pd.DataFrame(rows).to_csv(table, index=False)
     scored = pd.read_csv(table, dtype={"record": str}).set_index("record").loc[val]
@@ -203,7 +203,7 @@ def rhythm_probs(features: pd.DataFrame, y: np.ndarray, train: np.ndarray, val: 
     return model.predict_proba(features.iloc[val].to_numpy())
 
 
-def main(records: Path, study_repo: Path, study: str, workdir: Path, out: Path, resamples: int = 1000) -> str:
+def main(records: Path, study_repo: Path, study: str, experiment: str, workdir: Path, out: Path, resamples: int = 1000) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     recordings = load_recordings(records, CLASSES, MIN_LENGTH, MAX_LENGTH)
     y, ids = recordings.labels, np.asarray(recordings.record_ids)
@@ -214,7 +214,7 @@ def main(records: Path, study_repo: Path, study: str, workdir: Path, out: Path, 
     for fold in range(FOLDS):
         parts = fold_indices(y, FOLDS, fold, 0.0, SPLIT_SEED)
         train, val = parts["train"], parts["val"]
-        probs = {"network": network_probs(study_repo, study, fold, records, ids[val].tolist(), workdir),
+        probs = {"network": network_probs(study_repo, study, experiment, fold, records, ids[val].tolist(), workdir),
                  "rhythm": rhythm_probs(features, y, train, val, SPLIT_SEED)}
         probs["ensemble"] = (probs["network"] + probs["rhythm"]) / 2
         for name in CANDIDATES:
@@ -228,12 +228,12 @@ def main(records: Path, study_repo: Path, study: str, workdir: Path, out: Path, 
     per_fold = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     per_fold.to_csv(out / "folds.csv", index=False)
-    text = study_text(per_fold, study)
+    text = study_text(per_fold, study, experiment)
     (out / "study.md").write_text(text)
     return text
 
 
-def study_text(per_fold: pd.DataFrame, study: str) -> str:
+def study_text(per_fold: pd.DataFrame, study: str, experiment: str) -> str:
     summary, pairs = [], []
     for name in CANDIDATES:
         frame = per_fold[per_fold["candidate"] == name].sort_values("fold")
@@ -253,9 +253,9 @@ def study_text(per_fold: pd.DataFrame, study: str) -> str:
         pairs.append(row)
     fold_table = per_fold[["fold", "candidate", "recordings", *FIGURES]].round(3)
     return (
-        "# Four classes: rhythm features beside the robust ResNet, 5-fold study\n\n"
+        f"# Four classes: rhythm features beside {experiment}, 5-fold study\n\n"
         f"`benchmarks/four_class_rhythm.py` on the real archive: the network is each fold's "
-        f"`{EXPERIMENT}` of the study `{study}` (four_class task values); `rhythm` is a gradient-boosted "
+        f"`{experiment}` of the study `{study}` (four_class task values); `rhythm` is a gradient-boosted "
         "model on beat features (wfdb XQRS), fitted on the fold's training recordings; `ensemble` is "
         "the mean of their probabilities. Every setting was fixed before any fold was scored; nothing "
         "is chosen on these folds.\n\n"
@@ -269,9 +269,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=Path, default=Path("data/records"))
     parser.add_argument("--study-repo", type=Path, required=True, help="the clone that ran the study")
-    parser.add_argument("--study", default="cv5-four-resnet-robust")
+    parser.add_argument("--study", required=True, help="the study's name (ecgpipe study run --name)")
+    parser.add_argument("--experiment", required=True, help="the network the study trained")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("reports/four_class/study-cv5-rhythm"))
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
-    print(main(args.records, args.study_repo, args.study, args.workdir, args.out, args.resamples))
+    print(main(args.records, args.study_repo, args.study, args.experiment, args.workdir, args.out, args.resamples))
