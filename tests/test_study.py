@@ -232,3 +232,38 @@ def test_a_ray_study_refuses_a_store_that_other_machines_cannot_reach(tmp_path, 
                                 "--experiments", "mean_spectrum-chunked"])
     assert "a study on Ray logs from every node to one tracking server" in message
     assert "\n" not in message.strip()
+
+
+def test_a_four_class_study_reports_and_ranks_by_the_challenge_score(tmp_path):
+    """Runs with the four-class figures (challenge score, F1 of N, O, ~, AF's false alarms on O) get
+    them in the report, ranked and compared pair by pair on the challenge score; a run of the same
+    study without them is named."""
+    from ecgpipe.core.errors import StudyError
+    from ecgpipe.reporting.study import (
+        FIGURES,
+        TASK_FIGURES,
+        collect_runs,
+        report_study,
+    )
+
+    rng = np.random.default_rng(5)
+    values = {(name, fold): {f: float(rng.uniform(0.6, 0.95)) for f in FIGURES + TASK_FIGURES}
+              for name in ("lstm", "resnet") for fold in range(3)}
+    for fold in range(3):  # resnet: the better challenge score, the worse F1(A)
+        values[("resnet", fold)]["record_challenge_score"] = values[("lstm", fold)]["record_challenge_score"] + 0.05
+        values[("resnet", fold)]["record_f1_A"] = values[("lstm", fold)]["record_f1_A"] - 0.05
+    uri = _hand_built_store(tmp_path, values)
+    summary, pairs = report_study("hand", uri, "ecgpipe", tmp_path / "reports")
+    assert list(summary["experiment"]) == ["resnet", "lstm"]
+    scores = np.array([values[("resnet", k)]["record_challenge_score"] for k in range(3)])
+    assert summary.loc[0, "record_challenge_score_mean"] == pytest.approx(scores.mean(), abs=1e-12)
+    (pair,) = pairs.to_dict("records")
+    assert pair["record_challenge_score_difference"] == pytest.approx(0.05, abs=1e-9) and pair["record_challenge_score_real"]
+    text = (tmp_path / "reports" / "study.md").read_text()
+    assert "| record_challenge_score (a − b) | record_f1_A (a − b) |" in text
+    assert "record_af_specificity_at_sensitivity_95_O" in text and "record_f1_noise" in text
+
+    (tmp_path / "other").mkdir()
+    uri = _hand_built_store(tmp_path / "other", values, drop=("lstm", 2, "record_f1_O"))
+    with pytest.raises(StudyError, match=r"lstm \(fold 2, seed 7\): no metric val_record_f1_O"):
+        collect_runs("hand", uri, "ecgpipe")

@@ -25,6 +25,13 @@ FIGURES = ("record_f1_A", "record_roc_auc", "record_balanced_accuracy", "record_
 
 PAIRED = ("record_f1_A", "record_roc_auc", "worst_shift_f1_A")  # the figures compared pair by pair
 
+# A study of the four-class task adds the challenge score (also compared pair by pair), the other
+# classes' F1 and AF's false alarms on O: figures that every run of such a study has (MLflow spells
+# CinC's noise class ``noise``).
+TASK_FIGURES = ("record_challenge_score", "record_f1_N", "record_f1_O", "record_f1_noise",
+                "record_af_specificity_at_sensitivity_95_O")
+TASK_PAIRED = ("record_challenge_score",)
+
 
 @dataclass
 class StudyRuns:
@@ -32,6 +39,16 @@ class StudyRuns:
 
     name: str
     runs: pd.DataFrame
+    figures: tuple[str, ...] = FIGURES
+
+    @property
+    def paired(self) -> tuple[str, ...]:
+        return tuple(f for f in (*TASK_PAIRED, *PAIRED) if f in self.figures)
+
+    @property
+    def ranking(self) -> str:
+        """The figure that orders the experiments: the challenge score where there is one."""
+        return self.paired[0]
 
 
 def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRuns:
@@ -56,19 +73,20 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRun
         metrics = run.data.metrics
         rows.append({"experiment": run.info.run_name, "fold": int(tags[FOLD_TAG]), "seed": int(tags[SEED_TAG]),
                      "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
-                     **{f: metrics.get(study_metric(f), np.nan) for f in FIGURES}})
+                     **{f: metrics.get(study_metric(f), np.nan) for f in FIGURES + TASK_FIGURES}})
     if not rows:
         raise StudyError(f"no finished MLflow run is tagged {STUDY_TAG}={name!r} in {tracking_uri}")
-    _check_figures(rows)
+    figures = FIGURES + tuple(f for f in TASK_FIGURES if any(not np.isnan(r[f]) for r in rows))
+    _check_figures(rows, figures)
     runs = pd.DataFrame(rows).drop_duplicates(["experiment", "fold", "seed"])  # newest first: keep it
-    return StudyRuns(name, runs.sort_values(["experiment", "seed", "fold"]).reset_index(drop=True))
+    return StudyRuns(name, runs.sort_values(["experiment", "seed", "fold"]).reset_index(drop=True), figures)
 
 
-def _check_figures(rows: list[dict]) -> None:
+def _check_figures(rows: list[dict], figures: tuple[str, ...]) -> None:
     """A figure missing from some runs would average as NaN (a renamed metric once gave an all-NaN
     report): name the first such run. Only ``worst_shift_f1_A`` may be missing from all of them (a
     study without device shifts)."""
-    for f in FIGURES:
+    for f in figures:
         missing = [r for r in rows if np.isnan(r[f])]
         if missing and (len(missing) < len(rows) or f != "worst_shift_f1_A"):
             r = missing[0]
@@ -91,20 +109,20 @@ def summarise(study: StudyRuns, confidence: float = 0.95) -> tuple[pd.DataFrame,
     """Per experiment: folds, and each figure's mean, sd and interval across folds (seeds averaged
     within a fold first). Per pair of experiments: each figure's mean paired difference across
     the folds both have, its interval, and whether the interval excludes 0."""
-    per_fold = study.runs.groupby(["experiment", "fold"])[list(FIGURES)].mean()
+    per_fold = study.runs.groupby(["experiment", "fold"])[list(study.figures)].mean()
     summary_rows = []
     for experiment, frame in per_fold.groupby(level="experiment"):
         row = {"experiment": experiment, "folds": len(frame)}
-        for f in FIGURES:
+        for f in study.figures:
             low, high = interval(f)
             row[f"{f}_mean"], row[f"{f}_sd"], row[low], row[high] = t_interval(frame[f], confidence)
         summary_rows.append(row)
-    summary = pd.DataFrame(summary_rows).sort_values("record_f1_A_mean", ascending=False).reset_index(drop=True)
+    summary = pd.DataFrame(summary_rows).sort_values(f"{study.ranking}_mean", ascending=False).reset_index(drop=True)
     pair_rows = []
     for a, b in itertools.combinations(summary["experiment"], 2):
         both = per_fold.loc[a].join(per_fold.loc[b], suffixes=("_a", "_b"), how="inner")
         row = {"a": a, "b": b, "folds": len(both)}
-        for f in FIGURES:
+        for f in study.figures:
             mean, _, low, high = t_interval(both[f"{f}_a"] - both[f"{f}_b"], confidence)
             row[f"{f}_difference"], row[interval(f)[0]], row[interval(f)[1]] = mean, low, high
             row[f"{f}_real"] = bool(low > 0 or high < 0)
@@ -112,7 +130,8 @@ def summarise(study: StudyRuns, confidence: float = 0.95) -> tuple[pd.DataFrame,
     return summary, pd.DataFrame(pair_rows)
 
 
-def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confidence: float = 0.95) -> str:
+def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confidence: float = 0.95,
+                   figures: tuple[str, ...] = FIGURES, paired: tuple[str, ...] = PAIRED) -> str:
     level = f"{confidence:.0%}"
 
     def spread(row, f):
@@ -122,16 +141,16 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
     lines = [f"# Study `{name}`: cross-validation on the validation folds", "",
              f"Each figure is the mean ± standard deviation across folds, with the {level} t-interval of the mean "
              "in brackets (recording level, each fold's validation recordings).", "",
-             "| experiment | folds | " + " | ".join(FIGURES) + " |", "|---|---|" + "---|" * len(FIGURES)]
+             "| experiment | folds | " + " | ".join(figures) + " |", "|---|---|" + "---|" * len(figures)]
     for _, row in summary.iterrows():
-        lines.append(f"| {row['experiment']} | {row['folds']} | " + " | ".join(spread(row, f) for f in FIGURES) + " |")
+        lines.append(f"| {row['experiment']} | {row['folds']} | " + " | ".join(spread(row, f) for f in figures) + " |")
     lines += ["", f"## Paired differences across folds (a − b, {level} t-interval)", "",
               "Each fold scores both experiments on the same recordings; a difference is real when its interval "
-              "excludes 0.", "", "| a | b | folds | " + " | ".join(f"{f} (a − b)" for f in PAIRED) + " |",
-              "|---|---|---|" + "---|" * len(PAIRED)]
+              "excludes 0.", "", "| a | b | folds | " + " | ".join(f"{f} (a − b)" for f in paired) + " |",
+              "|---|---|---|" + "---|" * len(paired)]
     for _, row in pairs.iterrows():
         cells = []
-        for f in PAIRED:
+        for f in paired:
             verdict = "real" if row[f"{f}_real"] else "within noise"
             low, high = interval(f)
             cells.append(f"{row[f + '_difference']:+.3f} [{row[low]:+.3f}, {row[high]:+.3f}] {verdict}")
@@ -139,10 +158,12 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
     return "\n".join(lines) + "\n"
 
 
-def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str = "record_f1_A"):
-    """Each fold's value per experiment, with the mean and its interval."""
+def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str | None = None):
+    """Each fold's value per experiment (of ``figure``, by default the study's ranking figure), with
+    the mean and its interval."""
     from ecgpipe.reporting.plots import plt
 
+    figure = figure or study.ranking
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(summary)), 4.2))
     for x, (_, row) in enumerate(summary.iterrows()):
         values = study.runs.loc[study.runs["experiment"] == row["experiment"], figure]
@@ -169,7 +190,7 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
 
     study = collect_runs(name, tracking_uri, experiment_name)
     summary, pairs = summarise(study, confidence)
-    markdown = study_markdown(name, summary, pairs, confidence)
+    markdown = study_markdown(name, summary, pairs, confidence, study.figures, study.paired)
     fig = spread_figure(study, summary)
     out_dir = Path(out_dir)
     with staged_outputs() as staged:
@@ -184,7 +205,7 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     with mlflow.start_run(run_id=parents[0].info.run_id if parents else None, experiment_id=experiment_id,
                           run_name=f"study-{name}", tags={STUDY_TAG: name, PARENT_TAG: "true"}) as parent:
         for _, row in summary.iterrows():
-            for f in FIGURES:
+            for f in study.figures:
                 for stat in ("mean", "sd", "ci_low", "ci_high"):
                     mlflow.log_metric(f"{row['experiment']}/{f}_{stat}", float(row[f"{f}_{stat}"]))
         mlflow.log_text(markdown, "study.md")
