@@ -174,11 +174,15 @@ def _cached_output(repo: Path, commit: str, out: str, dest: Path) -> Path:
     return dest
 
 
-def network_probs(repo: Path, study: str, experiment: str, fold: int, records_dir: Path, val: list[str], workdir: Path) -> np.ndarray:
-    """P(class) of the fold's own predictor for its validation recordings (``ecgpipe predict``'s path)."""
+def network_probs(repo: Path, study: str, experiment: str, fold: int, records_dir: Path, val: list[str],
+                  workdir: Path) -> tuple[np.ndarray, float]:
+    """P(class) of the fold's own predictor for its validation recordings (``ecgpipe predict``'s path),
+    and the challenge score that the study's evaluate stage wrote for them (a check of the former)."""
     table = workdir / f"{study}-fold{fold}.csv"
+    commit = _exp_commit(repo, f"{study}-fold{fold}-seed{SPLIT_SEED}")
+    evaluated = json.loads(subprocess.run(["git", "-C", str(repo), "show", f"{commit}:metrics/{experiment}/eval.json"],
+                                          check=True, capture_output=True, text=True).stdout)
     if not table.is_file():
-        commit = _exp_commit(repo, f"{study}-fold{fold}-seed{SPLIT_SEED}")
         split = json.loads(_cached_output(repo, commit, "data/split.json", workdir / f"{study}-split-fold{fold}.json").read_text())
         if sorted(split["val"]) != sorted(val):
             raise SystemExit(f"fold {fold}: the study's validation recordings differ from this script's fold")
@@ -188,7 +192,7 @@ def network_probs(repo: Path, study: str, experiment: str, fold: int, records_di
     scored = pd.read_csv(table, dtype={"record": str}).set_index("record").loc[val]
     if scored["error"].notna().any():
         raise SystemExit(f"fold {fold}: the network could not score {scored['error'].dropna().index[0]}")
-    return scored[[f"p_{c}" for c in CLASSES]].to_numpy(np.float64)
+    return scored[[f"p_{c}" for c in CLASSES]].to_numpy(np.float64), float(evaluated["val"]["record"]["challenge_score"])
 
 
 def rhythm_probs(features: pd.DataFrame, y: np.ndarray, train: np.ndarray, val: np.ndarray, seed: int) -> np.ndarray:
@@ -214,13 +218,14 @@ def main(records: Path, study_repo: Path, study: str, experiment: str, workdir: 
     for fold in range(FOLDS):
         parts = fold_indices(y, FOLDS, fold, 0.0, SPLIT_SEED)
         train, val = parts["train"], parts["val"]
-        probs = {"network": network_probs(study_repo, study, experiment, fold, records, ids[val].tolist(), workdir),
-                 "rhythm": rhythm_probs(features, y, train, val, SPLIT_SEED)}
+        network, evaluated = network_probs(study_repo, study, experiment, fold, records, ids[val].tolist(), workdir)
+        probs = {"network": network, "rhythm": rhythm_probs(features, y, train, val, SPLIT_SEED)}
         probs["ensemble"] = (probs["network"] + probs["rhythm"]) / 2
         for name in CANDIDATES:
             point = score(y[val], probs[name], CLASSES)
             ci = confidence_intervals(y[val], probs[name], CLASSES, bootstrap)
-            row = {"fold": fold, "candidate": name, "recordings": len(val)}
+            row = {"fold": fold, "candidate": name, "recordings": len(val),
+                   "challenge score (the study's evaluate stage)": evaluated if name == "network" else np.nan}
             for label, key in FIGURES.items():
                 row[label] = float(figure(point, key))
                 row[f"{label}_ci_low"], row[f"{label}_ci_high"] = (float(v) for v in figure(ci, key))
@@ -251,7 +256,8 @@ def study_text(per_fold: pd.DataFrame, study: str, experiment: str) -> str:
             mean, _, low, high = t_interval(diff)
             row[label] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]{' real' if low > 0 or high < 0 else ''}"
         pairs.append(row)
-    fold_table = per_fold[["fold", "candidate", "recordings", *FIGURES]].round(3)
+    fold_table = per_fold[["fold", "candidate", "recordings", *FIGURES,
+                           "challenge score (the study's evaluate stage)"]].round(3)
     return (
         f"# Four classes: rhythm features beside {experiment}, 5-fold study\n\n"
         f"`benchmarks/four_class_rhythm.py` on the real archive: the network is each fold's "
