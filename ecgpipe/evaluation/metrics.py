@@ -124,13 +124,18 @@ def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], 
             [_average_precision(probs[:, k][index], actual == k) for k in kept], axis=0)
     if set(CHALLENGE_CLASSES) <= set(class_names):
         figures["challenge_score"] = np.mean([figures["f1"][c] for c in CHALLENGE_CLASSES], axis=0)
-    if n_classes > 2 and AF in class_names and (y == class_names.index(AF)).any():
-        figures.update(_af_alarm(probs, class_names, index, actual, predicted))
+    if reads_as_af_alarm(y, class_names):
+        figures.update(_af_alarm(probs, class_names, index, actual, confusion))
     return figures
 
 
+def reads_as_af_alarm(y: np.ndarray, class_names: list[str]) -> bool:
+    """Whether a model is also read as an AF alarm: more than two classes, AF among them and among ``y``."""
+    return len(class_names) > 2 and AF in class_names and bool((np.asarray(y) == class_names.index(AF)).any())
+
+
 def _af_alarm(probs: np.ndarray, class_names: list[str], index: np.ndarray, actual: np.ndarray,
-              predicted: np.ndarray) -> dict:
+              confusion: np.ndarray) -> dict:
     """A model of more than two classes read as the answer to "is this AF?" (its P(A)), with the
     false alarms counted on each other class separately, because "not AF" mixes normal rhythm,
     other rhythms and noise, and a detector fails on them very differently:
@@ -147,12 +152,12 @@ def _af_alarm(probs: np.ndarray, class_names: list[str], index: np.ndarray, actu
     k = int(np.floor((1 - AF_SENSITIVITY) * af_scores.shape[1]))
     threshold = af_scores[:, k][:, None]  # at least 95% of AF recordings have P(A) >= threshold
     others = [(c, i) for i, c in enumerate(class_names) if i != a]
+    support = confusion.sum(axis=2)  # (resamples, class): recordings of each class
     return {
         "af_roc_auc": _auc(p_af, is_af),
-        "af_specificity": {c: _divide(((actual == i) & (predicted != a)).sum(axis=1), (actual == i).sum(axis=1))
-                           for c, i in others},
+        "af_specificity": {c: _divide(support[:, i] - confusion[:, i, a], support[:, i]) for c, i in others},
         "af_specificity_at_sensitivity_95": {
-            c: _divide(((actual == i) & (p_af < threshold)).sum(axis=1), (actual == i).sum(axis=1)) for c, i in others},
+            c: _divide(((actual == i) & (p_af < threshold)).sum(axis=1), support[:, i]) for c, i in others},
     }
 
 
@@ -275,10 +280,10 @@ def score(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
     }
     if set(CHALLENGE_CLASSES) <= set(class_names):
         result["challenge_score"] = float(np.mean([result["f1"][c] for c in CHALLENGE_CLASSES]))
-    if len(class_names) > 2 and AF in class_names and (y == class_names.index(AF)).any():
+    if reads_as_af_alarm(y, class_names):
         # defined once, on the resamples: the identity resample is the point estimate
         identity = np.arange(len(y))[None, :]
-        alarm = _af_alarm(probs, class_names, identity, y[identity], predicted[identity])
+        alarm = _af_alarm(probs, class_names, identity, y[identity], confusion[None])
         result.update({k: {c: float(v[0]) for c, v in f.items()} if isinstance(f, dict) else float(f[0])
                        for k, f in alarm.items()})
     return result
