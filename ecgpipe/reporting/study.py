@@ -173,7 +173,7 @@ def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str | None = 
                                                     [row[high] - row[f"{figure}_mean"]]],
                     fmt="_", color="black", capsize=6, markersize=20)
     ax.set_xticks(range(len(summary)), summary["experiment"], rotation=20, ha="right")
-    ax.set(ylabel=figure, title=f"study {study.name}: {figure} per fold, mean and interval")
+    ax.set(ylabel=figure, title=f"study {study.name}\n{figure} per fold, mean and interval")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
