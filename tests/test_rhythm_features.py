@@ -1,4 +1,4 @@
-"""The beat features of benchmarks/four_class_rhythm.py (issue 24's rhythm candidate) on synthetic
+"""The beat features of benchmarks/rhythm_study.py (issue 24's rhythm candidate) on synthetic
 recordings whose rhythm is known: a regular sinus rhythm with P waves, an irregular one without
 (as in AF), a regular one with an early beat and its pause every fourth beat (ectopy), and noise."""
 import importlib.util
@@ -12,8 +12,8 @@ FS = 300
 
 @pytest.fixture(scope="module")
 def rhythm():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "four_class_rhythm.py"
-    spec = importlib.util.spec_from_file_location("four_class_rhythm", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rhythm_study.py"
+    spec = importlib.util.spec_from_file_location("rhythm_study", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,9 +1,10 @@
 """Issue 24's first candidate aimed at `O` and `~`: rhythm features beside the network, as the 2017
-winners used them. A 5-fold study on the real archive, paired across folds:
+winners used them. A 5-fold study on the real archive, paired across folds, of the four-class task
+(`--task four_class`) or the notebook's two-class one (`--task two_class`):
 
-- `network`: a four-class network of a finished study (`ecgpipe study run --experiments NAME` with
-  the four_class task's values), each fold's own predictor scoring that fold's validation
-  recordings through `ecgpipe predict`'s path;
+- `network`: a network of a finished study (`ecgpipe study run --experiments NAME`, with the
+  four_class task's values for four classes), each fold's own predictor scoring that fold's
+  validation recordings through `ecgpipe predict`'s path;
 - `rhythm`: a gradient-boosted model (scikit-learn's HistGradientBoostingClassifier) on features of
   each recording's beats (wfdb's XQRS detector): RR irregularity, premature beats, beat morphology,
   P-wave and noise figures; fitted on the fold's training recordings only;
@@ -12,7 +13,7 @@ winners used them. A 5-fold study on the real archive, paired across folds:
 Every setting here (the features, the model's settings, the equal weights) was fixed before any fold
 was scored, and the study chooses nothing on its folds: it reports each candidate on all five.
 
-    python benchmarks/four_class_rhythm.py --records data/records --study-repo /tmp/s4/main \\
+    python benchmarks/rhythm_study.py --task four_class --records data/records --study-repo /tmp/s4/main \\
         --study cv5-four-lstm-robust --experiment torch_lstm-robust_crop --workdir /tmp/rhythm \\
         --out reports/four_class/study-cv5-rhythm
 
@@ -26,6 +27,7 @@ import json
 import shutil
 import subprocess
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +42,30 @@ from ecgpipe.inference.predictor import Predictor, predict_files
 from ecgpipe.reporting.study import t_interval
 from ecgpipe.reporting.tables import to_markdown
 
-CLASSES = ["N", "A", "O", "~"]
-MIN_LENGTH = 2971  # the four_class task's spectrogram.min_length (params.yaml, tasks)
 MAX_LENGTH = 18286
 FOLDS, SPLIT_SEED = 5, 12345
 CANDIDATES = ("network", "rhythm", "ensemble")
-FIGURES = {  # name in the tables: figure of ecgpipe.evaluation.metrics
-    "challenge score": "challenge_score", "F1 N": "f1_N", "F1 A": "f1_A", "F1 O": "f1_O", "F1 ~": "f1_~",
-    "AF: not-AF on O": "af_specificity_O", "AF: not-AF on O at 95% AF found": "af_specificity_at_sensitivity_95_O",
-    "AF ROC AUC": "af_roc_auc",
+
+
+@dataclass(frozen=True)
+class Task:
+    """The recordings of a task (params.yaml's spectrogram values) and the figures its tables give
+    (name in the tables: figure of ecgpipe.evaluation.metrics; the first is the headline)."""
+
+    title: str
+    classes: tuple[str, ...]
+    min_length: int
+    figures: dict[str, str]
+
+
+TASKS = {
+    "four_class": Task("Four classes", ("N", "A", "O", "~"), 2971, {  # params.yaml, tasks.four_class
+        "challenge score": "challenge_score", "F1 N": "f1_N", "F1 A": "f1_A", "F1 O": "f1_O", "F1 ~": "f1_~",
+        "AF: not-AF on O": "af_specificity_O", "AF: not-AF on O at 95% AF found": "af_specificity_at_sensitivity_95_O",
+        "AF ROC AUC": "af_roc_auc"}),
+    "two_class": Task("Two classes (N against A)", ("N", "A"), 4000, {  # params.yaml's own values
+        "F1 A": "f1_A", "ROC AUC": "roc_auc", "average precision": "average_precision",
+        "sensitivity (recall A)": "recall_A", "precision A": "precision_A", "balanced accuracy": "balanced_accuracy"}),
 }
 
 
@@ -174,10 +191,10 @@ def _cached_output(repo: Path, commit: str, out: str, dest: Path) -> Path:
     return dest
 
 
-def network_probs(repo: Path, study: str, experiment: str, fold: int, records_dir: Path, val: list[str],
+def network_probs(task: Task, repo: Path, study: str, experiment: str, fold: int, records_dir: Path, val: list[str],
                   workdir: Path) -> tuple[np.ndarray, float]:
     """P(class) of the fold's own predictor for its validation recordings (``ecgpipe predict``'s path),
-    and the challenge score that the study's evaluate stage wrote for them (a check of the former)."""
+    and the task's headline figure that the study's evaluate stage wrote for them (a check of the former)."""
     table = workdir / f"{study}-fold{fold}.csv"
     commit = _exp_commit(repo, f"{study}-fold{fold}-seed{SPLIT_SEED}")
     evaluated = json.loads(subprocess.run(["git", "-C", str(repo), "show", f"{commit}:metrics/{experiment}/eval.json"],
@@ -192,7 +209,8 @@ def network_probs(repo: Path, study: str, experiment: str, fold: int, records_di
     scored = pd.read_csv(table, dtype={"record": str}).set_index("record").loc[val]
     if scored["error"].notna().any():
         raise SystemExit(f"fold {fold}: the network could not score {scored['error'].dropna().index[0]}")
-    return scored[[f"p_{c}" for c in CLASSES]].to_numpy(np.float64), float(evaluated["val"]["record"]["challenge_score"])
+    headline = figure(evaluated["val"]["record"], next(iter(task.figures.values())))
+    return scored[[f"p_{c}" for c in task.classes]].to_numpy(np.float64), float(headline)
 
 
 def rhythm_probs(features: pd.DataFrame, y: np.ndarray, train: np.ndarray, val: np.ndarray, seed: int) -> np.ndarray:
@@ -207,9 +225,11 @@ def rhythm_probs(features: pd.DataFrame, y: np.ndarray, train: np.ndarray, val: 
     return model.predict_proba(features.iloc[val].to_numpy())
 
 
-def main(records: Path, study_repo: Path, study: str, experiment: str, workdir: Path, out: Path, resamples: int = 1000) -> str:
+def main(task: Task, records: Path, study_repo: Path, study: str, experiment: str, workdir: Path, out: Path,
+         resamples: int = 1000) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
-    recordings = load_recordings(records, CLASSES, MIN_LENGTH, MAX_LENGTH)
+    classes = list(task.classes)
+    recordings = load_recordings(records, classes, task.min_length, MAX_LENGTH)
     y, ids = recordings.labels, np.asarray(recordings.record_ids)
     del recordings
     features = feature_table(records, ids.tolist(), workdir / "features.csv")
@@ -218,32 +238,36 @@ def main(records: Path, study_repo: Path, study: str, experiment: str, workdir: 
     for fold in range(FOLDS):
         parts = fold_indices(y, FOLDS, fold, 0.0, SPLIT_SEED)
         train, val = parts["train"], parts["val"]
-        network, evaluated = network_probs(study_repo, study, experiment, fold, records, ids[val].tolist(), workdir)
+        network, evaluated = network_probs(task, study_repo, study, experiment, fold, records, ids[val].tolist(), workdir)
         probs = {"network": network, "rhythm": rhythm_probs(features, y, train, val, SPLIT_SEED)}
         probs["ensemble"] = (probs["network"] + probs["rhythm"]) / 2
         for name in CANDIDATES:
-            point = score(y[val], probs[name], CLASSES)
-            ci = confidence_intervals(y[val], probs[name], CLASSES, bootstrap)
+            point = score(y[val], probs[name], classes)
+            ci = confidence_intervals(y[val], probs[name], classes, bootstrap)
             row = {"fold": fold, "candidate": name, "recordings": len(val),
-                   "challenge score (the study's evaluate stage)": evaluated if name == "network" else np.nan}
-            for label, key in FIGURES.items():
+                   f"{headline(task)} (the study's evaluate stage)": evaluated if name == "network" else np.nan}
+            for label, key in task.figures.items():
                 row[label] = float(figure(point, key))
                 row[f"{label}_ci_low"], row[f"{label}_ci_high"] = (float(v) for v in figure(ci, key))
             rows.append(row)
     per_fold = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     per_fold.to_csv(out / "folds.csv", index=False)
-    text = study_text(per_fold, study, experiment)
+    text = study_text(task, per_fold, study, experiment)
     (out / "study.md").write_text(text)
     return text
 
 
-def study_text(per_fold: pd.DataFrame, study: str, experiment: str) -> str:
+def headline(task: Task) -> str:
+    return next(iter(task.figures))
+
+
+def study_text(task: Task, per_fold: pd.DataFrame, study: str, experiment: str) -> str:
     summary, pairs = [], []
     for name in CANDIDATES:
         frame = per_fold[per_fold["candidate"] == name].sort_values("fold")
         row = {"candidate": name, "folds": len(frame)}
-        for label in FIGURES:
+        for label in task.figures:
             mean, sd, low, high = t_interval(frame[label].to_numpy())
             row[label] = f"{mean:.3f} ± {sd:.3f} [{low:.3f}–{high:.3f}]"
         summary.append(row)
@@ -251,17 +275,17 @@ def study_text(per_fold: pd.DataFrame, study: str, experiment: str) -> str:
     for name in ("ensemble", "rhythm"):
         frame = per_fold[per_fold["candidate"] == name].sort_values("fold")
         row = {"pair": f"{name} − network"}
-        for label in FIGURES:
+        for label in task.figures:
             diff = frame[label].to_numpy() - base[label].to_numpy()
             mean, _, low, high = t_interval(diff)
             row[label] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]{' real' if low > 0 or high < 0 else ''}"
         pairs.append(row)
-    fold_table = per_fold[["fold", "candidate", "recordings", *FIGURES,
-                           "challenge score (the study's evaluate stage)"]].round(3)
+    fold_table = per_fold[["fold", "candidate", "recordings", *task.figures,
+                           f"{headline(task)} (the study's evaluate stage)"]].round(3)
     return (
-        f"# Four classes: rhythm features beside {experiment}, 5-fold study\n\n"
-        f"`benchmarks/four_class_rhythm.py` on the real archive: the network is each fold's "
-        f"`{experiment}` of the study `{study}` (four_class task values); `rhythm` is a gradient-boosted "
+        f"# {task.title}: rhythm features beside {experiment}, 5-fold study\n\n"
+        f"`benchmarks/rhythm_study.py` on the real archive: the network is each fold's "
+        f"`{experiment}` of the study `{study}`; `rhythm` is a gradient-boosted "
         "model on beat features (wfdb XQRS), fitted on the fold's training recordings; `ensemble` is "
         "the mean of their probabilities. Every setting was fixed before any fold was scored; nothing "
         "is chosen on these folds.\n\n"
@@ -273,6 +297,7 @@ def study_text(per_fold: pd.DataFrame, study: str, experiment: str) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="four_class")
     parser.add_argument("--records", type=Path, default=Path("data/records"))
     parser.add_argument("--study-repo", type=Path, required=True, help="the clone that ran the study")
     parser.add_argument("--study", required=True, help="the study's name (ecgpipe study run --name)")
@@ -281,4 +306,4 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("reports/four_class/study-cv5-rhythm"))
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
-    print(main(args.records, args.study_repo, args.study, args.experiment, args.workdir, args.out, args.resamples))
+    print(main(TASKS[args.task], args.records, args.study_repo, args.study, args.experiment, args.workdir, args.out, args.resamples))
