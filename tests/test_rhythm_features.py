@@ -2,6 +2,7 @@
 recordings whose rhythm is known: a regular sinus rhythm with P waves, an irregular one without
 (as in AF), a regular one with an early beat and its pause every fourth beat (ectopy), and noise."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,10 @@ def rhythm():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "rhythm_study.py"
     spec = importlib.util.spec_from_file_location("rhythm_study", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module
+    yield module
+    del sys.modules[spec.name]
 
 
 def _wave(t: np.ndarray, centre: float, width: float, height: float) -> np.ndarray:
