@@ -35,7 +35,7 @@ import pandas as pd
 import scipy.signal
 
 from ecgpipe.core.units import ADC_PER_MV, SAMPLING_RATE_HZ
-from ecgpipe.data.records import load_recordings
+from ecgpipe.data.records import Recordings, load_recordings
 from ecgpipe.data.split import fold_indices
 from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, figure, score
 from ecgpipe.inference.predictor import Predictor, predict_files
@@ -142,18 +142,18 @@ def rhythm_features(samples: np.ndarray, fs: float = SAMPLING_RATE_HZ) -> dict[s
     return f
 
 
-def feature_table(records_dir: Path, record_ids: list[str], cache: Path) -> pd.DataFrame:
-    """One row of :func:`rhythm_features` per record, in ``record_ids`` order; cached in ``cache``."""
+def feature_table(recordings: Recordings, cache: Path) -> pd.DataFrame:
+    """One row of :func:`rhythm_features` per recording, in their order (each from its own samples,
+    not the padding); cached in ``cache``, which a later call with a subset of its records reuses."""
     from tqdm import tqdm
 
-    from ecgpipe.data.records import read_signal
-
+    record_ids = recordings.record_ids
     if cache.is_file():
         table = pd.read_csv(cache, dtype={"record": str}).set_index("record")
         if set(record_ids) <= set(table.index):
             return table.loc[record_ids]
-    rows = [{"record": r, **rhythm_features(read_signal(records_dir / f"{r}.mat"))}
-            for r in tqdm(record_ids, desc="rhythm features", unit="recording")]
+    rows = [{"record": r, **rhythm_features(recordings.signals[i, : recordings.lengths[i]])}
+            for i, r in enumerate(tqdm(record_ids, desc="rhythm features", unit="recording"))]
     table = pd.DataFrame(rows).set_index("record")
     table.to_csv(cache)
     return table
@@ -231,8 +231,8 @@ def main(task: Task, records: Path, study_repo: Path, study: str, experiment: st
     classes = list(task.classes)
     recordings = load_recordings(records, classes, task.min_length, MAX_LENGTH)
     y, ids = recordings.labels, np.asarray(recordings.record_ids)
-    del recordings
-    features = feature_table(records, ids.tolist(), workdir / "features.csv")
+    features = feature_table(recordings, workdir / "features.csv")
+    del recordings  # the padded signals: the largest array, not needed past the features
     bootstrap = Bootstrap(resamples=resamples, seed=SPLIT_SEED)
     rows = []
     for fold in range(FOLDS):
