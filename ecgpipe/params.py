@@ -20,7 +20,7 @@ import yaml
 
 from ecgpipe.core.device import DEVICE_NAMES, is_device_name
 from ecgpipe.core.errors import ParamsError, fail_param
-from ecgpipe.core.units import KNOWN_LABELS, MAX_RECORDING_SAMPLES, SAMPLING_RATE_HZ, SEED_LIMIT, is_plain_name
+from ecgpipe.core.units import KNOWN_LABELS, MAX_RECORDING_SAMPLES, REST_LABEL, SAMPLING_RATE_HZ, SEED_LIMIT, is_plain_name
 from ecgpipe.signal.augment import Augmentation
 from ecgpipe.signal.conditioning import Conditioning
 from ecgpipe.signal.shifts import SHIFT_KINDS, Shift
@@ -75,10 +75,14 @@ class SpectrogramParams:
         if len(self.classes) < 2:
             fail_param(f"{key}.classes", "at least two labels (a classifier needs two classes)", self.classes)
         for label in self.classes:
-            if label not in KNOWN_LABELS:
-                fail_param(f"{key}.classes", f"labels from {list(KNOWN_LABELS)}", label)
+            if label not in (*KNOWN_LABELS, REST_LABEL):
+                fail_param(f"{key}.classes", f"labels from {list(KNOWN_LABELS)}, or {REST_LABEL!r} for all others",
+                           label)
         if len(set(self.classes)) != len(self.classes):
             fail_param(f"{key}.classes", "labels without repeats", self.classes)
+        if REST_LABEL in self.classes and set(KNOWN_LABELS) <= set(self.classes):
+            fail_param(f"{key}.classes", f"{REST_LABEL!r} beside fewer than all of {list(KNOWN_LABELS)} (it holds "
+                       "the labels not listed)", self.classes)
         if self.nperseg < 2:
             fail_param(f"{key}.nperseg", "an integer >= 2", self.nperseg)
         if not 0 <= self.noverlap < self.nperseg:

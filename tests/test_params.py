@@ -22,13 +22,18 @@ def test_four_classes_accepted(small_params):
     assert parse_params(small_params).spectrogram.classes == ["N", "A", "O", "~"]
 
 
+def test_af_against_the_rest_accepted(small_params):
+    small_params["spectrogram"]["classes"] = ["rest", "A"]
+    assert parse_params(small_params).spectrogram.classes == ["rest", "A"]
+
+
 @pytest.mark.parametrize(
     "section, key, value, message",
     [
         ("chunk", "size", -40, "chunk.size: expected a positive number of windows, got -40"),
         ("chunk", "size", "40", "chunk.size: expected an integer, got '40'"),
         ("spectrogram", "noverlap", 32, "spectrogram.noverlap: expected 0 <= noverlap < nperseg (32), got 32"),
-        ("spectrogram", "classes", ["N", "X"], "spectrogram.classes: expected labels from ['N', 'A', 'O', '~'], got 'X'"),
+        ("spectrogram", "classes", ["N", "X"], "spectrogram.classes: expected labels from ['N', 'A', 'O', '~'], or 'rest' for all others, got 'X'"),
         ("spectrogram", "stats_dtype", "float16", "spectrogram.stats_dtype: expected one of 'float32', 'float64'"),
         ("split", "test", 0.1, "split.train + split.val + split.test: expected fractions that sum to 1, got 1.1"),
         ("split", "stratify", "yes", "split.stratify: expected true or false, got 'yes'"),
@@ -39,6 +44,8 @@ def test_four_classes_accepted(small_params):
          "classes), got ['A']"),
         ("spectrogram", "max_length", 100_000_000, "spectrogram.max_length: expected from min_length (1000) to 60,000 "
          "samples (every recording is padded to it in memory), got 100000000"),
+        ("spectrogram", "classes", ["rest", "N", "A", "O", "~"], "spectrogram.classes: expected 'rest' beside fewer "
+         "than all of ['N', 'A', 'O', '~'] (it holds the labels not listed), got ['rest', 'N', 'A', 'O', '~']"),
         ("spectrogram", "flat_records", "keep", "spectrogram.flat_records: expected one of 'refuse', 'drop'"),
         ("balance", "seed", -1, "balance.seed: expected a seed from 0 to 4294967295, got -1"),
         ("split", "seed", 2**40, "split.seed: expected a seed from 0 to 4294967295, got 1099511627776"),

@@ -7,6 +7,10 @@ SAMPLING_RATE_HZ = 300
 
 # Labels of the CinC 2017 reference file: normal, AF, other rhythm, noisy.
 KNOWN_LABELS = ("N", "A", "O", "~")
+# A class of spectrogram.classes that holds every known label not listed beside it: [rest, A] is
+# AF against everything else (normal, other rhythms, noise). records.csv keeps each recording's
+# own label in its `source_label` column, so the false alarms are counted per label.
+REST_LABEL = "rest"
 
 
 SEED_LIMIT = 2**32  # numpy's and torch's generators take any seed in [0, 2**32)

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.io
 
 from ecgpipe.core.errors import RecordError
-from ecgpipe.core.units import KNOWN_LABELS
+from ecgpipe.core.units import KNOWN_LABELS, REST_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,15 @@ class Recordings:
     labels: np.ndarray  # (n,) class index into ``class_names``
     record_ids: list[str]
     class_names: list[str]
+    source_labels: list[str]  # each recording's own label in REFERENCE.csv (differs under REST_LABEL)
+
+
+def class_of_label(classes: list[str]) -> dict[str, int]:
+    """Each known label's class index in ``classes``: its own, else REST_LABEL's (if listed)."""
+    index = {label: i for i, label in enumerate(classes) if label in KNOWN_LABELS}
+    if REST_LABEL in classes:
+        index.update({label: classes.index(REST_LABEL) for label in KNOWN_LABELS if label not in index})
+    return index
 
 
 def _names(records: list[str], shown: int = 5) -> str:
@@ -117,7 +126,8 @@ def load_recordings(
     """
     records_dir = Path(records_dir)
     reference = read_reference(records_dir)
-    chosen = sorted(r for r, label in reference.items() if label in classes)
+    index = class_of_label(classes)
+    chosen = sorted(r for r, label in reference.items() if label in index)
     signals: list[np.ndarray] = []
     kept: list[str] = []
     flat: list[str] = []
@@ -143,7 +153,7 @@ def load_recordings(
         log.warning("left out %d flat recording(s) (spectrogram.flat_records: drop): %s", len(flat), _names(flat))
     if not kept:
         raise RecordError(f"{records_dir}: no recording of classes {classes} has >= {min_length} samples")
-    missing = sorted(set(classes) - {reference[r] for r in kept}, key=classes.index)
+    missing = sorted(set(classes) - {classes[index[reference[r]]] for r in kept}, key=classes.index)
     if missing:
         raise RecordError(f"{records_dir}: no recording of class {', '.join(missing)} (with >= {min_length} samples) "
                           f"in {REFERENCE_FILE}; expected every class of spectrogram.classes {classes}")
@@ -153,6 +163,5 @@ def load_recordings(
     for i, signal in enumerate(signals):
         padded[i, : len(signal)] = signal
         lengths[i] = len(signal)
-    index = {label: i for i, label in enumerate(classes)}
     labels = np.array([index[reference[r]] for r in kept], dtype=np.int64)
-    return Recordings(padded, lengths, labels, kept, list(classes))
+    return Recordings(padded, lengths, labels, kept, list(classes), [reference[r] for r in kept])

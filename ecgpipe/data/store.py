@@ -16,13 +16,21 @@ from ecgpipe.core.io import load_tensors, read_json
 # {"spectra": (n, windows, bins) float32, "windows": (n,), "labels": (n,), "records_md5": md5 of records.csv}
 SPECTRA_FILE = "spectra.pt"
 RECORDS_FILE = "records.csv"  # record, label, class_index, samples, windows: one row per tensor row
+# and, when a class is REST_LABEL, each recording's own label (label is then its class's name)
+SOURCE_LABEL_COLUMN = "source_label"
 PREPROCESSING_FILE = "preprocessing.json"  # everything that turns a raw recording into network input
 
 
 
 
 def read_records(spectrogram_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(spectrogram_dir) / RECORDS_FILE, dtype={"record": str, "label": str})
+    return pd.read_csv(Path(spectrogram_dir) / RECORDS_FILE,
+                       dtype={"record": str, "label": str, SOURCE_LABEL_COLUMN: str})
+
+
+def source_labels(table: pd.DataFrame) -> np.ndarray:
+    """Each recording's own CinC label: its class's name, unless the classes hold REST_LABEL."""
+    return table[SOURCE_LABEL_COLUMN if SOURCE_LABEL_COLUMN in table else "label"].to_numpy(dtype=str)
 
 
 @dataclass

@@ -16,6 +16,8 @@ import numpy as np
 import scipy.stats
 from sklearn import metrics as skm
 
+from ecgpipe.core.units import KNOWN_LABELS, REST_LABEL
+
 CHALLENGE_CLASSES = ("N", "A", "O")  # CinC 2017 score: the mean F1 of these three
 AF = "A"
 AF_SENSITIVITY = 0.95  # the operating point of the AF alarm's curve figures: 95% of AF recordings found
@@ -84,9 +86,11 @@ def _average_precision(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     return _divide((hits * precision_at_end).sum(axis=1), hits.sum(axis=1).astype(np.float64))
 
 
-def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], index: np.ndarray) -> dict:
+def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], index: np.ndarray,
+                      sources: np.ndarray | None = None) -> dict:
     """Every recording-level figure of ``evaluation.score`` on each row of ``index``: a mapping
-    like ``score``'s (``accuracy``, ``f1`` per class, ``roc_auc``, ...) with (resamples,) arrays."""
+    like ``score``'s (``accuracy``, ``f1`` per class, ``roc_auc``, ...) with (resamples,) arrays.
+    ``sources``: each recording's own label, where a class (REST_LABEL) holds several."""
     y = np.asarray(y, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     n_classes = len(class_names)
@@ -125,46 +129,56 @@ def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], 
     if set(CHALLENGE_CLASSES) <= set(class_names):
         figures["challenge_score"] = np.mean([figures["f1"][c] for c in CHALLENGE_CLASSES], axis=0)
     if reads_as_af_alarm(y, class_names):
-        figures.update(_af_alarm(probs, class_names, index, actual, confusion))
+        figures.update(_af_alarm(probs, class_names, index, y, sources))
     return figures
 
 
 def reads_as_af_alarm(y: np.ndarray, class_names: list[str]) -> bool:
-    """Whether a model is also read as an AF alarm: more than two classes, AF among them and among ``y``."""
-    return len(class_names) > 2 and AF in class_names and bool((np.asarray(y) == class_names.index(AF)).any())
+    """Whether a model is also read as an AF alarm: AF among its classes and among ``y``, beside
+    more than one other class or beside REST_LABEL (whose recordings' own labels differ)."""
+    return ((len(class_names) > 2 or REST_LABEL in class_names) and AF in class_names
+            and bool((np.asarray(y) == class_names.index(AF)).any()))
 
 
-def _af_alarm(probs: np.ndarray, class_names: list[str], index: np.ndarray, actual: np.ndarray,
-              confusion: np.ndarray) -> dict:
-    """A model of more than two classes read as the answer to "is this AF?" (its P(A)), with the
-    false alarms counted on each other class separately, because "not AF" mixes normal rhythm,
-    other rhythms and noise, and a detector fails on them very differently:
+def _af_alarm(probs: np.ndarray, class_names: list[str], index: np.ndarray, y: np.ndarray,
+              sources: np.ndarray | None) -> dict:
+    """A model read as the answer to "is this AF?" (its P(A)), with the false alarms counted on
+    each other label separately (the other classes, or the labels that REST_LABEL holds, by
+    ``sources``), because "not AF" mixes normal rhythm, other rhythms and noise, and a detector
+    fails on them very differently:
     - ``af_roc_auc``: P(A) of AF recordings against all the others;
-    - ``af_specificity`` per other class: the share of its recordings not called AF (argmax);
-    - ``af_specificity_at_sensitivity_95`` per other class: the same share at the P(A) threshold
+    - ``af_specificity`` per other label: the share of its recordings not called AF (argmax);
+    - ``af_specificity_at_sensitivity_95`` per other label: the same share at the P(A) threshold
       where 95% of the AF recordings are called AF (a point of the curve, read on these recordings:
       a property of the ranking, not a threshold chosen for deployment)."""
     a = class_names.index(AF)
+    if sources is None:
+        labels, order = np.asarray(class_names, dtype=object)[y], class_names
+    else:  # the labels present, the classes' own first
+        labels = np.asarray(sources, dtype=object)
+        order = [c for c in dict.fromkeys((*class_names, *KNOWN_LABELS)) if (labels == c).any()]
+    labels = labels[index]
     p_af = probs[:, a][index]
-    is_af = actual == a
+    is_af = y[index] == a
+    called_af = probs.argmax(axis=1)[index] == a
     # stratified resamples: every row holds the same number of AF recordings
     af_scores = np.sort(p_af[is_af].reshape(len(index), -1), axis=1)
     k = int(np.floor((1 - AF_SENSITIVITY) * af_scores.shape[1]))
     threshold = af_scores[:, k][:, None]  # at least 95% of AF recordings have P(A) >= threshold
-    others = [(c, i) for i, c in enumerate(class_names) if i != a]
-    support = confusion.sum(axis=2)  # (resamples, class): recordings of each class
+    members = {c: (labels == c) & ~is_af for c in order if c != AF}
     return {
         "af_roc_auc": _auc(p_af, is_af),
-        "af_specificity": {c: _divide(support[:, i] - confusion[:, i, a], support[:, i]) for c, i in others},
+        "af_specificity": {c: _divide((m & ~called_af).sum(axis=1), m.sum(axis=1)) for c, m in members.items()},
         "af_specificity_at_sensitivity_95": {
-            c: _divide(((actual == i) & (p_af < threshold)).sum(axis=1), support[:, i]) for c, i in others},
+            c: _divide((m & (p_af < threshold)).sum(axis=1), m.sum(axis=1)) for c, m in members.items()},
     }
 
 
-def confidence_intervals(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap) -> dict:
+def confidence_intervals(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap,
+                         sources: np.ndarray | None = None) -> dict:
     """A (low, high) interval for every figure of ``resampled_figures``, same layout."""
     index = stratified_resamples(y, bootstrap.resamples, bootstrap.seed)
-    figures = resampled_figures(y, probs, class_names, index)
+    figures = resampled_figures(y, probs, class_names, index, sources)
 
     def intervals(value):
         if isinstance(value, dict):
@@ -240,10 +254,11 @@ def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
         return float(skm.balanced_accuracy_score(y, predicted))
 
 
-def score(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+def score(y: np.ndarray, probs: np.ndarray, class_names: list[str], sources: np.ndarray | None = None) -> dict:
     """Every figure of one level: accuracy, balanced accuracy, per-class precision / recall / F1 /
     support, macro F1, ROC AUC, average precision, confusion matrix (counts and row-normalised),
-    and, with N, A and O among the classes, the CinC 2017 challenge score.
+    and, with N, A and O among the classes, the CinC 2017 challenge score; a model read as an AF
+    alarm also gets its false alarms per label (``sources``: each recording's own, for REST_LABEL).
 
     A class that is never predicted has an undefined precision: it is reported as 0 with a warning.
     """
@@ -283,7 +298,7 @@ def score(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
     if reads_as_af_alarm(y, class_names):
         # defined once, on the resamples: the identity resample is the point estimate
         identity = np.arange(len(y))[None, :]
-        alarm = _af_alarm(probs, class_names, identity, y[identity], confusion[None])
+        alarm = _af_alarm(probs, class_names, identity, y, sources)
         result.update({k: {c: float(v[0]) for c, v in f.items()} if isinstance(f, dict) else float(f[0])
                        for k, f in alarm.items()})
     return result

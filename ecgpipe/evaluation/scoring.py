@@ -21,7 +21,7 @@ import torch
 from ecgpipe.core.device import resolve_device
 from ecgpipe.core.errors import StoreError
 from ecgpipe.data.balance import oversample
-from ecgpipe.data.store import Chunks, read_records
+from ecgpipe.data.store import Chunks, read_records, source_labels
 from ecgpipe.evaluation import names
 from ecgpipe.evaluation.metrics import (
     Bootstrap,
@@ -90,19 +90,23 @@ def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray,
 
 
 def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels: torch.Tensor,
-                   class_names: list[str], bootstrap: Bootstrap | None = None) -> dict:
+                   class_names: list[str], bootstrap: Bootstrap | None = None,
+                   record_sources: np.ndarray | None = None) -> dict:
     """Scores at the three levels; with ``bootstrap``, the recording level also gets ``ci``: an
-    interval for every figure."""
+    interval for every figure. ``record_sources``: each recording's own label, by row (for the
+    false alarms per label of a class that holds several)."""
     y = record_labels[outputs.owner]
     chunk_probs = probabilities(outputs.logits)
     record_y = record_labels[outputs.rows].numpy()
+    sources = None if record_sources is None else record_sources[outputs.rows.numpy()]
     scores = {
         "chunk_balanced": score(y[balanced].numpy(), chunk_probs[balanced].numpy(), class_names),
         "chunk": score(y.numpy(), chunk_probs.numpy(), class_names),
-        "record": score(record_y, outputs.probs.numpy(), class_names),
+        "record": score(record_y, outputs.probs.numpy(), class_names, sources),
     }
     if bootstrap is not None:
-        scores["record"]["ci"] = confidence_intervals(record_y, outputs.probs.numpy(), class_names, bootstrap)
+        scores["record"]["ci"] = confidence_intervals(record_y, outputs.probs.numpy(), class_names, bootstrap,
+                                                        sources)
     return scores
 
 
@@ -120,7 +124,7 @@ def score_saved_model(model_dir: Path, split: str, records_dir: Path, spectrogra
     outputs, balanced = score_split(predictor, records_dir, table["record"].to_numpy(), record_labels,
                                     Chunks.load(Path(chunks_dir) / f"{split}.pt", "cpu"),
                                     batch_size, seed, device)
-    scores = evaluate_split(outputs, balanced, record_labels, predictor.class_names, bootstrap)
+    scores = evaluate_split(outputs, balanced, record_labels, predictor.class_names, bootstrap, source_labels(table))
     return predictor, outputs, scores
 
 

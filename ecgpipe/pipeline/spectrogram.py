@@ -8,10 +8,15 @@ import pandas as pd
 import torch
 
 from ecgpipe.core.io import json_text, staged_outputs, write_tensors
-from ecgpipe.core.units import SAMPLING_RATE_HZ
+from ecgpipe.core.units import REST_LABEL, SAMPLING_RATE_HZ
 from ecgpipe.data.card import class_counts, min_median_max
 from ecgpipe.data.records import load_recordings
-from ecgpipe.data.store import PREPROCESSING_FILE, RECORDS_FILE, SPECTRA_FILE
+from ecgpipe.data.store import (
+    PREPROCESSING_FILE,
+    RECORDS_FILE,
+    SOURCE_LABEL_COLUMN,
+    SPECTRA_FILE,
+)
 from ecgpipe.params import SpectrogramParams, as_dict
 from ecgpipe.signal.spectrogram import compute_spectra, fit_normalise_, window_count
 
@@ -37,6 +42,8 @@ def run_spectrogram(params: SpectrogramParams, records_dir: Path, out_dir: Path,
         "samples": recordings.lengths,
         "windows": windows,
     })
+    if REST_LABEL in recordings.class_names:  # each recording's own label: false alarms per label
+        table[SOURCE_LABEL_COLUMN] = recordings.source_labels
     records_csv = table.to_csv(index=False)
     # one id for the set, in two of its files: a reader can tell files of two runs apart
     records_md5 = hashlib.md5(records_csv.encode()).hexdigest()

@@ -27,18 +27,19 @@ def record_figure(column: str) -> str:
 
 
 def af_alarm_columns(table: pd.DataFrame) -> list[str]:
-    """The columns (and their intervals) of a model of more than two classes read as an AF alarm."""
+    """The columns (and their intervals) of a model read as an AF alarm (more than two classes, or AF
+    against REST_LABEL)."""
     return [c for c in table if c.startswith("record_af_")]
 
 
 def af_alarm_section(table: pd.DataFrame) -> str:
-    """ "Is this AF?" answered by each model's P(A): AF found, and false alarms on each other class."""
+    """ "Is this AF?" answered by each model's P(A): AF found, and false alarms on each other label."""
     columns = af_alarm_columns(table)
     if not columns:
         return ""
     return ("\n## As an AF detector\n\nEach model's answer to \"is this AF?\": AF when A is its most likely class. "
-            "`af_sensitivity` is the share of AF recordings called AF; `af_specificity_<class>` the share of that "
-            "class's recordings not called AF (1 − its false-alarm rate); `..._at_sensitivity_95_<class>` the same "
+            "`af_sensitivity` is the share of AF recordings called AF; `af_specificity_<label>` the share of the "
+            "recordings of that label (N, O, ~) not called AF (1 − its false-alarm rate); `..._at_sensitivity_95_<class>` the same "
             "at the P(A) threshold that finds 95% of the AF recordings (a point of each curve, read on these "
             "recordings, not a threshold chosen for deployment); `af_roc_auc` ranks P(A) of AF against every "
             "other recording.\n\n" + to_markdown(table[["experiment", *columns]]))
