@@ -1,6 +1,7 @@
 """Issue 24's first candidate aimed at `O` and `~`: rhythm features beside the network, as the 2017
 winners used them. A 5-fold study on the real archive, paired across folds, of the four-class task
-(`--task four_class`) or the notebook's two-class one (`--task two_class`):
+(`--task four_class`), the notebook's two-class one (`--task two_class`) or AF against the rest
+(`--task af_vs_rest`, the false alarms counted on N, O and ~ separately):
 
 - `network`: a network of a finished study (`ecgpipe study run --experiments NAME`, with the
   four_class task's values for four classes), each fold's own predictor scoring that fold's
@@ -66,6 +67,13 @@ TASKS = {
     "two_class": Task("Two classes (N against A)", ("N", "A"), 4000, {  # params.yaml's own values
         "F1 A": "f1_A", "ROC AUC": "roc_auc", "average precision": "average_precision",
         "sensitivity (recall A)": "recall_A", "precision A": "precision_A", "balanced accuracy": "balanced_accuracy"}),
+    # params.yaml, tasks.af_vs_rest (added with the task, before its study ran)
+    "af_vs_rest": Task("AF against the rest (N, O, ~)", ("rest", "A"), 2971, {
+        "F1 A": "f1_A", "ROC AUC": "roc_auc", "AF found (recall A)": "recall_A", "precision A": "precision_A",
+        "not-AF on N": "af_specificity_N", "not-AF on O": "af_specificity_O", "not-AF on ~": "af_specificity_~",
+        "not-AF on N at 95% AF found": "af_specificity_at_sensitivity_95_N",
+        "not-AF on O at 95% AF found": "af_specificity_at_sensitivity_95_O",
+        "not-AF on ~ at 95% AF found": "af_specificity_at_sensitivity_95_~"}),
 }
 
 
@@ -231,6 +239,7 @@ def main(task: Task, records: Path, study_repo: Path, study: str, experiment: st
     classes = list(task.classes)
     recordings = load_recordings(records, classes, task.min_length, MAX_LENGTH)
     y, ids = recordings.labels, np.asarray(recordings.record_ids)
+    sources = np.asarray(recordings.source_labels)  # each recording's own label: false alarms per label
     features = feature_table(recordings, workdir / "features.csv")
     del recordings  # the padded signals: the largest array, not needed past the features
     bootstrap = Bootstrap(resamples=resamples, seed=SPLIT_SEED)
@@ -242,8 +251,8 @@ def main(task: Task, records: Path, study_repo: Path, study: str, experiment: st
         probs = {"network": network, "rhythm": rhythm_probs(features, y, train, val, SPLIT_SEED)}
         probs["ensemble"] = (probs["network"] + probs["rhythm"]) / 2
         for name in CANDIDATES:
-            point = score(y[val], probs[name], classes)
-            ci = confidence_intervals(y[val], probs[name], classes, bootstrap)
+            point = score(y[val], probs[name], classes, sources[val])
+            ci = confidence_intervals(y[val], probs[name], classes, bootstrap, sources[val])
             row = {"fold": fold, "candidate": name, "recordings": len(val),
                    f"{headline(task)} (the study's evaluate stage)": evaluated if name == "network" else np.nan}
             for label, key in task.figures.items():
