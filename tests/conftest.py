@@ -145,9 +145,10 @@ def evaluated(prepared, records_dir, tmp_path_factory):
 
         run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
         trained = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id).info
-        summary = run_evaluate(prepared["params"], name, records_dir, prepared["spectrogram"], prepared["chunks"],
-                               out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
-                               out / "predictors" / name)
+        params = prepared["params"]
+        summary = run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir,
+                               prepared["spectrogram"], prepared["chunks"], out / "models" / name,
+                               out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
         yield {"out": out, "name": name, "summary": summary, "uri": os.environ["MLFLOW_TRACKING_URI"],
                "trained": trained}
     finally:

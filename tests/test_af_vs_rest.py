@@ -78,8 +78,8 @@ def test_af_vs_rest_end_to_end(records_dir, tmp_path, small_params, monkeypatch)
     name = "mean_spectrum-chunked"
     run_train(params, name, spec, tmp_path / "balance.json", tmp_path / "chunks", tmp_path / "models" / name,
               tmp_path / "metrics" / name / "train.json", tmp_path / "history.csv", system_metrics=False)
-    summary = run_evaluate(params, name, records_dir, spec, tmp_path / "chunks", tmp_path / "models" / name,
-                           tmp_path / "metrics" / name / "eval.json", tmp_path / "plots", tmp_path / "predictor")
+    summary = run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, spec, tmp_path / "chunks",
+                           tmp_path / "models" / name, tmp_path / "metrics" / name / "eval.json", tmp_path / "plots", tmp_path / "predictor")
     record = summary["val"]["record"]
     assert set(record["f1"]) == {"rest", "A"}
     predictions = pd.read_csv(tmp_path / "plots" / "confusion" / name / "val.csv", dtype={"record": str})

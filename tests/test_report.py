@@ -61,8 +61,8 @@ def reported(records_dir, tmp_path_factory):
             run_train(params, name, spectrogram, out / "balance.json", chunks, out / "models" / name,
                       out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
                       out / "metrics" / name / "speed.json", system_metrics=False, signals_path=out / "signals.pt")
-            run_evaluate(params, name, records_dir, spectrogram, chunks, out / "models" / name,
-                         out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
+            run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, spectrogram, chunks,
+                         out / "models" / name, out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
         table = run_report(params, out / "metrics", out / "models", out / "reports", out / "plots", chunks, spectrogram,
                            records_dir)
     return {"out": out, "params": params, "table": table, "uri": uri}

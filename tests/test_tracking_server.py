@@ -60,8 +60,10 @@ def test_stages_registry_and_predict_through_a_postgresql_tracking_server(prepar
         run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
                   out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
                   system_metrics=False)
-        run_evaluate(prepared["params"], name, records_dir, prepared["spectrogram"], prepared["chunks"],
-                     out / "models" / name, out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
+        params = prepared["params"]
+        run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, prepared["spectrogram"],
+                     prepared["chunks"], out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
+                     out / "predictors" / name)
         run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
         run = MlflowClient(uri).get_run(run_id)
         assert run.info.status == "FINISHED" and "val_record_f1_A" in run.data.metrics

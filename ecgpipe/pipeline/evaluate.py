@@ -16,7 +16,7 @@ from ecgpipe.evaluation.metrics import Bootstrap
 from ecgpipe.evaluation import names
 from ecgpipe.evaluation.robustness import evaluate_shifts, shift_mlflow_metrics, worst_shift
 from ecgpipe.evaluation.scoring import metrics_for_dvc, mlflow_metrics, per_class_table, score_saved_model
-from ecgpipe.params import EvaluateParams, Params
+from ecgpipe.params import ChunkParams, EvaluateParams, TrainParams
 
 
 def bootstrap_of(evaluate: EvaluateParams) -> Bootstrap:
@@ -24,15 +24,15 @@ def bootstrap_of(evaluate: EvaluateParams) -> Bootstrap:
     return Bootstrap(evaluate.bootstrap_resamples, evaluate.bootstrap_seed, evaluate.confidence)
 
 
-def scoring_settings(params: Params) -> dict:
+def scoring_settings(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParams) -> dict:
     """What scoring a saved model takes from params.yaml (``score_saved_model``'s keywords)."""
-    return {"aggregation": params.evaluate.aggregation, "device": params.train.device,
-            "batch_size": params.train.eval_batch_size, "seed": params.chunk.seed,
-            "bootstrap": bootstrap_of(params.evaluate)}
+    return {"aggregation": evaluate.aggregation, "device": train.device, "batch_size": train.eval_batch_size,
+            "seed": chunk.seed, "bootstrap": bootstrap_of(evaluate)}
 
 
-def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: Path, chunks_dir: Path, model_dir: Path,
-                 metrics_path: Path, plots_dir: Path, predictor_dir: Path) -> dict:
+def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParams, name: str, records_dir: Path,
+                 spectrogram_dir: Path, chunks_dir: Path, model_dir: Path, metrics_path: Path, plots_dir: Path,
+                 predictor_dir: Path) -> dict:
     """The `evaluate@NAME` stage: score NAME's model on validation, with intervals on every
     recording-level figure, and package it with its aggregation rule as a predictor (an MLflow
     pyfunc model). A test split is left alone: the report stage scores the champion on it once.
@@ -42,6 +42,8 @@ def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: 
     (AF against the rest, per recording), and ``figures/NAME/*.png``. The same numbers, figures and
     per-class tables go into the experiment's MLflow run, with the predictor. ``predictor_dir``
     gets the same predictor as a folder (``mlflow models serve -m predictor_dir`` serves it).
+    Of params.yaml it reads ``evaluate``, and of ``train`` and ``chunk`` the device, the batch size
+    and the seed of scoring.
     """
     import mlflow  # heavy: only the stage needs it, not the metric functions
 
@@ -50,7 +52,7 @@ def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: 
     from ecgpipe.tracking import runs as tracking
     from ecgpipe.tracking.runs import RUN_FILE
 
-    resolve_device(params.train.device)  # a device this machine lacks is said first
+    resolve_device(train.device)  # a device this machine lacks is said first
     # the run this stage logs into: its store checked before minutes of scoring, not after
     tracking.check_store_file(read_json(Path(model_dir) / RUN_FILE)["tracking_uri"])
     table = read_records(spectrogram_dir)
@@ -58,7 +60,7 @@ def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: 
     # validation only: a test split is scored once, for the champion alone, by the report stage
     for split in ("val",):
         predictor, rec, scores[split] = score_saved_model(model_dir, split, records_dir, spectrogram_dir, chunks_dir,
-                                                          **scoring_settings(params))
+                                                          **scoring_settings(evaluate, train, chunk))
         class_names = predictor.class_names
         positive = class_names.index("A") if "A" in class_names else len(class_names) - 1
         probs = rec.probs.numpy()
@@ -84,9 +86,9 @@ def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: 
 
     # the same recordings again under each device shift (params evaluate.shifts), through predict's path
     record_labels = torch.tensor(table["class_index"].to_numpy())
-    shifted = evaluate_shifts(predictor, record_labels, rec, params.evaluate.shifts, params.evaluate.shift_seed,
-                              params.train.eval_batch_size, bootstrap_of(params.evaluate),
-                              resolve_device(params.train.device))
+    shifted = evaluate_shifts(predictor, record_labels, rec, evaluate.shifts, evaluate.shift_seed,
+                              train.eval_batch_size, bootstrap_of(evaluate),
+                              resolve_device(train.device))
     worst = worst_shift(shifted, list(class_names))
     summary = metrics_for_dvc(scores)
     if shifted:
@@ -102,7 +104,7 @@ def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: 
                 frames[kind].to_csv(folders[kind] / f"{split}.csv", index=False, float_format="%.6g")
         for file_name, fig in figures.items():
             fig.savefig(folders["figures"] / file_name, dpi=110)
-        pyfunc.save_predictor(model_dir, params.evaluate.aggregation, example, staged.dir(predictor_dir))
+        pyfunc.save_predictor(model_dir, evaluate.aggregation, example, staged.dir(predictor_dir))
         staged.file(metrics_path).write_text(json_text(summary))
 
     with tracking.resumed_run(read_json(Path(model_dir) / RUN_FILE)):
@@ -112,9 +114,9 @@ def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: 
             # one figure per run, for studies across folds
             mlflow.log_metrics(names.mlflow_names({names.joined("val", "worst_shift", k): v
                                                    for k, v in worst.items() if isinstance(v, float)}))
-            mlflow.log_dict({"shifts": {n: dataclasses.asdict(s) for n, s in params.evaluate.shifts.items()},
+            mlflow.log_dict({"shifts": {n: dataclasses.asdict(s) for n, s in evaluate.shifts.items()},
                              "results": metrics_for_dvc(shifted)}, "evaluation/val_shifts.json")
-        mlflow.log_param("evaluate.aggregation", params.evaluate.aggregation)
+        mlflow.log_param("evaluate.aggregation", evaluate.aggregation)
         for split, levels in scores.items():
             for level, result in levels.items():
                 mlflow.log_table(per_class_table(result, class_names), artifact_file=f"evaluation/{split}_{level}_per_class.json")
@@ -124,7 +126,7 @@ def run_evaluate(params: Params, name: str, records_dir: Path, spectrogram_dir: 
             mlflow.log_table(outputs[split]["confusion"], artifact_file=f"evaluation/{split}_record_predictions.json")
         for file_name, fig in figures.items():
             mlflow.log_figure(fig, f"evaluation/{file_name}")
-        pyfunc.log_predictor(model_dir, params.evaluate.aggregation, example)
+        pyfunc.log_predictor(model_dir, evaluate.aggregation, example)
         # the train stage's dvc.lock entry exists by now (DVC writes it when the stage ends); DVC
         # runs stages in the repository's root, for a queued experiment in its temporary copy
         tracking.log_dvc_lock_entry(f"train@{name}", Path("dvc.lock"))

@@ -173,7 +173,7 @@ def score_champion_on_test(params: Params, champion: str, models_dir: Path, chun
     if not (Path(chunks_dir) / "test.pt").is_file():
         return None
     _, _, scores = score_saved_model(Path(models_dir) / champion, "test", records_dir, spectrogram_dir, chunks_dir,
-                                     **scoring_settings(params))
+                                     **scoring_settings(params.evaluate, params.train, params.chunk))
     return scores
 
 
