@@ -267,3 +267,25 @@ def test_a_four_class_study_reports_and_ranks_by_the_challenge_score(tmp_path):
     uri = _hand_built_store(tmp_path / "other", values, drop=("lstm", 2, "record_f1_O"))
     with pytest.raises(StudyError, match=r"lstm \(fold 2, seed 7\): no metric val_record_f1_O"):
         collect_runs("hand", uri, "ecgpipe")
+
+
+def test_an_af_against_the_rest_study_reports_the_false_alarms_per_label(tmp_path):
+    """Runs of AF against the rest have AF's false alarms on N, O and ~ but no challenge score: the
+    report gives the former, ranks by F1(A), and leaves the four-class figures out."""
+    from ecgpipe.reporting.study import FIGURES, report_study
+
+    af = ("record_af_specificity_O", "record_af_specificity_at_sensitivity_95_N",
+          "record_af_specificity_at_sensitivity_95_O", "record_af_specificity_at_sensitivity_95_noise")
+    rng = np.random.default_rng(6)
+    values = {(name, fold): {f: float(rng.uniform(0.6, 0.95)) for f in FIGURES + af}
+              for name in ("lstm", "resnet") for fold in range(3)}
+    for fold in range(3):
+        values[("resnet", fold)]["record_f1_A"] = values[("lstm", fold)]["record_f1_A"] + 0.02
+    summary, pairs = report_study("hand", _hand_built_store(tmp_path, values), "ecgpipe", tmp_path / "reports")
+    assert list(summary["experiment"]) == ["resnet", "lstm"]
+    noise = np.array([values[("lstm", k)]["record_af_specificity_at_sensitivity_95_noise"] for k in range(3)])
+    lstm = summary.set_index("experiment").loc["lstm"]
+    assert lstm["record_af_specificity_at_sensitivity_95_noise_mean"] == pytest.approx(noise.mean(), abs=1e-12)
+    text = (tmp_path / "reports" / "study.md").read_text()
+    assert "record_af_specificity_at_sensitivity_95_N" in text and "record_challenge_score" not in text
+    assert "record_f1_O" not in text

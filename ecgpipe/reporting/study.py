@@ -25,11 +25,12 @@ FIGURES = ("record_f1_A", "record_roc_auc", "record_balanced_accuracy", "record_
 
 PAIRED = ("record_f1_A", "record_roc_auc", "worst_shift_f1_A")  # the figures compared pair by pair
 
-# A study of the four-class task adds the challenge score (also compared pair by pair), the other
-# classes' F1 and AF's false alarms on O: figures that every run of such a study has (MLflow spells
-# CinC's noise class ``noise``).
+# A study of the four-class task adds the challenge score (also compared pair by pair) and the other
+# classes' F1; one of it or of AF against the rest adds AF's false alarms on N, O and ~: figures
+# that every run of such a study has (MLflow spells CinC's noise label ``noise``).
 TASK_FIGURES = ("record_challenge_score", "record_f1_N", "record_f1_O", "record_f1_noise",
-                "record_af_specificity_at_sensitivity_95_O")
+                "record_af_specificity_O", "record_af_specificity_at_sensitivity_95_N",
+                "record_af_specificity_at_sensitivity_95_O", "record_af_specificity_at_sensitivity_95_noise")
 TASK_PAIRED = ("record_challenge_score",)
 
 
