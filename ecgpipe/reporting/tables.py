@@ -39,7 +39,7 @@ def af_alarm_section(table: pd.DataFrame) -> str:
         return ""
     return ("\n## As an AF detector\n\nEach model's answer to \"is this AF?\": AF when A is its most likely class. "
             "`af_sensitivity` is the share of AF recordings called AF; `af_specificity_<label>` the share of the "
-            "recordings of that label (N, O, ~) not called AF (1 − its false-alarm rate); `..._at_sensitivity_95_<class>` the same "
+            "recordings of that label (N, O, ~) not called AF (1 − its false-alarm rate); `..._at_sensitivity_95_<label>` the same "
             "at the P(A) threshold that finds 95% of the AF recordings (a point of each curve, read on these "
             "recordings, not a threshold chosen for deployment); `af_roc_auc` ranks P(A) of AF against every "
             "other recording.\n\n" + to_markdown(table[["experiment", *columns]]))
