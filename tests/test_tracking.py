@@ -149,7 +149,13 @@ def test_random_chunk_experiment_trains(prepared, tmp_path, store):
     assert lr.tolist() == pytest.approx([0.01, 0.005])
 
 
-def test_lineage_survives_a_concurrent_insert_of_the_same_dataset(store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("lost_race", [
+    "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest",
+    # PostgreSQL through a tracking server, as a Ray study's cell once failed on it
+    'BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"\n'
+    "DETAIL:  Key (experiment_id, name, digest)=(1, data/spectrogram/preprocessing.json, 30fd5ad5) already exists.",
+])
+def test_lineage_survives_a_concurrent_insert_of_the_same_dataset(store, tmp_path, monkeypatch, lost_race):
     """Two queue workers logging the same file at once: MLflow's get-or-create of the dataset row is
     not atomic, and the loser hits the UNIQUE constraint. It retries and links the row."""
     from mlflow.exceptions import MlflowException
@@ -163,8 +169,7 @@ def test_lineage_survives_a_concurrent_insert_of_the_same_dataset(store, tmp_pat
     def racing(dataset, context=None):
         calls.append(dataset.name)
         if len(calls) == 1:
-            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
-                                  "datasets.name, datasets.digest")
+            raise MlflowException(lost_race)
         return real(dataset, context=context)
 
     monkeypatch.setattr(mlflow, "log_input", racing)

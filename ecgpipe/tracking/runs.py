@@ -196,6 +196,8 @@ def _as_named(path: Path) -> str:
 
 
 LOG_INPUT_TRIES = 3
+# the lost race as each store words it: SQLite's, and PostgreSQL's (through a tracking server too)
+DUPLICATE_ROW_ERRORS = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")
 
 
 def _log_input(dataset, context: str) -> None:
@@ -203,7 +205,8 @@ def _log_input(dataset, context: str) -> None:
 
     MLflow's SQL store looks a dataset up and inserts it if missing, not atomically: two queue
     workers logging the same file (same name and digest) at once can both insert, and the second
-    fails on the UNIQUE constraint. Retried, it finds the row the first made and links it.
+    fails on the UNIQUE constraint (on PostgreSQL too: a Ray study's two first cells once lost a
+    training to it). Retried, it finds the row the first made and links it.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -213,7 +216,7 @@ def _log_input(dataset, context: str) -> None:
             mlflow.log_input(dataset, context=context)
             return
         except MlflowException as exc:
-            if "UNIQUE constraint failed" not in str(exc) or attempt == LOG_INPUT_TRIES:
+            if not any(error in str(exc) for error in DUPLICATE_ROW_ERRORS) or attempt == LOG_INPUT_TRIES:
                 raise
 
 
