@@ -27,17 +27,16 @@ import argparse
 import json
 import shutil
 import subprocess
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.signal
 
-from ecgpipe.core.units import ADC_PER_MV, SAMPLING_RATE_HZ
-from ecgpipe.data.records import Recordings, load_recordings
+from ecgpipe.data.records import load_recordings
 from ecgpipe.data.split import fold_indices
+from ecgpipe.ensemble.rhythm import feature_table
+from ecgpipe.ensemble.trees import BoostedTrees
 from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, figure, score
 from ecgpipe.inference.predictor import Predictor, predict_files
 from ecgpipe.reporting.study import t_interval
@@ -75,96 +74,6 @@ TASKS = {
         "not-AF on O at 95% AF found": "af_specificity_at_sensitivity_95_O",
         "not-AF on ~ at 95% AF found": "af_specificity_at_sensitivity_95_~"}),
 }
-
-
-# ---------------------------------------------------------------- features of one recording's beats
-
-def _sample_entropy(x: np.ndarray, m: int = 2, r: float = 0.2) -> float:
-    """Sample entropy of a short series (Richman & Moorman), tolerance ``r`` times its SD."""
-    if len(x) < m + 3 or np.ptp(x) == 0:
-        return np.nan
-    tol = r * x.std()
-
-    def matches(k: int) -> int:
-        t = np.lib.stride_tricks.sliding_window_view(x, k)[: len(x) - m]
-        d = np.abs(t[:, None, :] - t[None, :, :]).max(axis=2)
-        return int((d <= tol).sum() - len(t))  # pairs, both orders, self-matches left out
-
-    b, a = matches(m), matches(m + 1)
-    return float(-np.log(a / b)) if a > 0 and b > 0 else np.nan
-
-
-def rhythm_features(samples: np.ndarray, fs: float = SAMPLING_RATE_HZ) -> dict[str, float]:
-    """Figures of one recording (samples in 1/1000 mV) that describe its rhythm, beat shape and noise.
-    NaN where there are too few beats to say (the gradient-boosted model takes NaN as "unknown")."""
-    import wfdb.processing  # only here: a benchmark's dependency, not the pipeline's
-
-    mv = np.asarray(samples, dtype=np.float64) / ADC_PER_MV
-    sos = scipy.signal.butter(2, [0.5, 40], btype="bandpass", fs=fs, output="sos")
-    clean = scipy.signal.sosfiltfilt(sos, mv)
-    power = np.abs(np.fft.rfft(mv - mv.mean())) ** 2
-    freqs = np.fft.rfftfreq(len(mv), 1 / fs)
-    total = power.sum() or 1.0
-    f = {"duration_s": len(mv) / fs,
-         "power_above_40hz": power[freqs > 40].sum() / total,
-         "power_below_0.5hz": power[freqs < 0.5].sum() / total,
-         "kurtosis": float(pd.Series(clean).kurt())}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        beats = np.asarray(wfdb.processing.xqrs_detect(clean, fs=fs, verbose=False), dtype=np.int64)
-    f["beats_per_10s"] = 10 * len(beats) / (len(mv) / fs)
-    rr = np.diff(beats) / fs
-    keys = ("rr_median", "rr_cv", "rr_range", "rmssd", "successive_change", "pnn50", "irregular_share",
-            "premature_share", "rr_sample_entropy", "beat_corr_mean", "beat_corr_p10", "odd_beat_share",
-            "qrs_amp_cv", "p_wave_ratio", "tq_noise_ratio")
-    if len(rr) < 4:
-        return {**f, **dict.fromkeys(keys, np.nan)}
-    median = float(np.median(rr))
-    dr = np.diff(rr)
-    ratio = rr[1:] / rr[:-1]
-    f.update(rr_median=median, rr_cv=rr.std() / rr.mean(), rr_range=(rr.max() - rr.min()) / median,
-             rmssd=np.sqrt(np.mean(dr ** 2)) / median, successive_change=np.median(np.abs(dr)) / median,
-             pnn50=float(np.mean(np.abs(dr) > 0.05)), irregular_share=float(np.mean((ratio < 0.85) | (ratio > 1.15))),
-             # a short interval followed by a long one: an ectopic beat and its compensatory pause
-             premature_share=float(np.mean((rr[:-1] < 0.85 * median) & (rr[1:] > 1.1 * median))),
-             rr_sample_entropy=_sample_entropy(rr))
-    before, after = int(0.25 * fs), int(0.4 * fs)
-    inner = beats[(beats >= before) & (beats + after < len(clean))]
-    if len(inner) < 3:
-        return {**f, **dict.fromkeys(keys[9:], np.nan)}
-    segments = np.stack([clean[b - before: b + after] for b in inner])
-    template = np.median(segments, axis=0)
-    centred = segments - segments.mean(axis=1, keepdims=True)
-    t = template - template.mean()
-    corr = centred @ t / (np.linalg.norm(centred, axis=1) * np.linalg.norm(t) + 1e-12)
-    qrs = slice(before - int(0.05 * fs), before + int(0.05 * fs))
-    p_wave = slice(before - int(0.22 * fs), before - int(0.08 * fs))
-    amplitude = np.ptp(segments[:, qrs], axis=1)
-    qrs_amp = float(np.ptp(template[qrs])) or 1e-12
-    # the last 0.1 s before each P wave region: flat in sinus rhythm, fibrillatory waves in AF
-    tq = np.stack([clean[b - before: b - before + int(0.1 * fs)] for b in inner])
-    f.update(beat_corr_mean=float(corr.mean()), beat_corr_p10=float(np.percentile(corr, 10)),
-             odd_beat_share=float(np.mean(corr < 0.8)), qrs_amp_cv=float(amplitude.std() / (amplitude.mean() + 1e-12)),
-             p_wave_ratio=float(np.ptp(template[p_wave])) / qrs_amp,
-             tq_noise_ratio=float(np.median(tq.std(axis=1))) / qrs_amp)
-    return f
-
-
-def feature_table(recordings: Recordings, cache: Path) -> pd.DataFrame:
-    """One row of :func:`rhythm_features` per recording, in their order (each from its own samples,
-    not the padding); cached in ``cache``, which a later call with a subset of its records reuses."""
-    from tqdm import tqdm
-
-    record_ids = recordings.record_ids
-    if cache.is_file():
-        table = pd.read_csv(cache, dtype={"record": str}).set_index("record")
-        if set(record_ids) <= set(table.index):
-            return table.loc[record_ids]
-    rows = [{"record": r, **rhythm_features(recordings.signals[i, : recordings.lengths[i]])}
-            for i, r in enumerate(tqdm(record_ids, desc="rhythm features", unit="recording"))]
-    table = pd.DataFrame(rows).set_index("record")
-    table.to_csv(cache)
-    return table
 
 
 # ---------------------------------------------------------------- the study's folds
@@ -223,14 +132,9 @@ def network_probs(task: Task, repo: Path, study: str, experiment: str, fold: int
 
 def rhythm_probs(features: pd.DataFrame, y: np.ndarray, train: np.ndarray, val: np.ndarray, seed: int) -> np.ndarray:
     """The gradient-boosted model fitted on the fold's training recordings: P(class) on its validation ones.
-    Settings fixed before any fold was scored: classes weighted as the network's balanced batches."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
-                                           l2_regularization=1.0, class_weight="balanced",
-                                           early_stopping=False, random_state=seed)
-    model.fit(features.iloc[train].to_numpy(), y[train])
-    return model.predict_proba(features.iloc[val].to_numpy())
+    Settings fixed before any fold was scored (``ecgpipe.ensemble.trees.SETTINGS``)."""
+    trees = BoostedTrees.fit(features.iloc[train].to_numpy(), y[train], seed)
+    return trees.predict_proba(features.iloc[val].to_numpy())
 
 
 def main(task: Task, records: Path, study_repo: Path, study: str, experiment: str, workdir: Path, out: Path,

@@ -156,3 +156,19 @@ def evaluated(prepared, records_dir, tmp_path_factory):
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@pytest.fixture(scope="module")
+def ensemble(evaluated, prepared, records_dir, tmp_path_factory):
+    """The evaluated network's rhythm ensemble (issue 24), fitted, saved, logged and registered as
+    ``test-ensemble`` in the test store."""
+    from ecgpipe.ensemble.build import Task, fit_ensemble
+    from ecgpipe.evaluation.metrics import Bootstrap
+
+    params = prepared["params"]
+    out = tmp_path_factory.mktemp("ensemble") / "ens"
+    s = params.spectrogram
+    made = fit_ensemble(evaluated["out"] / "predictors" / evaluated["name"], records_dir, prepared["split"], out,
+                        Task(list(s.classes), s.min_length, s.max_length, s.flat_records),
+                        Bootstrap(200, 1, 0.95), 0, params.mlflow.experiment_name, "test-ensemble")
+    return {**made, "out": out, "network": evaluated["out"] / "predictors" / evaluated["name"]}

@@ -1,25 +1,17 @@
-"""The beat features of benchmarks/rhythm_study.py (issue 24's rhythm candidate) on synthetic
+"""The beat features of ecgpipe.ensemble.rhythm (issue 24's rhythm candidate) on synthetic
 recordings whose rhythm is known: a regular sinus rhythm with P waves, an irregular one without
 (as in AF), a regular one with an early beat and its pause every fourth beat (ectopy), and noise."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+
+from ecgpipe.ensemble import rhythm as rhythm_module
 
 FS = 300
 
 
 @pytest.fixture(scope="module")
 def rhythm():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rhythm_study.py"
-    spec = importlib.util.spec_from_file_location("rhythm_study", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return rhythm_module
 
 
 def _wave(t: np.ndarray, centre: float, width: float, height: float) -> np.ndarray:
@@ -71,6 +63,7 @@ def test_noise_and_too_few_beats_give_unknown_not_a_failure(rhythm):
     flat_ish = rhythm.rhythm_features(ecg(np.array([1.0, 2.0]), seconds=10))
     assert np.isnan(flat_ish["rr_cv"]) and np.isnan(flat_ish["beat_corr_mean"])
     assert flat_ish["duration_s"] == pytest.approx(10.0)
+    assert list(figures) == list(rhythm.FEATURE_NAMES) == list(flat_ish)  # one order, whatever the beats
 
 
 def test_sample_entropy_is_low_for_a_repeating_series_and_high_for_a_random_one(rhythm):

@@ -36,8 +36,40 @@ print(json.dumps(out.to_dict(orient="records")))
 """
 
 
+@pytest.fixture(scope="module")
+def clean_python(evaluated, tmp_path_factory) -> tuple[str, dict, object]:
+    """A fresh virtual environment with only the predictor's requirements: python, env, a folder to run in."""
+    folder = evaluated["out"] / "predictors" / evaluated["name"]
+    root = tmp_path_factory.mktemp("clean")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    subprocess.run([python, "-m", "pip", "install", "-q", "-r", str(folder / "requirements.txt")], check=True, env=env)
+    return python, env, root
+
+
+def test_the_ensemble_loads_and_scores_in_a_clean_environment_from_its_own_requirements(ensemble, clean_python,
+                                                                                         records_dir, evaluated):
+    from ecgpipe.ensemble.model import RhythmEnsemble
+
+    python, env, cwd = clean_python
+    folder = ensemble["out"] / "model"
+    predictor = evaluated["out"] / "predictors" / evaluated["name"]
+    # the same pinned packages as the network's own served model: no scikit-learn to serve the trees
+    assert (folder / "requirements.txt").read_text() == (predictor / "requirements.txt").read_text()
+    assert subprocess.run([python, "-c", "import sklearn"], env=env, capture_output=True, cwd=cwd).returncode != 0
+    files = [str(records_dir / f"A0000{i}.mat") for i in (1, 2, 3)]
+    run = subprocess.run([python, "-c", SCORE, str(folder), *files], env=env, capture_output=True, text=True, cwd=cwd)
+    assert run.returncode == 0, run.stderr[-3000:]
+    served = json.loads(run.stdout.strip().splitlines()[-1])
+    expected = [RhythmEnsemble.from_folder(folder).classify(read_recording(f)) for f in files]
+    assert [r["label"] for r in served] == [e["label"] for e in expected] and all(r["error"] == "" for r in served)
+    np.testing.assert_allclose([r["p_A"] for r in served], [e["p_A"] for e in expected], atol=1e-6)
+
+
 def test_the_predictor_loads_and_scores_in_a_clean_environment_from_its_own_requirements(evaluated, records_dir,
-                                                                                          tmp_path):
+                                                                                          tmp_path, clean_python):
     folder = evaluated["out"] / "predictors" / evaluated["name"]
     requirements = (folder / "requirements.txt").read_text().split()
     # pinned to the versions it was trained with; torch by its version, not its build
@@ -48,11 +80,7 @@ def test_the_predictor_loads_and_scores_in_a_clean_environment_from_its_own_requ
     assert not [p for p in shipped if p.startswith(("ecgpipe/training", "ecgpipe/pipeline", "ecgpipe/bench",
                                                     "ecgpipe/cli", "ecgpipe/reporting"))]
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    subprocess.run([python, "-m", "pip", "install", "-q", "-r", str(folder / "requirements.txt")], check=True, env=env)
+    python, env, _ = clean_python
     assert subprocess.run([python, "-c", "import ecgpipe"], env=env, capture_output=True, cwd=tmp_path).returncode != 0
     files = [str(records_dir / f"A0000{i}.mat") for i in (1, 2, 3)]
     run = subprocess.run([python, "-c", SCORE, str(folder), *files], env=env, capture_output=True, text=True,

@@ -93,12 +93,12 @@ def _predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from ecgpipe.core.io import user_output, write_user_output
+    from ecgpipe.ensemble.serving import load_classifier
     from ecgpipe.inference.predictor import predict_files
-    from ecgpipe.tracking.registry import load_predictor
 
     # checked before the model loads: a folder, or one of the recordings, is refused
     target = None if args.out is None else user_output(args.out, "--out", args.files)
-    predictor = load_predictor(args.model)
+    predictor = load_classifier(args.model)  # a network's predictor, or an ensemble
     table = pd.DataFrame(predict_files(predictor, args.files, fs=args.fs, gain=args.gain, lead=args.lead))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
     if target is not None:
@@ -127,6 +127,25 @@ def _study_run(args: argparse.Namespace) -> None:
         return
     run_study(args.name, args.folds, args.seeds, experiments, args.jobs, params.mlflow.experiment_name,
               wait=args.wait)
+
+
+def _ensemble_fit(args: argparse.Namespace) -> None:
+    from ecgpipe.ensemble.build import Task, check_out_dir, fit_ensemble
+    from ecgpipe.evaluation.metrics import Bootstrap
+    from ecgpipe.params import load_params
+
+    check_out_dir(args.out)
+    params = load_params(args.params)
+    s, e = params.spectrogram, params.evaluate
+    made = fit_ensemble(args.network, args.records, args.split, args.out,
+                        Task(list(s.classes), s.min_length, s.max_length, s.flat_records),
+                        Bootstrap(e.bootstrap_resamples, e.bootstrap_seed, e.confidence), params.train.seed,
+                        params.mlflow.experiment_name, params.report.registered_model if args.register else None,
+                        args.features_cache)
+    print((args.out / "validation.md").read_text())
+    print(f"MLflow run {made['run_id']}; the servable model: {args.out / 'model'} and {made['model_uri']}")
+    if made["registered"]:
+        print(f"registered: {made['registered']['model_uri']} (version {made['registered']['version']})")
 
 
 def _remote_set(args: argparse.Namespace) -> None:
@@ -191,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify recordings (.mat CinC, .hea WFDB, one-column .csv or .npy) with a trained model, "
                     "using the preprocessing it was trained with. Other sampling rates are resampled.")
     predict.add_argument("--model", required=True,
-                         help="a predictors/NAME or models/NAME folder, or an MLflow runs:/... or models:/... URI")
+                         help="a predictors/NAME or models/NAME folder, an ensemble's model folder, or an MLflow "
+                              "runs:/... or models:/... URI")
     predict.add_argument("--fs", type=_checked("check_sampling_rate"), help="sampling rate in Hz of every file given: needed for .csv and .npy; "
                          "overrides the 300 Hz of .mat files and the rate in WFDB headers")
     predict.add_argument("--gain", type=_checked("check_gain"), default=1000.0,
@@ -228,6 +248,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder for study.md, .csv and .png")
     report.add_argument("--params", type=Path, default=Path("params.yaml"))
     report.set_defaults(func=_study_report)
+    ensemble = commands.add_parser(
+        "ensemble", help="a network and a tree model on rhythm features, as one servable model").add_subparsers(
+        dest="what", required=True)
+    fit = ensemble.add_parser(
+        "fit", help="fit the tree model on a split's training recordings; save, score, log (and register) the ensemble",
+        description="Fits a gradient-boosted model on the rhythm features of the split's training recordings (the "
+                    "task of --params' spectrogram section), averages its probabilities with the network's, and "
+                    "writes OUT/model (an MLflow model: `mlflow models serve -m OUT/model`, `ecgpipe predict --model "
+                    "OUT/model`) and OUT/validation.md (the ensemble against the network on the split's validation "
+                    "recordings, paired). Logged to MLflow; --register adds it to report.registered_model as "
+                    "@candidate-ensemble (never @champion: see `ecgpipe promote`).")
+    fit.add_argument("--network", type=Path, required=True, help="a predictors/NAME or models/NAME folder")
+    fit.add_argument("--records", type=Path, default=Path("data/records"))
+    fit.add_argument("--split", type=Path, default=Path("data/split.json"), help="the split the network trained on")
+    fit.add_argument("--out", type=Path, required=True, help="a new folder (an earlier ensemble's is replaced)")
+    fit.add_argument("--register", action="store_true", help="register it in the MLflow Model Registry")
+    fit.add_argument("--features-cache", type=Path, help="a CSV that keeps the recordings' features between runs")
+    fit.add_argument("--params", type=Path, default=Path("params.yaml"))
+    fit.set_defaults(func=_ensemble_fit)
     remote = commands.add_parser("remote", help="the git and DVC remotes that studies on Ray share").add_subparsers(
         dest="what", required=True)
     remote_set = remote.add_parser(
