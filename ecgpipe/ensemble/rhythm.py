@@ -91,19 +91,23 @@ def rhythm_features(samples: np.ndarray, fs: float = SAMPLING_RATE_HZ) -> dict[s
 
 def feature_table(recordings: Recordings, cache: Path | None = None) -> pd.DataFrame:
     """One row of :func:`rhythm_features` per recording, in their order (each from its own samples,
-    not the padding), columns FEATURE_NAMES; with ``cache``, kept there, and a later call with a
-    subset of its records reuses it."""
+    not the padding), columns FEATURE_NAMES; with ``cache`` (a CSV), the rows kept there are reused
+    and the new ones added (features depend on a recording's samples only)."""
     from tqdm import tqdm
 
     record_ids = recordings.record_ids
+    known = pd.DataFrame(columns=list(FEATURE_NAMES), index=pd.Index([], name="record"), dtype=np.float64)
     if cache is not None and Path(cache).is_file():
-        table = pd.read_csv(cache, dtype={"record": str}).set_index("record")
-        if tuple(table.columns) == FEATURE_NAMES and set(record_ids) <= set(table.index):
-            return table.loc[record_ids]
-    rows = [{"record": r, **rhythm_features(recordings.signals[i, : recordings.lengths[i]])}
-            for i, r in enumerate(tqdm(record_ids, desc="rhythm features", unit="recording"))]
-    table = pd.DataFrame(rows, columns=["record", *FEATURE_NAMES]).set_index("record")
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(cache)
-    return table
+        # round_trip: the very floats that were written, as a freshly computed row would give
+        table = pd.read_csv(cache, dtype={"record": str}, float_precision="round_trip").set_index("record")
+        if tuple(table.columns) == FEATURE_NAMES:  # else made by other features: computed again
+            known = table
+    todo = [i for i, r in enumerate(record_ids) if r not in known.index]
+    rows = [{"record": record_ids[i], **rhythm_features(recordings.signals[i, : recordings.lengths[i]])}
+            for i in tqdm(todo, desc="rhythm features", unit="recording")]
+    if rows:
+        known = pd.concat([known, pd.DataFrame(rows, columns=["record", *FEATURE_NAMES]).set_index("record")])
+        if cache is not None:
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            known.to_csv(cache)
+    return known.loc[record_ids]
