@@ -162,13 +162,17 @@ def evaluated(prepared, records_dir, tmp_path_factory):
 def ensemble(evaluated, prepared, records_dir, tmp_path_factory):
     """The evaluated network's rhythm ensemble (issue 24), fitted, saved, logged and registered as
     ``test-ensemble`` in the test store."""
-    from ecgpipe.ensemble.build import Task, fit_ensemble
+    from ecgpipe.ensemble.build import Judging, Task, fit_ensemble
     from ecgpipe.evaluation.metrics import Bootstrap
+    from ecgpipe.params import GateCheck
 
     params = prepared["params"]
     out = tmp_path_factory.mktemp("ensemble") / "ens"
     s = params.spectrogram
+    # the evaluate stage's shifts and seed (conftest's two); a gate that a tiny model on caricatures passes
+    judging = Judging(Bootstrap(200, 1, 0.95), dict(params.evaluate.shifts), params.evaluate.shift_seed,
+                      {"min_shift_roc_auc": GateCheck(at_least=0.0), "worst_shift_f1_A_change": GateCheck(at_least=-1.0)})
     made = fit_ensemble(evaluated["out"] / "predictors" / evaluated["name"], records_dir, prepared["split"], out,
                         Task(list(s.classes), s.min_length, s.max_length, s.flat_records),
-                        Bootstrap(200, 1, 0.95), 0, params.mlflow.experiment_name, "test-ensemble")
+                        judging, 0, params.mlflow.experiment_name, "test-ensemble")
     return {**made, "out": out, "network": evaluated["out"] / "predictors" / evaluated["name"]}

@@ -135,3 +135,39 @@ def test_an_ensemble_made_with_other_features_is_refused_naming_the_file(ensembl
     spec_path.write_text(json.dumps(spec))
     with pytest.raises(ModelFileError, match=f"{ENSEMBLE_SPEC}: made with other rhythm features"):
         RhythmEnsemble.from_folder(copy)
+
+
+def test_the_shifted_network_is_scored_as_its_evaluate_stage_scored_it(ensemble, evaluated):
+    shifts = pd.read_csv(ensemble["out"] / "shifts.csv")
+    network = shifts[shifts["candidate"] == "network"].set_index("shift")
+    stage = evaluated["summary"]["val_shifts"]
+    assert set(network.index) == set(stage) and len(stage) == 2  # conftest's two shifts
+    for name, figures in stage.items():  # the same draws per recording, through the same predictor
+        assert network.loc[name, "f1_A"] == pytest.approx(figures["f1"]["A"], abs=5e-5)
+        assert network.loc[name, "roc_auc"] == pytest.approx(figures["roc_auc"], abs=5e-5)
+    gates = pd.read_csv(ensemble["out"] / "gate.csv").set_index("candidate")
+    assert gates.loc["network", "min_shift_roc_auc"] == pytest.approx(
+        evaluated["summary"]["val_worst_shift"]["min_roc_auc"], abs=5e-5)
+    assert (gates["gate"] == "passes").all()
+    assert "## The declared gate" in (ensemble["out"] / "validation.md").read_text()
+
+
+def test_an_ensemble_that_fails_the_declared_gate_is_not_registered(ensemble, evaluated, prepared, records_dir,
+                                                                    tmp_path):
+    from ecgpipe.ensemble.build import Judging, Task, fit_ensemble
+    from ecgpipe.evaluation.metrics import Bootstrap
+    from ecgpipe.params import GateCheck
+
+    s = prepared["params"].spectrogram
+    before = mlflow.MlflowClient().search_model_versions("name='test-ensemble-gated'")
+    made = fit_ensemble(ensemble["network"], records_dir, prepared["split"], tmp_path / "gated",
+                        Task(list(s.classes), s.min_length, s.max_length, s.flat_records),
+                        Judging(Bootstrap(50, 1, 0.95), gate={"record_f1_A": GateCheck(at_least=1.01),
+                                                              "min_shift_roc_auc": GateCheck(at_least=0.5)}),
+                        0, prepared["params"].mlflow.experiment_name, "test-ensemble-gated")
+    assert made["registered"] is None and made["gate"].startswith("fails: record_f1_A ")
+    assert "min_shift_roc_auc missing" in made["gate"]  # no shifts declared: the gate cannot pass on them
+    assert mlflow.MlflowClient().search_model_versions("name='test-ensemble-gated'") == before == []
+    saved = json.loads((tmp_path / "gated" / "ensemble.json").read_text())
+    assert saved["registered"].startswith("not registered: the declared gate fails")
+    assert (tmp_path / "gated" / "model" / "MLmodel").is_file()  # still saved and servable from the folder

@@ -130,22 +130,25 @@ def _study_run(args: argparse.Namespace) -> None:
 
 
 def _ensemble_fit(args: argparse.Namespace) -> None:
-    from ecgpipe.ensemble.build import Task, check_out_dir, fit_ensemble
+    from ecgpipe.ensemble.build import Judging, Task, check_out_dir, fit_ensemble
     from ecgpipe.evaluation.metrics import Bootstrap
     from ecgpipe.params import load_params
 
     check_out_dir(args.out)
     params = load_params(args.params)
     s, e = params.spectrogram, params.evaluate
+    judging = Judging(Bootstrap(e.bootstrap_resamples, e.bootstrap_seed, e.confidence), dict(e.shifts), e.shift_seed,
+                      dict(params.report.gate))
     made = fit_ensemble(args.network, args.records, args.split, args.out,
-                        Task(list(s.classes), s.min_length, s.max_length, s.flat_records),
-                        Bootstrap(e.bootstrap_resamples, e.bootstrap_seed, e.confidence), params.train.seed,
+                        Task(list(s.classes), s.min_length, s.max_length, s.flat_records), judging, params.train.seed,
                         params.mlflow.experiment_name, params.report.registered_model if args.register else None,
                         args.features_cache)
     print((args.out / "validation.md").read_text())
     print(f"MLflow run {made['run_id']}; the servable model: {args.out / 'model'} and {made['model_uri']}")
     if made["registered"]:
         print(f"registered: {made['registered']['model_uri']} (version {made['registered']['version']})")
+    elif args.register:
+        print(f"not registered: the declared gate {made['gate']}")
 
 
 def _remote_set(args: argparse.Namespace) -> None:
@@ -257,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "task of --params' spectrogram section), averages its probabilities with the network's, and "
                     "writes OUT/model (an MLflow model: `mlflow models serve -m OUT/model`, `ecgpipe predict --model "
                     "OUT/model`) and OUT/validation.md (the ensemble against the network on the split's validation "
-                    "recordings, paired). Logged to MLflow; --register adds it to report.registered_model as "
-                    "@candidate-ensemble (never @champion: see `ecgpipe promote`).")
+                    "recordings, paired, under evaluate.shifts, and report.gate's verdict). Logged to MLflow; --register "
+                    "adds it to report.registered_model as @candidate-ensemble if it passes the gate (never "
+                    "@champion: see `ecgpipe promote`).")
     fit.add_argument("--network", type=Path, required=True, help="a predictors/NAME or models/NAME folder")
     fit.add_argument("--records", type=Path, default=Path("data/records"))
     fit.add_argument("--split", type=Path, default=Path("data/split.json"), help="the split the network trained on")

@@ -1,12 +1,13 @@
-"""`ecgpipe ensemble fit`: the tree model fitted on a split's training recordings, beside a trained
-network; the ensemble saved as a servable MLflow model, scored on the split's validation recordings
-through that model's own path against the network alone (paired bootstrap), logged as an MLflow
-run, and, when asked, registered (as ``@candidate-ensemble``: only ``ecgpipe promote`` and the
-workspace's ``dvc repro`` move ``@champion``)."""
+"""`ecgpipe ensemble fit`: the tree model fitted on a split's training recordings beside a trained
+network; the ensemble saved as a servable MLflow model and judged on the split's validation
+recordings as the pipeline judges an experiment: figures with intervals, paired against the network
+alone, the device shifts of ``evaluate.shifts``, and the declared gate of ``report.gate``. Logged
+as an MLflow run; registered (as ``@candidate-ensemble``) only when asked and only when it passes
+the gate. Only ``ecgpipe promote`` and the workspace's ``dvc repro`` move ``@champion``."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,18 @@ from ecgpipe.evaluation.metrics import (
     confidence_intervals,
     figure,
     paired_difference,
+    positive_class,
     score,
 )
+from ecgpipe.evaluation.robustness import resample_figures, shift_figures, worst_shift
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
 from ecgpipe.inference.readers import Signal
+from ecgpipe.reporting.champion import gate_failures
+from ecgpipe.signal.shifts import Shift, shift_rng
 
 ALIAS = "candidate-ensemble"
 VALIDATION_FILE, VALIDATION_TABLE = "validation.md", "validation.csv"
+CANDIDATES = ("network", "rhythm", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,26 @@ class Task:
     flat_records: str = "refuse"
 
 
+@dataclass(frozen=True)
+class Judging:
+    """How the ensemble is judged: params.yaml's ``evaluate`` bootstrap and shifts, and ``report.gate``
+    (results.csv column -> a check with ``at_least``/``at_most``)."""
+
+    bootstrap: Bootstrap
+    shifts: dict[str, Shift] = field(default_factory=dict)
+    shift_seed: int = 0
+    gate: dict = field(default_factory=dict)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """``out_dir`` is replaced whole: refuse a folder that holds anything but an earlier ensemble."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
+                                                      and not (out_dir / "ensemble.json").is_file())):
+        raise OutputError(f"{out_dir}: exists and is not an earlier `ecgpipe ensemble fit` output (no "
+                          "ensemble.json); expected a new folder, which the command makes")
+
+
 def headline_figures(class_names: list[str]) -> list[str]:
     """The figures the validation table gives, in the order of the project's reports."""
     per_class = [f"f1_{c}" for c in class_names]
@@ -50,13 +76,17 @@ def headline_figures(class_names: list[str]) -> list[str]:
     return [*extra, *per_class, "macro_f1", "roc_auc", "balanced_accuracy", *af]
 
 
-def validation_scores(ensemble: RhythmEnsemble, signals: list[Signal]) -> tuple[np.ndarray, np.ndarray]:
-    """(network, ensemble) probabilities of every recording, each through its served path."""
+def candidate_probs(ensemble: RhythmEnsemble, signals: list[Signal], what: str = "recordings") -> dict[str, np.ndarray]:
+    """P(class) of every recording from the network, the trees and their mean: the parts of
+    ``ensemble.predict_proba``, each recording through the same checks and resampling."""
     from tqdm import tqdm
 
-    network = np.stack([ensemble.predictor.predict_proba(s) for s in signals])
-    both = np.stack([ensemble.predict_proba(s) for s in tqdm(signals, desc="ensemble", unit="recording")])
-    return network, both
+    network, rhythm = [], []
+    for signal in tqdm(signals, desc=what, unit="recording"):
+        network.append(ensemble.predictor.predict_proba(signal))
+        rhythm.append(ensemble.trees.predict_proba(ensemble.features(signal))[0])
+    network, rhythm = np.stack(network), np.stack(rhythm)
+    return {"network": network, "rhythm": rhythm, "ensemble": ensemble.combine(network, rhythm)}
 
 
 def validation_table(y: np.ndarray, probs: dict[str, np.ndarray], class_names: list[str], sources: np.ndarray,
@@ -71,47 +101,91 @@ def validation_table(y: np.ndarray, probs: dict[str, np.ndarray], class_names: l
             low, high = figure(intervals[candidate], name)
             row.update({candidate: float(figure(points[candidate], name)), f"{candidate}_ci_low": low,
                         f"{candidate}_ci_high": high})
-        if not name.startswith("af_specificity"):  # per-label figures are not among the paired ones
+        if not name.startswith("af_specificity"):  # the per-label false alarms are not paired here
             diff = paired_difference(y, probs["ensemble"], probs["network"], class_names, name, bootstrap)
             row.update({"difference": diff.difference, "difference_ci_low": diff.low, "difference_ci_high": diff.high})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _markdown(table: pd.DataFrame, network: str, n: int, bootstrap: Bootstrap) -> str:
+def shift_table(ensemble: RhythmEnsemble, signals: list[Signal], rows: list[int], y: np.ndarray,
+                clean: dict[str, np.ndarray], judging: Judging) -> pd.DataFrame:
+    """One row per candidate and shift: F1 of the positive class, its paired change, and ROC AUC.
+    Shift ``name`` draws for recording ``row`` what the evaluate stage draws for it (``shift_rng``)."""
+    classes = ensemble.class_names
+    positive = positive_class(classes)
+    resampled = {c: resample_figures(y, p, classes, judging.bootstrap) for c, p in clean.items()}
+    out = []
+    for name, shift in judging.shifts.items():
+        shifted = [Signal(*shift.apply(s.samples, s.fs, shift_rng(judging.shift_seed, name, row)))
+                   for s, row in zip(signals, rows)]
+        for candidate, probs in candidate_probs(ensemble, shifted, f"shift {name}").items():
+            figures = shift_figures(y, probs, resampled[candidate], classes, judging.bootstrap)
+            change = figures["change"][f"f1_{positive}"]
+            out.append({"candidate": candidate, "shift": name, f"f1_{positive}": figures["f1"][positive],
+                        f"f1_{positive}_change": change[0], "change_ci_low": change[1], "change_ci_high": change[2],
+                        "roc_auc": figures["roc_auc"], "_figures": figures})
+    return pd.DataFrame(out)
+
+
+def gate_rows(table: pd.DataFrame, shifts: pd.DataFrame, class_names: list[str], gate: dict) -> pd.DataFrame:
+    """Each candidate as the report's results.csv would have it (the columns a gate may name), and
+    the declared gate's verdict on it."""
+    positive = f"f1_{positive_class(class_names)}"
+    rows = []
+    for candidate in CANDIDATES:
+        row = {"candidate": candidate, "robust": 1,
+               **{f"record_{f}": table.set_index("figure").loc[f, candidate] for f in table["figure"]}}
+        if len(shifts):
+            mine = shifts[shifts["candidate"] == candidate]
+            worst = worst_shift({r["shift"]: r["_figures"] for _, r in mine.iterrows()}, class_names)
+            row.update({"worst_shift": worst["shift"], f"worst_shift_{positive}": worst[positive],
+                        f"worst_shift_{positive}_change": worst[f"{positive}_change"],
+                        "min_shift_roc_auc": worst["min_roc_auc"]})
+        failures = gate_failures(pd.Series(row).reindex(list(gate)), gate)
+        rows.append({**row, "gate": "passes" if not failures else "fails: " + "; ".join(failures)})
+    return pd.DataFrame(rows)
+
+
+def _markdown(table: pd.DataFrame, gates: pd.DataFrame, shifts: pd.DataFrame, network: str, n: int,
+              judging: Judging) -> str:
     def cell(row, name):
         return f"{row[name]:.3f} [{row[f'{name}_ci_low']:.3f}–{row[f'{name}_ci_high']:.3f}]"
 
-    lines = ["| figure | network | ensemble | ensemble − network |", "| --- | --- | --- | --- |"]
+    lines = ["| figure | network | rhythm features | ensemble | ensemble − network |", "| --- | --- | --- | --- | --- |"]
     for _, row in table.iterrows():
         if pd.isna(row.get("difference", np.nan)):
             diff = "–"
         else:
             real = " (beyond noise)" if row["difference_ci_low"] > 0 or row["difference_ci_high"] < 0 else ""
             diff = f"{row['difference']:+.3f} [{row['difference_ci_low']:+.3f}, {row['difference_ci_high']:+.3f}]{real}"
-        lines.append(f"| {row['figure']} | {cell(row, 'network')} | {cell(row, 'ensemble')} | {diff} |")
-    return (f"# The rhythm ensemble against its network on the validation recordings\n\n"
+        lines.append(f"| {row['figure']} | {cell(row, 'network')} | {cell(row, 'rhythm')} | {cell(row, 'ensemble')} "
+                     f"| {diff} |")
+    b = judging.bootstrap
+    text = (f"# The rhythm ensemble against its network on the validation recordings\n\n"
             f"Network: `{network}`. Ensemble: the mean of its probabilities and a gradient-boosted model's on "
-            f"{len(FEATURE_NAMES)} rhythm features, fitted on the split's training recordings. {n:,} validation "
-            f"recordings, each scored through the saved model's own path; {bootstrap.confidence:.0%} stratified "
-            f"bootstrap intervals ({bootstrap.resamples:,} resamples), the difference paired on the same resamples. "
-            "Nothing was chosen on these recordings.\n\n" + "\n".join(lines) + "\n")
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """``out_dir`` is replaced whole: refuse a folder that holds anything but an earlier ensemble."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
-                                                      and not (out_dir / "ensemble.json").is_file())):
-        raise OutputError(f"{out_dir}: exists and is not an earlier `ecgpipe ensemble fit` output (no "
-                          "ensemble.json); expected a new folder, which the command makes")
+            f"{len(FEATURE_NAMES)} rhythm features (`rhythm features`), fitted on the split's training recordings. "
+            f"{n:,} validation recordings, each scored through the saved model's own checks and resampling; "
+            f"{b.confidence:.0%} stratified bootstrap intervals ({b.resamples:,} resamples), the difference paired on "
+            "the same resamples. Nothing was chosen on these recordings.\n\n" + "\n".join(lines) + "\n")
+    if len(shifts):
+        worst = [c for c in gates if c.startswith("worst_shift") or c == "min_shift_roc_auc"]
+        text += (f"\n## Under the device shifts (evaluate.shifts: {len(judging.shifts)})\n\n"
+                 "| candidate | " + " | ".join(worst) + " |\n|" + " --- |" * (len(worst) + 1) + "\n" + "".join(
+                     f"| {r['candidate']} | " + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c])
+                                                          for c in worst) + " |\n" for _, r in gates.iterrows()))
+    checks = ", ".join(f"{k} {'≥ ' + format(v.at_least, 'g') if v.at_least is not None else '≤ ' + format(v.at_most, 'g')}"
+                       for k, v in judging.gate.items()) or "none declared"
+    text += (f"\n## The declared gate (report.gate: {checks})\n\n" + "".join(
+        f"- {r['candidate']}: {r['gate']}\n" for _, r in gates.iterrows()))
+    return text
 
 
 def fit_ensemble(network_dir: Path, records_dir: Path, split_path: Path, out_dir: Path, task: Task,
-                 bootstrap: Bootstrap, seed: int, experiment_name: str, registered_model: str | None = None,
+                 judging: Judging, seed: int, experiment_name: str, registered_model: str | None = None,
                  features_cache: Path | None = None) -> dict:
-    """Fit, save into ``out_dir`` (``model/``: the MLflow model; ``validation.md``/``.csv``), log,
-    and register under ``registered_model`` if given. Returns what was made."""
+    """Fit, save into ``out_dir`` (``model/``: the MLflow model; ``validation.md``/``.csv``), log, and
+    register under ``registered_model`` if given and the ensemble passes the gate. Returns what was made."""
     import mlflow
 
     from ecgpipe.ensemble.serving import model_kwargs
@@ -126,55 +200,63 @@ def fit_ensemble(network_dir: Path, records_dir: Path, split_path: Path, out_dir
                          f"{task.classes} (spectrogram.classes of the params given)")
     split = read_json(split_path)
     recordings = load_recordings(records_dir, task.classes, task.min_length, task.max_length, task.flat_records)
-    features = feature_table(recordings, features_cache)
+    # rows in record-id order: those of the spectrogram stage's records.csv, which the shifts' draws use
     position = {r: i for i, r in enumerate(recordings.record_ids)}
     missing = [r for part in ("train", "val") for r in split[part] if r not in position]
     if missing:
         raise StoreError(f"{split_path}: {len(missing)} recording(s) not among the task's recordings (e.g. "
                          f"{missing[0]}); expected the split made with the same spectrogram params")
-    train = [position[r] for r in split["train"]]
-    x = features.loc[split["train"], list(FEATURE_NAMES)].to_numpy(np.float64)
-    trees = BoostedTrees.fit(x, recordings.labels[train], seed)
+    features = feature_table(recordings, features_cache)
+    train, val = [position[r] for r in split["train"]], [position[r] for r in split["val"]]
+    trees = BoostedTrees.fit(features.loc[split["train"], list(FEATURE_NAMES)].to_numpy(np.float64),
+                             recordings.labels[train], seed)
     spec = network_files(network_dir) / PREDICTOR_SPEC  # names the run that trained the network
     network_run = read_json(spec).get("run_id", "") if spec.is_file() else ""
-
-    val = [position[r] for r in split["val"]]
     signals = [Signal(recordings.signals[i, : recordings.lengths[i]], network.fs) for i in val]
     y, sources = recordings.labels[val], np.asarray(recordings.source_labels)[val]
-    del recordings
+    del recordings, features
     params = {"network": str(network_dir), "network_run": network_run, "network_weight": 0.5,
               "features": ",".join(FEATURE_NAMES), "trees_seed": seed, **{f"trees.{k}": v for k, v in SETTINGS.items()},
-              "classes": ",".join(task.classes), "min_length": task.min_length,
-              "train_recordings": len(train), "val_recordings": len(val)}
+              "classes": ",".join(task.classes), "min_length": task.min_length, "train_recordings": len(train),
+              "val_recordings": len(val), "shifts": ",".join(judging.shifts), "shift_seed": judging.shift_seed}
     with tracking.start_run(experiment_name, f"ensemble-{Path(network_dir).name}", params,
                             {"ecgpipe.kind": "rhythm-ensemble"}, system_metrics=False) as run, \
             tempfile.TemporaryDirectory() as tmp:
         folder = RhythmEnsemble(network, trees).save(Path(tmp) / ARTIFACT, network_dir,
                                                      {"run_id": run.info.run_id, "network_run": network_run})
-        ensemble = RhythmEnsemble.from_folder(folder)
-        net_probs, ens_probs = validation_scores(ensemble, signals)
-        table = validation_table(y, {"network": net_probs, "ensemble": ens_probs}, ensemble.class_names, sources,
-                                 bootstrap)
-        metrics = {f"val_{row['figure']}": row["ensemble"] for _, row in table.iterrows()}
-        metrics.update({f"val_network_{row['figure']}": row["network"] for _, row in table.iterrows()})
-        mlflow.log_metrics({k.replace("~", "noise"): float(v) for k, v in metrics.items()})
-        kwargs = model_kwargs(folder, signals[0].samples, Path(tmp))
-        info = mlflow.pyfunc.log_model(name=ARTIFACT, **kwargs)
+        ensemble = RhythmEnsemble.from_folder(folder)  # judged as it was saved
+        probs = candidate_probs(ensemble, signals, "validation")
+        table = validation_table(y, probs, ensemble.class_names, sources, judging.bootstrap)
+        shifts = shift_table(ensemble, signals, val, y, probs, judging)
+        gates = gate_rows(table, shifts, ensemble.class_names, judging.gate)
+        for _, row in gates.iterrows():
+            prefix = "val" if row["candidate"] == "ensemble" else f"val_{row['candidate']}"
+            mlflow.log_metrics({f"{prefix}_{k.removeprefix('record_')}".replace("~", "noise"): float(v)
+                                for k, v in row.items() if isinstance(v, float | int) and k != "robust"})
+        verdict = gates.set_index("candidate").loc["ensemble", "gate"]
+        mlflow.set_tag("ecgpipe.gate", verdict)
+        info = mlflow.pyfunc.log_model(name=ARTIFACT, **model_kwargs(folder, signals[0].samples, Path(tmp) / "log"))
         registered = None
-        if registered_model is not None:
+        if registered_model is not None and verdict == "passes":
             client = mlflow.MlflowClient()
             version = mlflow.register_model(info.model_uri, registered_model).version
             client.set_registered_model_alias(registered_model, ALIAS, version)
             _tag_alias_move(client, registered_model, version, ALIAS, "ecgpipe ensemble fit",
-                            f"rhythm ensemble of {network_dir}")
+                            f"rhythm ensemble of {network_dir}; the declared gate passes")
             registered = {"registered_model": registered_model, "version": int(version), "alias": ALIAS,
                           "model_uri": f"models:/{registered_model}@{ALIAS}"}
         with staged_outputs() as staged:
             target = staged.dir(Path(out_dir))
-            mlflow.pyfunc.save_model(path=str(target / "model"), **model_kwargs(folder, signals[0].samples, Path(tmp) / "again"))
-            (target / VALIDATION_FILE).write_text(_markdown(table, str(network_dir), len(val), bootstrap))
+            mlflow.pyfunc.save_model(path=str(target / "model"),
+                                     **model_kwargs(folder, signals[0].samples, Path(tmp) / "save"))
+            (target / VALIDATION_FILE).write_text(_markdown(table, gates, shifts, str(network_dir), len(val), judging))
             table.to_csv(target / VALIDATION_TABLE, index=False, float_format="%.4f")
-            (target / "ensemble.json").write_text(json_text({"run_id": run.info.run_id, "model_uri": info.model_uri,
-                                                             "registered": registered}))
-    return {"run_id": run.info.run_id, "model_uri": info.model_uri, "registered": registered,
-            "out": str(out_dir), "validation": table}
+            if len(shifts):
+                shifts.drop(columns="_figures").to_csv(target / "shifts.csv", index=False, float_format="%.4f")
+            gates.to_csv(target / "gate.csv", index=False, float_format="%.4f")
+            (target / "ensemble.json").write_text(json_text({
+                "run_id": run.info.run_id, "model_uri": info.model_uri, "gate": verdict,
+                "registered": registered if registered_model is None or registered else
+                f"not registered: the declared gate {verdict}"}))
+    return {"run_id": run.info.run_id, "model_uri": info.model_uri, "registered": registered, "gate": verdict,
+            "out": str(out_dir), "validation": table, "gates": gates}
