@@ -174,5 +174,6 @@ def ensemble(evaluated, prepared, records_dir, tmp_path_factory):
                       {"min_shift_roc_auc": GateCheck(at_least=0.0), "worst_shift_f1_A_change": GateCheck(at_least=-1.0)})
     made = fit_ensemble(evaluated["out"] / "predictors" / evaluated["name"], records_dir, prepared["split"], out,
                         Task(list(s.classes), s.min_length, s.max_length, s.flat_records),
-                        judging, 0, params.mlflow.experiment_name, "test-ensemble")
-    return {**made, "out": out, "network": evaluated["out"] / "predictors" / evaluated["name"]}
+                        judging, 0, params.mlflow.experiment_name, "test-ensemble", out.parent / "features.csv")
+    return {**made, "out": out, "network": evaluated["out"] / "predictors" / evaluated["name"],
+            "features": out.parent / "features.csv"}

@@ -137,7 +137,7 @@ def test_an_ensemble_made_with_other_features_is_refused_naming_the_file(ensembl
         RhythmEnsemble.from_folder(copy)
 
 
-def test_the_shifted_network_is_scored_as_its_evaluate_stage_scored_it(ensemble, evaluated):
+def test_the_shifted_network_is_scored_as_its_evaluate_stage_scored_it(ensemble, evaluated, prepared):
     shifts = pd.read_csv(ensemble["out"] / "shifts.csv")
     network = shifts[shifts["candidate"] == "network"].set_index("shift")
     stage = evaluated["summary"]["val_shifts"]
@@ -149,6 +149,10 @@ def test_the_shifted_network_is_scored_as_its_evaluate_stage_scored_it(ensemble,
     assert gates.loc["network", "min_shift_roc_auc"] == pytest.approx(
         evaluated["summary"]["val_worst_shift"]["min_roc_auc"], abs=5e-5)
     assert (gates["gate"] == "passes").all()
+    # each shifted recording's features are kept under its own key, for the next network's ensemble
+    val = json.loads(prepared["split"].read_text())["val"]
+    keys = pd.read_csv(ensemble["features"], dtype={"record": str})["record"]
+    assert sorted(k.split("|")[1] for k in keys if "|" in k) == sorted(list(stage) * len(val))
     assert "## The declared gate" in (ensemble["out"] / "validation.md").read_text()
 
 

@@ -6,6 +6,7 @@ as an MLflow run; registered (as ``@candidate-ensemble``) only when asked and on
 the gate. Only ``ecgpipe promote`` and the workspace's ``dvc repro`` move ``@champion``."""
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from ecgpipe.core.errors import OutputError, StoreError
 from ecgpipe.core.io import json_text, read_json, staged_outputs
 from ecgpipe.data.records import load_recordings
 from ecgpipe.ensemble.model import ARTIFACT, RhythmEnsemble, network_files
-from ecgpipe.ensemble.rhythm import FEATURE_NAMES, feature_table
+from ecgpipe.ensemble.rhythm import FEATURE_NAMES, FeatureCache, feature_table
 from ecgpipe.ensemble.trees import SETTINGS, BoostedTrees
 from ecgpipe.evaluation.metrics import (
     Bootstrap,
@@ -76,15 +77,17 @@ def headline_figures(class_names: list[str]) -> list[str]:
     return [*extra, *per_class, "macro_f1", "roc_auc", "balanced_accuracy", *af]
 
 
-def candidate_probs(ensemble: RhythmEnsemble, signals: list[Signal], what: str = "recordings") -> dict[str, np.ndarray]:
+def candidate_probs(ensemble: RhythmEnsemble, signals: list[Signal], keys: list[str], cache: FeatureCache,
+                    what: str = "recordings") -> dict[str, np.ndarray]:
     """P(class) of every recording from the network, the trees and their mean: the parts of
-    ``ensemble.predict_proba``, each recording through the same checks and resampling."""
+    ``ensemble.predict_proba``, each recording through the same checks and resampling (its features
+    from ``cache`` where it holds those of ``keys``)."""
     from tqdm import tqdm
 
     network, rhythm = [], []
-    for signal in tqdm(signals, desc=what, unit="recording"):
+    for signal, key in zip(tqdm(signals, desc=what, unit="recording"), keys):
         network.append(ensemble.predictor.predict_proba(signal))
-        rhythm.append(ensemble.trees.predict_proba(ensemble.features(signal))[0])
+        rhythm.append(ensemble.trees.predict_proba(ensemble.features(signal, cache, key))[0])
     network, rhythm = np.stack(network), np.stack(rhythm)
     return {"network": network, "rhythm": rhythm, "ensemble": ensemble.combine(network, rhythm)}
 
@@ -108,8 +111,14 @@ def validation_table(y: np.ndarray, probs: dict[str, np.ndarray], class_names: l
     return pd.DataFrame(rows)
 
 
-def shift_table(ensemble: RhythmEnsemble, signals: list[Signal], rows: list[int], y: np.ndarray,
-                clean: dict[str, np.ndarray], judging: Judging) -> pd.DataFrame:
+def shift_key(record: str, name: str, shift: Shift, seed: int) -> str:
+    """A shifted recording's key in the feature cache: its record, the shift's name, settings and seed."""
+    settings = hashlib.sha256(repr(shift).encode()).hexdigest()[:12]
+    return f"{record}|{name}|{settings}|{seed}"
+
+
+def shift_table(ensemble: RhythmEnsemble, signals: list[Signal], records: list[str], rows: list[int], y: np.ndarray,
+                clean: dict[str, np.ndarray], judging: Judging, cache: FeatureCache) -> pd.DataFrame:
     """One row per candidate and shift: F1 of the positive class, its paired change, and ROC AUC.
     Shift ``name`` draws for recording ``row`` what the evaluate stage draws for it (``shift_rng``)."""
     classes = ensemble.class_names
@@ -119,7 +128,10 @@ def shift_table(ensemble: RhythmEnsemble, signals: list[Signal], rows: list[int]
     for name, shift in judging.shifts.items():
         shifted = [Signal(*shift.apply(s.samples, s.fs, shift_rng(judging.shift_seed, name, row)))
                    for s, row in zip(signals, rows)]
-        for candidate, probs in candidate_probs(ensemble, shifted, f"shift {name}").items():
+        keys = [shift_key(r, name, shift, judging.shift_seed) for r in records]
+        probs_by_candidate = candidate_probs(ensemble, shifted, keys, cache, f"shift {name}")
+        cache.save()
+        for candidate, probs in probs_by_candidate.items():
             figures = shift_figures(y, probs, resampled[candidate], classes, judging.bootstrap)
             change = figures["change"][f"f1_{positive}"]
             out.append({"candidate": candidate, "shift": name, f"f1_{positive}": figures["f1"][positive],
@@ -206,7 +218,8 @@ def fit_ensemble(network_dir: Path, records_dir: Path, split_path: Path, out_dir
     if missing:
         raise StoreError(f"{split_path}: {len(missing)} recording(s) not among the task's recordings (e.g. "
                          f"{missing[0]}); expected the split made with the same spectrogram params")
-    features = feature_table(recordings, features_cache)
+    cache = FeatureCache(features_cache)
+    features = feature_table(recordings, cache)
     train, val = [position[r] for r in split["train"]], [position[r] for r in split["val"]]
     trees = BoostedTrees.fit(features.loc[split["train"], list(FEATURE_NAMES)].to_numpy(np.float64),
                              recordings.labels[train], seed)
@@ -225,9 +238,9 @@ def fit_ensemble(network_dir: Path, records_dir: Path, split_path: Path, out_dir
         folder = RhythmEnsemble(network, trees).save(Path(tmp) / ARTIFACT, network_dir,
                                                      {"run_id": run.info.run_id, "network_run": network_run})
         ensemble = RhythmEnsemble.from_folder(folder)  # judged as it was saved
-        probs = candidate_probs(ensemble, signals, "validation")
+        probs = candidate_probs(ensemble, signals, split["val"], cache, "validation")
         table = validation_table(y, probs, ensemble.class_names, sources, judging.bootstrap)
-        shifts = shift_table(ensemble, signals, val, y, probs, judging)
+        shifts = shift_table(ensemble, signals, split["val"], val, y, probs, judging, cache)
         gates = gate_rows(table, shifts, ensemble.class_names, judging.gate)
         for _, row in gates.iterrows():
             prefix = "val" if row["candidate"] == "ensemble" else f"val_{row['candidate']}"

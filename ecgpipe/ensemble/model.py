@@ -17,7 +17,7 @@ import numpy as np
 
 from ecgpipe.core.errors import ModelFileError, PredictError
 from ecgpipe.core.io import read_json, write_json
-from ecgpipe.ensemble.rhythm import FEATURE_NAMES, rhythm_features
+from ecgpipe.ensemble.rhythm import FEATURE_NAMES, FeatureCache
 from ecgpipe.ensemble.trees import BoostedTrees
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
 from ecgpipe.inference.readers import InputLimits, Signal
@@ -60,11 +60,11 @@ class RhythmEnsemble:
     def fs(self) -> float:
         return self.predictor.fs
 
-    def features(self, signal: Signal) -> np.ndarray:
-        """(1, features): the rhythm features of the samples the network sees (checked, at its rate)."""
+    def features(self, signal: Signal, cache: FeatureCache | None = None, key: str = "") -> np.ndarray:
+        """(1, features): the rhythm features of the samples the network sees (checked, at its rate);
+        with ``cache``, those it holds for ``key`` (the same samples' features, computed before)."""
         samples = self.predictor.preprocessing.samples_at_training_rate(signal)
-        values = rhythm_features(samples, self.predictor.fs)
-        return np.array([[values[name] for name in FEATURE_NAMES]], dtype=np.float64)
+        return (cache or FeatureCache()).get(key or "-", samples, self.predictor.fs)[None, :]
 
     def combine(self, network: np.ndarray, rhythm: np.ndarray) -> np.ndarray:
         return self.network_weight * network + (1 - self.network_weight) * rhythm

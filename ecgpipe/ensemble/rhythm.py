@@ -89,25 +89,45 @@ def rhythm_features(samples: np.ndarray, fs: float = SAMPLING_RATE_HZ) -> dict[s
     return f
 
 
-def feature_table(recordings: Recordings, cache: Path | None = None) -> pd.DataFrame:
+class FeatureCache:
+    """Feature rows by key in a CSV (``path``; None keeps them in memory only): a record id, or a record
+    id with the shift that changed its samples. Features depend on the samples only, so a row computed
+    once serves every later run, and every network beside it."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = None if path is None else Path(path)
+        self.rows: dict[str, np.ndarray] = {}
+        self.added = False
+        if self.path is not None and self.path.is_file():
+            # round_trip: the very floats that were written, as a freshly computed row would give
+            table = pd.read_csv(self.path, dtype={"record": str}, float_precision="round_trip").set_index("record")
+            if tuple(table.columns) == FEATURE_NAMES:  # else made by other features: computed again
+                self.rows = dict(zip(table.index, table.to_numpy(np.float64)))
+
+    def get(self, key: str, samples, fs: float = SAMPLING_RATE_HZ) -> np.ndarray:
+        """The features of ``samples`` (those of ``key``), computed only if ``key`` is new."""
+        if key not in self.rows:
+            values = rhythm_features(samples, fs)
+            self.rows[key] = np.array([values[name] for name in FEATURE_NAMES], dtype=np.float64)
+            self.added = True
+        return self.rows[key]
+
+    def save(self) -> None:
+        if self.path is not None and self.added:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            table = pd.DataFrame(list(self.rows.values()), index=pd.Index(list(self.rows), name="record"),
+                                 columns=list(FEATURE_NAMES))
+            table.to_csv(self.path)
+            self.added = False
+
+
+def feature_table(recordings: Recordings, cache: FeatureCache | Path | None = None) -> pd.DataFrame:
     """One row of :func:`rhythm_features` per recording, in their order (each from its own samples,
-    not the padding), columns FEATURE_NAMES; with ``cache`` (a CSV), the rows kept there are reused
-    and the new ones added (features depend on a recording's samples only)."""
+    not the padding), columns FEATURE_NAMES; rows that ``cache`` holds are not computed again."""
     from tqdm import tqdm
 
-    record_ids = recordings.record_ids
-    known = pd.DataFrame(columns=list(FEATURE_NAMES), index=pd.Index([], name="record"), dtype=np.float64)
-    if cache is not None and Path(cache).is_file():
-        # round_trip: the very floats that were written, as a freshly computed row would give
-        table = pd.read_csv(cache, dtype={"record": str}, float_precision="round_trip").set_index("record")
-        if tuple(table.columns) == FEATURE_NAMES:  # else made by other features: computed again
-            known = table
-    todo = [i for i, r in enumerate(record_ids) if r not in known.index]
-    rows = [{"record": record_ids[i], **rhythm_features(recordings.signals[i, : recordings.lengths[i]])}
-            for i in tqdm(todo, desc="rhythm features", unit="recording")]
-    if rows:
-        known = pd.concat([known, pd.DataFrame(rows, columns=["record", *FEATURE_NAMES]).set_index("record")])
-        if cache is not None:
-            Path(cache).parent.mkdir(parents=True, exist_ok=True)
-            known.to_csv(cache)
-    return known.loc[record_ids]
+    cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    rows = [cache.get(r, recordings.signals[i, : recordings.lengths[i]])
+            for i, r in enumerate(tqdm(recordings.record_ids, desc="rhythm features", unit="recording"))]
+    cache.save()
+    return pd.DataFrame(rows, index=pd.Index(recordings.record_ids, name="record"), columns=list(FEATURE_NAMES))
