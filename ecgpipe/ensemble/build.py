@@ -111,10 +111,12 @@ def validation_table(y: np.ndarray, probs: dict[str, np.ndarray], class_names: l
     return pd.DataFrame(rows)
 
 
-def shift_key(record: str, name: str, shift: Shift, seed: int) -> str:
-    """A shifted recording's key in the feature cache: its record, the shift's name, settings and seed."""
+def shift_key(record: str, row: int, name: str, shift: Shift, seed: int) -> str:
+    """A shifted recording's key in the feature cache: what its samples depend on, i.e. its record, the
+    shift's name and settings, and the seed and row of its random draw (``shift_rng``; the row is the
+    recording's place in its task, so another task's draw for the same record gets another key)."""
     settings = hashlib.sha256(repr(shift).encode()).hexdigest()[:12]
-    return f"{record}|{name}|{settings}|{seed}"
+    return f"{record}|{name}|{settings}|{seed}|{row}"
 
 
 def shift_table(ensemble: RhythmEnsemble, signals: list[Signal], records: list[str], rows: list[int], y: np.ndarray,
@@ -128,7 +130,7 @@ def shift_table(ensemble: RhythmEnsemble, signals: list[Signal], records: list[s
     for name, shift in judging.shifts.items():
         shifted = [Signal(*shift.apply(s.samples, s.fs, shift_rng(judging.shift_seed, name, row)))
                    for s, row in zip(signals, rows)]
-        keys = [shift_key(r, name, shift, judging.shift_seed) for r in records]
+        keys = [shift_key(r, row, name, shift, judging.shift_seed) for r, row in zip(records, rows)]
         probs_by_candidate = candidate_probs(ensemble, shifted, keys, cache, f"shift {name}")
         cache.save()
         for candidate, probs in probs_by_candidate.items():
