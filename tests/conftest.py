@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ecgpipe.pipeline.evaluate import run_evaluate
-from ecgpipe.pipeline.train import run_train
+from ecgpipe.pipeline.train import TrainSections, run_train
 from tests.synthetic import default_set, make_records, zip_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,8 @@ def evaluated(prepared, records_dir, tmp_path_factory):
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
     try:
         name = "mean_spectrum-chunked"
-        run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
+        run_train(TrainSections.of(prepared["params"], name), prepared["spectrogram"],
+                  prepared["balance"], prepared["chunks"],
                   out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
                   system_metrics=False)
         from mlflow.tracking import MlflowClient

@@ -13,7 +13,7 @@ from ecgpipe.pipeline.evaluate import run_evaluate
 from ecgpipe.pipeline.spectrogram import run_spectrogram
 from ecgpipe.pipeline.split import run_split
 from ecgpipe.pipeline.task import task_params
-from ecgpipe.pipeline.train import run_train
+from ecgpipe.pipeline.train import TrainSections, run_train
 from tests.conftest import ROOT
 
 
@@ -76,8 +76,9 @@ def test_af_vs_rest_end_to_end(records_dir, tmp_path, small_params, monkeypatch)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     name = "mean_spectrum-chunked"
-    run_train(params, name, spec, tmp_path / "balance.json", tmp_path / "chunks", tmp_path / "models" / name,
-              tmp_path / "metrics" / name / "train.json", tmp_path / "history.csv", system_metrics=False)
+    run_train(TrainSections.of(params, name), spec, tmp_path / "balance.json", tmp_path / "chunks",
+              tmp_path / "models" / name, tmp_path / "metrics" / name / "train.json", tmp_path / "history.csv",
+              system_metrics=False)
     summary = run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, spec, tmp_path / "chunks",
                            tmp_path / "models" / name, tmp_path / "metrics" / name / "eval.json", tmp_path / "plots", tmp_path / "predictor")
     record = summary["val"]["record"]

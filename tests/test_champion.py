@@ -91,7 +91,7 @@ def test_perturbed_figures_do_not_flip_the_projects_choice():
     from ecgpipe.reporting.tables import paired_validation_difference, record_figure
 
     params = load_params(ROOT / "params.yaml")
-    base = results_table(params, ROOT / "metrics")
+    base = results_table(params.experiments, params.spectrogram, ROOT / "metrics")
     spread = pd.read_csv(Path(__file__).parent / "data" / "cross_cpu_spread.csv").set_index("experiment")
     bootstrap = bootstrap_of(params.evaluate)
     cache = {}

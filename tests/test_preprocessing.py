@@ -58,7 +58,8 @@ def _val_signals(prepared, records_dir):
 def test_spectrogram_chunks_are_the_same_in_training_evaluation_and_predict(prepared, records_dir):
     params = prepared["params"]
     stage = load_spectrogram_set(prepared["spectrogram"])
-    pre = model_preprocessing("mean_spectrum-chunked", params, stage.preprocessing)
+    name = "mean_spectrum-chunked"
+    pre = model_preprocessing(name, params.experiment(name), params.chunk.size, stage.preprocessing)
     assert isinstance(pre.featurizer, SpectrogramChunks)
     val, rows, signals = _val_signals(prepared, records_dir)
 
@@ -86,7 +87,9 @@ def test_spectrogram_chunks_are_the_same_in_training_evaluation_and_predict(prep
 
 def test_raw_crops_are_the_same_in_training_evaluation_and_predict(prepared, records_dir, signals):
     params = _params(**{"raw_resnet-random_crop": RAW_EXPERIMENT})
-    pre = model_preprocessing("raw_resnet-random_crop", params, load_spectrogram_set(prepared["spectrogram"]).preprocessing)
+    name = "raw_resnet-random_crop"
+    pre = model_preprocessing(name, params.experiment(name), params.chunk.size,
+                              load_spectrogram_set(prepared["spectrogram"]).preprocessing)
     assert pre.featurizer == RawCrops(300.0, CROP)
     val, rows, recordings = _val_signals(prepared, records_dir)
 
@@ -127,7 +130,7 @@ def test_round_trip_through_model_json_for_both_featurizers(prepared):
     params = _params(**{"raw_resnet-random_crop": RAW_EXPERIMENT})
     stage = load_spectrogram_set(prepared["spectrogram"]).preprocessing
     for name in ("mean_spectrum-chunked", "raw_resnet-random_crop"):
-        pre = model_preprocessing(name, params, stage)
+        pre = model_preprocessing(name, params.experiment(name), params.chunk.size, stage)
         spec = json.loads(json.dumps(model_spec(name, params.experiment(name).model, pre)))  # as written to model.json
         loaded = Preprocessing.from_spec(spec)
         assert loaded.to_dict() == pre.to_dict()

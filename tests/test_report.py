@@ -11,11 +11,11 @@ from ecgpipe.params import parse_params
 from ecgpipe.pipeline.balance import run_balance
 from ecgpipe.pipeline.chunk import run_chunk
 from ecgpipe.pipeline.evaluate import run_evaluate
-from ecgpipe.pipeline.report import run_report
+from ecgpipe.pipeline.report import report_sections, run_report
 from ecgpipe.pipeline.signals import run_signals
 from ecgpipe.pipeline.spectrogram import run_spectrogram
 from ecgpipe.pipeline.split import run_split
-from ecgpipe.pipeline.train import run_train
+from ecgpipe.pipeline.train import TrainSections, run_train
 
 CHAMPION_CONFIG = "raw_resnet-robust_crop"
 
@@ -58,13 +58,14 @@ def reported(records_dir, tmp_path_factory):
         run_chunk(params.chunk, spectrogram, out / "split.json", out / "balance.json", chunks, out / "metrics" / "chunk.json")
         run_signals(records_dir, spectrogram, out / "signals.pt")
         for name in params.experiments:
-            run_train(params, name, spectrogram, out / "balance.json", chunks, out / "models" / name,
+            run_train(TrainSections.of(params, name), spectrogram, out / "balance.json", chunks, out / "models" / name,
                       out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
                       out / "metrics" / name / "speed.json", system_metrics=False, signals_path=out / "signals.pt")
             run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, spectrogram, chunks,
                          out / "models" / name, out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
-        table = run_report(params, out / "metrics", out / "models", out / "reports", out / "plots", chunks, spectrogram,
-                           records_dir)
+        table = run_report(**report_sections(params), metrics_dir=out / "metrics", models_dir=out / "models",
+                           out_dir=out / "reports", plots_dir=out / "plots", chunks_dir=chunks,
+                           spectrogram_dir=spectrogram, records_dir=records_dir)
     return {"out": out, "params": params, "table": table, "uri": uri}
 
 

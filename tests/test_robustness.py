@@ -252,7 +252,8 @@ def test_robust_training_windows_equal_scoring_windows(prepared, records_dir, tm
     run_signals(records_dir, prepared["spectrogram"], tmp_path / "signals.pt")
     signals = load_signal_set(tmp_path / "signals.pt", prepared["spectrogram"])
     stage = load_spectrogram_set(prepared["spectrogram"]).preprocessing
-    pre = model_preprocessing("robust", params, stage, signals, torch.arange(10))
+    pre = model_preprocessing("robust", params.experiment("robust"), params.chunk.size, stage, signals,
+                              torch.arange(10))
     assert pre.featurizer.from_samples and pre.featurizer.log_floor == 1e-3
     rows = torch.arange(10, 14)
     val = crop_chunks(signals, rows, pre.featurizer, seed=0)

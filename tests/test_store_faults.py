@@ -7,7 +7,7 @@ import mlflow
 import pytest
 
 from ecgpipe.core.errors import TrackingStoreError
-from ecgpipe.pipeline.train import run_train
+from ecgpipe.pipeline.train import TrainSections, run_train
 from ecgpipe.tracking.runs import check_store_file, store_error_line
 from tests.conftest import cli_exit_message
 
@@ -22,7 +22,8 @@ def good_store(tmp_path):
 
 
 def _train(prepared, tmp_path):
-    return run_train(prepared["params"], NAME, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
+    return run_train(TrainSections.of(prepared["params"], NAME), prepared["spectrogram"],
+                     prepared["balance"], prepared["chunks"],
                      tmp_path / "models" / NAME, tmp_path / "train.json", tmp_path / "history.csv", system_metrics=False)
 
 

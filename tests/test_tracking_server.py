@@ -40,7 +40,7 @@ def test_stages_registry_and_predict_through_a_postgresql_tracking_server(prepar
 
     from ecgpipe.inference.predictor import predict_files
     from ecgpipe.pipeline.evaluate import run_evaluate
-    from ecgpipe.pipeline.train import run_train
+    from ecgpipe.pipeline.train import TrainSections, run_train
     from ecgpipe.tracking.registry import load_predictor, register_choice
 
     # as root, PostgreSQL runs as the user postgres, which cannot pass pytest's own (mode 700) folders
@@ -57,7 +57,8 @@ def test_stages_registry_and_predict_through_a_postgresql_tracking_server(prepar
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         name, out = "mean_spectrum-chunked", tmp_path / "out"
-        run_train(prepared["params"], name, prepared["spectrogram"], prepared["balance"], prepared["chunks"],
+        run_train(TrainSections.of(prepared["params"], name), prepared["spectrogram"],
+                  prepared["balance"], prepared["chunks"],
                   out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
                   system_metrics=False)
         params = prepared["params"]

@@ -94,8 +94,11 @@ def check_amplitude(samples: np.ndarray) -> None:
 
 
 def _check_not_flat(samples: np.ndarray) -> None:
-    # on the float32 values the network sees: int64 samples near 9.2e18 differ in float64, not there
-    if np.ptp(samples.astype(np.float32)) == 0:
+    # on the float32 values the network sees: int64 samples near 9.2e18 differ in float64, not there;
+    # values past float32's range become inf quietly, and the amplitude check names them
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = np.ptp(samples.astype(np.float32))
+    if spread == 0:
         raise PredictError(f"the recording is flat (every sample is {samples[0]:g}, as float32): no signal to classify")
 
 

@@ -126,6 +126,7 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
             mlflow.log_table(outputs[split]["confusion"], artifact_file=f"evaluation/{split}_record_predictions.json")
         for file_name, fig in figures.items():
             mlflow.log_figure(fig, f"evaluation/{file_name}")
+        plots.close(*figures.values())
         pyfunc.log_predictor(model_dir, evaluate.aggregation, example)
         # the train stage's dvc.lock entry exists by now (DVC writes it when the stage ends); DVC
         # runs stages in the repository's root, for a queued experiment in its temporary copy

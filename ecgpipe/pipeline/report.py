@@ -9,8 +9,8 @@ from ecgpipe.core.errors import ParamsError
 from ecgpipe.core.io import json_text, read_json, staged_outputs
 from ecgpipe.evaluation import names
 from ecgpipe.evaluation.metrics import AF, Bootstrap, figure, positive_class
-from ecgpipe.params import Params
-from ecgpipe.pipeline.evaluate import bootstrap_of, scoring_settings
+from ecgpipe.params import ExperimentParams, Params, ReportParams, SpectrogramParams
+from ecgpipe.pipeline.evaluate import scoring_settings
 from ecgpipe.reporting.champion import Decision, choose_champion
 from ecgpipe.reporting.tables import (
     COMPARED,
@@ -40,23 +40,23 @@ NOTEBOOK_BALANCED_CHUNK_ACC = {
 }
 
 
-def notebook_figure(params: Params, model: str, loader: str) -> float | None:
+def notebook_figure(spectrogram: SpectrogramParams, model: str, loader: str) -> float | None:
     """The notebook's figure for this model and loader, where the task is the notebook's (N and A,
     recordings of at least 4,000 samples); None otherwise, where it compares with nothing."""
-    notebook_task = params.spectrogram.classes == ["N", "A"] and params.spectrogram.min_length == 4000
+    notebook_task = spectrogram.classes == ["N", "A"] and spectrogram.min_length == 4000
     return NOTEBOOK_BALANCED_CHUNK_ACC.get((model, loader)) if notebook_task else None
 
 
-def class_mix(params: Params, metrics_dir: Path, split: str = "val") -> str:
+def class_mix(experiments: dict[str, ExperimentParams], metrics_dir: Path, split: str = "val") -> str:
     """The recordings' class mix on ``split``, e.g. ``N 87%, A 13%``, from the first experiment's scores."""
-    name = next(iter(params.experiments))
+    name = next(iter(experiments))
     support = read_json(Path(metrics_dir) / name / "eval.json")[split]["record"]["support"]
     total = sum(support.values())
     return ", ".join(f"{c} {n / total:.0%}" for c, n in support.items())
 
 
-def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "val") -> dict:
-    experiment = params.experiment(name)
+def experiment_row(name: str, experiment: ExperimentParams, spectrogram: SpectrogramParams, metrics_dir: Path,
+                   split: str = "val") -> dict:
     eval_json = read_json(Path(metrics_dir) / name / "eval.json")
     evaluation = eval_json[split]
     speed = read_json(Path(metrics_dir) / name / "speed.json")
@@ -67,7 +67,7 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
         "loader": experiment.loader,
         "epochs": experiment.epochs,
         "robust": int(experiment.robust),  # trained with robustness options: a figure the gate may use
-        "notebook_balanced_chunk_acc": notebook_figure(params, experiment.model, experiment.loader),
+        "notebook_balanced_chunk_acc": notebook_figure(spectrogram, experiment.model, experiment.loader),
         "balanced_chunk_acc": evaluation["chunk_balanced"]["accuracy"],
         "chunk_acc": evaluation["chunk"]["accuracy"],
         "record_acc": record["accuracy"],
@@ -97,11 +97,11 @@ def experiment_row(name: str, params: Params, metrics_dir: Path, split: str = "v
     return row
 
 
-def shift_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.DataFrame | None:
+def shift_table(experiments: dict[str, ExperimentParams], metrics_dir: Path, split: str = "val") -> pd.DataFrame | None:
     """One row per experiment and shift: F1 of the positive class and its paired change from the
     unshifted figure, ROC AUC, sensitivity and specificity, each with its interval."""
     rows = []
-    for name in params.experiments:
+    for name in experiments:
         shifts = read_json(Path(metrics_dir) / name / "eval.json").get(f"{split}_shifts", {})
         for shift, figures in shifts.items():
             positive = positive_class(list(figures["f1"]))
@@ -121,14 +121,16 @@ def shift_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.Dat
     return pd.DataFrame(rows) if rows else None
 
 
-def results_table(params: Params, metrics_dir: Path, split: str = "val") -> pd.DataFrame:
-    return pd.DataFrame([experiment_row(name, params, metrics_dir, split) for name in params.experiments])
+def results_table(experiments: dict[str, ExperimentParams], spectrogram: SpectrogramParams, metrics_dir: Path,
+                  split: str = "val") -> pd.DataFrame:
+    return pd.DataFrame([experiment_row(name, experiment, spectrogram, metrics_dir, split)
+                         for name, experiment in experiments.items()])
 
 
-def choose(params: Params, table: pd.DataFrame, plots_dir: Path | None, bootstrap: Bootstrap) -> Decision:
+def choose(report: ReportParams, table: pd.DataFrame, plots_dir: Path | None, bootstrap: Bootstrap) -> Decision:
     """The champion by ``report.gate``, ``prefer`` and ``order``; candidates within noise of the best
     by the paired bootstrap over the validation recordings (with ``plots_dir``, for record figures)."""
-    report, metric = params.report, params.report.champion_metric
+    metric = report.champion_metric
     paired = None
     if plots_dir is not None and metric.startswith("record_"):
         cache: dict[tuple[str, str], tuple[float, float, float]] = {}
@@ -141,7 +143,8 @@ def choose(params: Params, table: pd.DataFrame, plots_dir: Path | None, bootstra
     return choose_champion(table, metric, report.gate, report.prefer, report.order, paired)
 
 
-def robust_against_plain(params: Params, table: pd.DataFrame, metric: str, plots_dir: Path,
+def robust_against_plain(experiments: dict[str, ExperimentParams], classes: list[str], table: pd.DataFrame,
+                         metric: str, plots_dir: Path,
                          bootstrap: Bootstrap) -> pd.DataFrame | None:
     """Each experiment with robustness options against each plain experiment of the same network:
     the paired difference of ``metric`` on the unshifted recordings (what robustness costs or buys
@@ -149,11 +152,11 @@ def robust_against_plain(params: Params, table: pd.DataFrame, metric: str, plots
     if not metric.startswith("record_") or "worst_shift" not in table:
         return None
     by_name = table.set_index("experiment")
-    positive = f"f1_{positive_class(params.spectrogram.classes)}"
+    positive = f"f1_{positive_class(classes)}"
     rows = []
-    for robust in [n for n in params.experiments if params.experiments[n].robust]:
-        model = params.experiments[robust].model
-        for plain in [n for n, e in params.experiments.items() if e.model == model and not e.robust]:
+    for robust in [n for n, e in experiments.items() if e.robust]:
+        model = experiments[robust].model
+        for plain in [n for n, e in experiments.items() if e.model == model and not e.robust]:
             diff = paired_validation_difference(robust, plain, record_figure(metric), plots_dir, bootstrap)
             rows.append({"robust": robust, "plain": plain, f"{metric}_robust": by_name.loc[robust, metric],
                          f"{metric}_plain": by_name.loc[plain, metric], "difference": diff.difference,
@@ -163,7 +166,7 @@ def robust_against_plain(params: Params, table: pd.DataFrame, metric: str, plots
     return pd.DataFrame(rows) if rows else None
 
 
-def score_champion_on_test(params: Params, champion: str, models_dir: Path, chunks_dir: Path,
+def score_champion_on_test(scoring: dict, champion: str, models_dir: Path, chunks_dir: Path,
                            spectrogram_dir: Path, records_dir: Path) -> dict | None:
     """The champion's figures on the held-out test recordings (those of ``chunks/test.pt``), with
     intervals; None without a test split. Only the champion is scored there, once, after it was
@@ -173,11 +176,22 @@ def score_champion_on_test(params: Params, champion: str, models_dir: Path, chun
     if not (Path(chunks_dir) / "test.pt").is_file():
         return None
     _, _, scores = score_saved_model(Path(models_dir) / champion, "test", records_dir, spectrogram_dir, chunks_dir,
-                                     **scoring_settings(params.evaluate, params.train, params.chunk))
+                                     **scoring)
     return scores
 
 
-def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path, plots_dir: Path | None = None,
+def report_sections(params: Params) -> dict:
+    """What the report reads of params.yaml, as ``run_report``'s keywords: ``report``, ``experiments``,
+    ``spectrogram`` (the task's classes), scoring as the evaluate stage scores (``evaluate``, and
+    ``train``/``chunk``'s device, batch size and seed), and ``study.name``'s registry alias."""
+    return {"report": params.report, "experiments": params.experiments, "spectrogram": params.spectrogram,
+            "scoring": scoring_settings(params.evaluate, params.train, params.chunk),
+            "alias": registry_alias(params.study.name)}
+
+
+def run_report(report: ReportParams, experiments: dict[str, ExperimentParams], spectrogram: SpectrogramParams,
+               scoring: dict, alias: str, metrics_dir: Path, models_dir: Path, out_dir: Path,
+               plots_dir: Path | None = None,
                chunks_dir: Path | None = None, spectrogram_dir: Path | None = None,
                records_dir: Path | None = None) -> pd.DataFrame:
     """Write ``results.csv``, ``results.md``, ``comparison.png`` and ``champion.json`` into
@@ -195,49 +209,48 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
     from ecgpipe.tracking import runs as tracking  # mlflow: only when logging
     from ecgpipe.tracking.runs import RUN_FILE
 
-    metric, bootstrap = params.report.champion_metric, bootstrap_of(params.evaluate)
-    table = results_table(params, metrics_dir)
+    metric, bootstrap = report.champion_metric, scoring["bootstrap"]
+    table = results_table(experiments, spectrogram, metrics_dir)
     if metric not in table:
         raise ParamsError(f"params: report.champion_metric: expected a column of results.csv such as record_f1_A, "
                           f"got {metric!r}")
-    shifts = shift_table(params, metrics_dir)
-    decision = choose(params, table, plots_dir, bootstrap)
+    shifts = shift_table(experiments, metrics_dir)
+    decision = choose(report, table, plots_dir, bootstrap)
     champion = decision.champion
     reference = champion or table.loc[table[metric].astype(float).idxmax(), "experiment"]
     paired = None if plots_dir is None else paired_comparisons(table, metric, reference, plots_dir, bootstrap,
                                                                is_champion=champion is not None)
     test = None if chunks_dir is None or champion is None else score_champion_on_test(
-        params, champion, models_dir, chunks_dir, spectrogram_dir, records_dir)
-    alias = registry_alias(params.study.name)
+        scoring, champion, models_dir, chunks_dir, spectrogram_dir, records_dir)
     level = f"{bootstrap.confidence:.0%}"
     markdown = (
         "# Results on the validation recordings\n\n"
         "Made by the `report` stage from `metrics/<experiment>/eval.json`, `train.json` and `speed.json`.\n"
         "`notebook_balanced_chunk_acc` is the course notebook's figure (on its task only); `balanced_chunk_acc`\n"
         "ours on the same kind of set (validation chunks, each class oversampled to the largest's count).\n"
-        f"`record_*` score whole recordings as they occur ({class_mix(params, metrics_dir)}), each recording's\n"
+        f"`record_*` score whole recordings as they occur ({class_mix(experiments, metrics_dir)}), each recording's\n"
         "chunks (or crops) aggregated into one probability,\n"
         f"with a {level} interval in brackets (stratified bootstrap over the recordings, "
         f"{bootstrap.resamples:,} resamples).\n\n"
         + to_markdown(table.drop(columns=["model", "loader"] + [c for c in table if c.startswith(SHIFT_COLUMNS)]
                                  + af_alarm_columns(table)))
         + af_alarm_section(table)
-        + champion_section(decision, metric, params.report.gate, params.report.prefer, params.report.order, alias)
+        + champion_section(decision, metric, report.gate, report.prefer, report.order, alias)
         + ("" if plots_dir is None else _comparison_section(paired, table, metric, bootstrap))
         + ("" if champion is None else _test_section(champion, test))
         + _shift_section(shifts, table)
         + ("" if plots_dir is None else _robust_section(
-            robust_against_plain(params, table, metric, plots_dir, bootstrap), metric))
+            robust_against_plain(experiments, spectrogram.classes, table, metric, plots_dir, bootstrap), metric))
     )
     fig = plots.comparison(table, [m for m in COMPARED if m in table], f"validation: chunks (balanced) and "
                            f"recordings, {level} intervals on recordings")
     if champion is None:
         run = read_json(Path(models_dir) / reference / RUN_FILE)
         champion_info = {"experiment": None, "how": decision.how,
-                         "registered": current_version(run["tracking_uri"], params.report.registered_model, alias)}
+                         "registered": current_version(run["tracking_uri"], report.registered_model, alias)}
     else:
         value = float(table.set_index("experiment").loc[champion, metric])
-        champion_info = {**register_choice(champion, models_dir, params.report.registered_model, alias,
+        champion_info = {**register_choice(champion, models_dir, report.registered_model, alias,
                                            f"{metric} {value:.4f}; {decision.how}"),
                          metric: value, "how": decision.how}
     if test is not None:
@@ -250,6 +263,7 @@ def run_report(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Pat
         table.to_csv(staged.file(Path(out_dir) / "results.csv"), index=False, float_format="%.4f")
         staged.file(Path(out_dir) / "results.md").write_text(markdown)
         fig.savefig(staged.file(Path(out_dir) / "comparison.png"), dpi=110, format="png")
+        plots.close(fig)
         if paired is not None:
             paired.to_csv(staged.file(Path(out_dir) / "comparison.csv"), index=False, float_format="%.4f")
         staged.file(Path(out_dir) / "champion.json").write_text(json_text(champion_info))

@@ -26,7 +26,7 @@ from ecgpipe.data.store import PREPROCESSING_FILE, Chunks
 from ecgpipe.inference.checkpoint import SPEC_FILE, WEIGHTS_FILE, build_model, model_spec
 from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
 from ecgpipe.inference.preprocessing import Preprocessing
-from ecgpipe.params import Params
+from ecgpipe.params import ChunkParams, ExperimentParams, Params, TrainParams
 from ecgpipe.signal.windows import cut
 from ecgpipe.tracking.runs import RUN_FILE
 from ecgpipe.training.cpu import tune_for_training
@@ -43,19 +43,42 @@ log = logging.getLogger(__name__)
 TIMING_KEYS = ("examples_per_s", "epoch_seconds")
 
 
-def model_preprocessing(name: str, params: Params, stage_preprocessing: dict,
+@dataclasses.dataclass(frozen=True)
+class TrainSections:
+    """What `train@NAME` reads of params.yaml: experiment NAME, ``train``, ``chunk`` (its size and
+    seed), and how its MLflow run is tracked: ``mlflow.experiment_name``, the resolved params the run
+    logs, and a study fold's tags."""
+    name: str
+    experiment: ExperimentParams
+    train: TrainParams
+    chunk: ChunkParams
+    mlflow_experiment: str
+    logged: dict
+    study_tags: dict
+
+    @classmethod
+    def of(cls, params: Params, name: str) -> TrainSections:
+        study_tags = {} if params.study.name is None else {  # a fold of a cross-validation study
+            "study": params.study.name, "fold": str(params.split.fold), "seed": str(params.train.seed)}
+        sections = ("spectrogram", "split", "balance", "chunk", "train")  # with the experiment, what shaped the run
+        logged = {"experiment": name, **dataclasses.asdict(params.experiment(name)),
+                  **{s: dataclasses.asdict(getattr(params, s)) for s in sections}}
+        return cls(name, params.experiment(name), params.train, params.chunk, params.mlflow.experiment_name, logged,
+                   study_tags)
+
+
+def model_preprocessing(name: str, experiment: ExperimentParams, chunk_size: int, stage_preprocessing: dict,
                         signals: SignalSet | None = None, train_rows: torch.Tensor | None = None) -> Preprocessing:
     """The preprocessing object experiment NAME trains with, from the spectrogram stage's settings.
 
     A spectrogram featurizer with robustness options (conditioning, log spectra) normalises with
     statistics of its own features: those of every chunk of the training recordings ``train_rows``
     of ``signals``, unaugmented."""
-    experiment = params.experiment(name)
     if experiment.raw_signal:
         featurizer = RawCrops(float(stage_preprocessing["sampling_rate_hz"]), experiment.crop_samples,
                               experiment.conditioning)
     else:
-        featurizer = dataclasses.replace(SpectrogramChunks.from_stage(stage_preprocessing, params.chunk.size),
+        featurizer = dataclasses.replace(SpectrogramChunks.from_stage(stage_preprocessing, chunk_size),
                                          conditioning=experiment.conditioning, log_floor=experiment.log_floor)
         if featurizer.from_samples:
             if signals is None or train_rows is None:
@@ -66,20 +89,10 @@ def model_preprocessing(name: str, params: Params, stage_preprocessing: dict,
     return Preprocessing(featurizer, tuple(stage_preprocessing["classes"]))
 
 
-def logged_params(name: str, params: Params) -> dict:
-    """The resolved parameters that shaped this run, for MLflow."""
-    sections = ("spectrogram", "split", "balance", "chunk", "train")
-    return {
-        "experiment": name,
-        **dataclasses.asdict(params.experiment(name)),
-        **{s: dataclasses.asdict(getattr(params, s)) for s in sections},
-    }
-
-
-def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Path, chunks_dir: Path,
+def run_train(sections: TrainSections, spectrogram_dir: Path, balance_path: Path, chunks_dir: Path,
               out_dir: Path, metrics_path: Path, history_path: Path, speed_path: Path | None = None,
               params_file: Path | None = None, system_metrics: bool = True, signals_path: Path | None = None) -> dict:
-    """The `train@NAME` stage."""
+    """The `train@NAME` stage, with NAME's ``sections`` of params.yaml."""
     import mlflow
 
     from ecgpipe.reporting import plots
@@ -87,35 +100,34 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
 
     tune_for_training()  # process-wide allocator and denormal settings: speed only
     tracking.check_store_file(tracking.tracking_uri())  # before the data loads, not after the training
-    experiment = params.experiment(name)
-    device = resolve_device(params.train.device)
+    name, experiment, train, chunk = sections.name, sections.experiment, sections.train, sections.chunk
+    device = resolve_device(train.device)
     preprocessing_path = Path(spectrogram_dir) / PREPROCESSING_FILE
     stage_preprocessing = read_json(preprocessing_path)
 
     val_path = Path(chunks_dir) / "val.pt"
     val = Chunks.load(val_path, device)
     sources = LoaderSources(spectrogram_dir, balance_path, chunks_dir, signals_path, val.records, device,
-                            params.train.batch_size, params.chunk.size, params.chunk.seed, experiment.augment)
+                            train.batch_size, chunk.size, chunk.seed, experiment.augment)
     loader = LOADERS[experiment.loader](
-        sources, lambda signals, rows: model_preprocessing(name, params, stage_preprocessing, signals, rows))
+        sources,
+        lambda signals, rows: model_preprocessing(name, experiment, chunk.size, stage_preprocessing, signals, rows))
     batches, preprocessing = loader.batches, loader.preprocessing
     val = loader.val if loader.val is not None else val  # a raw-signal loader validates on its own windows
     inputs = loader.inputs + [val_path, preprocessing_path]
     spec = model_spec(name, experiment.model, preprocessing)
 
-    torch.manual_seed(params.train.seed)  # the network's initial weights
+    torch.manual_seed(train.seed)  # the network's initial weights
     model = build_model(spec).to(device)
     log.info("training %s on %s: %s", name, device, model)
 
-    tags = tracking.run_tags(device)
-    if params.study.name is not None:  # a fold of a cross-validation study (ecgpipe.study)
-        tags.update({"study": params.study.name, "fold": str(params.split.fold), "seed": str(params.train.seed)})
-    with tracking.start_run(params.mlflow.experiment_name, name, logged_params(name, params),
-                            tags, system_metrics=system_metrics) as run:
+    tags = {**tracking.run_tags(device), **sections.study_tags}
+    with tracking.start_run(sections.mlflow_experiment, name, sections.logged, tags,
+                            system_metrics=system_metrics) as run:
         tracking.log_lineage(inputs, params_file)
         try:
-            history = fit(model, batches, val, experiment.epochs, experiment.lr, params.train.seed,
-                          params.train.eval_batch_size,
+            history = fit(model, batches, val, experiment.epochs, experiment.lr, train.seed,
+                          train.eval_batch_size,
                           on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
                           lr_schedule=experiment.lr_schedule)
         except TrainingError as exc:  # the MLflow run ends FAILED, and nothing is written
@@ -127,6 +139,7 @@ def run_train(params: Params, name: str, spectrogram_dir: Path, balance_path: Pa
         mlflow.log_dict(spec, "model.json")
         fig = plots.training_curves(history.epochs, name)
         mlflow.log_figure(fig, "training_curves.png")
+        plots.close(fig)
         run_info = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                     "tracking_uri": tracking.tracking_uri()}
 

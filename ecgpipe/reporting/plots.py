@@ -9,6 +9,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ecgpipe.evaluation.names import interval  # noqa: E402
 
 
+def close(*figures) -> None:
+    """Free figures once saved and logged: pyplot holds every figure it drew until it is closed."""
+    for fig in figures:
+        plt.close(fig)
+
+
 def training_curves(epochs: list[dict[str, float]], title: str):
     """Loss and accuracy per epoch: train, balanced validation (the notebook's), natural validation."""
     x = [e["epoch"] for e in epochs]
