@@ -188,7 +188,7 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     from mlflow.tracking import MlflowClient
 
     from ecgpipe.core.io import staged_outputs
-    from ecgpipe.reporting.plots import plt
+    from ecgpipe.reporting import plots
 
     study = collect_runs(name, tracking_uri, experiment_name)
     summary, pairs = summarise(study, confidence)
@@ -213,7 +213,7 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
         mlflow.log_text(markdown, "study.md")
         mlflow.log_figure(fig, "study.png")
         mlflow.log_table(summary, "study.json")
-    plt.close(fig)
+    plots.close(fig)
     for run_id in study.runs["run_id"]:  # the MLflow UI nests the folds' runs under the study
         client.set_tag(run_id, "mlflow.parentRunId", parent.info.run_id)
     return summary, pairs
