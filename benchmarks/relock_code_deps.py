@@ -2,11 +2,27 @@
 recorded hash: for a change of code shown to leave the outputs byte-identical (benchmarks/same_bytes.sh),
 where the outputs themselves (the DVC cache) are not at hand for `dvc commit`. Edits the lock's text
 in place. Never use it for a change that was not shown to keep the outputs: the lock would then claim
-outputs that the code does not make."""
+outputs that the code does not make.
+
+`--params STAGE` instead records the values of the params STAGE lists in dvc.yaml (for params newly
+listed there), keeping every hash: only where `git log params.yaml` shows those values unchanged since
+the stage's outputs were made, so the lock says what made them.
+"""
 import re
+import sys
+
 from dvc.repo import Repo
 
 repo = Repo(".")
+if sys.argv[1:2] == ["--params"]:
+    from dvc.dependency.param import ParamsDependency
+
+    stage = next(s for s in repo.index.stages if s.addressing == sys.argv[2])
+    for dep in stage.deps:
+        if isinstance(dep, ParamsDependency):
+            dep.save()  # reads params.yaml; other deps keep the hashes the lock holds
+    stage.dump(update_pipeline=False)
+    sys.exit(0)
 new = {}
 for stage in repo.index.stages:
     for dep in stage.deps:

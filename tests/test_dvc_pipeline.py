@@ -107,6 +107,12 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
     set_param("spectrogram", "batch_size", small_params["spectrogram"]["batch_size"])
     set_param("train", "eval_batch_size", small_params["train"]["eval_batch_size"])
     assert _status(project, env) == {}
+    # the report registers under study.name's alias: a params dep of the report itself, not only of
+    # the train stages whose metrics it reads
+    set_param("study", "name", "cv-demo")
+    assert set(_status(project, env)) == {"check", "report"} | TRAIN_STAGES
+    set_param("study", "name", small_params["study"]["name"])
+    assert _status(project, env) == {}
     # a training rerun on one machine gives the same results, byte for byte
     name = EXPERIMENTS[0]
     results = [f"metrics/{name}/train.json", f"metrics/{name}/eval.json", f"plots/history/{name}.csv",
