@@ -19,7 +19,9 @@ was scored, and the study chooses nothing on its folds: it reports each candidat
         --out reports/four_class/study-cv5-rhythm
 
 `--workdir` keeps the features (`features.csv`) and each fold's network probabilities; what is
-there is not computed again.
+there is not computed again. `--against OTHER/folds.csv --against-label NAME` adds each candidate
+against the same candidate of another study on the same folds (e.g. another network's), paired
+across folds.
 """
 from __future__ import annotations
 
@@ -138,7 +140,7 @@ def rhythm_probs(features: pd.DataFrame, y: np.ndarray, train: np.ndarray, val: 
 
 
 def main(task: Task, records: Path, study_repo: Path, study: str, experiment: str, workdir: Path, out: Path,
-         resamples: int = 1000) -> str:
+         resamples: int = 1000, against: Path | None = None, against_label: str = "") -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     classes = list(task.classes)
     recordings = load_recordings(records, classes, task.min_length, MAX_LENGTH)
@@ -167,8 +169,33 @@ def main(task: Task, records: Path, study_repo: Path, study: str, experiment: st
     out.mkdir(parents=True, exist_ok=True)
     per_fold.to_csv(out / "folds.csv", index=False)
     text = study_text(task, per_fold, study, experiment)
+    if against is not None:
+        text += against_text(task, per_fold, pd.read_csv(against), against_label)
     (out / "study.md").write_text(text)
     return text
+
+
+def paired(task: Task, a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """Mean [95% t-interval] of a − b per figure over the folds they share (same fold, same candidate)."""
+    row = {}
+    for label in task.figures:
+        mean, _, low, high = t_interval(a[label].to_numpy() - b[label].to_numpy())
+        row[label] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]{' real' if low > 0 or high < 0 else ''}"
+    return row
+
+
+def against_text(task: Task, per_fold: pd.DataFrame, other: pd.DataFrame, label: str) -> str:
+    """Each candidate against the same candidate of another study on the same folds (its folds.csv),
+    paired across folds: the comparison with the recipe this study's network would replace."""
+    rows = []
+    for name in CANDIDATES:
+        mine = per_fold[per_fold["candidate"] == name].sort_values("fold")
+        theirs = other[other["candidate"] == name].sort_values("fold")
+        if mine["fold"].tolist() != theirs["fold"].tolist() or mine["recordings"].tolist() != theirs["recordings"].tolist():
+            raise SystemExit(f"--against: {label}'s folds or recordings differ from this study's; expected the same folds")
+        rows.append({"pair": f"{name} − {label}'s {name}", **paired(task, mine, theirs)})
+    return (f"\nAgainst {label} on the same folds (mean [95% t-interval] of the per-fold differences; `real` when "
+            "it excludes 0):\n\n" + to_markdown(pd.DataFrame(rows)) + "\n")
 
 
 def headline(task: Task) -> str:
@@ -187,12 +214,7 @@ def study_text(task: Task, per_fold: pd.DataFrame, study: str, experiment: str) 
     base = per_fold[per_fold["candidate"] == "network"].sort_values("fold")
     for name in ("ensemble", "rhythm"):
         frame = per_fold[per_fold["candidate"] == name].sort_values("fold")
-        row = {"pair": f"{name} − network"}
-        for label in task.figures:
-            diff = frame[label].to_numpy() - base[label].to_numpy()
-            mean, _, low, high = t_interval(diff)
-            row[label] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]{' real' if low > 0 or high < 0 else ''}"
-        pairs.append(row)
+        pairs.append({"pair": f"{name} − network", **paired(task, frame, base)})
     fold_table = per_fold[["fold", "candidate", "recordings", *task.figures,
                            f"{headline(task)} (the study's evaluate stage)"]].round(3)
     return (
@@ -218,5 +240,8 @@ if __name__ == "__main__":
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("reports/four_class/study-cv5-rhythm"))
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--against", type=Path, help="folds.csv of another study on the same folds: paired differences")
+    parser.add_argument("--against-label", default="the other study", help="its name in the table")
     args = parser.parse_args()
-    print(main(TASKS[args.task], args.records, args.study_repo, args.study, args.experiment, args.workdir, args.out, args.resamples))
+    print(main(TASKS[args.task], args.records, args.study_repo, args.study, args.experiment, args.workdir, args.out,
+               args.resamples, args.against, args.against_label))
