@@ -140,7 +140,8 @@ def rhythm_probs(features: pd.DataFrame, y: np.ndarray, train: np.ndarray, val: 
 
 
 def main(task: Task, records: Path, study_repo: Path, study: str, experiment: str, workdir: Path, out: Path,
-         resamples: int = 1000, against: Path | None = None, against_label: str = "") -> str:
+         resamples: int = 1000, against: Path | None = None, against_label: str = "",
+         folds: tuple[int, ...] = tuple(range(FOLDS))) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     classes = list(task.classes)
     recordings = load_recordings(records, classes, task.min_length, MAX_LENGTH)
@@ -150,7 +151,7 @@ def main(task: Task, records: Path, study_repo: Path, study: str, experiment: st
     del recordings  # the padded signals: the largest array, not needed past the features
     bootstrap = Bootstrap(resamples=resamples, seed=SPLIT_SEED)
     rows = []
-    for fold in range(FOLDS):
+    for fold in folds:  # a study's finished folds; all five unless told
         parts = fold_indices(y, FOLDS, fold, 0.0, SPLIT_SEED)
         train, val = parts["train"], parts["val"]
         network, evaluated = network_probs(task, study_repo, study, experiment, fold, records, ids[val].tolist(), workdir)
@@ -190,12 +191,17 @@ def against_text(task: Task, per_fold: pd.DataFrame, other: pd.DataFrame, label:
     rows = []
     for name in CANDIDATES:
         mine = per_fold[per_fold["candidate"] == name].sort_values("fold")
-        theirs = other[other["candidate"] == name].sort_values("fold")
+        theirs = other[(other["candidate"] == name) & other["fold"].isin(mine["fold"])].sort_values("fold")
         if mine["fold"].tolist() != theirs["fold"].tolist() or mine["recordings"].tolist() != theirs["recordings"].tolist():
             raise SystemExit(f"--against: {label}'s folds or recordings differ from this study's; expected the same folds")
         rows.append({"pair": f"{name} − {label}'s {name}", **paired(task, mine, theirs)})
     return (f"\nAgainst {label} on the same folds (mean [95% t-interval] of the per-fold differences; `real` when "
             "it excludes 0):\n\n" + to_markdown(pd.DataFrame(rows)) + "\n")
+
+
+def _folds_phrase(per_fold: pd.DataFrame) -> str:
+    done = per_fold["fold"].nunique()
+    return f"the {FOLDS} folds" if done == FOLDS else f"{done} of the {FOLDS} folds (folds {', '.join(str(f) for f in sorted(per_fold['fold'].unique()))})"
 
 
 def headline(task: Task) -> str:
@@ -224,7 +230,7 @@ def study_text(task: Task, per_fold: pd.DataFrame, study: str, experiment: str) 
         "model on beat features (wfdb XQRS), fitted on the fold's training recordings; `ensemble` is "
         "the mean of their probabilities. Every setting was fixed before any fold was scored; nothing "
         "is chosen on these folds.\n\n"
-        "Mean ± SD across the 5 folds [95% t-interval of the mean]:\n\n" + to_markdown(pd.DataFrame(summary)) +
+        f"Mean ± SD across {_folds_phrase(per_fold)} [95% t-interval of the mean]:\n\n" + to_markdown(pd.DataFrame(summary)) +
         "\n\nPaired differences across folds (mean [95% t-interval]; `real` when it excludes 0):\n\n"
         + to_markdown(pd.DataFrame(pairs)) + "\n\nPer fold (95% bootstrap intervals in folds.csv):\n\n"
         + to_markdown(fold_table) + "\n")
@@ -242,6 +248,7 @@ if __name__ == "__main__":
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--against", type=Path, help="folds.csv of another study on the same folds: paired differences")
     parser.add_argument("--against-label", default="the other study", help="its name in the table")
+    parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)), help="the folds to score (default: all)")
     args = parser.parse_args()
     print(main(TASKS[args.task], args.records, args.study_repo, args.study, args.experiment, args.workdir, args.out,
-               args.resamples, args.against, args.against_label))
+               args.resamples, args.against, args.against_label, tuple(args.folds)))
