@@ -17,7 +17,10 @@ repo = Repo(".")
 if sys.argv[1:2] == ["--params"]:
     from dvc.dependency.param import ParamsDependency
 
-    stage = next(s for s in repo.index.stages if s.addressing == sys.argv[2])
+    stages = {s.addressing: s for s in repo.index.stages}
+    if len(sys.argv) != 3 or sys.argv[2] not in stages:
+        sys.exit(f"--params STAGE: expected one stage of dvc.yaml, e.g. report; got {sys.argv[2:]}")
+    stage = stages[sys.argv[2]]
     for dep in stage.deps:
         if isinstance(dep, ParamsDependency):
             dep.save()  # reads params.yaml; other deps keep the hashes the lock holds

@@ -177,7 +177,7 @@ def main(task: Task, records: Path, study_repo: Path, study: str, experiment: st
 
 
 def paired(task: Task, a: pd.DataFrame, b: pd.DataFrame) -> dict:
-    """Mean [95% t-interval] of a − b per figure over the folds they share (same fold, same candidate)."""
+    """Mean [95% t-interval] of a − b per figure; a and b hold the same folds in the same order."""
     row = {}
     for label in task.figures:
         mean, _, low, high = t_interval(a[label].to_numpy() - b[label].to_numpy())
@@ -192,16 +192,18 @@ def against_text(task: Task, per_fold: pd.DataFrame, other: pd.DataFrame, label:
     for name in CANDIDATES:
         mine = per_fold[per_fold["candidate"] == name].sort_values("fold")
         theirs = other[(other["candidate"] == name) & other["fold"].isin(mine["fold"])].sort_values("fold")
-        if mine["fold"].tolist() != theirs["fold"].tolist() or mine["recordings"].tolist() != theirs["recordings"].tolist():
-            raise SystemExit(f"--against: {label}'s folds or recordings differ from this study's; expected the same folds")
+        if any(mine[c].tolist() != theirs[c].tolist() for c in ("fold", "recordings")):
+            raise SystemExit(f"--against: {label}'s folds or recordings differ from this study's; "
+                             "expected the same folds")
         rows.append({"pair": f"{name} − {label}'s {name}", **paired(task, mine, theirs)})
     return (f"\nAgainst {label} on the same folds (mean [95% t-interval] of the per-fold differences; `real` when "
             "it excludes 0):\n\n" + to_markdown(pd.DataFrame(rows)) + "\n")
 
 
 def _folds_phrase(per_fold: pd.DataFrame) -> str:
-    done = per_fold["fold"].nunique()
-    return f"the {FOLDS} folds" if done == FOLDS else f"{done} of the {FOLDS} folds (folds {', '.join(str(f) for f in sorted(per_fold['fold'].unique()))})"
+    folds = sorted(per_fold["fold"].unique())
+    return f"the {FOLDS} folds" if len(folds) == FOLDS else (
+        f"{len(folds)} of the {FOLDS} folds (folds {', '.join(str(f) for f in folds)})")
 
 
 def headline(task: Task) -> str:
@@ -224,13 +226,15 @@ def study_text(task: Task, per_fold: pd.DataFrame, study: str, experiment: str) 
     fold_table = per_fold[["fold", "candidate", "recordings", *task.figures,
                            f"{headline(task)} (the study's evaluate stage)"]].round(3)
     return (
-        f"# {task.title}: rhythm features beside {experiment}, 5-fold study\n\n"
+        f"# {task.title}: rhythm features beside {experiment}, {FOLDS}-fold study"
+        f"{'' if per_fold['fold'].nunique() == FOLDS else ', ' + _folds_phrase(per_fold) + ' only'}\n\n"
         f"`benchmarks/rhythm_study.py` on the real archive: the network is each fold's "
         f"`{experiment}` of the study `{study}`; `rhythm` is a gradient-boosted "
         "model on beat features (wfdb XQRS), fitted on the fold's training recordings; `ensemble` is "
         "the mean of their probabilities. Every setting was fixed before any fold was scored; nothing "
         "is chosen on these folds.\n\n"
-        f"Mean ± SD across {_folds_phrase(per_fold)} [95% t-interval of the mean]:\n\n" + to_markdown(pd.DataFrame(summary)) +
+        f"Mean ± SD across {_folds_phrase(per_fold)} [95% t-interval of the mean]:\n\n"
+        + to_markdown(pd.DataFrame(summary)) +
         "\n\nPaired differences across folds (mean [95% t-interval]; `real` when it excludes 0):\n\n"
         + to_markdown(pd.DataFrame(pairs)) + "\n\nPer fold (95% bootstrap intervals in folds.csv):\n\n"
         + to_markdown(fold_table) + "\n")
@@ -248,7 +252,8 @@ if __name__ == "__main__":
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--against", type=Path, help="folds.csv of another study on the same folds: paired differences")
     parser.add_argument("--against-label", default="the other study", help="its name in the table")
-    parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)), help="the folds to score (default: all)")
+    parser.add_argument("--folds", type=int, nargs="+", choices=range(FOLDS), default=list(range(FOLDS)),
+                        help="the folds to score (default: all)")
     args = parser.parse_args()
     print(main(TASKS[args.task], args.records, args.study_repo, args.study, args.experiment, args.workdir, args.out,
                args.resamples, args.against, args.against_label, tuple(args.folds)))
