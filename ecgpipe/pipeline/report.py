@@ -144,8 +144,7 @@ def choose(report: ReportParams, table: pd.DataFrame, plots_dir: Path | None, bo
 
 
 def robust_against_plain(experiments: dict[str, ExperimentParams], classes: list[str], table: pd.DataFrame,
-                         metric: str, plots_dir: Path,
-                         bootstrap: Bootstrap) -> pd.DataFrame | None:
+                         metric: str, plots_dir: Path, bootstrap: Bootstrap) -> pd.DataFrame | None:
     """Each experiment with robustness options against each plain experiment of the same network:
     the paired difference of ``metric`` on the unshifted recordings (what robustness costs or buys
     on clean data) and both worst-shift figures (what it buys under shift)."""

@@ -61,10 +61,10 @@ class TrainSections:
         study_tags = {} if params.study.name is None else {  # a fold of a cross-validation study
             "study": params.study.name, "fold": str(params.split.fold), "seed": str(params.train.seed)}
         sections = ("spectrogram", "split", "balance", "chunk", "train")  # with the experiment, what shaped the run
-        logged = {"experiment": name, **dataclasses.asdict(params.experiment(name)),
+        experiment = params.experiment(name)
+        logged = {"experiment": name, **dataclasses.asdict(experiment),
                   **{s: dataclasses.asdict(getattr(params, s)) for s in sections}}
-        return cls(name, params.experiment(name), params.train, params.chunk, params.mlflow.experiment_name, logged,
-                   study_tags)
+        return cls(name, experiment, params.train, params.chunk, params.mlflow.experiment_name, logged, study_tags)
 
 
 def model_preprocessing(name: str, experiment: ExperimentParams, chunk_size: int, stage_preprocessing: dict,
