@@ -21,7 +21,9 @@ was scored, and the study chooses nothing on its folds: it reports each candidat
 `--workdir` keeps the features (`features.csv`) and each fold's network probabilities; what is
 there is not computed again. `--against OTHER/folds.csv --against-label NAME` adds each candidate
 against the same candidate of another study on the same folds (e.g. another network's), paired
-across folds.
+across folds. `--folds 4 --merge EARLIER/folds.csv --merge-label TEXT` scores fold 4 and takes the
+other folds from an earlier run of the same study (its committed folds.csv): each row's `run` column
+says which run scored it.
 """
 from __future__ import annotations
 
@@ -141,7 +143,8 @@ def rhythm_probs(features: pd.DataFrame, y: np.ndarray, train: np.ndarray, val: 
 
 def main(task: Task, records: Path, study_repo: Path, study: str, experiment: str, workdir: Path, out: Path,
          resamples: int = 1000, against: Path | None = None, against_label: str = "",
-         folds: tuple[int, ...] = tuple(range(FOLDS))) -> str:
+         folds: tuple[int, ...] = tuple(range(FOLDS)), run_label: str = "this run", merge: Path | None = None,
+         merge_label: str = "an earlier run") -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     classes = list(task.classes)
     recordings = load_recordings(records, classes, task.min_length, MAX_LENGTH)
@@ -160,13 +163,15 @@ def main(task: Task, records: Path, study_repo: Path, study: str, experiment: st
         for name in CANDIDATES:
             point = score(y[val], probs[name], classes, sources[val])
             ci = confidence_intervals(y[val], probs[name], classes, bootstrap, sources[val])
-            row = {"fold": fold, "candidate": name, "recordings": len(val),
+            row = {"fold": fold, "candidate": name, "recordings": len(val), "run": run_label,
                    f"{headline(task)} (the study's evaluate stage)": evaluated if name == "network" else np.nan}
             for label, key in task.figures.items():
                 row[label] = float(figure(point, key))
                 row[f"{label}_ci_low"], row[f"{label}_ci_high"] = (float(v) for v in figure(ci, key))
             rows.append(row)
     per_fold = pd.DataFrame(rows)
+    if merge is not None:
+        per_fold = merged(per_fold, pd.read_csv(merge), merge, merge_label)
     out.mkdir(parents=True, exist_ok=True)
     per_fold.to_csv(out / "folds.csv", index=False)
     text = study_text(task, per_fold, study, experiment)
@@ -174,6 +179,18 @@ def main(task: Task, records: Path, study_repo: Path, study: str, experiment: st
         text += against_text(task, per_fold, pd.read_csv(against), against_label)
     (out / "study.md").write_text(text)
     return text
+
+
+def merged(per_fold: pd.DataFrame, earlier: pd.DataFrame, path: Path, label: str) -> pd.DataFrame:
+    """This run's folds and an earlier run's other folds of the same study, in fold order. Refused when
+    a fold is in both, or when the earlier file holds other figures (another task)."""
+    earlier = earlier.assign(run=earlier["run"] if "run" in earlier else label)
+    if set(earlier.columns) != set(per_fold.columns):
+        raise SystemExit(f"--merge {path}: its columns differ from this run's; expected a folds.csv of the same task")
+    if both := sorted(set(earlier["fold"]) & set(per_fold["fold"])):
+        raise SystemExit(f"--merge {path}: fold(s) {both} are in it and in this run; expected other folds")
+    # both list each fold's candidates in CANDIDATES' order: a stable sort by fold keeps it
+    return pd.concat([earlier[per_fold.columns], per_fold]).sort_values("fold", kind="stable").reset_index(drop=True)
 
 
 def paired(task: Task, a: pd.DataFrame, b: pd.DataFrame) -> dict:
@@ -198,6 +215,15 @@ def against_text(task: Task, per_fold: pd.DataFrame, other: pd.DataFrame, label:
         rows.append({"pair": f"{name} − {label}'s {name}", **paired(task, mine, theirs)})
     return (f"\nAgainst {label} on the same folds (mean [95% t-interval] of the per-fold differences; `real` when "
             "it excludes 0):\n\n" + to_markdown(pd.DataFrame(rows)) + "\n")
+
+
+def _runs_phrase(per_fold: pd.DataFrame) -> str:
+    """Which run scored which folds, when more than one did (a study merged with --merge)."""
+    if "run" not in per_fold or per_fold["run"].nunique() < 2:
+        return ""
+    parts = [f"folds {', '.join(str(f) for f in sorted(frame['fold'].unique()))}: {run}"
+             for run, frame in per_fold.groupby("run", sort=False)]
+    return f"The folds come from {per_fold['run'].nunique()} runs ({'; '.join(parts)}).\n\n"
 
 
 def _folds_phrase(per_fold: pd.DataFrame) -> str:
@@ -232,7 +258,7 @@ def study_text(task: Task, per_fold: pd.DataFrame, study: str, experiment: str) 
         f"`{experiment}` of the study `{study}`; `rhythm` is a gradient-boosted "
         "model on beat features (wfdb XQRS), fitted on the fold's training recordings; `ensemble` is "
         "the mean of their probabilities. Every setting was fixed before any fold was scored; nothing "
-        "is chosen on these folds.\n\n"
+        "is chosen on these folds.\n\n" + _runs_phrase(per_fold) +
         f"Mean ± SD across {_folds_phrase(per_fold)} [95% t-interval of the mean]:\n\n"
         + to_markdown(pd.DataFrame(summary)) +
         "\n\nPaired differences across folds (mean [95% t-interval]; `real` when it excludes 0):\n\n"
@@ -254,6 +280,10 @@ if __name__ == "__main__":
     parser.add_argument("--against-label", default="the other study", help="its name in the table")
     parser.add_argument("--folds", type=int, nargs="+", choices=range(FOLDS), default=list(range(FOLDS)),
                         help="the folds to score (default: all)")
+    parser.add_argument("--run-label", default="this run", help="this run's rows in folds.csv (column `run`)")
+    parser.add_argument("--merge", type=Path, help="folds.csv of an earlier run of the same study: its other folds")
+    parser.add_argument("--merge-label", default="an earlier run", help="its rows' `run` where it has none")
     args = parser.parse_args()
     print(main(TASKS[args.task], args.records, args.study_repo, args.study, args.experiment, args.workdir, args.out,
-               args.resamples, args.against, args.against_label, tuple(args.folds)))
+               args.resamples, args.against, args.against_label, tuple(args.folds), args.run_label, args.merge,
+               args.merge_label))
