@@ -221,8 +221,10 @@ def _runs_phrase(per_fold: pd.DataFrame) -> str:
     """Which run scored which folds, when more than one did (a study merged with --merge)."""
     if "run" not in per_fold or per_fold["run"].nunique() < 2:
         return ""
-    parts = [f"folds {', '.join(str(f) for f in sorted(frame['fold'].unique()))}: {run}"
-             for run, frame in per_fold.groupby("run", sort=False)]
+    parts = []
+    for run, frame in per_fold.groupby("run", sort=False):
+        folds = sorted(frame["fold"].unique())
+        parts.append(f"fold{'s' if len(folds) > 1 else ''} {', '.join(str(f) for f in folds)}: {run}")
     return f"The folds come from {per_fold['run'].nunique()} runs ({'; '.join(parts)}).\n\n"
 
 
