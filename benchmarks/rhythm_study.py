@@ -184,7 +184,7 @@ def main(task: Task, records: Path, study_repo: Path, study: str, experiment: st
 def merged(per_fold: pd.DataFrame, earlier: pd.DataFrame, path: Path, label: str) -> pd.DataFrame:
     """This run's folds and an earlier run's other folds of the same study, in fold order. Refused when
     a fold is in both, or when the earlier file holds other figures (another task)."""
-    earlier = earlier.assign(run=earlier["run"] if "run" in earlier else label)
+    earlier = earlier.assign(run=earlier.get("run", label))
     if set(earlier.columns) != set(per_fold.columns):
         raise SystemExit(f"--merge {path}: its columns differ from this run's; expected a folds.csv of the same task")
     if both := sorted(set(earlier["fold"]) & set(per_fold["fold"])):
