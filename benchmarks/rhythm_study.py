@@ -221,17 +221,19 @@ def _runs_phrase(per_fold: pd.DataFrame) -> str:
     """Which run scored which folds, when more than one did (a study merged with --merge)."""
     if "run" not in per_fold or per_fold["run"].nunique() < 2:
         return ""
-    parts = []
-    for run, frame in per_fold.groupby("run", sort=False):
-        folds = sorted(frame["fold"].unique())
-        parts.append(f"fold{'s' if len(folds) > 1 else ''} {', '.join(str(f) for f in folds)}: {run}")
+    parts = [f"{_fold_list(frame)}: {run}" for run, frame in per_fold.groupby("run", sort=False)]
     return f"The folds come from {per_fold['run'].nunique()} runs ({'; '.join(parts)}).\n\n"
 
 
-def _folds_phrase(per_fold: pd.DataFrame) -> str:
+def _fold_list(per_fold: pd.DataFrame) -> str:
+    """'fold 4' or 'folds 0, 1, 2, 3': the folds a table holds."""
     folds = sorted(per_fold["fold"].unique())
-    return f"the {FOLDS} folds" if len(folds) == FOLDS else (
-        f"{len(folds)} of the {FOLDS} folds (folds {', '.join(str(f) for f in folds)})")
+    return f"fold{'s' if len(folds) > 1 else ''} {', '.join(str(f) for f in folds)}"
+
+
+def _folds_phrase(per_fold: pd.DataFrame) -> str:
+    n = per_fold["fold"].nunique()
+    return f"the {FOLDS} folds" if n == FOLDS else f"{n} of the {FOLDS} folds ({_fold_list(per_fold)})"
 
 
 def headline(task: Task) -> str:
