@@ -253,6 +253,11 @@ class MlflowParams:
             fail_param(f"{key}.experiment_name", "a non-empty name", self.experiment_name)
 
 
+# The bootstrap's resamples x recordings arrays: 10,000 x the 1,700 validation recordings of the four-class
+# task are 0.14 GB each (float64), and a stage holds a few at once; 100 million took a stage to 22 GB.
+MAX_BOOTSTRAP_RESAMPLES = 10_000
+
+
 @dataclasses.dataclass(frozen=True)
 class EvaluateParams:
     # how a recording's chunks become one probability: average the logits, then sigmoid/softmax;
@@ -274,8 +279,10 @@ class EvaluateParams:
                       name)
         _check_seed(f"{key}.bootstrap_seed", self.bootstrap_seed)
         _check_seed(f"{key}.shift_seed", self.shift_seed)
-        if self.bootstrap_resamples < 100:
-            fail_param(f"{key}.bootstrap_resamples", "at least 100 resamples", self.bootstrap_resamples)
+        if not 100 <= self.bootstrap_resamples <= MAX_BOOTSTRAP_RESAMPLES:
+            fail_param(f"{key}.bootstrap_resamples", f"100 to {MAX_BOOTSTRAP_RESAMPLES:,} resamples (each figure holds "
+                       "resamples x validation recordings values in memory; past 10,000 an interval's bounds move by "
+                       "far less than their last printed digit)", self.bootstrap_resamples)
         if not 0.5 <= self.confidence < 1:
             fail_param(f"{key}.confidence", "a level from 0.5 to below 1, such as 0.95", self.confidence)
 
@@ -370,8 +377,8 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     study: StudyParams = StudyParams()
-    # checked when a task runs (ecgpipe.pipeline.task), not here: a task's run removes the experiments
-    # that other tasks may name
+    # a task's own run (ecgpipe.pipeline.task) has no tasks section: it removes the experiments that
+    # other tasks may name
     tasks: dict[str, TaskParams] = dataclasses.field(default_factory=dict)
 
     def validate(self, key: str) -> None:
@@ -395,6 +402,31 @@ class Params:
         for name in self.experiments:
             if not is_plain_name(name):
                 fail_param(f"experiments.{name}", "a name of letters, digits, '_', '.' and '-'", name)
+        for name in self.report.order:
+            if name not in self.experiments:
+                fail_param("report.order", f"experiments of this file ({', '.join(sorted(self.experiments))})", name)
+        for task_name, task in self.tasks.items():
+            for name in task.experiments:
+                if name not in self.experiments:
+                    fail_param(f"tasks.{task_name}.experiments",
+                               f"experiments of this file ({', '.join(sorted(self.experiments))})", name)
+            for dotted in task.set:
+                self._check_key(f"tasks.{task_name}.set", dotted)
+
+    def _check_key(self, key: str, dotted: str) -> None:
+        """A task's dotted key must name a setting of this schema (a typo would change nothing)."""
+        section: Any = self
+        for depth, part in enumerate(dotted.split(".")):
+            if dataclasses.is_dataclass(section) and part in {f.name for f in dataclasses.fields(section)}:
+                section = getattr(section, part)
+            elif isinstance(section, dict) and part in section:
+                section = section[part]
+            else:
+                where = ".".join(dotted.split(".")[:depth]) or "params.yaml"
+                known = (sorted(f.name for f in dataclasses.fields(section)) if dataclasses.is_dataclass(section)
+                         else sorted(section) if isinstance(section, dict) else [])
+                fail_param(f"{key}.{dotted}", f"a key of params.yaml ({where} has {known})" if known
+                           else f"a key of params.yaml ({where} is a value, not a section)", dotted)
 
     def crop_span(self, experiment: ExperimentParams) -> int:
         """Samples of one training crop of the random_crop loader: the crop of a raw-signal network, or

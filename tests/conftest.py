@@ -49,6 +49,9 @@ def small_params_dict() -> dict:
         "mean_spectrum-chunked": {"model": "mean_spectrum", "loader": "chunked", "epochs": 3, "lr": 0.01, "lr_schedule": "constant"},
         "fully_connected-random_chunk": {"model": "fully_connected", "loader": "random_chunk", "epochs": 2, "lr": 0.01, "lr_schedule": "cosine"},
     }
+    # report.order and the tasks name the project's experiments, which must be in the file
+    raw["report"]["order"] = []
+    raw["tasks"] = {}
     return raw
 
 

@@ -46,12 +46,12 @@ def test_a_class_without_recordings_stops_the_spectrogram_stage(tmp_path):
 
 def test_folds_that_leave_a_class_out_of_validation_are_refused(prepared, small_params, tmp_path):
     """split.folds: 60 on 39 recordings once gave a fold with no validation recording, exit 0."""
-    small_params["split"].update(folds=60, fold=59)
-    with pytest.raises(ParamsError, match=r"params: split: fold 59 of split\.folds 60 leaves no recording of class "
-                                          r"N, A in val \(recordings per class: \{'N': \d+, 'A': \d+\}\); use at most "
-                                          r"\d+ folds"):
-        run_split(parse_params(small_params).split, prepared["spectrogram"], tmp_path / "split.json")
-    assert not (tmp_path / "split.json").exists()
+    for fold in (59, 0):  # fold 0 of 60 has every class, but folds past the smallest class's count cannot
+        small_params["split"].update(folds=60, fold=fold)
+        with pytest.raises(ParamsError, match=r"params: split.folds: expected at most \d+ folds \(class A has \d+ "
+                                              r"recordings outside the test split, and every fold needs one\), got 60"):
+            run_split(parse_params(small_params).split, prepared["spectrogram"], tmp_path / "split.json")
+        assert not (tmp_path / "split.json").exists()
     small_params["split"].update(folds=2, fold=1)  # few folds: every class in every split
     run_split(parse_params(small_params).split, prepared["spectrogram"], tmp_path / "split.json")
 

@@ -125,7 +125,7 @@ def test_unscorable_recordings_get_an_error_never_a_label(evaluated, records_dir
     predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
     raw = scipy.io.loadmat(records_dir / "A00001.mat")["val"][0].astype(np.float64)
     spike = raw.copy()
-    spike[100] = 1e30  # finite, but its spectrogram overflows float32
+    spike[100] = 1e30  # finite, and even within float32, but no ECG's sample
     np.save(tmp_path / "spike.npy", spike)
     np.save(tmp_path / "zeros.npy", np.zeros(3000))
     np.save(tmp_path / "constant.npy", np.full(3000, 512.0))
@@ -136,7 +136,8 @@ def test_unscorable_recordings_get_an_error_never_a_label(evaluated, records_dir
         warnings.simplefilter("error")  # numpy's overflow warning would leak beside our own error
         rows = {r["record"]: r for r in predict_files(
             predictor, [str(tmp_path / f"{n}.npy") for n in ("spike", "zeros", "constant", "good")], fs=300)}
-    assert "spectrogram is not finite: samples up to 1e+30" in rows["spike"]["error"]
+    assert rows["spike"]["error"].endswith("spike.npy: sample 100 is 1e+30 (in 1/1000 mV), beyond any ECG (at most 1 V): "
+                                           "a corrupt sample or wrong units (--gain)")
     assert "the recording is flat (every sample is 0, as float32)" in rows["zeros"]["error"]
     assert "the recording is flat (every sample is 512, as float32)" in rows["constant"]["error"]
     for name in ("spike", "zeros", "constant"):

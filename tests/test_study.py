@@ -213,15 +213,17 @@ def test_remote_set_configures_both_remotes_with_absolute_paths(tmp_path, monkey
     from ecgpipe.cli import main
     from ecgpipe.pipeline.remotes import dvc_remote_url, git_remote_url
 
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
-    monkeypatch.chdir(tmp_path)
-    main(["remote", "set", "--git", "remote.git", "--dvc", "../cache"])
-    assert git_remote_url(tmp_path) == str(tmp_path / "remote.git")
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    monkeypatch.chdir(project)
+    main(["remote", "set", "--git", "../remote.git", "--dvc", "../cache"])
+    assert git_remote_url(project) == str(tmp_path / "remote.git")
     assert (tmp_path / "remote.git" / "HEAD").is_file()  # a bare repository made for it
-    assert dvc_remote_url(tmp_path) == str(tmp_path.parent / "cache")
-    main(["remote", "set", "--git", "other.git", "--dvc", "s3://bucket/cache"])  # set again: replaced
-    assert git_remote_url(tmp_path).endswith("other.git") and dvc_remote_url(tmp_path) == "s3://bucket/cache"
+    assert dvc_remote_url(project) == str(tmp_path / "cache")
+    main(["remote", "set", "--git", "../other.git", "--dvc", "s3://bucket/cache"])  # set again: replaced
+    assert git_remote_url(project).endswith("other.git") and dvc_remote_url(project) == "s3://bucket/cache"
 
 
 def test_a_ray_study_refuses_a_store_that_other_machines_cannot_reach(tmp_path, monkeypatch):

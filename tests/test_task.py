@@ -34,13 +34,14 @@ def test_task_command_sets_values_and_removes_the_other_experiments(small_params
     command = task_command("four", parse_params(small_params), queue=True)
     assert command == ["dvc", "exp", "run", "--queue", "--name", "four",
                        "-S", 'spectrogram.classes=["N", "A", "O", "~"]', "-S", 'mlflow.experiment_name="x-4"',
-                       "-S", "~experiments.fully_connected-random_chunk"]
+                       "-S", "~experiments.fully_connected-random_chunk", "-S", "~tasks"]
 
 
 def test_a_bad_task_is_refused_naming_the_key(small_params, tmp_path):
     small_params["tasks"] = {"t": {"experiments": ["mean_spectrum-chunked"], "set": {"spectrogram.clases": FOUR}}}
-    with pytest.raises(ParamsError, match=r"spectrogram.clases: no such key in params.yaml"):
-        task_raw_params(small_params, parse_params(small_params).tasks["t"])
+    with pytest.raises(ParamsError, match=r"params: tasks.t.set.spectrogram.clases: expected a key of params.yaml "
+                                          r"\(spectrogram has \['batch_size', 'classes', .*\]\), got 'spectrogram.clases'"):
+        parse_params(small_params)  # when any stage reads the file, not only when the task runs
     small_params["tasks"]["t"]["set"] = {"spectrogram.classes": ["N", "X"]}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(small_params))
@@ -48,9 +49,8 @@ def test_a_bad_task_is_refused_naming_the_key(small_params, tmp_path):
         task_params(path, "t")
     small_params["tasks"]["t"] = {"experiments": ["nope"], "set": {}}
     path.write_text(yaml.safe_dump(small_params))
-    parse_params(small_params)  # a task naming an unknown experiment stops only its own run
     with pytest.raises(ParamsError, match=r"tasks.t.experiments: expected experiments of this file .*got 'nope'"):
-        task_params(path, "t")
+        parse_params(small_params)
 
 
 def test_four_class_task_through_dvc(committed_project, small_params):

@@ -57,8 +57,8 @@ def _checked(check_name: str):
     return convert
 
 
-def _at_least(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
+def _at_least(minimum: int, at_most: int | None = None, why: str = ""):
+    """An argparse type: a whole number of at least ``minimum`` (and at most ``at_most``, for ``why``)."""
     def convert(text: str) -> int:
         try:
             value = int(text)
@@ -66,9 +66,26 @@ def _at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected at least {minimum}, got {value}")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"expected at most {at_most:,} ({why}), got {value:,}")
         return value
     convert.__name__ = f"at_least_{minimum}"
     return convert
+
+
+MAX_REASON_CHARS = 5_000  # a reason is a model version's tag; MLflow's run tags stop at 8,000
+
+
+def _words(text: str) -> str:
+    """An argparse type: some words (not blank), of at most MAX_REASON_CHARS characters."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected some words, got an empty text")
+    if len(text) > MAX_REASON_CHARS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_REASON_CHARS:,} characters, got {len(text):,}")
+    return text
+
+
+MAX_STUDY_FOLDS = 50  # a study trains every experiment once per fold and seed; 50 folds is 50 trainings each
 
 
 def _study_name(text: str) -> str:
@@ -93,12 +110,14 @@ def _predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from ecgpipe.core.io import user_output, write_user_output
-    from ecgpipe.ensemble.serving import load_classifier
+    from ecgpipe.ensemble.serving import load_classifier, model_folder
     from ecgpipe.inference.predictor import predict_files
 
-    # checked before the model loads: a folder, or one of the recordings, is refused
-    target = None if args.out is None else user_output(args.out, "--out", args.files)
-    predictor = load_classifier(args.model)  # a network's predictor, or an ensemble
+    # checked before any recording is read: a folder, one of the recordings, or a path inside the model
+    # (its own files, or the download of a models:/ URI) is refused
+    folder = model_folder(args.model)
+    target = None if args.out is None else user_output(args.out, "--out", args.files, protected=[folder])
+    predictor = load_classifier(folder)  # a network's predictor, or an ensemble
     table = pd.DataFrame(predict_files(predictor, args.files, fs=args.fs, gain=args.gain, lead=args.lead))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
     if target is not None:
@@ -135,6 +154,10 @@ def _ensemble_fit(args: argparse.Namespace) -> None:
     from ecgpipe.params import load_params
 
     check_out_dir(args.out)
+    if args.features_cache is not None:  # a file that is not a cache is refused before any work
+        from ecgpipe.ensemble.rhythm import FeatureCache
+
+        FeatureCache(args.features_cache)
     params = load_params(args.params)
     s, e = params.spectrogram, params.evaluate
     judging = Judging(Bootstrap(e.bootstrap_resamples, e.bootstrap_seed, e.confidence), dict(e.shifts), e.shift_seed,
@@ -231,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "evaluate@EXPERIMENT...` for every fold and seed, then `dvc queue start -j JOBS`.")
     run.add_argument("--name", required=True, type=_study_name,
                      help="the study's name: its MLflow runs are tagged study=NAME")
-    run.add_argument("--folds", type=_at_least(2), default=5, help="stratified folds (split.folds)")
+    run.add_argument("--folds", type=_at_least(2, MAX_STUDY_FOLDS, "each fold is a whole training"), default=5, help="stratified folds (split.folds)")
     run.add_argument("--seeds", type=_at_least(0), nargs="+", default=[12345], help="training seeds (train.seed)")
     run.add_argument("--jobs", type=_at_least(1), default=1, help="parallel queue workers")
     run.add_argument("--experiments", nargs="+", help="experiments of params.yaml (default: all)")
@@ -298,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "this command and the workspace's `dvc repro` move @champion.")
     promote.add_argument("model", help="a registered model, e.g. ecgpipe-af")
     promote.add_argument("version", type=_at_least(1), help="its version number")
-    promote.add_argument("--why", required=True, help="the reason, kept as a tag of the version")
-    promote.add_argument("--by", default=_default_user(), help="who (default: this user)")
+    promote.add_argument("--why", required=True, type=_words, help="the reason, kept as a tag of the version")
+    promote.add_argument("--by", default=_default_user(), type=_words, help="who (default: this user)")
     promote.set_defaults(func=_promote)
     server = commands.add_parser("server", help="an MLflow tracking server on PostgreSQL, for a team").add_subparsers(
         dest="what", required=True)
@@ -310,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the MLFLOW_TRACKING_URI to export.")
     start.add_argument("--folder", type=Path, default=Path("mlflow-server"), help="where the data and logs live")
     start.add_argument("--host", default="127.0.0.1", help="the address to bind (default: this machine only)")
-    start.add_argument("--port", type=_at_least(1), help="the server's port (default: a free one)")
+    start.add_argument("--port", type=_at_least(1, 65535, "a TCP port"), help="the server's port (default: a free one)")
     start.set_defaults(func=_server_start)
     stop = server.add_parser("stop", help="stop the server and PostgreSQL of --folder")
     stop.add_argument("--folder", type=Path, default=Path("mlflow-server"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import io
 import json
@@ -196,17 +197,29 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 
-def user_output(path: str | Path, option: str, inputs: list[str | Path] = ()) -> Path:
+def user_output(path: str | Path, option: str, inputs: list[str | Path] = (),
+                protected: list[str | Path] = ()) -> Path:
     """Check a user-named output file (``--out``, ``--json``) before any work; return where to write.
 
-    A symlink is written through (its target is replaced, as any Unix tool does); a folder, or
-    one of the call's own inputs, is refused, so nothing the user has is lost.
+    A symlink is written through (its target is replaced, as any Unix tool does). Refused, so that
+    nothing the user has is lost and nothing hangs: a folder, one of the call's own ``inputs``, a
+    path inside a ``protected`` folder (the model being used), and anything but a regular file, a
+    character device (``/dev/null``, a terminal) or a FIFO.
     """
     path = Path(path)
     target = path.resolve() if path.is_symlink() else path
     if target.is_dir():
         raise OutputError(f"{option} {path}: is a folder; expected the path of a file to write")
+    for folder in protected:
+        folder = Path(folder).resolve()
+        if target.resolve() == folder or folder in target.resolve().parents:
+            raise OutputError(f"{option} {path}: is inside the model folder {folder}; writing there would replace "
+                              "the model's own files: choose a path outside it")
     if target.exists():
+        mode = target.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+            raise OutputError(f"{option} {path}: is not a regular file, a character device or a FIFO; expected the "
+                              "path of a file to write")
         for source in inputs:
             try:
                 same = os.path.samefile(target, source)
@@ -217,22 +230,42 @@ def user_output(path: str | Path, option: str, inputs: list[str | Path] = ()) ->
     return target
 
 
-def write_user_output(target: Path, text: str) -> None:
-    """Write ``text`` to a :func:`user_output` target: a regular file by rename, whole or not at all;
-    a device or FIFO (``/dev/null``, a pipe) in place, since renaming over it would replace it."""
+def _open_special(target: Path):
+    """A device or FIFO opened for writing without waiting for a reader: a FIFO nobody reads is an
+    OutputError at once (a plain open would block forever)."""
     try:
-        special = not stat.S_ISREG(target.stat().st_mode)
+        fd = os.open(target, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputError(f"{target}: a FIFO with no reader; start its reader first, or write to a file") from None
+        raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+    os.set_blocking(fd, True)  # a reader is there: write all of it, at the reader's pace
+    return os.fdopen(fd, "w")
+
+
+def write_user_output(target: Path, text: str) -> None:
+    """Write ``text`` to a :func:`user_output` target: a regular file by rename, whole or not at all,
+    keeping the mode (and, where allowed, the owner) of the file it replaces; a device or FIFO
+    (``/dev/null``, a pipe) in place, since renaming over it would replace it."""
+    try:
+        old = target.stat()
     except FileNotFoundError:
-        special = False
-    if special:
+        old = None
+    if old is not None and not stat.S_ISREG(old.st_mode):
         try:
-            with open(target, "w") as f:
+            with _open_special(target) as f:
                 f.write(text)
         except OSError as exc:  # a failed write names no file (/dev/full): name the target
             raise type(exc)(exc.errno, exc.strerror, str(target)) from None
         return
     with atomic_path(target) as tmp:
+        if old is not None:  # private results stay private: the old file's mode before any byte is written
+            os.chmod(tmp, stat.S_IMODE(old.st_mode) | stat.S_IWUSR)  # (+ our own write, for a read-only one)
         tmp.write_text(text)
+        if old is not None:
+            os.chmod(tmp, stat.S_IMODE(old.st_mode))
+            with contextlib.suppress(PermissionError):  # only root may give a file to another user
+                os.chown(tmp, old.st_uid, old.st_gid)
 
 
 def file_digest(path: str | Path, algorithm: str = "md5") -> str:

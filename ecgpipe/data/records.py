@@ -85,6 +85,8 @@ def read_signal(path: str | Path) -> np.ndarray:
         raise RecordError(f"{path}: expected a variable 'val' of shape (1, samples), got {shape}")
     if not np.issubdtype(val.dtype, np.number) or np.issubdtype(val.dtype, np.complexfloating):
         raise RecordError(f"{path}: expected real samples, got dtype {val.dtype}")
+    if val.dtype == np.uint8 and dict((n, c) for n, _, c in scipy.io.whosmat(path)).get("val") == "logical":
+        raise RecordError(f"{path}: expected real samples, got a MATLAB logical (true/false) array")
     signal = val[0]
     if signal.dtype.kind == "f" and not np.isfinite(signal).all():
         raise RecordError(f"{path}: samples are not all finite")

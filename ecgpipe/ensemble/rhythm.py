@@ -11,6 +11,8 @@ import pandas as pd
 import scipy.signal
 import wfdb.processing
 
+from ecgpipe.core.errors import OutputError
+from ecgpipe.core.io import atomic_path
 from ecgpipe.core.units import ADC_PER_MV, SAMPLING_RATE_HZ
 from ecgpipe.data.records import Recordings
 
@@ -98,11 +100,31 @@ class FeatureCache:
         self.path = None if path is None else Path(path)
         self.rows: dict[str, np.ndarray] = {}
         self.added = False
-        if self.path is not None and self.path.is_file():
-            # round_trip: the very floats that were written, as a freshly computed row would give
-            table = pd.read_csv(self.path, dtype={"record": str}, float_precision="round_trip").set_index("record")
+        if self.path is not None and self.path.exists():
+            table = self._read()
             if tuple(table.columns) == FEATURE_NAMES:  # else made by other features: computed again
                 self.rows = dict(zip(table.index, table.to_numpy(np.float64)))
+
+    def _read(self) -> pd.DataFrame:
+        """The cache file's table; any other file (a user's CSV, REFERENCE.csv) is an OutputError, and is
+        never written over."""
+        refuse = (f"{self.path}: not a feature cache (its first column is not 'record'); name a new file or one "
+                  "that --features-cache wrote: this one is left as it is")
+        if not self.path.is_file():
+            raise OutputError(f"{self.path}: not a file; expected the path of a feature cache (a CSV)")
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                if f.readline().split(",")[0].strip() != "record":
+                    raise OutputError(refuse)
+            # round_trip: the very floats that were written, as a freshly computed row would give
+            table = pd.read_csv(self.path, dtype={"record": str}, float_precision="round_trip").set_index("record")
+            table.to_numpy(np.float64)
+        except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+            if isinstance(exc, OutputError):
+                raise
+            raise OutputError(f"{refuse.split(' (')[0]} ({type(exc).__name__}: {str(exc).splitlines()[0]}); name a new "
+                              "file or one that --features-cache wrote: this one is left as it is") from None
+        return table
 
     def get(self, key: str, samples, fs: float = SAMPLING_RATE_HZ) -> np.ndarray:
         """The features of ``samples`` (those of ``key``), computed only if ``key`` is new."""
@@ -117,7 +139,8 @@ class FeatureCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             table = pd.DataFrame(list(self.rows.values()), index=pd.Index(list(self.rows), name="record"),
                                  columns=list(FEATURE_NAMES))
-            table.to_csv(self.path)
+            with atomic_path(self.path) as tmp:  # whole or not at all: an interrupted run keeps the old cache
+                table.to_csv(tmp)
             self.added = False
 
 

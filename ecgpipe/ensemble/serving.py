@@ -47,11 +47,19 @@ def model_kwargs(ensemble_dir: Path, example: np.ndarray, tmp: Path) -> dict:
     }
 
 
+def model_folder(source: str) -> str:
+    """The local folder of ``ecgpipe predict --model``: the folder given, or an MLflow ``runs:/`` /
+    ``models:/`` URI's download."""
+    # the registry's own download (one-line errors); private there, as no stage needs it public
+    from ecgpipe.tracking.registry import _download_mlflow_model
+
+    return _download_mlflow_model(source) if source.startswith(("runs:/", "models:/")) else source
+
+
 def load_classifier(source: str):
     """A predictor or an ensemble, from a folder or an MLflow ``runs:/``/``models:/`` URI: what
     ``ecgpipe predict --model`` takes."""
-    # the registry's own download (one-line errors); private there, as no stage needs it public
-    from ecgpipe.tracking.registry import _download_mlflow_model, load_predictor
+    from ecgpipe.tracking.registry import load_predictor
 
-    folder = _download_mlflow_model(source) if source.startswith(("runs:/", "models:/")) else source
+    folder = model_folder(source)
     return RhythmEnsemble.from_folder(folder) if is_ensemble(folder) else load_predictor(folder)

@@ -64,10 +64,17 @@ def load_trained(model_dir: Path, device: str | torch.device = "cpu") -> tuple[n
     if missing:
         raise ModelFileError(f"{spec_path}: written by another version of ecgpipe (no {', '.join(missing)}); {_RETRAIN}")
     try:
-        Preprocessing.from_spec(spec)
+        preprocessing = Preprocessing.from_spec(spec)
         model = build_model(spec)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"{spec_path}: written by another version of ecgpipe ({_cause(exc)}); {_RETRAIN}") from None
+    for classes in (spec["class_names"], preprocessing.class_names):  # the weights' head has n_outputs
+        if not isinstance(classes, (list, tuple)):
+            raise ModelFileError(f"{spec_path}: class_names: expected a list of class names, got {classes!r}; {_RETRAIN}")
+        if n_outputs_for(len(classes)) != spec["n_outputs"]:
+            raise ModelFileError(f"{spec_path}: {len(classes)} classes but the network has {spec['n_outputs']} output"
+                                 f"{'' if spec['n_outputs'] == 1 else 's'} (expected {n_outputs_for(len(classes))}); "
+                                 f"edited, or mixed with another model's file? {_RETRAIN}")
     try:
         state = torch.load(weights_path, map_location=device, weights_only=True)
     except FileNotFoundError:

@@ -80,17 +80,25 @@ class Signal:
 # The median absolute sample of every CinC recording lies between 5 and 668 units (1/1000 mV);
 # outside 1 µV to 50 mV, no ECG does: the units are wrong (a --gain off by 1,000), not the heart.
 AMPLITUDE_RANGE = (1.0, 50_000.0)
+# No sample of an ECG reaches 1 V (a saturated 16-bit ADC at 200 units/mV is 164 mV): a larger one is a
+# corrupt sample or wrong units, and one spike alone would move the network's output while the median
+# above stays normal.
+PEAK_LIMIT = 1_000_000.0
 
 
 def check_amplitude(samples: np.ndarray) -> None:
-    """A recording that is flat, or whose amplitude no ECG has, is a PredictError (flat first: it
-    says more than a median of 0)."""
+    """A recording that is flat, whose amplitude no ECG has, or with a sample no ECG reaches, is a
+    PredictError (flat first: it says more than a median of 0)."""
     _check_not_flat(samples)
     median = float(np.median(np.abs(samples)))
     low, high = AMPLITUDE_RANGE
     if not low <= median <= high:
         raise PredictError(f"the recording's median absolute value is {median:.3g} (in 1/1000 mV), outside any ECG "
                            f"({low:g} µV to {high / 1000:g} mV); check the signal's units (--gain)")
+    peak_at = int(np.argmax(np.abs(samples)))
+    if abs(float(samples[peak_at])) > PEAK_LIMIT:
+        raise PredictError(f"sample {peak_at} is {float(samples[peak_at]):.3g} (in 1/1000 mV), beyond any ECG (at most "
+                           f"{PEAK_LIMIT / 1e6:g} V): a corrupt sample or wrong units (--gain)")
 
 
 def _check_not_flat(samples: np.ndarray) -> None:
@@ -148,6 +156,12 @@ def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_
             raise PredictError(f"{path}: the WFDB record has no signal")
         names = [str(n) for n in (record.sig_name or range(record.d_signal.shape[1]))]
         i = _lead_index(path, names, lead)
+        header_fs, gains = _header_fields(path)
+        if fs is None and header_fs is not None:  # wfdb reads a rate it cannot parse as the default 250 Hz
+            check_sampling_rate(header_fs, f"{path}: the header's sampling rate")
+        # wfdb reads a gain of 0 as the default 200 units/mV: the header says nothing of its units
+        check_gain(gains[i] if i < len(gains) and gains[i] is not None else record.adc_gain[i],
+                   f"{path}: the header's gain of lead {names[i]}")
         digital = record.d_signal[:, i].astype(np.float64)
         physical_mv = (digital - record.baseline[i]) / record.adc_gain[i]
         return Signal(physical_mv * ADC_PER_MV, float(record.fs) if fs is None else fs, names[i])
@@ -173,6 +187,21 @@ def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_
             raise PredictError(f"{path}: expected one column of samples, got shape {samples.shape}")
         return Signal(samples * (ADC_PER_MV / gain), fs, "0" if lead is not None else "")
     raise PredictError(f"{path}: unknown format {suffix!r}; expected .mat, .hea, .csv or .npy")
+
+
+def _header_fields(path: Path) -> tuple[str | None, list[str | None]]:
+    """The sampling rate and each signal's gain as written in a WFDB header (None where left out),
+    which wfdb replaces by its defaults when they are 0 or not numbers."""
+    lines = [line.split() for line in path.read_text(errors="replace").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        return None, []
+    record = lines[0]  # name[/segments] signals [fs[/counter][(base)] [samples ...]]
+    header_fs = record[2].split("/")[0].split("(")[0] if len(record) > 2 else None
+    gains = []
+    for line in lines[1:]:  # file format[xskew][:offset] [gain[(baseline)][/units] ...]
+        gains.append(line[2].split("(")[0].split("/")[0] if len(line) > 2 else None)
+    return header_fs, gains
 
 
 def _header_rows(path: Path) -> int:

@@ -32,11 +32,36 @@ def set_remotes(git_url: str, dvc_url: str, root: Path = Path(".")) -> None:
     repository is made at a local ``git_url`` that does not exist yet."""
     # a path is stored absolute: a worker's clone lives in another folder
     git_url, dvc_url = (url if "://" in url else str((Path(root) / url).resolve()) for url in (git_url, dvc_url))
+    if "://" not in git_url:
+        _check_local_remote("--git", Path(git_url), root)
+        if Path(git_url).exists() and run_command(["git", "-C", git_url, "rev-parse", "--git-dir"], root).returncode:
+            raise StudyError(f"--git {git_url}: a folder that is not a git repository; give a repository, or a new "
+                             "path (a bare repository is made there)")
+    if "://" not in dvc_url:
+        _check_local_remote("--dvc", Path(dvc_url), root)
+        cache = run_command(["dvc", "cache", "dir"], root).stdout.strip()
+        if cache and _overlap(Path(dvc_url), Path(cache)):
+            raise StudyError(f"--dvc {dvc_url}: is the project's DVC cache ({cache}) or overlaps it; a remote is where "
+                             "the cache is copied to: give another folder")
     if "://" not in git_url and not Path(git_url).exists():
         _must(["git", "init", "-q", "--bare", git_url], root)
     verb = "set-url" if run_command(["git", "remote", "get-url", REMOTE], root).returncode == 0 else "add"
     _must(["git", "remote", verb, REMOTE, git_url], root)
     _must(["dvc", "remote", "add", "--local", "--default", "--force", REMOTE, dvc_url], root)
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def _check_local_remote(option: str, path: Path, root: Path) -> None:
+    """A local remote is a folder outside the project (not the project, its cache or its outputs)."""
+    if path.exists() and not path.is_dir():
+        raise StudyError(f"{option} {path}: is a file; expected a folder (an existing one, or a new path)")
+    if _overlap(path, Path(root)):
+        raise StudyError(f"{option} {path}: is the project ({Path(root).resolve()}), inside it or around it; a remote "
+                         "must be a folder outside the project, or pushes would write into its own files")
 
 
 def git_remote_url(root: Path = Path(".")) -> str:

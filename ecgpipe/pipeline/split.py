@@ -20,11 +20,25 @@ def run_split(params: SplitParams, spectrogram_dir: Path, out_path: Path) -> dic
         parts = split_indices(labels, params.train, params.val, params.test, params.seed, params.stratify)
     else:
         parts = fold_indices(labels, params.folds, params.fold, params.test, params.seed)
+        check_fold_count(parts, labels, table["label"].to_numpy(), params)
     check_every_class(parts, labels, table["label"].to_numpy(), params)
     ids = table["record"].to_numpy()
     split = {name: ids[idx].tolist() for name, idx in parts.items()}
     write_json(out_path, split)
     return split
+
+
+def check_fold_count(parts: dict[str, np.ndarray], labels: np.ndarray, names: np.ndarray, params: SplitParams) -> None:
+    """Every fold of the study needs a recording of every class, not only fold ``params.fold``: more
+    folds than a class has recordings outside the test split is a ParamsError naming split.folds."""
+    outside_test = np.concatenate([parts["train"], parts["val"]])
+    counts = {str(names[outside_test][labels[outside_test] == c][0]): int((labels[outside_test] == c).sum())
+              for c in np.unique(labels[outside_test])}
+    fewest = min(counts, key=counts.get)
+    if params.folds > counts[fewest]:
+        raise ParamsError(f"params: split.folds: expected at most {counts[fewest]} folds (class {fewest} has "
+                          f"{counts[fewest]} recordings outside the test split, and every fold needs one), "
+                          f"got {params.folds}")
 
 
 def check_every_class(parts: dict[str, np.ndarray], labels: np.ndarray, names: np.ndarray, params: SplitParams) -> None:

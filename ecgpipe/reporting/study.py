@@ -225,4 +225,10 @@ def check_study_name(name: str) -> str:
 
     if not is_plain_name(name):
         raise StudyError(f"--name {name!r}: expected a name of letters, digits, '_', '.' and '-'")
+    if len(name) > MAX_STUDY_NAME:
+        raise StudyError(f"--name {name[:20]}...: expected at most {MAX_STUDY_NAME} characters (it is part of each "
+                         f"run's DVC experiment name, a git ref), got {len(name)}")
     return name
+
+
+MAX_STUDY_NAME = 64

@@ -57,6 +57,23 @@ def check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:
         reason = getattr(exc, "reason", exc)
         raise TrackingStoreError(f"the MLflow tracking server {uri} is unreachable ({reason}); start it "
                                  "(`ecgpipe server start`) or export the right MLFLOW_TRACKING_URI") from None
+    # /health answers without the database: ask for one experiment, so that a server whose database is
+    # down is named now, not after MLflow's client has retried its 500s for minutes
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1",
+                               timeout=timeout_s * 4).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500:
+            try:
+                message = json.loads(exc.read()).get("message", "")
+            except (ValueError, OSError, AttributeError):
+                message = ""
+            first = next((line.strip() for line in message.splitlines() if line.strip()), f"HTTP {exc.code}")
+            raise TrackingStoreError(f"the MLflow tracking server {uri} cannot use its database ({first[:300]}); "
+                                     "is its PostgreSQL running? restart it: `ecgpipe server stop`, then "
+                                     "`ecgpipe server start`") from None
+    except (urllib.error.URLError, OSError):
+        return  # answered /health: MLflow's own client says what is wrong with the rest
 
 
 def check_store_file(uri: str, write: bool = True) -> None:

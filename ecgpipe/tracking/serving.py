@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from http import HTTPStatus
+
+import numpy as np
 
 # Bytes of one /invocations request: about 5 million samples as JSON, a 5-hour recording at 300 Hz,
 # which the server parses within about 1 GB. ECGPIPE_MAX_REQUEST_BYTES sets another bound.
@@ -35,24 +39,53 @@ def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error_code": code, "message": one_line(message)}).encode()
 
 
+# A request's JSON nests 4 deep (dataframe_split, data, a row, a signal); Python's parser fails with a
+# RecursionError near 1,000, which the server answered as a plain-text 500.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest (strings skipped), without parsing it."""
+    structure = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    steps = (np.isin(structure, (ord("["), ord("{"))).astype(np.int32)
+             - np.isin(structure, (ord("]"), ord("}"))).astype(np.int32))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+_CODES = {404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE",
+          415: "UNSUPPORTED_MEDIA_TYPE", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE", 504: "TIMEOUT"}
+
+
 class RequestContract:
-    """ASGI middleware: POST /invocations must be ``application/json`` of at most ``max_bytes`` (a
-    larger one is refused with 413 as soon as its Content-Length or its first bytes over the bound
-    say so, never read whole); any error reply becomes ``{"error_code", "message"}`` in one line."""
+    """ASGI middleware around the whole scoring app: POST /invocations must be ``application/json``
+    (in any case, as media types are) of at most ``max_bytes`` (a larger one is refused with 413 as
+    soon as its Content-Length or its first bytes over the bound say so, never read whole) and nest at
+    most MAX_JSON_DEPTH deep; every error reply, on any path and from any layer (a timeout's 504, an
+    exception's 500), becomes ``{"error_code", "message"}`` in one line; a path's trailing slash is
+    ignored (no redirect with an empty body)."""
 
     def __init__(self, app, max_bytes: int | None = None):
         self.app = app
         self.max_bytes = max_request_bytes() if max_bytes is None else max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != "/invocations" or scope["method"] != "POST":
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope["path"] != "/" and scope["path"].endswith("/"):
+            scope = {**scope, "path": scope["path"].rstrip("/") or "/",
+                     "raw_path": scope.get("raw_path", b"").rstrip(b"/") or b"/"}
+        if scope["path"] != "/invocations" or scope["method"] != "POST":
+            return await self._guarded(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         mime = headers.get("content-type", "").split(";")[0].strip().lower()
         if mime != ACCEPTED:
             return await _reply(send, 415, "UNSUPPORTED_MEDIA_TYPE",
                                 f"expected Content-Type {ACCEPTED} (a dataframe_split or dataframe_records body with "
                                 f"columns signal and fs), got {mime or 'none'!r}")
+        # MLflow compares the media type case-sensitively: hand it the canonical spelling
+        scope = {**scope, "headers": [(k, ACCEPTED.encode()) if k.lower() == b"content-type" else (k, v)
+                                      for k, v in scope["headers"]]}
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_bytes:
             return await _reply(send, 413, "REQUEST_TOO_LARGE", self._too_large(int(length)))
@@ -65,7 +98,24 @@ class RequestContract:
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 return await _reply(send, 413, "REQUEST_TOO_LARGE", self._too_large(None))
-        await self.app(scope, _replay(bytes(body)), _clean_errors(send))
+        depth = json_depth(bytes(body))
+        if depth > MAX_JSON_DEPTH:
+            return await _reply(send, 400, "BAD_REQUEST", f"the request's JSON nests {depth} deep; expected at most "
+                                f"{MAX_JSON_DEPTH} (a dataframe_split or dataframe_records body nests 4)")
+        await self._guarded(scope, _replay(bytes(body)), send)
+
+    async def _guarded(self, scope, receive, send):
+        """The app, its error replies rewritten, and an exception that escaped it answered as JSON."""
+        started = {"yes": False}
+
+        async def tracking_send(message):
+            started["yes"] = started["yes"] or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            await self.app(scope, receive, _clean_errors(tracking_send))
+        except Exception as exc:  # noqa: BLE001 - the server logs it; the client gets one JSON line
+            if not started["yes"]:
+                await _reply(send, 500, "INTERNAL_ERROR", f"the server failed on this request ({type(exc).__name__})")
 
     def _too_large(self, length: int | None) -> str:
         size = f"{length:,} bytes" if length is not None else "more"
@@ -107,12 +157,15 @@ def _clean_errors(send):
         state["body"] += message.get("body", b"")
         if message.get("more_body", False):
             return
+        default = _CODES.get(state["status"], "BAD_REQUEST")
         try:
             reply = json.loads(state["body"])
-            code, text = reply.get("error_code", "BAD_REQUEST"), reply.get("message", "")
+            code, text = reply.get("error_code", default), reply.get("message", "") or reply.get("detail", "")
         except (ValueError, AttributeError):
-            code, text = "BAD_REQUEST", state["body"].decode("utf-8", "replace")
-        await _reply(send, state["status"], code, _without_data(text))
+            code, text = default, state["body"].decode("utf-8", "replace")
+        if state["status"] == 504:
+            text = "the request took longer than the server's --timeout; send fewer or shorter recordings per request"
+        await _reply(send, state["status"], code, _without_data(str(text) or HTTPStatus(state["status"]).phrase))
     return wrapped
 
 
@@ -137,10 +190,13 @@ def install_in_scoring_server() -> None:
     base = fastapi.FastAPI
 
     class ContractApp(base):
+        """FastAPI with the contract outside everything, MLflow's own middleware included."""
         _ecgpipe_contract = True
 
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.add_middleware(RequestContract)
+        async def __call__(self, scope, receive, send):
+            contract = self.__dict__.get("_ecgpipe_outer")
+            if contract is None:
+                contract = self.__dict__["_ecgpipe_outer"] = RequestContract(super().__call__)
+            await contract(scope, receive, send)
 
     fastapi.FastAPI = ContractApp

@@ -1,0 +1,369 @@
+"""Bad input and faults, round three (issue 40): each test failed on 8d94528. Grouped by area: files a
+command writes, recordings that must be refused, parameters, model folders, the command line's
+bounds, remotes, the tracking server, and the served model's HTTP contract."""
+import asyncio
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import scipy.io
+
+from ecgpipe.core.errors import ModelFileError, OutputError, ParamsError, PredictError, StudyError, TrackingStoreError
+from ecgpipe.core.io import user_output, write_user_output
+from ecgpipe.inference.readers import read_recording
+from ecgpipe.params import parse_params
+from tests.conftest import cli_exit_message
+
+# --- files written: a FIFO, a private file, the model's own folder --------------------------------------
+
+
+def test_a_fifo_without_a_reader_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "out.csv"
+    os.mkfifo(fifo)
+    target = user_output(fifo, "--out")
+    start = time.monotonic()
+    with pytest.raises(OutputError, match=r"out.csv: a FIFO with no reader; start its reader first"):
+        write_user_output(target, "record,label\n")
+    assert time.monotonic() - start < 5  # it hung forever before
+    # with a reader, the text goes through the pipe
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(text=open(fifo).read()))
+    reader.start()
+    deadline = time.monotonic() + 10
+    while True:  # the reader opens the FIFO when its thread runs
+        try:
+            write_user_output(target, "record,label\n")
+            break
+        except OutputError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    reader.join(timeout=10)
+    assert got["text"] == "record,label\n" and stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_an_output_written_over_a_private_file_stays_private(tmp_path):
+    out = tmp_path / "private.csv"
+    out.write_text("old\n")
+    out.chmod(0o600)
+    write_user_output(user_output(out, "--out"), "new\n")
+    assert out.read_text() == "new\n" and stat.S_IMODE(out.stat().st_mode) == 0o600
+    out.chmod(0o400)  # read-only too: replaced (by rename, as before), and still read-only
+    write_user_output(user_output(out, "--out"), "newer\n")
+    assert out.read_text() == "newer\n" and stat.S_IMODE(out.stat().st_mode) == 0o400
+    fresh = tmp_path / "fresh.csv"
+    old_umask = os.umask(0o027)
+    try:
+        write_user_output(user_output(fresh, "--out"), "x\n")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640  # a new file follows the umask
+
+
+def test_predictions_are_never_written_into_the_model_folder(evaluated, records_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(evaluated["out"] / "predictors" / evaluated["name"], model)
+    before = {p: p.read_bytes() for p in model.rglob("*") if p.is_file()}
+    for inside in (model / "MLmodel", model / "artifacts" / "predictor" / "model.pt", model / "new.csv"):
+        message = cli_exit_message(["predict", "--model", str(model), "--out", str(inside),
+                                    str(records_dir / "A00001.mat")])
+        assert f"--out {inside}: is inside the model folder {model}" in message and "\n" not in message
+    assert {p: p.read_bytes() for p in model.rglob("*") if p.is_file()} == before
+    from ecgpipe.cli import main  # still loads, and a path outside it is fine
+
+    main(["predict", "--model", str(model), "--out", str(tmp_path / "out.csv"), str(records_dir / "A00001.mat")])
+    assert (tmp_path / "out.csv").read_text().startswith("record,label,")
+
+
+# --- recordings that must be refused in their row ----------------------------------------------------------
+
+
+def _wfdb_pair(tmp_path, name: str, record_line: str, signal_line: str):
+    samples = (np.sin(np.arange(9000) / 10) * 500).astype("<i2")
+    samples.tofile(tmp_path / f"{name}.dat")
+    (tmp_path / f"{name}.hea").write_text(f"{record_line}\n{signal_line}\n")
+    return tmp_path / f"{name}.hea"
+
+
+def test_every_reader_refuses_what_no_ecg_is(evaluated, records_dir, tmp_path):
+    from ecgpipe.inference.predictor import Predictor, predict_files
+
+    good = scipy.io.loadmat(records_dir / "A00001.mat")["val"][0].astype(np.float64)
+    spike = good.copy()
+    spike[500] = 1e30  # within float32, so nothing overflowed: it was labelled
+    np.save(tmp_path / "spike.npy", spike)
+    scipy.io.savemat(tmp_path / "logical.mat", {"val": (good > 0)[None, :]})
+    gain0 = _wfdb_pair(tmp_path, "gain0", "gain0 1 300 9000", "gain0.dat 16 0(0)/mV 16 0 0 0 0 I")
+    rate_nan = _wfdb_pair(tmp_path, "ratenan", "ratenan 1 nan 9000", "ratenan.dat 16 1000(0)/mV 16 0 0 0 0 I")
+    fine = _wfdb_pair(tmp_path, "fine", "fine 1 300 9000", "fine.dat 16 1000(0)/mV 16 0 0 0 0 I")
+    with pytest.raises(PredictError, match=r"gain0.hea: the header's gain of lead I: expected a positive number"):
+        read_recording(gain0)
+    with pytest.raises(PredictError, match=r"ratenan.hea: the header's sampling rate: expected a sampling rate in Hz "
+                                           r"from 50 to 10000, got 'nan'"):
+        read_recording(rate_nan)
+    assert read_recording(fine).fs == 300.0
+    predictor = Predictor.from_folder(evaluated["out"] / "models" / evaluated["name"])
+    files = [tmp_path / "spike.npy", tmp_path / "logical.mat", gain0, rate_nan, records_dir / "A00001.mat"]
+    rows = predict_files(predictor, [str(f) for f in files], fs=None)
+    errors = {r["record"]: r["error"] for r in rows}
+    labels = {r["record"]: r["label"] for r in rows}
+    assert errors["spike"].endswith("a .npy signal needs its sampling rate (--fs)")  # asked again with it below
+    spike_row = predict_files(predictor, [str(tmp_path / "spike.npy")], fs=300)[0]
+    assert spike_row["label"] == "" and "sample 500 is 1e+30 (in 1/1000 mV), beyond any ECG" in spike_row["error"]
+    assert "logical.mat: expected real samples, got a MATLAB logical (true/false) array" in errors["logical"]
+    assert "gain0.hea: the header's gain" in errors["gain0"] and "ratenan.hea: the header's sampling rate" in errors["ratenan"]
+    assert all(labels[n] == "" for n in ("logical", "gain0", "ratenan"))
+    assert errors["A00001"] == "" and labels["A00001"] in ("N", "A")
+
+
+# --- parameters ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["report"].update(order=["mean_spectrum-chunked", "no-such"]),
+     r"params: report.order: expected experiments of this file \(fully_connected-random_chunk, "
+     r"mean_spectrum-chunked\), got 'no-such'"),
+    (lambda p: p.update(tasks={"t": {"experiments": ["mean_spectrum-chunked"], "set": {"train.batchsize": 8}}}),
+     r"params: tasks.t.set.train.batchsize: expected a key of params.yaml \(train has \[.*'batch_size'.*\]\)"),
+    (lambda p: p.update(tasks={"t": {"experiments": ["mean_spectrum-chunked"], "set": {"mlflow.experiment_name.x": 1}}}),
+     r"params: tasks.t.set.mlflow.experiment_name.x: expected a key of params.yaml \(mlflow.experiment_name is a "
+     r"value, not a section\)"),
+    (lambda p: p.update(tasks={"t": {"experiments": ["mean_spectrum-chunked", "gone"], "set": {}}}),
+     r"params: tasks.t.experiments: expected experiments of this file \(.*\), got 'gone'"),
+    (lambda p: p["evaluate"].update(bootstrap_resamples=100_000_000),
+     r"params: evaluate.bootstrap_resamples: expected 100 to 10,000 resamples \(each figure holds resamples x "
+     r"validation recordings values in memory;.*got 100000000"),
+])
+def test_params_that_changed_nothing_or_grew_without_bound_are_refused(small_params, change, message):
+    change(small_params)
+    with pytest.raises(ParamsError, match=message):
+        parse_params(small_params)
+
+
+def test_a_tasks_run_drops_the_tasks_and_the_order_of_experiments_it_removes(small_params, tmp_path):
+    """Its params.yaml must pass the checks above: DVC's own override code makes it from the command."""
+    import yaml
+    from dvc.utils.hydra import apply_overrides
+
+    from ecgpipe.pipeline.task import task_command, task_params
+
+    small_params["report"]["order"] = ["fully_connected-random_chunk", "mean_spectrum-chunked"]
+    small_params["tasks"] = {"t": {"experiments": ["mean_spectrum-chunked"],
+                                   "set": {"report.registered_model": "ecgpipe-t"}},
+                             "u": {"experiments": ["fully_connected-random_chunk"],
+                                   "set": {"report.registered_model": "ecgpipe-u"}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small_params))
+    assert task_params(path, "t").report.order == ["mean_spectrum-chunked"]
+    command = task_command("t", parse_params(small_params))
+    apply_overrides(str(path), [command[i + 1] for i, arg in enumerate(command) if arg == "-S"])
+    run = parse_params(yaml.safe_load(path.read_text()))
+    assert run.report.order == ["mean_spectrum-chunked"] and run.tasks == {} and list(run.experiments) == [
+        "mean_spectrum-chunked"]
+
+
+# --- model folders ----------------------------------------------------------------------------------------
+
+
+def test_a_model_json_whose_classes_do_not_fit_the_network_is_refused(evaluated, tmp_path):
+    from ecgpipe.inference.predictor import Predictor
+
+    model = tmp_path / "m"
+    shutil.copytree(evaluated["out"] / "models" / evaluated["name"], model)
+    spec = json.loads((model / "model.json").read_text())
+    assert spec["n_outputs"] == 1
+    spec["class_names"] = spec["preprocessing"]["class_names"] = ["N", "A", "O", "~"]
+    (model / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelFileError, match=r"m/model.json: 4 classes but the network has 1 output \(expected 4\)"):
+        Predictor.from_folder(model)
+
+
+# --- the command line's bounds ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["promote", "ecgpipe-af", "3", "--why", ""], "argument --why: expected some words, got an empty text"),
+    (["promote", "ecgpipe-af", "3", "--why", "   "], "argument --why: expected some words"),
+    (["promote", "ecgpipe-af", "3", "--why", "x" * 5001], "argument --why: expected at most 5,000 characters"),
+    (["study", "run", "--name", "s" * 65], "argument --name: expected at most 64 characters"),
+    (["study", "run", "--name", "cv", "--folds", "100000"], "argument --folds: expected at most 50 (each fold is a "
+                                                            "whole training), got 100,000"),
+    (["server", "start", "--port", "70000"], "argument --port: expected at most 65,535 (a TCP port)"),
+])
+def test_bounds_are_refused_at_once(argv, message, capsys):
+    start = time.monotonic()
+    with pytest.raises(SystemExit):
+        from ecgpipe.cli import main
+
+        main(argv)
+    assert message in capsys.readouterr().err and time.monotonic() - start < 5
+
+
+def test_a_features_cache_that_is_a_users_file_is_refused_and_left_as_it_is(tmp_path):
+    reference = tmp_path / "REFERENCE.csv"
+    reference.write_text("A00001,N\nA00002,A\n")
+    user = tmp_path / "mine.csv"
+    user.write_text("a,b\n1,2\n")
+    for path in (reference, user):
+        message = cli_exit_message(["ensemble", "fit", "--network", str(tmp_path), "--out", str(tmp_path / "e"),
+                                    "--features-cache", str(path)])
+        assert f"{path}: not a feature cache (its first column is not 'record')" in message and "\n" not in message
+    assert reference.read_text() == "A00001,N\nA00002,A\n" and user.read_text() == "a,b\n1,2\n"
+
+
+# --- remotes ---------------------------------------------------------------------------------------------
+
+
+def test_remotes_that_would_write_into_the_project_or_are_not_remotes_are_refused(tmp_path, monkeypatch):
+    from ecgpipe.pipeline.remotes import set_remotes
+
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "plain").mkdir()
+    outside = str(tmp_path / "remote")
+    cases = [
+        ((str(tmp_path / "a-file"), outside), r"--git .*a-file: is a file; expected a folder"),
+        ((str(tmp_path / "plain"), outside), r"--git .*plain: a folder that is not a git repository"),
+        ((str(project), outside), r"--git .*project: is the project"),
+        ((str(tmp_path / "g.git"), str(tmp_path / "a-file")), r"--dvc .*a-file: is a file"),
+        ((str(tmp_path / "g.git"), str(project)), r"--dvc .*project: is the project"),
+        ((str(tmp_path / "g.git"), str(project / ".dvc" / "cache")), r"--dvc .*cache: is the project"),
+        ((str(tmp_path / "g.git"), str(project / "models")), r"--dvc .*models: is the project"),
+    ]
+    for (git, dvc), message in cases:
+        with pytest.raises(StudyError, match=message):
+            set_remotes(git, dvc, project)
+    assert not (tmp_path / "g.git").exists()  # checked before anything is made
+    set_remotes(str(tmp_path / "g.git"), outside, project)  # outside the project: fine
+
+
+# --- the tracking server ------------------------------------------------------------------------------------
+
+
+def test_server_stop_never_signals_a_process_that_reused_the_servers_pid(tmp_path, capsys):
+    from ecgpipe.tracking.server import STATE_FILE, _start_time, stop_server
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        started = _start_time(bystander.pid)
+        # the state of a server that died: its pid now belongs to the bystander, who started later
+        (tmp_path / STATE_FILE).write_text(json.dumps({"mlflow_pid": bystander.pid, "mlflow_started": started - 1}))
+        assert stop_server(tmp_path)
+        assert bystander.poll() is None  # alive: it was killed before
+        assert f"the server it names (pid {bystander.pid}) is no longer running; nothing signalled" in \
+            capsys.readouterr().err
+        assert not (tmp_path / STATE_FILE).exists()
+    finally:
+        os.killpg(bystander.pid, signal.SIGKILL)
+        bystander.wait()
+
+
+class _DatabaseDown(BaseHTTPRequestHandler):
+    """An MLflow server whose PostgreSQL was killed: /health is fine, everything else a 500."""
+
+    def do_GET(self):
+        status, body = (200, b"OK") if self.path == "/health" else (500, json.dumps({
+            "error_code": "INTERNAL_ERROR", "message": "(psycopg.OperationalError) connection failed: connection to "
+            "server at \"127.0.0.1\", port 5999 failed: Connection refused\nIs the server running?"}).encode())
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_server_whose_database_is_down_is_named_within_seconds():
+    from ecgpipe.tracking.runs import check_store_file
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _DatabaseDown)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        start = time.monotonic()
+        with pytest.raises(TrackingStoreError, match=r"the MLflow tracking server http://127.0.0.1:\d+ cannot use its "
+                                                     r"database \(\(psycopg.OperationalError\) connection failed:.*\); "
+                                                     r"is its PostgreSQL running\?"):
+            check_store_file(uri)
+        assert time.monotonic() - start < 30  # MLflow's client retried for 300 s
+    finally:
+        httpd.shutdown()
+
+
+# --- the served model's HTTP contract, on the middleware itself ------------------------------------------------
+
+
+def _call(app, method: str, path: str, body: bytes = b"", content_type: str = "application/json"):
+    """(status, headers, body) of one request through the contract around ``app``."""
+    from ecgpipe.tracking.serving import RequestContract
+
+    messages = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        messages.append(message)
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]}
+    asyncio.run(RequestContract(app, max_bytes=1_000_000)(scope, receive, send))
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in messages[1:])
+
+
+def _app(reply: tuple[int, bytes] | Exception, seen: list):
+    async def app(scope, receive, send):
+        seen.append(scope)
+        await receive()
+        if isinstance(reply, Exception):
+            raise reply
+        await send({"type": "http.response.start", "status": reply[0], "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": reply[1]})
+    return app
+
+
+def _json_error(body: bytes) -> dict:
+    reply = json.loads(body)
+    assert set(reply) == {"error_code", "message"} and "\n" not in reply["message"]
+    return reply
+
+
+def test_every_reply_of_the_server_is_one_json_line_with_the_right_status():
+    seen = []
+    ok = _app((200, b'{"predictions": []}'), seen)
+    # a trailing slash reaches the same endpoint (it was a 307 with an empty body)
+    status, _, body = _call(ok, "POST", "/invocations/", b'{"dataframe_records": []}')
+    assert status == 200 and seen[-1]["path"] == "/invocations"
+    # media types are case-insensitive; MLflow then sees the canonical spelling
+    status, _, _ = _call(ok, "POST", "/invocations", b'{"dataframe_records": []}', "APPLICATION/JSON")
+    assert status == 200 and (b"content-type", b"application/json") in seen[-1]["headers"]
+    # JSON nested 100,000 deep: refused before any parser recurses (it was a plain-text 500)
+    status, _, body = _call(ok, "POST", "/invocations", b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "nests 100000 deep; expected at most 32" in _json_error(body)["message"]
+    # brackets inside strings are no nesting
+    status, _, _ = _call(ok, "POST", "/invocations", json.dumps({"x": "[" * 1000}).encode())
+    assert status == 200
+    # a timeout's plain 504 and an escaped exception's 500 become JSON
+    status, headers, body = _call(_app((504, b"Request processing time exceeded limit"), []), "POST", "/invocations",
+                                  b"{}")
+    reply = _json_error(body)
+    assert status == 504 and reply["error_code"] == "TIMEOUT" and "longer than the server's --timeout" in reply["message"]
+    assert headers[b"content-type"] == b"application/json"
+    status, _, body = _call(_app(RecursionError("deep"), []), "POST", "/invocations", b"{}")
+    assert status == 500 and _json_error(body) == {"error_code": "INTERNAL_ERROR",
+                                                   "message": "the server failed on this request (RecursionError)"}
+    # any path: a 404 is JSON too
+    status, _, body = _call(_app((404, b'{"detail":"Not Found"}'), []), "GET", "/nope")
+    assert status == 404 and _json_error(body) == {"error_code": "ENDPOINT_NOT_FOUND", "message": "Not Found"}
