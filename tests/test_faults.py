@@ -204,3 +204,39 @@ def test_outputs_get_the_users_umask(records_dir, tmp_path, small_params):
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     for path in [*out.iterdir(), tmp_path / "m" / "card.json"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_ctrl_c_in_a_stage_is_one_line_and_its_mlflow_run_is_killed(tmp_path):
+    """Issue 40, item 11: Ctrl-C printed a traceback and marked the run FAILED."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from tests.conftest import ROOT
+
+    script = tmp_path / "train.py"  # a stage whose body is interrupted inside its MLflow run, as SIGINT does
+    script.write_text(
+        "import os, signal, time\n"
+        "from ecgpipe.core.io import atomic_path\n"
+        "from ecgpipe.pipeline.stage import run_stage\n"
+        "from ecgpipe.tracking.runs import start_run\n"
+        "def body(params, args):\n"
+        "    with start_run('ctrl-c', args.experiment, {'lr': 0.1}, {}, system_metrics=False):\n"
+        "        with atomic_path(args.out) as tmp:\n"
+        "            tmp.write_text('half')\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "            time.sleep(30)\n"
+        "run_stage('a stage', ['out'], body, options=['experiment'])\n")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, str(script), "--params", str(ROOT / "params.yaml"), "--out",
+                           str(tmp_path / "model.pt"), "--experiment", "mean_spectrum-chunked"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": store})
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "WARNING" not in line]
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+    assert lines[-1].startswith("interrupted: train@mean_spectrum-chunked; nothing written; the MLflow run ") and \
+        lines[-1].endswith(" is marked KILLED")
+    assert list(tmp_path.glob("*model.pt*")) == []  # nor a temporary file
+    runs = mlflow.MlflowClient(store).search_runs([mlflow.MlflowClient(store).get_experiment_by_name("ctrl-c")
+                                                   .experiment_id])
+    assert [r.info.status for r in runs] == ["KILLED"]

@@ -208,3 +208,40 @@ def test_a_wrong_content_type_or_body_gets_one_line_and_the_server_survives(serv
         assert response.status == 200
     status, body, _ = post(server, records([{"signal": [0.0] * 3000, "fs": 300.0}]))
     assert status == 200 and _strict_json(body)["predictions"][0]["p_A"] is None
+
+
+def test_the_real_server_takes_a_trailing_slash_any_case_of_json_and_refuses_deep_nesting(server):
+    """Issue 40, item 9: a 307 with an empty body, a refusal that listed text/csv, a plain-text 500."""
+    body = records([{"signal": [float(v) for v in np.sin(np.arange(3000) / 10) * 500], "fs": 300.0}])
+    request = urllib.request.Request(f"{server['url']}/invocations/", data=body,
+                                     headers={"Content-Type": "APPLICATION/JSON"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200 and _strict_json(response.read())["predictions"][0]["error"] == ""
+    status, reply, _ = post(server, b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "nests 100000 deep" in assert_one_line_error(reply)
+    try:
+        urllib.request.urlopen(f"{server['url']}/no-such-endpoint", timeout=10)
+    except urllib.error.HTTPError as error:
+        assert error.code == 404 and assert_one_line_error(error.read()) == "Not Found"
+    with urllib.request.urlopen(f"{server['url']}/ping", timeout=5) as response:
+        assert response.status == 200
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_one_line(server, tmp_path):
+    """Issue 40, item 10: an unknown featurizer in model.json printed uvicorn's traceback."""
+    folder = tmp_path / "broken"
+    shutil.copytree(server["folder"], folder)
+    spec_path = folder / "artifacts" / "predictor" / "model.json"
+    spec = json.loads(spec_path.read_text())
+    spec["preprocessing"]["featurizer"]["kind"] = "wavelets"
+    spec_path.write_text(json.dumps(spec))
+    mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    done = subprocess.run(
+        [mlflow_cli, "models", "serve", "-m", str(folder), "--env-manager", "local", "--host", "127.0.0.1",
+         "--port", str(free_port()), "--workers", "1"], capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]))
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert f"error: cannot serve {spec_path.parent}: {spec_path}: written by another version of ecgpipe " \
+           "(ValueError: unknown featurizer kind 'wavelets'" in output
+    assert "Traceback" not in output, output[-3000:]

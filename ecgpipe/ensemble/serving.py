@@ -13,7 +13,7 @@ from ecgpipe.core.imports import module_closure
 from ecgpipe.ensemble.model import ARTIFACT, RhythmEnsemble, is_ensemble
 from ecgpipe.inference.readers import InputLimits
 from ecgpipe.tracking.pyfunc import PredictorModel, served_requirements, signature
-from ecgpipe.tracking.serving import MAX_REQUEST_BYTES, install_in_scoring_server
+from ecgpipe.tracking.serving import MAX_REQUEST_BYTES, install_in_scoring_server, refuse_to_serve
 
 
 class EnsembleModel(PredictorModel):
@@ -21,7 +21,8 @@ class EnsembleModel(PredictorModel):
 
     def load_context(self, context) -> None:
         install_in_scoring_server()
-        self.predictor = RhythmEnsemble.from_folder(context.artifacts[ARTIFACT])
+        with refuse_to_serve(context.artifacts[ARTIFACT]):
+            self.predictor = RhythmEnsemble.from_folder(context.artifacts[ARTIFACT])
         self.model_run = str(self.predictor.spec.get("run_id", ""))
 
 

@@ -61,6 +61,16 @@ def exit_with_store_error(exc: BaseException, hint: str | None = None) -> None:
         sys.exit(f"error: {line}" + (f" ({hint})" if hint else ""))
 
 
+def exit_interrupted(stage: str) -> None:
+    """Ctrl-C: one line, exit status 130 (as a shell reports SIGINT). The staged outputs were discarded on
+    the way out (``core.io``), so nothing was written."""
+    from ecgpipe.tracking.runs import KILLED_RUNS
+
+    killed = f"; the MLflow run {KILLED_RUNS[-1]} is marked KILLED" if KILLED_RUNS else ""
+    print(f"interrupted: {stage}; nothing written{killed}", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
 def run_stage(description: str, paths: list[str], body: Callable[[Params, argparse.Namespace], object],
               options: list[str] = ()) -> None:
     """Parse ``--params``, one ``--<name> PATH`` per entry of ``paths`` and one ``--<name> TEXT``
@@ -75,6 +85,8 @@ def run_stage(description: str, paths: list[str], body: Callable[[Params, argpar
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         body(load_params(args.params), args)
+    except KeyboardInterrupt:
+        exit_interrupted(Path(sys.argv[0]).stem + (f"@{args.experiment}" if getattr(args, "experiment", None) else ""))
     except INPUT_ERRORS + (OSError,) as exc:
         exit_with_error(exc, RESTORE_HINT)
     except Exception as exc:

@@ -26,7 +26,7 @@ from ecgpipe.core.io import read_json, write_json
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
 from ecgpipe.inference.readers import InputLimits, Signal
 from ecgpipe.tracking.runs import RUN_FILE
-from ecgpipe.tracking.serving import MAX_REQUEST_BYTES, install_in_scoring_server
+from ecgpipe.tracking.serving import MAX_REQUEST_BYTES, install_in_scoring_server, refuse_to_serve
 
 ARTIFACT = "predictor"  # the artifact key and the folder under artifacts/ of a saved predictor
 
@@ -42,7 +42,8 @@ def _trained_by(artifact_folder: str) -> str:
 class PredictorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         install_in_scoring_server()  # before `mlflow models serve` builds its app: see tracking.serving
-        self.predictor = Predictor.from_folder(context.artifacts[ARTIFACT])
+        with refuse_to_serve(context.artifacts[ARTIFACT]):
+            self.predictor = Predictor.from_folder(context.artifacts[ARTIFACT])
         self.model_run = _trained_by(context.artifacts[ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

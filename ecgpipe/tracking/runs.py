@@ -185,7 +185,16 @@ def start_run(experiment_name: str, run_name: str, params: Mapping[str, Any], ta
     with mlflow.start_run(experiment_id=experiment, run_name=run_name, log_system_metrics=system_metrics) as run:
         mlflow.log_params(flatten(params))
         mlflow.set_tags(dict(tags))
-        yield run
+        try:
+            yield run
+        except KeyboardInterrupt:  # Ctrl-C is the user's choice, not a failure: KILLED, as MLflow's UI says
+            mlflow.end_run("KILLED")
+            KILLED_RUNS.append(run.info.run_id)
+            raise
+
+
+# runs this process ended as KILLED on Ctrl-C: the stage's one line says so
+KILLED_RUNS: list[str] = []
 
 
 @contextlib.contextmanager

@@ -9,10 +9,13 @@ Everything else (``/ping``, ``/version``, the scoring itself) is MLflow's.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
 from http import HTTPStatus
+from pathlib import Path
 
 import numpy as np
 
@@ -176,6 +179,42 @@ def _without_data(message: str) -> str:
     if line.startswith("Failed to predict data"):
         return "the request does not fit the model's signature (columns signal: a list of numbers, fs: a number)"
     return one_line(line)
+
+
+@contextlib.contextmanager
+def refuse_to_serve(folder: str):
+    """Inside ``mlflow models serve``, a model that cannot load (a ValueError: ModelFileError,
+    PredictError) stops the server with one line instead of uvicorn's traceback; elsewhere the
+    error goes to the caller as it is."""
+    try:
+        yield
+    except ValueError as exc:
+        if not os.environ.get(SERVER_MODEL_PATH_ENV):
+            raise
+        print(f"error: cannot serve {folder}: {one_line(str(exc), limit=1000)}", file=sys.stderr, flush=True)
+        _stop_serving_parents()
+        raise SystemExit(1) from None
+
+
+def _stop_serving_parents() -> None:
+    """SIGTERM to the processes above this one that serve it: uvicorn's supervisor (it would start the
+    worker again) and the ``mlflow models serve`` command, which would print its own traceback for
+    the exit status. Only processes whose command line says they are those are signalled."""
+    import signal
+
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return
+        serving = "mlflow.pyfunc.scoring_server" in command or (
+            "mlflow" in command and " models " in f" {command} " and " serve" in command)
+        if not serving:
+            return
+        os.kill(pid, signal.SIGTERM)
+        pid = parent
 
 
 def install_in_scoring_server() -> None:
