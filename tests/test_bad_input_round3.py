@@ -367,3 +367,19 @@ def test_every_reply_of_the_server_is_one_json_line_with_the_right_status():
     # any path: a 404 is JSON too
     status, _, body = _call(_app((404, b'{"detail":"Not Found"}'), []), "GET", "/nope")
     assert status == 404 and _json_error(body) == {"error_code": "ENDPOINT_NOT_FOUND", "message": "Not Found"}
+
+
+# --- memory: one long recording is scored in bounded batches --------------------------------------------------
+
+
+def test_scoring_a_long_recording_takes_memory_in_bounded_batches():
+    """Issue 40, item 1: a 4.6-hour recording (the served model's largest request, 22 MiB of JSON) took the
+    robust ResNet's scoring 476 MB above the process's peak (every crop in one forward pass); the README
+    states the bound this asserts. The recording's own float64 arrays (40 MB each) stay."""
+    from tests.conftest import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scoring_memory.py"), "--hours", "4.6"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["samples"] == 4_968_000 and measured["scoring_growth_mb"] < 250, measured

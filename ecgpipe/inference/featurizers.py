@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
@@ -20,7 +21,7 @@ from ecgpipe.core.errors import PredictError
 from ecgpipe.core.units import ADC_PER_MV
 from ecgpipe.signal.conditioning import Conditioning
 from ecgpipe.signal.spectrogram import Normalisation, spectrogram_of_windows, window_count
-from ecgpipe.signal.windows import cut
+from ecgpipe.signal.windows import cut, sample_windows
 
 
 def _too_short(samples: np.ndarray, fs: float, needed: int, unit: str) -> PredictError:
@@ -113,14 +114,25 @@ class SpectrogramChunks:
 
     def windows(self, samples: np.ndarray) -> torch.Tensor:
         """The chunks of one recording (float64 samples at ``sampling_rate_hz``), as the chunk stage makes them."""
+        return torch.cat(list(self.window_batches(samples, None)))
+
+    def window_batches(self, samples: np.ndarray, per_batch: int | None) -> Iterator[torch.Tensor]:
+        """:meth:`windows`, at most ``per_batch`` chunks at a time (all at once for None): with the
+        robustness options, each batch is computed from its own spans, so memory does not grow with the
+        recording; the notebook's input is one spectrogram of the whole recording (4 bytes a sample)."""
         n_chunks = max(int(window_count(len(samples), self.nperseg, self.noverlap)), 0) // self.chunk_size
         if n_chunks == 0:
             raise _too_short(samples, self.sampling_rate_hz, self.min_samples, "chunk")
         if self.from_samples:
             _check_float32(samples)
-            spans = cut(torch.from_numpy(np.ascontiguousarray(samples)),
-                        torch.from_numpy(self.window_starts(len(samples))), self.window_samples)
-            return self.from_sample_windows(spans.to(torch.float32))
+            starts = torch.from_numpy(self.window_starts(len(samples)))
+            for spans in sample_windows(torch.from_numpy(np.ascontiguousarray(samples)), starts,
+                                        self.window_samples, per_batch or len(starts)):
+                yield self.from_sample_windows(spans.to(torch.float32))
+            return
+        yield from torch.split(self._notebook_windows(samples, n_chunks), per_batch or n_chunks)
+
+    def _notebook_windows(self, samples: np.ndarray, n_chunks: int) -> torch.Tensor:
         # float32 as in training; windows inside the recording do not depend on any padding
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once
             _, _, sxx = scipy.signal.spectrogram(samples.astype(np.float32), scaling=self.scaling,
@@ -203,11 +215,18 @@ class RawCrops:
 
     def windows(self, samples: np.ndarray) -> torch.Tensor:
         """The crops of one recording (float64 samples at ``sampling_rate_hz``)."""
+        return torch.cat(list(self.window_batches(samples, None)))
+
+    def window_batches(self, samples: np.ndarray, per_batch: int | None) -> Iterator[torch.Tensor]:
+        """:meth:`windows`, at most ``per_batch`` crops at a time (all at once for None): memory that
+        does not grow with the recording."""
         if len(samples) < self.crop_samples:
             raise _too_short(samples, self.sampling_rate_hz, self.crop_samples, "crop")
         _check_float32(samples)
         starts = torch.from_numpy(self.crop_starts(len(samples)))
-        return self.gather(torch.from_numpy(np.ascontiguousarray(samples)), starts)
+        flat = torch.from_numpy(np.ascontiguousarray(samples))
+        for begin in range(0, len(starts), per_batch or len(starts)):
+            yield self.gather(flat, starts[begin : begin + (per_batch or len(starts))])
 
     def to_dict(self) -> dict:
         return _with_conditioning({"kind": self.kind, "sampling_rate_hz": self.sampling_rate_hz,

@@ -24,6 +24,9 @@ from ecgpipe.models.heads import predict_logits
 PREDICTOR_SPEC = "predictor.json"
 
 EVAL_BATCH_SIZE = 4096  # windows per forward pass unless told otherwise: bounds memory, not results
+# Network-input values per forward pass when one recording is scored (ecgpipe predict, the served model):
+# 97 crops of the raw ResNet's 2,700 samples, whose activations then take tens of MB, not gigabytes
+SCORING_VALUES = 1 << 18
 
 
 @dataclasses.dataclass
@@ -107,9 +110,18 @@ class Predictor:
         rows, probs = self.preprocessing.aggregate(logits, owner)
         return Scores(logits, owner, rows, probs)
 
+    @torch.no_grad()
     def predict_proba(self, signal: Signal) -> np.ndarray:
-        """Probability per class (in ``class_names`` order) for one recording."""
-        return self.score([signal], [0]).probs[0].numpy().astype(np.float64)
+        """Probability per class (in ``class_names`` order) for one recording, its windows cut and
+        scored a bounded batch at a time (memory that does not grow with the recording's length)."""
+        self.limits.check(signal)
+        samples = self.preprocessing.samples_at_training_rate(signal)
+        steps, features = self.preprocessing.featurizer.input_shape
+        per_batch = max(1, SCORING_VALUES // (steps * features))
+        logits = torch.cat([predict_logits(self.model, x, per_batch)
+                            for x in self.preprocessing.featurizer.window_batches(samples, per_batch)])
+        _, probs = self.preprocessing.aggregate(logits, torch.zeros(len(logits), dtype=torch.long))
+        return probs[0].numpy().astype(np.float64)
 
     def classify(self, signal: Signal) -> dict:
         probs = self.predict_proba(signal)

@@ -9,6 +9,7 @@ Everything else (``/ping``, ``/version``, the scoring itself) is MLflow's.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -25,6 +26,15 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MAX_REQUEST_ENV = "ECGPIPE_MAX_REQUEST_BYTES"
 ACCEPTED = "application/json"
 SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its server process
+
+
+MAX_CONCURRENT_ENV = "ECGPIPE_MAX_CONCURRENT_REQUESTS"
+
+
+def max_concurrent_requests() -> int:
+    """Requests one server worker scores at once (1 unless ECGPIPE_MAX_CONCURRENT_REQUESTS says more)."""
+    value = os.environ.get(MAX_CONCURRENT_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def max_request_bytes() -> int:
@@ -68,9 +78,12 @@ class RequestContract:
     exception's 500), becomes ``{"error_code", "message"}`` in one line; a path's trailing slash is
     ignored (no redirect with an empty body)."""
 
-    def __init__(self, app, max_bytes: int | None = None):
+    def __init__(self, app, max_bytes: int | None = None, max_concurrent: int | None = None):
         self.app = app
         self.max_bytes = max_request_bytes() if max_bytes is None else max_bytes
+        # requests scored at once by this worker; the others wait before their body is read, so that the
+        # worker's memory is one request's, however many clients send at once
+        self.slots = asyncio.Semaphore(max_concurrent_requests() if max_concurrent is None else max_concurrent)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -92,6 +105,10 @@ class RequestContract:
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_bytes:
             return await _reply(send, 413, "REQUEST_TOO_LARGE", self._too_large(int(length)))
+        async with self.slots:
+            await self._score(scope, receive, send)
+
+    async def _score(self, scope, receive, send):
         body, more = bytearray(), True
         while more:  # read up to the bound; past it, refuse without reading the rest
             message = await receive()
