@@ -252,11 +252,12 @@ def test_remotes_that_would_write_into_the_project_or_are_not_remotes_are_refuse
 
 
 def test_server_stop_never_signals_a_process_that_reused_the_servers_pid(tmp_path, capsys):
-    from ecgpipe.tracking.server import STATE_FILE, _start_time, stop_server
+    from ecgpipe.core.processes import start_time
+    from ecgpipe.tracking.server import STATE_FILE, stop_server
 
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
-        started = _start_time(bystander.pid)
+        started = start_time(bystander.pid)
         # the state of a server that died: its pid now belongs to the bystander, who started later
         (tmp_path / STATE_FILE).write_text(json.dumps({"mlflow_pid": bystander.pid, "mlflow_started": started - 1}))
         assert stop_server(tmp_path)

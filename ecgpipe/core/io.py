@@ -210,9 +210,10 @@ def user_output(path: str | Path, option: str, inputs: list[str | Path] = (),
     target = path.resolve() if path.is_symlink() else path
     if target.is_dir():
         raise OutputError(f"{option} {path}: is a folder; expected the path of a file to write")
+    resolved = target.resolve()
     for folder in protected:
         folder = Path(folder).resolve()
-        if target.resolve() == folder or folder in target.resolve().parents:
+        if resolved == folder or folder in resolved.parents:
             raise OutputError(f"{option} {path}: is inside the model folder {folder}; writing there would replace "
                               "the model's own files: choose a path outside it")
     if target.exists():

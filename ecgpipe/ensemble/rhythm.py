@@ -101,30 +101,28 @@ class FeatureCache:
         self.rows: dict[str, np.ndarray] = {}
         self.added = False
         if self.path is not None and self.path.exists():
-            table = self._read()
-            if tuple(table.columns) == FEATURE_NAMES:  # else made by other features: computed again
-                self.rows = dict(zip(table.index, table.to_numpy(np.float64)))
+            self.rows = self._read()
 
-    def _read(self) -> pd.DataFrame:
-        """The cache file's table; any other file (a user's CSV, REFERENCE.csv) is an OutputError, and is
-        never written over."""
-        refuse = (f"{self.path}: not a feature cache (its first column is not 'record'); name a new file or one "
-                  "that --features-cache wrote: this one is left as it is")
+    def _read(self) -> dict[str, np.ndarray]:
+        """The cache file's rows (none if made by other features: computed again); any other file (a
+        user's CSV, REFERENCE.csv) is an OutputError, and is never written over."""
         if not self.path.is_file():
             raise OutputError(f"{self.path}: not a file; expected the path of a feature cache (a CSV)")
+        keep = "name a new file or one that --features-cache wrote: this one is left as it is"
         try:
             with open(self.path, encoding="utf-8") as f:
-                if f.readline().split(",")[0].strip() != "record":
-                    raise OutputError(refuse)
+                first_column = f.readline().split(",")[0].strip()
+            if first_column != "record":
+                raise OutputError(f"{self.path}: not a feature cache (its first column is not 'record'); {keep}")
             # round_trip: the very floats that were written, as a freshly computed row would give
             table = pd.read_csv(self.path, dtype={"record": str}, float_precision="round_trip").set_index("record")
-            table.to_numpy(np.float64)
-        except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
-            if isinstance(exc, OutputError):
-                raise
-            raise OutputError(f"{refuse.split(' (')[0]} ({type(exc).__name__}: {str(exc).splitlines()[0]}); name a new "
-                              "file or one that --features-cache wrote: this one is left as it is") from None
-        return table
+            values = table.to_numpy(np.float64)  # numbers only
+        except OutputError:
+            raise
+        except ValueError as exc:  # undecodable text, a malformed CSV, a cell that is no number
+            raise OutputError(f"{self.path}: not a feature cache ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                              f"{keep}") from None
+        return dict(zip(table.index, values)) if tuple(table.columns) == FEATURE_NAMES else {}
 
     def get(self, key: str, samples, fs: float = SAMPLING_RATE_HZ) -> np.ndarray:
         """The features of ``samples`` (those of ``key``), computed only if ``key`` is new."""

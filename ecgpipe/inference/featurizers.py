@@ -29,13 +29,6 @@ def _too_short(samples: np.ndarray, fs: float, needed: int, unit: str) -> Predic
                         f"needs at least {needed} ({needed / fs:.1f} s)")
 
 
-def _check_float32(samples: np.ndarray) -> None:
-    peak = float(np.max(np.abs(samples)))
-    if peak > float(np.finfo(np.float32).max):
-        raise PredictError(f"the recording's samples reach {peak:.3g} (in 1/1000 mV), beyond float32; "
-                           "check the signal's units (--gain)")
-
-
 def _with_conditioning(data: dict, conditioning: Conditioning) -> dict:
     """A featurizer's dict with its conditioning, left out when off: models trained without the
     robustness options keep their ``model.json`` byte for byte."""
@@ -124,7 +117,6 @@ class SpectrogramChunks:
         if n_chunks == 0:
             raise _too_short(samples, self.sampling_rate_hz, self.min_samples, "chunk")
         if self.from_samples:
-            _check_float32(samples)
             starts = torch.from_numpy(self.window_starts(len(samples)))
             for spans in sample_windows(torch.from_numpy(np.ascontiguousarray(samples)), starts,
                                         self.window_samples, per_batch or len(starts)):
@@ -133,18 +125,12 @@ class SpectrogramChunks:
         yield from torch.split(self._notebook_windows(samples, n_chunks), per_batch or n_chunks)
 
     def _notebook_windows(self, samples: np.ndarray, n_chunks: int) -> torch.Tensor:
-        # float32 as in training; windows inside the recording do not depend on any padding
-        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once
-            _, _, sxx = scipy.signal.spectrogram(samples.astype(np.float32), scaling=self.scaling,
-                                                 nperseg=self.nperseg, noverlap=self.noverlap)
-            spectra = np.ascontiguousarray(sxx.T[: n_chunks * self.chunk_size])
-            self.normalisation.apply_(spectra)
-        if not np.isfinite(spectra).all():
-            peak = float(np.max(np.abs(samples)))
-            raise PredictError(
-                f"the recording's spectrogram is not finite: samples up to {peak:.3g} (in 1/1000 mV) overflow "
-                "float32; check the signal's units (--gain)"
-            )
+        # float32 as in training; windows inside the recording do not depend on any padding. The samples
+        # passed Preprocessing's checks (at most readers.PEAK_LIMIT): their power stays within float32.
+        _, _, sxx = scipy.signal.spectrogram(samples.astype(np.float32), scaling=self.scaling,
+                                             nperseg=self.nperseg, noverlap=self.noverlap)
+        spectra = np.ascontiguousarray(sxx.T[: n_chunks * self.chunk_size])
+        self.normalisation.apply_(spectra)
         return torch.from_numpy(spectra).view(n_chunks, self.chunk_size, -1)
 
     def to_dict(self) -> dict:
@@ -222,7 +208,6 @@ class RawCrops:
         does not grow with the recording."""
         if len(samples) < self.crop_samples:
             raise _too_short(samples, self.sampling_rate_hz, self.crop_samples, "crop")
-        _check_float32(samples)
         starts = torch.from_numpy(self.crop_starts(len(samples)))
         flat = torch.from_numpy(np.ascontiguousarray(samples))
         for begin in range(0, len(starts), per_batch or len(starts)):

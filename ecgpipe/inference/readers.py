@@ -90,13 +90,14 @@ def check_amplitude(samples: np.ndarray) -> None:
     """A recording that is flat, whose amplitude no ECG has, or with a sample no ECG reaches, is a
     PredictError (flat first: it says more than a median of 0)."""
     _check_not_flat(samples)
-    median = float(np.median(np.abs(samples)))
+    magnitude = np.abs(samples)
+    median = float(np.median(magnitude))
     low, high = AMPLITUDE_RANGE
     if not low <= median <= high:
         raise PredictError(f"the recording's median absolute value is {median:.3g} (in 1/1000 mV), outside any ECG "
                            f"({low:g} µV to {high / 1000:g} mV); check the signal's units (--gain)")
-    peak_at = int(np.argmax(np.abs(samples)))
-    if abs(float(samples[peak_at])) > PEAK_LIMIT:
+    peak_at = int(np.argmax(magnitude))
+    if magnitude[peak_at] > PEAK_LIMIT:
         raise PredictError(f"sample {peak_at} is {float(samples[peak_at]):.3g} (in 1/1000 mV), beyond any ECG (at most "
                            f"{PEAK_LIMIT / 1e6:g} V): a corrupt sample or wrong units (--gain)")
 

@@ -32,11 +32,11 @@ def check_fold_count(parts: dict[str, np.ndarray], labels: np.ndarray, names: np
     """Every fold of the study needs a recording of every class, not only fold ``params.fold``: more
     folds than a class has recordings outside the test split is a ParamsError naming split.folds."""
     outside_test = np.concatenate([parts["train"], parts["val"]])
-    counts = {str(names[outside_test][labels[outside_test] == c][0]): int((labels[outside_test] == c).sum())
-              for c in np.unique(labels[outside_test])}
-    fewest = min(counts, key=counts.get)
+    classes, counts = np.unique(labels[outside_test], return_counts=True)
+    fewest = int(np.argmin(counts))
     if params.folds > counts[fewest]:
-        raise ParamsError(f"params: split.folds: expected at most {counts[fewest]} folds (class {fewest} has "
+        name = names[labels == classes[fewest]][0]
+        raise ParamsError(f"params: split.folds: expected at most {counts[fewest]} folds (class {name} has "
                           f"{counts[fewest]} recordings outside the test split, and every fold needs one), "
                           f"got {params.folds}")
 

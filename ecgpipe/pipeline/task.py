@@ -55,7 +55,7 @@ def task_raw_params(raw: dict, task: TaskParams) -> dict:
             raise ParamsError(f"params: tasks: set: {dotted}: no such key in params.yaml")
         section[last] = value
     raw["experiments"] = {k: v for k, v in raw["experiments"].items() if k in task.experiments}
-    for key, value in _run_overrides(raw, task).items():
+    for key, value in _run_overrides(raw.get("report", {}).get("order", []), task).items():
         if value is None:
             raw.pop(key, None)
         else:
@@ -63,11 +63,9 @@ def task_raw_params(raw: dict, task: TaskParams) -> dict:
     return raw
 
 
-def _run_overrides(raw_or_params, task: TaskParams) -> dict[str, Any]:
+def _run_overrides(order: list[str], task: TaskParams) -> dict[str, Any]:
     """What a task's run changes beyond ``set``: no tasks section (other tasks name experiments the run
-    removes) and ``report.order`` without the removed experiments (None: remove the key)."""
-    report = raw_or_params.get("report", {}) if isinstance(raw_or_params, dict) else vars(raw_or_params.report)
-    order = list(report.get("order", []))
+    removes) and ``report.order`` (``order`` here) without the removed experiments. None: remove the key."""
     kept = [name for name in order if name in task.experiments]
     return {"tasks": None, **({"report.order": kept} if kept != order and "report.order" not in task.set else {})}
 
@@ -109,7 +107,7 @@ def task_command(name: str, params: Params, queue: bool = False) -> list[str]:
         else:
             overrides.append(f"{key}={hydra_value(value)}")
     overrides += [f"~experiments.{e}" for e in params.experiments if e not in task.experiments]
-    for key, value in _run_overrides(params, task).items():
+    for key, value in _run_overrides(params.report.order, task).items():
         overrides.append(f"~{key}" if value is None else f"{key}={hydra_value(value)}")
     return ["dvc", "exp", "run", "--queue" if queue else "--temp", "--name", name,
             *(arg for o in overrides for arg in ("-S", o))]

@@ -219,6 +219,9 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     return summary, pairs
 
 
+MAX_STUDY_NAME = 64  # characters: a study's name is part of each run's DVC experiment name
+
+
 def check_study_name(name: str) -> str:
     """A study's name goes into MLflow filters and DVC experiment names: plain characters only."""
     from ecgpipe.core.units import is_plain_name
@@ -229,6 +232,3 @@ def check_study_name(name: str) -> str:
         raise StudyError(f"--name {name[:20]}...: expected at most {MAX_STUDY_NAME} characters (it is part of each "
                          f"run's DVC experiment name, a git ref), got {len(name)}")
     return name
-
-
-MAX_STUDY_NAME = 64

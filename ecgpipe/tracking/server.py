@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from ecgpipe.core.errors import TrackingStoreError
+from ecgpipe.core.processes import start_time
 
 STATE_FILE = "server.json"
 DATABASE, DB_USER = "mlflow", "ecgpipe"
@@ -135,7 +136,7 @@ def start_server(folder: Path, host: str = "127.0.0.1", port: int | None = None,
              str(folder / "artifacts"), "--host", host, "--port", str(port), "--workers", str(workers)],
             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
             env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")))
-        state.update(mlflow_pid=process.pid, mlflow_started=_start_time(process.pid), host=host, port=port,
+        state.update(mlflow_pid=process.pid, mlflow_started=start_time(process.pid), host=host, port=port,
                      tracking_uri=f"http://{host}:{port}", backend_store_uri=backend)
         state_path.write_text(json.dumps(state, indent=2) + "\n")
         _wait_until_up(f"http://{host}:{port}/health", process, log, seconds=120)
@@ -156,7 +157,7 @@ def stop_server(folder: Path, missing_ok: bool = False) -> bool:
         raise TrackingStoreError(f"{state_path}: no server of this folder is running")
     state = json.loads(state_path.read_text())
     pid = state.get("mlflow_pid")
-    if pid and "mlflow_started" in state and _start_time(pid) != state["mlflow_started"]:
+    if pid and "mlflow_started" in state and start_time(pid) != state["mlflow_started"]:
         # the server is gone and its pid may now be another program's: signal nothing
         print(f"{state_path}: the server it names (pid {pid}) is no longer running; nothing signalled",
               file=sys.stderr)
@@ -175,16 +176,6 @@ def stop_server(folder: Path, missing_ok: bool = False) -> bool:
     _stop_postgres(folder)
     state_path.unlink()
     return True
-
-
-def _start_time(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks after boot, /proc/PID/stat's 22nd field): with the
-    pid it names one process for good, as a pid alone is reused. None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # fields after the command's "(name)": 3 is the first
 
 
 def _reap(pid: int) -> None:

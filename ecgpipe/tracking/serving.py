@@ -16,7 +16,6 @@ import os
 import re
 import sys
 from http import HTTPStatus
-from pathlib import Path
 
 import numpy as np
 
@@ -219,17 +218,16 @@ def _stop_serving_parents() -> None:
     the exit status. Only processes whose command line says they are those are signalled."""
     import signal
 
+    from ecgpipe.core.processes import command_line, parent_pid
+
     pid = os.getppid()
-    while pid > 1:
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return
+    while pid and pid > 1:
+        command = command_line(pid) or ""
         serving = "mlflow.pyfunc.scoring_server" in command or (
             "mlflow" in command and " models " in f" {command} " and " serve" in command)
         if not serving:
             return
+        parent = parent_pid(pid)
         os.kill(pid, signal.SIGTERM)
         pid = parent
 
