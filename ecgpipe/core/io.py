@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -231,15 +232,24 @@ def user_output(path: str | Path, option: str, inputs: list[str | Path] = (),
     return target
 
 
+FIFO_READER_WAIT_S = 2.0  # a reader started beside the command (cat fifo & ecgpipe ...) opens within this
+
+
 def _open_special(target: Path):
-    """A device or FIFO opened for writing without waiting for a reader: a FIFO nobody reads is an
-    OutputError at once (a plain open would block forever)."""
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise OutputError(f"{target}: a FIFO with no reader; start its reader first, or write to a file") from None
-        raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+    """A device or FIFO opened for writing without blocking: a FIFO whose reader has not opened it
+    within FIFO_READER_WAIT_S is an OutputError (a plain open would wait forever)."""
+    deadline = time.monotonic() + FIFO_READER_WAIT_S
+    while True:
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+            if time.monotonic() > deadline:
+                raise OutputError(f"{target}: a FIFO with no reader; start its reader first (none opened it "
+                                  f"within {FIFO_READER_WAIT_S:g} s), or write to a file") from None
+            time.sleep(0.02)
     os.set_blocking(fd, True)  # a reader is there: write all of it, at the reader's pace
     return os.fdopen(fd, "w")
 
