@@ -303,6 +303,78 @@ def test_a_server_whose_database_is_down_is_named_within_seconds():
         httpd.shutdown()
 
 
+def test_a_server_that_other_machines_can_reach_is_not_started_without_accounts(tmp_path, monkeypatch):
+    """Off loopback, every client must sign in: without the admin password nothing starts (and nothing
+    is made); the password never comes from the command line, and a file others can read is refused."""
+    monkeypatch.delenv("ECGPIPE_SERVER_ADMIN_PASSWORD", raising=False)
+    folder = tmp_path / "server"
+    for host in ("0.0.0.0", "192.168.1.20", "ecg-server.example"):
+        message = cli_exit_message(["server", "start", "--host", host, "--folder", str(folder)])
+        assert message == (f"error: --host {host}: a server that other machines can reach needs accounts; give the "
+                           "admin password in $ECGPIPE_SERVER_ADMIN_PASSWORD or --admin-password-file (never on the "
+                           "command line)")
+    assert "--auth" in cli_exit_message(["server", "start", "--auth", "--folder", str(folder)])
+    assert not folder.exists()
+    secret = tmp_path / "admin-password"
+    secret.write_text("a-long-enough-secret\n")
+    secret.chmod(0o644)
+    assert cli_exit_message(["server", "start", "--host", "0.0.0.0", "--folder", str(folder), "--admin-password-file",
+                             str(secret)]) == (f"error: {secret}: other users can read it (mode 644); `chmod 600 "
+                                               f"{secret}` before it holds the admin password")
+    monkeypatch.setenv("ECGPIPE_SERVER_ADMIN_PASSWORD", "short")
+    assert cli_exit_message(["server", "start", "--host", "0.0.0.0", "--folder", str(folder)]) == (
+        "error: $ECGPIPE_SERVER_ADMIN_PASSWORD: the admin password must have at least 12 characters (it has 5)")
+    assert not folder.exists()
+    with pytest.raises(SystemExit):  # no such option: a password on the command line shows in `ps`
+        from ecgpipe.cli import build_parser
+        build_parser().parse_args(["server", "start", "--admin-password", "x" * 12])
+
+
+def test_only_loopback_addresses_may_serve_without_accounts():
+    from ecgpipe.tracking.accounts import is_loopback
+
+    assert [is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "localhost")] == [True] * 4
+    assert [is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.5", "my-host", "127.0.0.1.example")] == [False] * 5
+
+
+def test_a_client_without_an_account_is_told_which_variables_to_set(monkeypatch):
+    """A server with accounts answers 401 to a client that did not sign in: one line naming MLflow's
+    variables, not MLflow's retried request errors."""
+    from ecgpipe.tracking.runs import check_store_file
+
+    class _Accounts(BaseHTTPRequestHandler):
+        def do_GET(self):
+            signed_in = self.headers.get("Authorization") == "Basic " + __import__("base64").b64encode(
+                b"alice:alice-password-1").decode()
+            status = 200 if self.path == "/health" or signed_in else 401
+            body = b"{}" if status == 200 else b"You are not authenticated."
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Accounts)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        with pytest.raises(TrackingStoreError, match=r"asks for an account: export MLFLOW_TRACKING_USERNAME and "
+                                                     r"MLFLOW_TRACKING_PASSWORD"):
+            check_store_file(uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-her-password")
+        with pytest.raises(TrackingStoreError, match=r"the password of alice \(MLFLOW_TRACKING_PASSWORD\) is wrong"):
+            check_store_file(uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "alice-password-1")
+        check_store_file(uri)  # signed in: the probe sends MLflow's credentials
+    finally:
+        httpd.shutdown()
+
+
 # --- the served model's HTTP contract, on the middleware itself ------------------------------------------------
 
 

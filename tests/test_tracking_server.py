@@ -149,3 +149,86 @@ def test_a_run_logging_through_a_server_restart_loses_nothing():
     finally:
         stop_server(folder, missing_ok=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_accounts_readers_read_and_only_writers_move_the_champion(prepared, records_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    """A server with accounts (MLflow's basic-auth app): a writer trains, registers and promotes
+    through it; a reader sees all of it but cannot move @champion (one line, the alias unchanged);
+    a client that did not sign in is told how; a restart with another admin password is refused."""
+    from mlflow.tracking import MlflowClient
+
+    from ecgpipe.pipeline.evaluate import run_evaluate
+    from ecgpipe.pipeline.train import TrainSections, run_train
+    from ecgpipe.tracking.registry import register_choice
+    from tests.conftest import cli_exit_message
+
+    base = Path(tempfile.mkdtemp(prefix="ecgpipe-accounts-"))
+    base.chmod(0o755)
+    folder = base / "server"
+    admin_file = tmp_path / "admin-password"
+    admin_file.write_text("the-admins-own-secret\n")
+    admin_file.chmod(0o600)
+    monkeypatch.delenv("ECGPIPE_SERVER_ADMIN_PASSWORD", raising=False)
+    cli_main(["server", "start", "--auth", "--folder", str(folder), "--admin-password-file", str(admin_file)])
+    assert "every client signs in" in capsys.readouterr().out
+    state = json.loads((folder / STATE_FILE).read_text())
+    uri = state["tracking_uri"]
+    pids = [state["mlflow_pid"], _postmaster_pid(folder)]
+    assert "the-admins-own-secret" not in (folder / "basic_auth.ini").read_text()
+    assert (folder / "basic_auth.ini").stat().st_mode & 0o077 == 0
+    try:
+        for name, role in (("alice", "writer"), ("bob", "reader")):
+            monkeypatch.setenv("ECGPIPE_SERVER_USER_PASSWORD", f"{name}-password-123")
+            cli_main(["server", "user", "add", name, "--role", role, "--folder", str(folder),
+                      "--admin-password-file", str(admin_file)])
+        assert "added the account bob (reader)" in capsys.readouterr().out
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+        # anyone who did not sign in: one line, nothing done
+        assert "asks for an account: export MLFLOW_TRACKING_USERNAME" in cli_exit_message(
+            ["promote", "ecgpipe-accounts-test", "1", "--why", "x"])
+
+        # the writer: trains (the run logs to the server), registers and promotes
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "alice-password-123")
+        name, out = "mean_spectrum-chunked", tmp_path / "out"
+        run_train(TrainSections.of(prepared["params"], name), prepared["spectrogram"], prepared["balance"],
+                  prepared["chunks"], out / "models" / name, out / "metrics" / name / "train.json",
+                  out / "plots" / "history" / f"{name}.csv", system_metrics=False)
+        params = prepared["params"]
+        run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, prepared["spectrogram"],
+                     prepared["chunks"], out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
+                     out / "predictors" / name)  # logs the predictor to the run
+        for version in (1, 2):  # two versions, the second by the report stage's route
+            register_choice(name, out / "models", "ecgpipe-accounts-test", f"candidate-{version}", "test")
+        cli_main(["promote", "ecgpipe-accounts-test", "1", "--why", "the writer's choice"])
+        client = MlflowClient(uri)
+        assert client.get_model_version_by_alias("ecgpipe-accounts-test", "champion").version == "1"
+
+        # the reader: reads everything, cannot move @champion (nor register)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "bob-password-123")
+        run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
+        assert client.get_run(run_id).info.status == "FINISHED"
+        message = cli_exit_message(["promote", "ecgpipe-accounts-test", "2", "--why", "the reader's choice"])
+        assert message.startswith(f"error: the MLflow store {uri}: bob may not do this (")
+        assert "need the writer role" in message
+        with pytest.raises(Exception, match="403"):
+            client.create_model_version("ecgpipe-accounts-test", f"runs:/{run_id}/predictor", run_id)
+        assert client.get_model_version_by_alias("ecgpipe-accounts-test", "champion").version == "1"
+
+        # a restart with another admin password: refused, nothing left running
+        cli_main(["server", "stop", "--folder", str(folder)])
+        monkeypatch.setenv("ECGPIPE_SERVER_ADMIN_PASSWORD", "not-the-admins-secret")
+        assert "the admin password is not the one this server's accounts were made with" in cli_exit_message(
+            ["server", "start", "--auth", "--folder", str(folder)])
+        assert not (folder / STATE_FILE).exists()
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        if (folder / STATE_FILE).exists():
+            cli_main(["server", "stop", "--folder", str(folder)])
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)

@@ -205,11 +205,24 @@ def _promote(args: argparse.Namespace) -> None:
 
 
 def _server_start(args: argparse.Namespace) -> None:
+    from ecgpipe.tracking.accounts import ADMIN_PASSWORD_ENV, read_password
     from ecgpipe.tracking.server import start_server
 
-    state = start_server(args.folder, args.host, args.port)
+    admin_password = read_password(args.admin_password_file, ADMIN_PASSWORD_ENV, "the admin password")
+    state = start_server(args.folder, args.host, args.port, auth=args.auth, admin_password=admin_password)
     print(f"MLflow tracking server on PostgreSQL: {state['tracking_uri']} (data in {args.folder.resolve()})")
     print(f"export MLFLOW_TRACKING_URI={state['tracking_uri']}")
+    if state["auth"]:
+        print("every client signs in: export MLFLOW_TRACKING_USERNAME=NAME MLFLOW_TRACKING_PASSWORD=...; "
+              f"add accounts with `ecgpipe server user add NAME --role writer|reader --folder {args.folder}`")
+
+
+def _server_user(args: argparse.Namespace) -> None:
+    from ecgpipe.tracking.server import manage_account
+
+    uri = manage_account(args.folder, args.action, args.name, args.role, args.password_file, args.admin_password_file)
+    print(f"{'added' if args.action == 'add' else 'removed'} the account {args.name}"
+          f"{f' ({args.role})' if args.action == 'add' else ''} on {uri}")
 
 
 def _server_stop(args: argparse.Namespace) -> None:
@@ -326,15 +339,35 @@ def build_parser() -> argparse.ArgumentParser:
     promote.set_defaults(func=_promote)
     server = commands.add_parser("server", help="an MLflow tracking server on PostgreSQL, for a team").add_subparsers(
         dest="what", required=True)
+    # no abbreviations: `--admin-password SECRET` must not be read as --admin-password-file's path
     start = server.add_parser(
-        "start", help="start PostgreSQL and `mlflow server` (served artifacts) on the data in --folder",
+        "start", allow_abbrev=False, help="start PostgreSQL and `mlflow server` (served artifacts) on the data in --folder",
         description="Makes the PostgreSQL cluster on first start (initdb), then runs `mlflow server` with it as the "
                     "backend store and --folder/artifacts as the served artifact store, in the background. Prints "
                     "the MLFLOW_TRACKING_URI to export.")
     start.add_argument("--folder", type=Path, default=Path("mlflow-server"), help="where the data and logs live")
     start.add_argument("--host", default="127.0.0.1", help="the address to bind (default: this machine only)")
     start.add_argument("--port", type=_at_least(1, 65535, "a TCP port"), help="the server's port (default: a free one)")
+    start.add_argument("--auth", action="store_true",
+                       help="accounts on a loopback server too (always on for any other --host)")
+    start.add_argument("--admin-password-file", type=Path, metavar="FILE",
+                       help="the admin account's password, one line in a file only its owner can read "
+                            "(or $ECGPIPE_SERVER_ADMIN_PASSWORD); required off loopback")
     start.set_defaults(func=_server_start)
+    user = server.add_parser(
+        "user", allow_abbrev=False, help="add or remove an account of a server with accounts",
+        description="Readers read every run and model; writers (the accounts that run the pipeline or "
+                    "`ecgpipe promote`) also log runs, register versions and move aliases. Needs the admin password "
+                    "($ECGPIPE_SERVER_ADMIN_PASSWORD or --admin-password-file).")
+    user.add_argument("action", choices=["add", "remove"])
+    user.add_argument("name", help="the account's user name")
+    user.add_argument("--role", choices=["reader", "writer"], default="reader", help="(add) default: reader")
+    user.add_argument("--password-file", type=Path, metavar="FILE",
+                      help="(add) the account's password, one line in a file only its owner can read "
+                           "(or $ECGPIPE_SERVER_USER_PASSWORD)")
+    user.add_argument("--admin-password-file", type=Path, metavar="FILE")
+    user.add_argument("--folder", type=Path, default=Path("mlflow-server"))
+    user.set_defaults(func=_server_user)
     stop = server.add_parser("stop", help="stop the server and PostgreSQL of --folder")
     stop.add_argument("--folder", type=Path, default=Path("mlflow-server"))
     stop.set_defaults(func=_server_stop)

@@ -59,10 +59,18 @@ def check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:
                                  "(`ecgpipe server start`) or export the right MLFLOW_TRACKING_URI") from None
     # /health answers without the database: ask for one experiment, so that a server whose database is
     # down is named now, not after MLflow's client has retried its 500s for minutes
+    search = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1",
+                                    headers=_credentials_header())
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1",
-                               timeout=timeout_s * 4).close()
+        urllib.request.urlopen(search, timeout=timeout_s * 4).close()
     except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            who = os.environ.get("MLFLOW_TRACKING_USERNAME")
+            raise TrackingStoreError(
+                f"the MLflow tracking server {uri} asks for an account: "
+                + (f"the password of {who} (MLFLOW_TRACKING_PASSWORD) is wrong" if who else
+                   "export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the server's admin makes "
+                   "accounts with `ecgpipe server user add`)")) from None
         if exc.code >= 500:
             try:
                 message = json.loads(exc.read()).get("message", "")
@@ -74,6 +82,16 @@ def check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:
                                      "`ecgpipe server start`") from None
     except (urllib.error.URLError, OSError):
         return  # answered /health: MLflow's own client says what is wrong with the rest
+
+
+def _credentials_header() -> dict[str, str]:
+    """HTTP basic auth from MLflow's own variables, as its client sends them."""
+    import base64
+
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not user or password is None:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def check_store_file(uri: str, write: bool = True) -> None:
@@ -120,6 +138,10 @@ def store_error_line(exc: BaseException, uri: str | None = None) -> str | None:
     first = lines[0] if lines else type(exc).__name__
     if "disk is full" in first or "disk I/O error" in first:
         first += "; free some space and run again"
+    if "error code 403" in first:  # a signed-in account without the right (accounts.py)
+        first = (f"{os.environ.get('MLFLOW_TRACKING_USERNAME', 'this account')} may not do this "
+                 f"({first.split(' failed')[0]}): it can read only; the accounts that run the pipeline or "
+                 "promote need the writer role (`ecgpipe server user add NAME --role writer`)")
     return f"the MLflow store {uri or tracking_uri()}: {first}"
 
 

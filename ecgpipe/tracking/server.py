@@ -1,5 +1,6 @@
 """An MLflow tracking server for a team, in one command: a PostgreSQL backend store and served
 artifacts (MLflow's "remote experiment tracking" set-up), bound to 127.0.0.1 unless told otherwise.
+Off loopback it asks every client for an account (``accounts.py``).
 
 Everything lives in one folder: ``pgdata/`` (the PostgreSQL cluster, made by ``initdb`` on first
 start), ``artifacts/`` (served by the tracking server: clients never need its path), the logs, and
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from ecgpipe.core.errors import TrackingStoreError
 from ecgpipe.core.processes import start_time
+from ecgpipe.tracking import accounts
 
 STATE_FILE = "server.json"
 DATABASE, DB_USER = "mlflow", "ecgpipe"
@@ -96,10 +98,17 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: Path, seconds: floa
         time.sleep(0.5)
 
 
-def start_server(folder: Path, host: str = "127.0.0.1", port: int | None = None, workers: int = 2) -> dict:
+def start_server(folder: Path, host: str = "127.0.0.1", port: int | None = None, workers: int = 2,
+                 auth: bool = False, admin_password: str | None = None) -> dict:
     """Start PostgreSQL and the MLflow tracking server on the data in ``folder``; returns the state
-    written to ``folder/server.json`` (with ``tracking_uri``)."""
+    written to ``folder/server.json`` (with ``tracking_uri``). Off loopback, or with ``auth``, every
+    client signs in (MLflow's basic-auth app; ``admin_password`` is required)."""
     folder = Path(folder).resolve()
+    auth = auth or not accounts.is_loopback(host)
+    if auth and not admin_password:
+        why = "a server that other machines can reach" if not accounts.is_loopback(host) else "--auth"
+        raise TrackingStoreError(f"--host {host}: {why} needs accounts; give the admin password in "
+                                 "$ECGPIPE_SERVER_ADMIN_PASSWORD or --admin-password-file (never on the command line)")
     state_path = folder / STATE_FILE
     if state_path.exists():
         raise TrackingStoreError(f"{state_path}: a server of this folder is running (or was not stopped); "
@@ -123,27 +132,68 @@ def start_server(folder: Path, host: str = "127.0.0.1", port: int | None = None,
          "pg_ctl start")
     state = {"folder": str(folder), "pg_port": pg_port}
     try:
-        created = subprocess.run([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER, DATABASE],
-                                 capture_output=True, text=True, check=False)
-        if created.returncode != 0 and "already exists" not in created.stderr:
-            raise TrackingStoreError(f"createdb {DATABASE} failed: {created.stderr.strip()}")
+        for database in [DATABASE, *([accounts.AUTH_DATABASE] if auth else [])]:
+            _create_database(pg_port, database)
         port = port or free_port(host)
         log = folder / "mlflow-server.log"
         backend = f"postgresql+psycopg://{DB_USER}@127.0.0.1:{pg_port}/{DATABASE}"
         mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-        process = subprocess.Popen(
-            [mlflow_cli, "server", "--backend-store-uri", backend, "--artifacts-destination",
-             str(folder / "artifacts"), "--host", host, "--port", str(port), "--workers", str(workers)],
-            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
-            env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")))
+        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+        command = [mlflow_cli, "server", "--backend-store-uri", backend, "--artifacts-destination",
+                   str(folder / "artifacts"), "--host", host, "--port", str(port), "--workers", str(workers)]
+        if auth:
+            accounts_db = f"postgresql+psycopg://{DB_USER}@127.0.0.1:{pg_port}/{accounts.AUTH_DATABASE}"
+            env.update(accounts.auth_environment(folder, accounts_db, admin_password))
+            command += ["--app-name", "basic-auth"]
+        process = subprocess.Popen(command, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+                                   env=env)
         state.update(mlflow_pid=process.pid, mlflow_started=start_time(process.pid), host=host, port=port,
-                     tracking_uri=f"http://{host}:{port}", backend_store_uri=backend)
+                     tracking_uri=f"http://{host}:{port}", backend_store_uri=backend, auth=auth)
         state_path.write_text(json.dumps(state, indent=2) + "\n")
         _wait_until_up(f"http://{host}:{port}/health", process, log, seconds=120)
+        if auth:
+            accounts.prepare_accounts(state["tracking_uri"], admin_password)
     except BaseException:
         stop_server(folder, missing_ok=True)
         raise
     return state
+
+
+def _create_database(pg_port: int, database: str) -> None:
+    created = subprocess.run([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER, database],
+                             capture_output=True, text=True, check=False)
+    if created.returncode != 0 and "already exists" not in created.stderr:
+        raise TrackingStoreError(f"createdb {database} failed: {created.stderr.strip()}")
+
+
+def read_state(folder: Path) -> dict:
+    """``folder/server.json`` of a running server; one line when there is none."""
+    state_path = Path(folder).resolve() / STATE_FILE
+    if not state_path.exists():
+        raise TrackingStoreError(f"{state_path}: no server of this folder is running")
+    return json.loads(state_path.read_text())
+
+
+def manage_account(folder: Path, action: str, name: str, role: str = "reader", password_file: Path | None = None,
+                   admin_password_file: Path | None = None) -> str:
+    """Add (``action`` "add") or remove an account of the running server of ``folder``; returns its URI.
+    Passwords come from the files or from the environment (accounts.py), never from arguments."""
+    state = read_state(folder)
+    if not state.get("auth"):
+        raise TrackingStoreError(f"{Path(folder).resolve()}: this server was started without accounts (loopback, "
+                                 "no --auth): anyone on this machine may use it")
+    admin_password = accounts.read_password(admin_password_file, accounts.ADMIN_PASSWORD_ENV, "the admin password")
+    if admin_password is None:
+        raise TrackingStoreError(f"the admin password: give it in ${accounts.ADMIN_PASSWORD_ENV} or "
+                                 "--admin-password-file")
+    if action == "remove":
+        accounts.remove_user(state["tracking_uri"], admin_password, name)
+        return state["tracking_uri"]
+    password = accounts.read_password(password_file, accounts.USER_PASSWORD_ENV, f"the password of {name}")
+    if password is None:
+        raise TrackingStoreError(f"the password of {name}: give it in ${accounts.USER_PASSWORD_ENV} or --password-file")
+    accounts.add_user(state["tracking_uri"], admin_password, name, password, role)
+    return state["tracking_uri"]
 
 
 def stop_server(folder: Path, missing_ok: bool = False) -> bool:
