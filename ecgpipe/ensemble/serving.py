@@ -20,7 +20,7 @@ class EnsembleModel(PredictorModel):
     """``PredictorModel``'s rows (label, p_<class>, error, model), answered by the ensemble."""
 
     def load_context(self, context) -> None:
-        install_in_scoring_server()
+        install_in_scoring_server(lambda rows: self.predict(context, rows))
         with refuse_to_serve(context.artifacts[ARTIFACT]):
             self.predictor = RhythmEnsemble.from_folder(context.artifacts[ARTIFACT])
         self.model_run = str(self.predictor.spec.get("run_id", ""))

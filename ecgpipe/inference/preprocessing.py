@@ -14,33 +14,19 @@ from fractions import Fraction
 from typing import Literal
 
 import numpy as np
-import scipy.signal
 import torch
 
 from ecgpipe.core.errors import PredictError
 from ecgpipe.inference.featurizers import Featurizer, SpectrogramChunks, featurizer_from_dict
-from ecgpipe.inference.readers import Signal, check_amplitude, check_sampling_rate
+from ecgpipe.inference.readers import AmplitudeCheck, Signal, check_sampling_rate
 from ecgpipe.models.heads import probabilities
+from ecgpipe.signal.resample import StreamResampler
 
 Aggregation = Literal["mean_logit", "mean_probability"]
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+BLOCK_SAMPLES = 1 << 22  # a recording is read, checked and resampled 32 MB (float64) at a time
 
 
 # --- logits to probabilities ----------------------------------------------------------------
-
 
 
 def aggregate_by_record(
@@ -68,27 +54,6 @@ def aggregate_by_record(
 # --- featurizers ------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # --- the object a model carries -------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -104,21 +69,32 @@ class Preprocessing:
         return self.featurizer.sampling_rate_hz
 
     def samples_at_training_rate(self, signal: Signal) -> np.ndarray:
-        """The recording's samples as float64 at the featurizer's rate (resampled if need be), checked."""
-        raw = np.asarray(signal.samples)
+        """The recording's samples as float64 at the featurizer's rate (resampled if need be), checked.
+        Read, checked and resampled a block at a time: memory holds the result (8 bytes a sample at the
+        training rate), not the input, which may be a memory-mapped file of a day at 10 kHz."""
+        raw = signal.samples
         if raw.dtype.kind not in "iuf":  # bool, complex, strings: no ECG is recorded as those
             raise PredictError(f"expected real-valued samples, got dtype {raw.dtype}")
-        samples = raw.astype(np.float64)
-        if samples.size == 0:
+        if raw.ndim != 1:
+            raise PredictError(f"expected one column of samples, got shape {raw.shape}")
+        if raw.size == 0:
             raise PredictError("the recording is empty")
-        if not np.isfinite(samples).all():
-            raise PredictError("the recording has non-finite samples (NaN or infinity)")
-        check_amplitude(samples)
         fs = check_sampling_rate(signal.fs, "sampling rate")
-        if not math.isclose(fs, self.fs):
-            ratio = Fraction(self.fs / fs).limit_denominator(1000)
-            samples = scipy.signal.resample_poly(samples, ratio.numerator, ratio.denominator)
-        return samples
+        amplitude = AmplitudeCheck(len(raw))
+        ratio = Fraction(self.fs / fs).limit_denominator(1000)
+        resampler = None if math.isclose(fs, self.fs) else StreamResampler(ratio.numerator, ratio.denominator,
+                                                                             len(raw))
+        out = np.empty(len(raw) if resampler is None else resampler.n_out)
+        filled = 0
+        for start, block in signal.blocks(BLOCK_SAMPLES):
+            amplitude.add(block, start)
+            part = block if resampler is None else resampler.push(block)
+            out[filled: filled + len(part)] = part
+            filled += len(part)
+        amplitude.check()
+        if resampler is not None:
+            out[filled:] = resampler.finish()
+        return out
 
     def network_input(self, signal: Signal) -> torch.Tensor:
         """The network-input windows of one recording: (n, steps, features)."""

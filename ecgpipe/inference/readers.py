@@ -3,6 +3,7 @@ of a signal that no featurizer could score (flat, wrong units, a rate outside an
 from __future__ import annotations
 
 import math
+import mmap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +73,30 @@ def check_gain(gain: float, what: str = "--gain") -> float:
 
 @dataclass
 class Signal:
-    samples: np.ndarray  # 1-D, in CinC units (1/1000 mV)
+    samples: np.ndarray  # 1-D; times ``scale``, in CinC units (1/1000 mV)
     fs: float
     lead: str = ""  # the lead it was read from, where the file has several (WFDB)
+    # kept apart from ``samples`` so that a memory-mapped .npy file is read a block at a time, never
+    # copied whole (Preprocessing applies it to each block)
+    scale: float = 1.0
+
+    def blocks(self, size: int):
+        """(start, float64 samples in CinC units) for consecutive blocks of at most ``size`` samples; the
+        pages of a memory-mapped file are let go after each block, so a file larger than memory streams."""
+        for start in range(0, len(self.samples), size):
+            block = np.asarray(self.samples[start: start + size], dtype=np.float64)
+            yield start, (block * self.scale if self.scale != 1.0 else block.copy())
+            _release_pages(self.samples)
+
+
+def _release_pages(samples: np.ndarray) -> None:
+    """Drop a memory-mapped array's pages from this process's resident memory (they are the file's,
+    read again if touched): without it, reading a 7 GB file once leaves 7 GB resident."""
+    base = samples
+    while base is not None and not isinstance(getattr(base, "_mmap", None), mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is not None and hasattr(mmap, "MADV_DONTNEED"):
+        base._mmap.madvise(mmap.MADV_DONTNEED)
 
 
 # The median absolute sample of every CinC recording lies between 5 and 668 units (1/1000 mV);
@@ -86,29 +108,62 @@ AMPLITUDE_RANGE = (1.0, 50_000.0)
 PEAK_LIMIT = 1_000_000.0
 
 
+# The median's check reads at most this many samples, evenly spaced (every sample of any recording up
+# to 3.9 hours at 300 Hz): an estimate that bounds memory for a day at 10 kHz, and the check only
+# looks for units off by 1,000.
+MEDIAN_SAMPLES = 1 << 22
+
+
+class AmplitudeCheck:
+    """:func:`check_amplitude` of a recording given in consecutive blocks: finite samples (at once),
+    then flat, median and peak (:meth:`check`, once every block was added)."""
+
+    def __init__(self, n_samples: int):
+        self.stride = max(1, -(-n_samples // MEDIAN_SAMPLES))
+        self.picked: list[np.ndarray] = []
+        self.low, self.high = np.float32(np.inf), np.float32(-np.inf)
+        self.first = None
+        self.peak, self.peak_at, self.peak_value = -1.0, 0, 0.0
+
+    def add(self, block: np.ndarray, start: int) -> None:
+        if not np.isfinite(block).all():
+            raise PredictError("the recording has non-finite samples (NaN or infinity)")
+        if self.first is None:
+            self.first = float(block[0])
+        # flat on the float32 values the network sees: int64 samples near 9.2e18 differ in float64, not
+        # there; values past float32's range become inf quietly, and the median or peak names them
+        with np.errstate(over="ignore", invalid="ignore"):
+            as_float32 = block.astype(np.float32)
+        self.low, self.high = min(self.low, as_float32.min()), max(self.high, as_float32.max())
+        magnitude = np.abs(block)
+        self.picked.append(magnitude[(-start) % self.stride:: self.stride].copy())  # not a view: it would keep the block
+        at = int(np.argmax(magnitude))
+        if magnitude[at] > self.peak:  # strictly: the first of equal peaks, as one argmax over all
+            self.peak, self.peak_at, self.peak_value = float(magnitude[at]), start + at, float(block[at])
+
+    def check(self) -> None:
+        """A PredictError for a flat recording, an amplitude no ECG has, or a sample no ECG reaches
+        (flat first: it says more than a median of 0)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.high - self.low == 0:
+                raise PredictError(f"the recording is flat (every sample is {self.first:g}, as float32): no signal "
+                                   "to classify")
+        median = float(np.median(np.concatenate(self.picked)))
+        low, high = AMPLITUDE_RANGE
+        if not low <= median <= high:
+            raise PredictError(f"the recording's median absolute value is {median:.3g} (in 1/1000 mV), outside any "
+                               f"ECG ({low:g} µV to {high / 1000:g} mV); check the signal's units (--gain)")
+        if self.peak > PEAK_LIMIT:
+            raise PredictError(f"sample {self.peak_at} is {self.peak_value:.3g} (in 1/1000 mV), beyond any ECG (at most "
+                               f"{PEAK_LIMIT / 1e6:g} V): a corrupt sample or wrong units (--gain)")
+
+
 def check_amplitude(samples: np.ndarray) -> None:
-    """A recording that is flat, whose amplitude no ECG has, or with a sample no ECG reaches, is a
-    PredictError (flat first: it says more than a median of 0)."""
-    _check_not_flat(samples)
-    magnitude = np.abs(samples)
-    median = float(np.median(magnitude))
-    low, high = AMPLITUDE_RANGE
-    if not low <= median <= high:
-        raise PredictError(f"the recording's median absolute value is {median:.3g} (in 1/1000 mV), outside any ECG "
-                           f"({low:g} µV to {high / 1000:g} mV); check the signal's units (--gain)")
-    peak_at = int(np.argmax(magnitude))
-    if magnitude[peak_at] > PEAK_LIMIT:
-        raise PredictError(f"sample {peak_at} is {float(samples[peak_at]):.3g} (in 1/1000 mV), beyond any ECG (at most "
-                           f"{PEAK_LIMIT / 1e6:g} V): a corrupt sample or wrong units (--gain)")
-
-
-def _check_not_flat(samples: np.ndarray) -> None:
-    # on the float32 values the network sees: int64 samples near 9.2e18 differ in float64, not there;
-    # values past float32's range become inf quietly, and the amplitude check names them
-    with np.errstate(over="ignore", invalid="ignore"):
-        spread = np.ptp(samples.astype(np.float32))
-    if spread == 0:
-        raise PredictError(f"the recording is flat (every sample is {samples[0]:g}, as float32): no signal to classify")
+    """A recording (float64, CinC units) that is not finite, is flat, has an amplitude no ECG has, or
+    a sample no ECG reaches, is a PredictError."""
+    check = AmplitudeCheck(len(samples))
+    check.add(samples, 0)
+    check.check()
 
 
 def _lead_index(path: Path, names: list[str], lead: str | None) -> int:
@@ -172,8 +227,8 @@ def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_
         try:
             with warnings.catch_warnings():  # an empty file: our own error below says so, once
                 warnings.simplefilter("ignore")
-                if suffix == ".npy":
-                    samples = np.load(path, allow_pickle=False)
+                if suffix == ".npy":  # mapped, not read: Preprocessing streams it (a day at 10 kHz is 7 GB)
+                    samples = np.load(path, mmap_mode="r", allow_pickle=False)
                 else:
                     samples = np.loadtxt(path, delimiter=",", ndmin=1, skiprows=_header_rows(path),
                                          encoding="utf-8-sig")  # a byte-order mark is no header
@@ -181,12 +236,11 @@ def read_recording(path: str | Path, fs: float | None = None, gain: float = ADC_
             raise PredictError(f"{path}: not a readable {suffix} signal ({type(exc).__name__}: {exc})") from None
         if samples.dtype.kind not in "iuf":  # bools, strings, objects, records, complex numbers
             raise PredictError(f"{path}: expected real-valued samples, got dtype {samples.dtype}")
-        samples = np.asarray(samples, dtype=np.float64)
         if samples.ndim == 2 and 1 in samples.shape:
-            samples = samples.ravel()
+            samples = samples.reshape(-1)  # a view, also of a mapped file
         if samples.ndim != 1:
             raise PredictError(f"{path}: expected one column of samples, got shape {samples.shape}")
-        return Signal(samples * (ADC_PER_MV / gain), fs, "0" if lead is not None else "")
+        return Signal(samples, fs, "0" if lead is not None else "", scale=ADC_PER_MV / gain)
     raise PredictError(f"{path}: unknown format {suffix!r}; expected .mat, .hea, .csv or .npy")
 
 

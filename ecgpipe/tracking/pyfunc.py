@@ -41,7 +41,8 @@ def _trained_by(artifact_folder: str) -> str:
 
 class PredictorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        install_in_scoring_server()  # before `mlflow models serve` builds its app: see tracking.serving
+        # before `mlflow models serve` builds its app: see tracking.serving
+        install_in_scoring_server(lambda rows: self.predict(context, rows))
         with refuse_to_serve(context.artifacts[ARTIFACT]):
             self.predictor = Predictor.from_folder(context.artifacts[ARTIFACT])
         self.model_run = _trained_by(context.artifacts[ARTIFACT])

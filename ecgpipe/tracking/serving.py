@@ -19,8 +19,9 @@ from http import HTTPStatus
 
 import numpy as np
 
-# Bytes of one /invocations request: about 5 million samples as JSON, a 5-hour recording at 300 Hz,
-# which the server parses within about 1 GB. ECGPIPE_MAX_REQUEST_BYTES sets another bound.
+# Bytes of one /invocations request: about 4.5 million samples as JSON, a 4-hour recording at 300 Hz,
+# which a server worker parses and scores within 1 GB (tests/test_serving.py measures it).
+# ECGPIPE_MAX_REQUEST_BYTES sets another bound.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MAX_REQUEST_ENV = "ECGPIPE_MAX_REQUEST_BYTES"
 ACCEPTED = "application/json"
@@ -57,12 +58,74 @@ MAX_JSON_DEPTH = 32
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
-def json_depth(body: bytes) -> int:
-    """How deep the arrays and objects of a JSON text nest (strings skipped), without parsing it."""
-    structure = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
-    steps = (np.isin(structure, (ord("["), ord("{"))).astype(np.int32)
-             - np.isin(structure, (ord("]"), ord("}"))).astype(np.int32))
-    return int(np.cumsum(steps).max(initial=0))
+def json_depth(body: bytes, block: int = 1 << 20) -> int:
+    """How deep the arrays and objects of a JSON text nest (strings skipped), without parsing it; a
+    block at a time (whole, the running depth of a 32 MiB body took 660 MB)."""
+    structure = _JSON_STRING.sub(b'""', body)
+    deepest = depth = 0
+    for start in range(0, len(structure), block):
+        chunk = np.frombuffer(structure, dtype=np.uint8, count=min(block, len(structure) - start), offset=start)
+        steps = (np.isin(chunk, (ord("["), ord("{"))).astype(np.int64)
+                 - np.isin(chunk, (ord("]"), ord("}"))).astype(np.int64))
+        running = np.cumsum(steps) + depth
+        deepest, depth = max(deepest, int(running.max())), int(running[-1])
+    return deepest
+
+
+TIMEOUT_MESSAGE = "the request took longer than the server's --timeout; send fewer or shorter recordings per request"
+
+# The served model's predict (rows of signal and fs -> a DataFrame of predictions), set as it loads in
+# `mlflow models serve`: /invocations is then answered here, with the body parsed once. MLflow's own
+# handler parses it twice and keeps every sample as a Python float (32 bytes): a 32 MiB request took a
+# worker 575 MB above its idle size, against about 200 MB here.
+_SERVED = {"predict": None}
+
+
+class RequestError(ValueError):
+    """A request body that is not a dataframe_records or dataframe_split of rows with signal and fs."""
+
+
+def request_rows(body: bytes):
+    """The rows of a request as a DataFrame with columns signal (a float64 array, or the value as sent
+    when it is not a list of numbers: that row gets its error from the model) and fs. Each row's list
+    is turned into an array and let go as soon as it is read."""
+    import pandas as pd
+
+    try:
+        request = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise RequestError(f"the request is not valid JSON ({exc})") from None
+    formats = [key for key in ("dataframe_records", "dataframe_split") if isinstance(request, dict) and key in request]
+    if len(formats) != 1:
+        raise RequestError("expected a JSON object with one of dataframe_records or dataframe_split (rows with "
+                           "columns signal and fs)")
+    table = request.pop(formats[0])
+    if formats[0] == "dataframe_split":
+        if not (isinstance(table, dict) and isinstance(table.get("columns"), list) and isinstance(table.get("data"), list)
+                and {"signal", "fs"} <= set(table["columns"])):
+            raise RequestError("dataframe_split: expected columns (with signal and fs) and data")
+        columns, table = table["columns"], table["data"]
+        for i, row in enumerate(table):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise RequestError(f"dataframe_split: row {i} has not one value per column ({len(columns)})")
+            table[i] = dict(zip(columns, row))
+    if not isinstance(table, list):
+        raise RequestError(f"{formats[0]}: expected a list of rows")
+    signals, rates = [], []
+    for i, row in enumerate(table):
+        if not isinstance(row, dict) or "signal" not in row or "fs" not in row:
+            raise RequestError(f"{formats[0]}: row {i} is not an object with signal and fs")
+        signals.append(_samples(row["signal"]))
+        rates.append(row["fs"])
+        table[i] = None  # the row's Python list goes now, not after the whole request
+    return pd.DataFrame({"signal": pd.Series(signals, dtype=object), "fs": pd.Series(rates, dtype=object)})
+
+
+def _samples(value):
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return value
 
 
 _CODES = {404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE",
@@ -117,11 +180,36 @@ class RequestContract:
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 return await _reply(send, 413, "REQUEST_TOO_LARGE", self._too_large(None))
-        depth = json_depth(bytes(body))
+        body = bytes(body)
+        depth = json_depth(body)
         if depth > MAX_JSON_DEPTH:
             return await _reply(send, 400, "BAD_REQUEST", f"the request's JSON nests {depth} deep; expected at most "
                                 f"{MAX_JSON_DEPTH} (a dataframe_split or dataframe_records body nests 4)")
-        await self._guarded(scope, _replay(bytes(body)), send)
+        if _SERVED["predict"] is None:  # not our model (or a test's app): MLflow's handler
+            return await self._guarded(scope, _replay(body), send)
+        await self._predict(body, send)
+
+    async def _predict(self, body: bytes, send) -> None:
+        """Our model's /invocations: the body parsed once, in a thread (as MLflow's handler runs), within
+        MLflow's --timeout; the reply is MLflow's JSON."""
+        from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+
+        def parse_and_predict():
+            rows = request_rows(body)
+            return _SERVED["predict"](rows)
+        try:
+            predictions = await asyncio.wait_for(asyncio.to_thread(parse_and_predict),
+                                                 timeout=MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
+        except RequestError as exc:
+            return await _reply(send, 400, "BAD_REQUEST", str(exc))
+        except (asyncio.TimeoutError, TimeoutError):
+            return await _reply(send, 504, "TIMEOUT", TIMEOUT_MESSAGE)
+        except Exception as exc:  # noqa: BLE001 - the server logs it; the client gets one JSON line
+            return await _reply(send, 500, "INTERNAL_ERROR", f"the server failed on this request ({type(exc).__name__})")
+        reply = json.dumps({"predictions": predictions.to_dict(orient="records")}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(reply)).encode())]})
+        await send({"type": "http.response.body", "body": reply})
 
     async def _guarded(self, scope, receive, send):
         """The app, its error replies rewritten, and an exception that escaped it answered as JSON."""
@@ -183,7 +271,7 @@ def _clean_errors(send):
         except (ValueError, AttributeError):
             code, text = default, state["body"].decode("utf-8", "replace")
         if state["status"] == 504:
-            text = "the request took longer than the server's --timeout; send fewer or shorter recordings per request"
+            text = TIMEOUT_MESSAGE
         await _reply(send, state["status"], code, _without_data(str(text) or HTTPStatus(state["status"]).phrase))
     return wrapped
 
@@ -232,11 +320,14 @@ def _stop_serving_parents() -> None:
         pid = parent
 
 
-def install_in_scoring_server() -> None:
+def install_in_scoring_server(predict) -> None:
     """When running inside ``mlflow models serve``'s server process, make the FastAPI app it builds
-    next carry :class:`RequestContract`. Anywhere else (tests, ``ecgpipe predict``), nothing."""
+    next carry :class:`RequestContract`, which answers /invocations with ``predict`` (a DataFrame of
+    rows with signal and fs -> a DataFrame of predictions). Anywhere else (tests, ``ecgpipe predict``),
+    nothing."""
     if not os.environ.get(SERVER_MODEL_PATH_ENV):
         return
+    _SERVED["predict"] = predict
     import fastapi
 
     if getattr(fastapi.FastAPI, "_ecgpipe_contract", False):
