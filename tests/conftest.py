@@ -133,10 +133,11 @@ def committed_project(tmp_path, archive_path):
     return make
 
 
-@pytest.fixture(scope="module")  # module: it sets MLFLOW_TRACKING_URI while the module runs
-def evaluated(prepared, records_dir, tmp_path_factory):
-    """A tiny model trained and evaluated on the synthetic pipeline, in a temporary MLflow store."""
-    out = tmp_path_factory.mktemp("evaluated")
+@pytest.fixture(scope="session")
+def evaluated_once(prepared, records_dir, tmp_path_factory):
+    """A tiny model trained and evaluated on the synthetic pipeline, in its own MLflow store: once per
+    test process (each module gets a copy, see ``evaluated``)."""
+    out = tmp_path_factory.mktemp("evaluated-once")
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
     try:
@@ -145,16 +146,37 @@ def evaluated(prepared, records_dir, tmp_path_factory):
                   prepared["balance"], prepared["chunks"],
                   out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
                   system_metrics=False)
-        from mlflow.tracking import MlflowClient
-
-        run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
-        trained = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id).info
         params = prepared["params"]
         summary = run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir,
                                prepared["spectrogram"], prepared["chunks"], out / "models" / name,
                                out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
-        yield {"out": out, "name": name, "summary": summary, "uri": os.environ["MLFLOW_TRACKING_URI"],
-               "trained": trained}
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    return {"out": out, "name": name, "summary": summary}
+
+
+@pytest.fixture(scope="module")  # module: it sets MLFLOW_TRACKING_URI while the module runs
+def evaluated(evaluated_once, tmp_path_factory):
+    """``evaluated_once``'s folder copied for this module, with a store of its own (what one module
+    registers or promotes, another never sees); MLFLOW_TRACKING_URI points at it while the module runs."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    name = evaluated_once["name"]
+    out = tmp_path_factory.mktemp("evaluated") / "out"
+    shutil.copytree(evaluated_once["out"], out)
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    run_file = out / "models" / name / "mlflow_run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "tracking_uri": uri}))
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        trained = MlflowClient(uri).get_run(json.loads(run_file.read_text())["run_id"]).info
+        yield {"out": out, "name": name, "summary": evaluated_once["summary"], "uri": uri, "trained": trained}
     finally:
         if old is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -181,3 +203,14 @@ def ensemble(evaluated, prepared, records_dir, tmp_path_factory):
                         judging, 0, params.mlflow.experiment_name, "test-ensemble", out.parent / "features.csv")
     return {**made, "out": out, "network": evaluated["out"] / "predictors" / evaluated["name"],
             "features": out.parent / "features.csv"}
+
+
+# The longest files first (their seconds on 2 cores, from --durations): with --dist loadfile, xdist hands
+# files to its workers in collection order, so these start at once and the short ones fill in behind.
+LONGEST_FIRST = ("test_dvc_pipeline.py", "test_study.py", "test_task.py", "test_report.py", "test_bench.py",
+                 "test_serving.py", "test_bad_input_round3.py", "test_tracking.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order

@@ -100,3 +100,32 @@ def test_a_full_disk_during_logging_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
     message = cli_exit_message(["study", "report", "--name", "cv"])
     assert message.startswith("error: the MLflow store sqlite:///x.db: (sqlite3.OperationalError) database or disk is full")
+
+
+def test_a_new_store_is_a_copy_of_one_migrated_once_and_never_replaces_a_store(tmp_path, monkeypatch):
+    """Issue 41: MLflow migrates every new SQLite store (2-8 s); a writer's first use now copies an empty
+    store migrated once per MLflow version into the cache. The copy is a working store whose Default
+    experiment keeps its artifacts beside it, and a store that exists is left as it is."""
+    from ecgpipe.tracking.runs import _copy_migrated_store
+
+    monkeypatch.setenv("ECGPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"
+    for store in (first, second):
+        store.parent.mkdir()
+        check_store_file(f"sqlite:///{store}")
+        assert store.is_file()
+    [template] = (tmp_path / "cache").iterdir()
+    assert template.name == f"mlflow-{mlflow.__version__}-empty-store.db"
+    client = mlflow.MlflowClient(f"sqlite:///{second}")
+    assert client.get_experiment("0").artifact_location == (second.parent / "mlartifacts" / "0").as_uri()
+    experiment = client.create_experiment("made-in-the-copy")
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "x", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"x": 1.0}
+    assert mlflow.MlflowClient(f"sqlite:///{first}").get_experiment_by_name("made-in-the-copy") is None
+    before = second.read_bytes()
+    _copy_migrated_store(second)  # another process made it meanwhile: not replaced
+    assert second.read_bytes() == before
+    assert sorted(p.name for p in second.parent.iterdir()) == ["mlflow.db"]  # no partial copy left
+    check_store_file(f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}", write=False)  # a reader makes nothing
+    assert not (tmp_path / "c").exists()

@@ -51,9 +51,9 @@ TRAIN_CHUNKS = 38_805
 TRAIN_RECORDINGS, RECORDING_SAMPLES, CROP_SAMPLES = 7_890, 9_000, 2_700
 
 
-def _raw_epoch(device: torch.device, generator: torch.Generator):
+def _raw_epoch(device: torch.device, generator: torch.Generator, data_scale: float = 1.0):
     """The random-crop loader over int16 signals of the real set's size (values do not matter here)."""
-    n = TRAIN_RECORDINGS
+    n = _scaled(TRAIN_RECORDINGS, data_scale)
     samples = torch.randint(-500, 500, (n * RECORDING_SAMPLES,), dtype=torch.int16, generator=generator)
     offsets = torch.arange(n + 1) * RECORDING_SAMPLES
     signals = SignalSet(samples, offsets, (torch.rand(n, generator=generator) < 0.5).long()).to(device)
@@ -61,11 +61,16 @@ def _raw_epoch(device: torch.device, generator: torch.Generator):
     return random_crop_batches(signals, rows, RawCrops(300.0, CROP_SAMPLES), BATCH_SIZE)
 
 
-def _ours(name: str, data: Chunks | None, batches: int, device: torch.device) -> float:
+def _scaled(n: int, data_scale: float) -> int:
+    """``n`` examples times ``data_scale``, at least one batch (tests time a few batches on a small set)."""
+    return max(BATCH_SIZE, round(n * data_scale))
+
+
+def _ours(name: str, data: Chunks | None, batches: int, device: torch.device, data_scale: float = 1.0) -> float:
     torch.manual_seed(0)
     if data is None:  # a raw-signal model
         model = create_model(name, 1, 1, n_steps=CROP_SAMPLES).to(device)
-        epoch = _raw_epoch(device, torch.Generator().manual_seed(0))
+        epoch = _raw_epoch(device, torch.Generator().manual_seed(0), data_scale)
     else:
         model = create_model(name, BINS, 1, n_steps=STEPS).to(device)
         epoch = chunked_batches(data, BATCH_SIZE)
@@ -103,22 +108,22 @@ def _baseline_network(name: str) -> tuple[str, torch.nn.Module]:
     return label, network()
 
 
-def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool) -> dict:
+def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool, data_scale: float = 1.0) -> dict:
     """In this process: examples/s of one model on one side, ``ours`` or ``notebook``."""
     if tuned:
         tune_for_training()
     device = resolve_device(device_name)
     generator = torch.Generator().manual_seed(0)
-    n = TRAIN_CHUNKS
+    n = _scaled(TRAIN_CHUNKS, data_scale)
     x = torch.randn(n, STEPS, BINS, generator=generator)
     y = (torch.rand(n, generator=generator) < 0.5).long()
     label = None
     if side == "ours" and input_kind(name) == "raw_signal":
-        speed = _ours(name, None, batches, device)
+        speed = _ours(name, None, batches, device, data_scale)
     elif side == "ours":
         data = Chunks(x.to(device), y.to(device), torch.zeros(n, dtype=torch.long, device=device),
                       torch.arange(n, device=device))
-        speed = _ours(name, data, batches, device)
+        speed = _ours(name, data, batches, device, data_scale)
     else:
         torch.manual_seed(0)
         label, net = _baseline_network(name)
@@ -128,8 +133,9 @@ def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool)
             "torch_threads": torch.get_num_threads()}
 
 
-def _run_side(side: str, name: str, batches: int, device: str, tuned: bool) -> dict:
-    args = ["-m", "ecgpipe.bench.train", side, name, "--batches", str(batches), "--device", device]
+def _run_side(side: str, name: str, batches: int, device: str, tuned: bool, data_scale: float = 1.0) -> dict:
+    args = ["-m", "ecgpipe.bench.train", side, name, "--batches", str(batches), "--device", device,
+            "--data-scale", str(data_scale)]
     return fresh_process_json(args + (["--tuned"] if tuned else []))
 
 
@@ -145,7 +151,9 @@ def speedups(ours_runs: list[dict], notebook_runs: list[dict], names: list[str])
 
 
 def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", notebook: bool = False,
-                models: list[str] | None = None, tuned_notebook: bool = False) -> dict:
+                models: list[str] | None = None, tuned_notebook: bool = False, data_scale: float = 1.0) -> dict:
+    """Examples/s per model (medians over ``repeats``), timed in fresh processes; ``data_scale`` shrinks
+    the data set the batches are drawn from (1.0: the real training split's size; tests use less)."""
     resolve_device(device)  # a bad name fails here, before any process starts
     names = models or list_models()
     unknown = sorted(set(names) - set(list_models()))
@@ -153,6 +161,8 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         raise ValueError(f"unknown models {unknown}; registered: {list_models()}")
     if batches < 1 or repeats < 1:
         raise ValueError(f"--batches and --repeats must be at least 1, got {batches} and {repeats}")
+    if not 0 < data_scale <= 1:
+        raise ValueError(f"--data-scale must be in (0, 1], got {data_scale}")
     if notebook:
         notebook_baseline("notebook_train")  # missing: one line here, not a child's traceback
     ours_runs, notebook_runs, labels = [], [], {}
@@ -160,10 +170,10 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         ours_run, notebook_run = {"examples_per_s": {}}, {"examples_per_s": {}}
         for name in names:  # a fresh process per model and side, the sides alternating: a ratio's
             # two timings are seconds apart, so that machine drift hits both alike
-            ours = _run_side("ours", name, batches, device, tuned=True)
+            ours = _run_side("ours", name, batches, device, True, data_scale)
             ours_run["examples_per_s"][name] = ours["examples_per_s"]
             if notebook and input_kind(name) == "spectrogram":  # the notebook has no raw-signal network
-                theirs = _run_side("notebook", name, batches, device, tuned=tuned_notebook)
+                theirs = _run_side("notebook", name, batches, device, tuned_notebook, data_scale)
                 notebook_run["examples_per_s"][name], labels[name] = theirs["examples_per_s"], theirs["label"]
         ours_runs.append(ours_run)
         notebook_runs.append(notebook_run)
@@ -172,6 +182,7 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         "batch_size": BATCH_SIZE,
         "batches": batches,
         "repeats": repeats,
+        "data_scale": data_scale,
         "torch_threads": ours["torch_threads"],
         "examples_per_s": {m: round(statistics.median(r["examples_per_s"][m] for r in ours_runs), 1) for m in names},
     }
@@ -192,5 +203,6 @@ if __name__ == "__main__":  # one model on one side, timed in this fresh process
     parser.add_argument("--batches", type=int, required=True)
     parser.add_argument("--device", required=True)
     parser.add_argument("--tuned", action="store_true")
+    parser.add_argument("--data-scale", type=float, default=1.0)
     args = parser.parse_args()
-    print(json.dumps(time_side(args.side, args.model, args.batches, args.device, args.tuned)))
+    print(json.dumps(time_side(args.side, args.model, args.batches, args.device, args.tuned, args.data_scale)))

@@ -12,7 +12,8 @@ import pandas as pd
 from ecgpipe.core.imports import module_closure
 from ecgpipe.ensemble.model import ARTIFACT, RhythmEnsemble, is_ensemble
 from ecgpipe.inference.readers import InputLimits
-from ecgpipe.tracking.pyfunc import PredictorModel, served_requirements, signature
+from ecgpipe.tracking.pyfunc import PredictorModel, signature
+from ecgpipe.tracking.runs import served_requirements
 from ecgpipe.tracking.serving import MAX_REQUEST_BYTES, install_in_scoring_server, refuse_to_serve
 
 

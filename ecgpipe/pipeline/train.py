@@ -28,7 +28,7 @@ from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.params import ChunkParams, ExperimentParams, Params, TrainParams
 from ecgpipe.signal.windows import cut
-from ecgpipe.tracking.runs import RUN_FILE
+from ecgpipe.tracking.runs import RUN_FILE, network_requirements
 from ecgpipe.training.cpu import tune_for_training
 from ecgpipe.training.fit import fit
 from ecgpipe.training.loaders import (
@@ -135,7 +135,8 @@ def run_train(sections: TrainSections, spectrogram_dir: Path, balance_path: Path
         model = model.cpu().eval()
         example = val.x[:4].cpu()
         signature = mlflow.models.infer_signature(example.numpy(), model(example).detach().numpy())
-        mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy())
+        mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy(),
+                                 pip_requirements=network_requirements())
         mlflow.log_dict(spec, "model.json")
         fig = plots.training_curves(history.epochs, name)
         mlflow.log_figure(fig, "training_curves.png")

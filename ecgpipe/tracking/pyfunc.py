@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -25,7 +24,7 @@ from ecgpipe.core.imports import module_closure
 from ecgpipe.core.io import read_json, write_json
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
 from ecgpipe.inference.readers import InputLimits, Signal
-from ecgpipe.tracking.runs import RUN_FILE
+from ecgpipe.tracking.runs import RUN_FILE, served_requirements
 from ecgpipe.tracking.serving import MAX_REQUEST_BYTES, install_in_scoring_server, refuse_to_serve
 
 ARTIFACT = "predictor"  # the artifact key and the folder under artifacts/ of a saved predictor
@@ -82,14 +81,6 @@ def _artifact_folder(model_dir: Path, aggregation: str, into: Path) -> Path:
     write_json(folder / PREDICTOR_SPEC, {"aggregation": aggregation, "run_id": run_id})
     return folder
 
-
-# the packages whose versions the served model pins (torch by its version, not its CUDA or CPU build)
-SERVED_PACKAGES = ("torch", "numpy", "scipy", "pandas", "mlflow", "wfdb")
-
-
-def served_requirements() -> list[str]:
-    """The served model's ``requirements.txt``: the versions it was trained with, pinned."""
-    return [f"{name}=={version(name).split('+')[0]}" for name in SERVED_PACKAGES]
 
 
 def inference_code(into: Path) -> Path:

@@ -127,6 +127,52 @@ def check_store_file(uri: str, write: bool = True) -> None:
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise TrackingStoreError(f"{path}: the MLflow store is read-only for this user (or on a read-only disk); "
                                  f"make it writable, or {_OTHER_STORE}")
+    if not path.exists() and path.parent.is_dir():
+        _copy_migrated_store(path)
+
+
+# MLflow makes a new SQLite store by running each of its schema migrations (2-8 s); a copy of an empty
+# store it migrated once, kept per MLflow version in the user's cache, is the same store in a tenth
+# of the time. Every test, study fold and fresh clone makes new stores.
+STORE_TEMPLATE_DIR_ENV = "ECGPIPE_CACHE_DIR"
+
+
+def _copy_migrated_store(path: Path) -> None:
+    import shutil
+    import tempfile
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get(STORE_TEMPLATE_DIR_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or
+                                                                   Path.home() / ".cache") / "ecgpipe")
+    template = cache / f"mlflow-{version('mlflow')}-empty-store.db"
+    try:
+        if not template.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                _migrate(Path(tmp) / "store.db")
+                os.replace(Path(tmp) / "store.db", template)  # whole or not at all, for concurrent makers
+    except OSError:
+        return  # no cache (a read-only home): MLflow makes the store itself, slower
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        shutil.copyfile(template, partial)
+        # the Default experiment's artifacts beside this store, as experiment_id puts every other one
+        with contextlib.closing(sqlite3.connect(partial)) as db, db:
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                       ((path.resolve().parent / "mlartifacts" / "0").as_uri(),))
+        os.link(partial, path)  # never over a store another process made meanwhile (FileExistsError)
+    except (OSError, sqlite3.Error):
+        pass  # made by another process, or MLflow makes it itself
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _migrate(path: Path) -> None:
+    """An empty MLflow store at ``path``, every migration run, its connections closed."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "artifacts"))
+    store.engine.dispose()
 
 
 def store_error_line(exc: BaseException, uri: str | None = None) -> str | None:
@@ -309,3 +355,21 @@ def log_dvc_lock_entry(stage: str, lock_path: Path) -> bool:
 
 
 RUN_FILE = "mlflow_run.json"
+
+# the packages whose versions a logged model pins (torch by its version, not its CUDA or CPU build)
+SERVED_PACKAGES = ("torch", "numpy", "scipy", "pandas", "mlflow", "wfdb")
+
+
+def served_requirements() -> list[str]:
+    """The served model's ``requirements.txt``: the versions it was trained with, pinned."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVED_PACKAGES]
+
+
+def network_requirements() -> list[str]:
+    """The requirements of a training run's ``mlflow.pytorch`` model (pickled with cloudpickle), given
+    to ``log_model``: inferred, MLflow loads the model in a subprocess, 7-16 s a training."""
+    from importlib.metadata import version
+
+    return [*served_requirements(), f"cloudpickle=={version('cloudpickle')}"]
