@@ -203,6 +203,9 @@ class ExperimentParams:
     conditioning: Conditioning = Conditioning()
     log_floor: float | None = None
     augment: Augmentation | None = None
+    # the forward pass in training (ecgpipe.training.precision): bfloat16 autocast where the CPU or GPU
+    # runs it natively, else float32 with a log line. Per experiment: the notebook's ten stay float32.
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     @property
     def raw_signal(self) -> bool:
@@ -217,13 +220,16 @@ class ExperimentParams:
         return not self.conditioning.is_identity or self.log_floor is not None or self.augment is not None
 
     def validate(self, key: str) -> None:
-        from ecgpipe.models import input_kind, list_models  # the registry is the list of valid names
+        from ecgpipe.models import input_kind, list_models, trains_in_bfloat16  # the registry: the valid names
 
         if self.model not in list_models():
             fail_param(f"{key}.model", f"one of {list_models()}", self.model)
         if self.raw_signal and self.loader != "random_crop":
             fail_param(f"{key}.loader", f"random_crop for model {self.model} (it reads {input_kind(self.model)} input)",
                   self.loader)
+        if self.precision == "bfloat16" and not trains_in_bfloat16(self.model):
+            fail_param(f"{key}.precision", f"float32 for model {self.model} (its backward is written by hand in float32; "
+                       f"bfloat16 trains {[m for m in list_models() if trains_in_bfloat16(m)]})", self.precision)
         if self.raw_signal and (self.crop_samples is None or self.crop_samples < MIN_CROP_SAMPLES):
             fail_param(f"{key}.crop_samples", f"at least {MIN_CROP_SAMPLES} samples for the random_crop loader",
                   self.crop_samples)

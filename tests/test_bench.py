@@ -11,7 +11,7 @@ from ecgpipe.models import create_model
 
 def test_bench_train_reports_both_sides_and_their_ratio():
     result = bench_train(batches=2, repeats=1, device="cpu", notebook=True, models=["mean_spectrum", "lstm"],
-                         data_scale=0.01)
+                         data_scale=0.01, bf16=True)
     assert result["device"] == "cpu" and result["batch_size"] == 192 and result["data_scale"] == 0.01
     assert set(result["examples_per_s"]) == set(result["notebook_examples_per_s"]) == {"mean_spectrum", "lstm"}
     assert result["notebook_baseline"]["lstm"] == "notebook TorchLSTMNet"
@@ -21,6 +21,14 @@ def test_bench_train_reports_both_sides_and_their_ratio():
         assert ours > 0 and theirs > 0
         assert abs(result["speedup"][name] - ours / theirs) < 0.01 * result["speedup"][name]
         assert result["speedup_per_repeat"][name] == [result["speedup"][name]]  # one repeat: its ratio
+    # bfloat16 beside float32 for the networks autocast trains (not the hand-written LSTM), as this CPU
+    # runs it (float32 where it has no native bfloat16)
+    from ecgpipe.training.precision import resolve_precision
+
+    assert result["bf16_ran_as"] == resolve_precision("bfloat16", torch.device("cpu"))
+    assert set(result["bf16_examples_per_s"]) == set(result["bf16_speedup"]) == {"mean_spectrum"}
+    ratio = result["bf16_examples_per_s"]["mean_spectrum"] / result["examples_per_s"]["mean_spectrum"]
+    assert result["bf16_speedup"]["mean_spectrum"] == pytest.approx(ratio, rel=0.01)
 
 
 def test_bench_train_times_the_raw_network_through_its_crop_loader_without_a_baseline():

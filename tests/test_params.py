@@ -208,3 +208,16 @@ def test_a_non_finite_learning_rate_is_refused(small_params):
     small_params["experiments"]["mean_spectrum-chunked"]["lr"] = yaml.safe_load("lr: .inf")["lr"]  # YAML's spelling
     with pytest.raises(ParamsError, match="expected a finite number, got inf"):
         parse_params(small_params)
+
+
+def test_bfloat16_is_refused_for_networks_whose_backward_autocast_cannot_reach(small_params):
+    """Issue 41: the hand-written conv, rnn and lstm compute their gradients in float32 themselves, and
+    bfloat16 autocast crashed them in the first backward step; params.yaml says so at once."""
+    small_params["experiments"]["mean_spectrum-chunked"]["precision"] = "bfloat16"
+    assert parse_params(small_params).experiments["mean_spectrum-chunked"].precision == "bfloat16"
+    small_params["experiments"]["conv-chunked"] = {"model": "conv", "loader": "chunked", "epochs": 1, "lr": 0.01,
+                                                  "lr_schedule": "constant", "precision": "bfloat16"}
+    with pytest.raises(ParamsError, match=r"experiments.conv-chunked.precision: expected float32 for model conv \(its "
+                                          r"backward is written by hand in float32; bfloat16 trains \['fully_connected', "
+                                          r"'mean_spectrum', 'raw_resnet', 'torch_lstm'\]\), got 'bfloat16'"):
+        parse_params(small_params)

@@ -42,6 +42,51 @@ def test_fit_learns_a_separable_task():
     assert history.last()["examples_per_s"] > 0
 
 
+@pytest.mark.parametrize("name", ["fully_connected", "raw_resnet"])
+def test_bfloat16_autocast_learns_and_keeps_float32_weights_and_loss(name):
+    """Issue 41: the forward pass under bfloat16 autocast (emulated where the CPU has no native bf16,
+    so this runs anywhere); the weights, the returned logits and the loss stay float32, and the network
+    still learns the separable task."""
+    torch.manual_seed(0)
+    if name == "fully_connected":
+        train, val = _separable_chunks(1200, 1), _separable_chunks(400, 2)
+        model = create_model("fully_connected", 17, 1, n_steps=24)
+    else:  # a raw-signal network on 1-D "recordings": class 1 carries a 10 Hz tone
+        g = torch.Generator().manual_seed(1)
+
+        def crops(n):
+            y = (torch.arange(n) % 2).long()
+            x = torch.randn(n, 256, 1, generator=g) * 0.3
+            x[:, :, 0] += y[:, None] * torch.sin(torch.arange(256) / 300 * 2 * torch.pi * 10)
+            return Chunks(x, y, torch.arange(n), torch.arange(n))
+        train, val = crops(512), crops(128)
+        model = create_model("raw_resnet", 1, 1, n_steps=256)
+    history = fit(model, chunked_batches(train, 64), val, epochs=4, lr=0.01, seed=0, precision="bfloat16")
+    losses = [e["train_loss"] for e in history.epochs]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert losses[-1] < 0.7 * losses[0] and history.last()["val_balanced_acc"] > 0.8, history.epochs
+    from ecgpipe.training.fit import make_optimizer, train_step
+
+    loss, logits = train_step(model, make_optimizer(model, 0.001), val.x[:8], val.y[:8], "bfloat16")
+    assert loss.dtype == logits.dtype == torch.float32
+
+
+def test_bfloat16_falls_back_to_float32_with_one_line_where_the_cpu_has_none(monkeypatch, caplog):
+    import ecgpipe.training.precision as precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger=precision.__name__):
+        assert precision.resolve_precision("bfloat16", cpu) == "float32"
+    assert [r.getMessage() for r in caplog.records] == [
+        "precision bfloat16: this cpu has no native bfloat16 (avx512_bf16 or amx_bf16); training in float32"]
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_precision("bfloat16", cpu) == "bfloat16"
+    assert precision.resolve_precision("float32", cpu) == "float32"
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        precision.resolve_precision("float16", cpu)
+
+
 def test_fit_is_repeatable_on_cpu():
     def run():
         torch.manual_seed(3)

@@ -34,10 +34,11 @@ from ecgpipe.core.device import resolve_device
 from ecgpipe.data.signals import SignalSet
 from ecgpipe.data.store import Chunks
 from ecgpipe.inference.featurizers import RawCrops
-from ecgpipe.models import create_model, input_kind, list_models
+from ecgpipe.models import create_model, input_kind, list_models, trains_in_bfloat16
 from ecgpipe.training.cpu import tune_for_training
 from ecgpipe.training.fit import make_optimizer, train_step
 from ecgpipe.training.loaders import chunked_batches, random_crop_batches
+from ecgpipe.training.precision import resolve_precision
 
 BATCH_SIZE, STEPS, BINS = 192, 40, 17
 # untimed first minibatches: allocations, thread pool and kernel selection. In a fresh process
@@ -66,7 +67,8 @@ def _scaled(n: int, data_scale: float) -> int:
     return max(BATCH_SIZE, round(n * data_scale))
 
 
-def _ours(name: str, data: Chunks | None, batches: int, device: torch.device, data_scale: float = 1.0) -> float:
+def _ours(name: str, data: Chunks | None, batches: int, device: torch.device, data_scale: float = 1.0,
+          precision: str = "float32") -> float:
     torch.manual_seed(0)
     if data is None:  # a raw-signal model
         model = create_model(name, 1, 1, n_steps=CROP_SAMPLES).to(device)
@@ -83,7 +85,7 @@ def _ours(name: str, data: Chunks | None, batches: int, device: torch.device, da
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 start, seen = start_clock(), 0
-            train_step(model, optimizer, x, y)
+            train_step(model, optimizer, x, y, precision)
             done += 1
             seen += len(y)
             if done >= batches + WARMUP:
@@ -108,34 +110,38 @@ def _baseline_network(name: str) -> tuple[str, torch.nn.Module]:
     return label, network()
 
 
-def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool, data_scale: float = 1.0) -> dict:
-    """In this process: examples/s of one model on one side, ``ours`` or ``notebook``."""
+def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool, data_scale: float = 1.0,
+              precision: str = "float32") -> dict:
+    """In this process: examples/s of one model on one side, ``ours`` or ``notebook`` (``precision``:
+    ours only, as the train stage resolves it)."""
     if tuned:
         tune_for_training()
     device = resolve_device(device_name)
+    precision = resolve_precision(precision, device)
     generator = torch.Generator().manual_seed(0)
     n = _scaled(TRAIN_CHUNKS, data_scale)
     x = torch.randn(n, STEPS, BINS, generator=generator)
     y = (torch.rand(n, generator=generator) < 0.5).long()
     label = None
     if side == "ours" and input_kind(name) == "raw_signal":
-        speed = _ours(name, None, batches, device, data_scale)
+        speed = _ours(name, None, batches, device, data_scale, precision)
     elif side == "ours":
         data = Chunks(x.to(device), y.to(device), torch.zeros(n, dtype=torch.long, device=device),
                       torch.arange(n, device=device))
-        speed = _ours(name, data, batches, device, data_scale)
+        speed = _ours(name, data, batches, device, data_scale, precision)
     else:
         torch.manual_seed(0)
         label, net = _baseline_network(name)
         speed = load_notebook_baseline("notebook_train").timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device, warmup=WARMUP)
-    return {"examples_per_s": speed, "label": label, "device": str(device),
+    return {"examples_per_s": speed, "label": label, "device": str(device), "precision": precision,
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch_threads": torch.get_num_threads()}
 
 
-def _run_side(side: str, name: str, batches: int, device: str, tuned: bool, data_scale: float = 1.0) -> dict:
+def _run_side(side: str, name: str, batches: int, device: str, tuned: bool, data_scale: float = 1.0,
+              precision: str = "float32") -> dict:
     args = ["-m", "ecgpipe.bench.train", side, name, "--batches", str(batches), "--device", device,
-            "--data-scale", str(data_scale)]
+            "--data-scale", str(data_scale), "--precision", precision]
     return fresh_process_json(args + (["--tuned"] if tuned else []))
 
 
@@ -151,9 +157,12 @@ def speedups(ours_runs: list[dict], notebook_runs: list[dict], names: list[str])
 
 
 def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", notebook: bool = False,
-                models: list[str] | None = None, tuned_notebook: bool = False, data_scale: float = 1.0) -> dict:
+                models: list[str] | None = None, tuned_notebook: bool = False, data_scale: float = 1.0,
+                bf16: bool = False) -> dict:
     """Examples/s per model (medians over ``repeats``), timed in fresh processes; ``data_scale`` shrinks
-    the data set the batches are drawn from (1.0: the real training split's size; tests use less)."""
+    the data set the batches are drawn from (1.0: the real training split's size; tests use less).
+    ``bf16``: each model also trains under bfloat16 autocast, in a process beside its float32 one,
+    and the ratio is the median of the per-repeat ratios."""
     resolve_device(device)  # a bad name fails here, before any process starts
     names = models or list_models()
     unknown = sorted(set(names) - set(list_models()))
@@ -165,18 +174,22 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         raise ValueError(f"--data-scale must be in (0, 1], got {data_scale}")
     if notebook:
         notebook_baseline("notebook_train")  # missing: one line here, not a child's traceback
-    ours_runs, notebook_runs, labels = [], [], {}
+    ours_runs, notebook_runs, bf16_runs, labels = [], [], [], {}
     for _ in range(repeats):
-        ours_run, notebook_run = {"examples_per_s": {}}, {"examples_per_s": {}}
+        ours_run, notebook_run, bf16_run = {"examples_per_s": {}}, {"examples_per_s": {}}, {"examples_per_s": {}}
         for name in names:  # a fresh process per model and side, the sides alternating: a ratio's
             # two timings are seconds apart, so that machine drift hits both alike
             ours = _run_side("ours", name, batches, device, True, data_scale)
             ours_run["examples_per_s"][name] = ours["examples_per_s"]
+            if bf16 and trains_in_bfloat16(name):
+                in_bf16 = _run_side("ours", name, batches, device, True, data_scale, "bfloat16")
+                bf16_run["examples_per_s"][name], bf16_precision = in_bf16["examples_per_s"], in_bf16["precision"]
             if notebook and input_kind(name) == "spectrogram":  # the notebook has no raw-signal network
                 theirs = _run_side("notebook", name, batches, device, tuned_notebook, data_scale)
                 notebook_run["examples_per_s"][name], labels[name] = theirs["examples_per_s"], theirs["label"]
         ours_runs.append(ours_run)
         notebook_runs.append(notebook_run)
+        bf16_runs.append(bf16_run)
     result = {
         "device": ours["device"] + (f" ({ours['gpu']})" if ours["gpu"] else ""),  # as in every process
         "batch_size": BATCH_SIZE,
@@ -186,6 +199,13 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         "torch_threads": ours["torch_threads"],
         "examples_per_s": {m: round(statistics.median(r["examples_per_s"][m] for r in ours_runs), 1) for m in names},
     }
+    in_bf16 = [m for m in names if trains_in_bfloat16(m)]
+    if bf16 and in_bf16:
+        # "float32" where the device has no native bfloat16: the ratio then says what fell back
+        result["bf16_ran_as"] = bf16_precision
+        result["bf16_examples_per_s"] = {
+            m: round(statistics.median(r["examples_per_s"][m] for r in bf16_runs), 1) for m in in_bf16}
+        result["bf16_speedup"], result["bf16_speedup_per_repeat"] = speedups(bf16_runs, ours_runs, in_bf16)
     compared = [m for m in names if input_kind(m) == "spectrogram"]
     if notebook and compared:
         result["notebook_examples_per_s"] = {
@@ -204,5 +224,7 @@ if __name__ == "__main__":  # one model on one side, timed in this fresh process
     parser.add_argument("--device", required=True)
     parser.add_argument("--tuned", action="store_true")
     parser.add_argument("--data-scale", type=float, default=1.0)
+    parser.add_argument("--precision", default="float32")
     args = parser.parse_args()
-    print(json.dumps(time_side(args.side, args.model, args.batches, args.device, args.tuned, args.data_scale)))
+    print(json.dumps(time_side(args.side, args.model, args.batches, args.device, args.tuned, args.data_scale,
+                               args.precision)))

@@ -39,7 +39,7 @@ def _bench_train(args: argparse.Namespace) -> None:
 
     target = _json_output(args)
     _print_and_write(bench_train(args.batches, args.repeats, args.device, args.notebook, args.models,
-                                 args.tuned_notebook, args.data_scale), target)
+                                 args.tuned_notebook, args.data_scale, args.bf16), target)
 
 
 def _checked(check_name: str):
@@ -389,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tuned-notebook", action="store_true",
                        help="give the notebook's process the training path's CPU settings too (ecgpipe.training.cpu)")
     train.add_argument("--models", nargs="+", help="only these models")
+    train.add_argument("--bf16", action="store_true",
+                       help="also time each model under bfloat16 autocast, interleaved, and report the ratio")
     train.add_argument("--data-scale", type=float, default=1.0,
                        help="the data set the batches come from, as a fraction of the real training split's size "
                             "(default 1; memory and set-up time scale with it, the timed steps do not)")

@@ -114,19 +114,19 @@ def fully_connected(n_inputs: int, n_outputs: int, n_steps: int) -> nn.Module:
     return FullyConnectedNet(n_inputs * n_steps, n_outputs)
 
 
-@register_model
+@register_model(autocast=False)  # hand-written backward in float32
 def conv(n_inputs: int, n_outputs: int, n_steps: int) -> nn.Module:
     if n_steps < ConvNet.min_steps():
         raise ValueError(f"model conv needs chunks of at least {ConvNet.min_steps()} steps, got {n_steps}")
     return ConvNet(n_inputs, n_outputs)
 
 
-@register_model
+@register_model(autocast=False)  # hand-written backward in float32
 def rnn(n_inputs: int, n_outputs: int, n_steps: int, hidden: int = 128) -> nn.Module:
     return RecurrentNet(RNN(n_inputs, hidden), hidden, n_outputs)
 
 
-@register_model
+@register_model(autocast=False)  # hand-written backward in float32
 def lstm(n_inputs: int, n_outputs: int, n_steps: int, hidden: int = 128) -> nn.Module:
     return RecurrentNet(LSTM(n_inputs, hidden), hidden, n_outputs)
 

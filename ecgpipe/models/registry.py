@@ -9,12 +9,16 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
 _INPUTS: dict[str, str] = {}
+_AUTOCAST: dict[str, bool] = {}
 INPUT_KINDS = ("spectrogram", "raw_signal")  # what a network reads: spectrogram chunks, or raw samples
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, input_kind: str = "spectrogram"):
+def register_model(fn: Callable[..., nn.Module] | None = None, *, input_kind: str = "spectrogram",
+                   autocast: bool = True):
     """Register a constructor ``fn(n_inputs, n_outputs, n_steps, **kwargs)`` under its name, with
-    the kind of input it reads (``@register_model`` or ``@register_model(input_kind="raw_signal")``)."""
+    the kind of input it reads (``@register_model`` or ``@register_model(input_kind="raw_signal")``).
+    ``autocast=False``: a network whose backward is written by hand in float32, which bfloat16
+    autocast cannot train (its custom autograd functions see bfloat16 gradients)."""
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
 
@@ -23,6 +27,7 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, input_kind: st
             raise ValueError(f"model {fn.__name__!r} is registered twice")
         _REGISTRY[fn.__name__] = fn
         _INPUTS[fn.__name__] = input_kind
+        _AUTOCAST[fn.__name__] = autocast
         return fn
 
     return register if fn is None else register(fn)
@@ -35,6 +40,11 @@ def list_models() -> list[str]:
 def input_kind(name: str) -> str:
     """``spectrogram`` or ``raw_signal``: which loaders and featurizer model ``name`` goes with."""
     return _INPUTS[name]
+
+
+def trains_in_bfloat16(name: str) -> bool:
+    """Whether model ``name`` can train under bfloat16 autocast (``train.precision``)."""
+    return _AUTOCAST[name]
 
 
 def create_model(name: str, n_inputs: int, n_outputs: int, n_steps: int = 40, **kwargs) -> nn.Module:

@@ -31,6 +31,7 @@ from ecgpipe.signal.windows import cut
 from ecgpipe.tracking.runs import RUN_FILE, network_requirements
 from ecgpipe.training.cpu import tune_for_training
 from ecgpipe.training.fit import fit
+from ecgpipe.training.precision import resolve_precision
 from ecgpipe.training.loaders import (
     LOADERS,
     LoaderSources,
@@ -119,9 +120,10 @@ def run_train(sections: TrainSections, spectrogram_dir: Path, balance_path: Path
 
     torch.manual_seed(train.seed)  # the network's initial weights
     model = build_model(spec).to(device)
-    log.info("training %s on %s: %s", name, device, model)
+    precision = resolve_precision(experiment.precision, device)
+    log.info("training %s on %s in %s: %s", name, device, precision, model)
 
-    tags = {**tracking.run_tags(device), **sections.study_tags}
+    tags = {**tracking.run_tags(device), **sections.study_tags, "precision": precision}
     with tracking.start_run(sections.mlflow_experiment, name, sections.logged, tags,
                             system_metrics=system_metrics) as run:
         tracking.log_lineage(inputs, params_file)
@@ -129,7 +131,7 @@ def run_train(sections: TrainSections, spectrogram_dir: Path, balance_path: Path
             history = fit(model, batches, val, experiment.epochs, experiment.lr, train.seed,
                           train.eval_batch_size,
                           on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
-                          lr_schedule=experiment.lr_schedule)
+                          lr_schedule=experiment.lr_schedule, precision=precision)
         except TrainingError as exc:  # the MLflow run ends FAILED, and nothing is written
             raise TrainingError(f"experiment {name}: {exc} (experiments.{name}.lr is {experiment.lr:g})") from None
         model = model.cpu().eval()
@@ -148,7 +150,8 @@ def run_train(sections: TrainSections, spectrogram_dir: Path, balance_path: Path
     summary = {k: round(v, 6) for k, v in history.last().items() if k != "epoch" and k not in TIMING_KEYS}
     summary["epochs"] = experiment.epochs
     speed = {"examples_per_s": round(history.median("examples_per_s")),
-             "seconds": round(sum(e["epoch_seconds"] for e in history.epochs), 1), "device": str(device)}
+             "seconds": round(sum(e["epoch_seconds"] for e in history.epochs), 1), "device": str(device),
+             "precision": precision}
     with staged_outputs() as staged:
         folder = staged.dir(out_dir)
         write_tensors(folder / WEIGHTS_FILE, model.state_dict())

@@ -17,6 +17,7 @@ from ecgpipe.core.errors import TrainingError
 from ecgpipe.data.store import Chunks
 from ecgpipe.models.heads import loss_fn, predict_logits, predicted_labels
 from ecgpipe.training.loaders import Batches
+from ecgpipe.training.precision import autocast
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -37,14 +38,17 @@ def make_lr_schedule(optimizer: torch.optim.Optimizer, schedule: str, epochs: in
     raise ValueError(f"unknown lr_schedule {schedule!r}; expected constant or cosine")
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               precision: str = "float32"):
     """One forward, backward and Adam step; returns the loss and the logits, detached (no sync).
 
     Nothing else happens per batch: the epoch's loss and accuracy are computed once, from all
     its batches' outputs (``EpochOutputs``), which on a CPU saves a handful of small operations
-    per step.
+    per step. ``precision`` bfloat16: the forward pass under autocast, the loss in float32.
     """
-    logits = model(x)
+    with autocast(precision, x.device):
+        logits = model(x)
+    logits = logits.float()
     loss = loss_fn(logits, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -111,8 +115,10 @@ def fit(
     eval_batch_size: int = 4096,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     lr_schedule: str = "constant",
+    precision: str = "float32",
 ) -> History:
-    """Train with Adam; after each epoch validate and call ``on_epoch(epoch, metrics)``."""
+    """Train with Adam; after each epoch validate (in float32) and call ``on_epoch(epoch, metrics)``.
+    ``precision``: as :func:`ecgpipe.training.precision.resolve_precision` returned it."""
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same order on any device
     optimizer = make_optimizer(model, lr)
     schedule = make_lr_schedule(optimizer, lr_schedule, epochs)
@@ -124,7 +130,7 @@ def fit(
         started = time.perf_counter()
         with tqdm(batches(generator), desc=f"epoch {epoch}/{epochs}", leave=False, disable=None) as bar:
             for i, (x, y) in enumerate(bar):
-                loss, logits = train_step(model, optimizer, x, y)
+                loss, logits = train_step(model, optimizer, x, y, precision)
                 outputs.add(loss, logits, y)
                 if i % 20 == 0 and not bar.disable:
                     loss_so_far, acc_so_far = outputs.loss_and_accuracy()
