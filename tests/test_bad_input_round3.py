@@ -33,7 +33,7 @@ def test_a_fifo_without_a_reader_is_refused_at_once(tmp_path):
     start = time.monotonic()
     with pytest.raises(OutputError, match=r"out.csv: a FIFO with no reader; start its reader first"):
         write_user_output(target, "record,label\n")
-    assert time.monotonic() - start < 5  # it hung forever before
+    assert time.monotonic() - start < 60  # it hung forever before (the reader gets 2 s; 60: a loaded machine's margin)
     # with a reader, the text goes through the pipe
     got = {}
     reader = threading.Thread(target=lambda: got.update(text=open(fifo).read()))
@@ -204,7 +204,7 @@ def test_bounds_are_refused_at_once(argv, message, capsys):
         from ecgpipe.cli import main
 
         main(argv)
-    assert message in capsys.readouterr().err and time.monotonic() - start < 5
+    assert message in capsys.readouterr().err and time.monotonic() - start < 60  # minutes of work before
 
 
 def test_a_features_cache_that_is_a_users_file_is_refused_and_left_as_it_is(tmp_path):

@@ -173,10 +173,12 @@ def test_an_error_row_is_valid_json_with_nulls_and_the_batch_still_answers(serve
 
 
 def test_sampling_rates_and_durations_outside_the_contract_are_refused_before_resampling(server):
-    # 678 KB at fs 1 would be resampled x300 to 30 million samples: refused per row, at once
+    # 678 KB at fs 1 would be resampled x300 to 18 million samples: refused per row by the rate check,
+    # which runs before any resampling (the message is that check's; no wall-clock bound, which a
+    # loaded machine could trip)
     signal = np.round(np.random.default_rng(0).normal(0, 300, 60_000)).tolist()
-    status, body, seconds = post(server, records([{"signal": signal, "fs": 1.0}, {"signal": signal, "fs": 20_000.0}]))
-    assert status == 200 and seconds < 10
+    status, body, _ = post(server, records([{"signal": signal, "fs": 1.0}, {"signal": signal, "fs": 20_000.0}]))
+    assert status == 200
     low, high = _strict_json(body)["predictions"]
     for row in (low, high):
         assert row["error"].startswith("sampling rate: expected a sampling rate in Hz from 50 to 10000")
@@ -184,13 +186,12 @@ def test_sampling_rates_and_durations_outside_the_contract_are_refused_before_re
 
 
 def test_an_oversized_request_is_refused_without_reading_it_and_memory_stays_bounded(server):
-    # a Content-Length over the bound: 413 before any of the body is read
-    with socket.create_connection(("127.0.0.1", server["port"]), timeout=30) as s:
-        start = time.monotonic()
+    # a Content-Length over the bound: 413 before the body is read. The client sends 1,000 of the 600 MB
+    # it announced and waits: a server that read the body first would never answer (the socket times out)
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=120) as s:
         s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 600000000\r\n\r\n" + b"{" * 1000)
         head, body = read_reply(s)
-        assert time.monotonic() - start < 5
     assert head.startswith(b"HTTP/1.1 413")
     assert f"expected at most {MAX_REQUEST_BYTES:,} bytes" in assert_one_line_error(body)
     # no Content-Length (chunked): refused once the bytes read pass the bound

@@ -134,7 +134,7 @@ def test_an_unreachable_tracking_server_is_one_line_within_seconds_and_writes_no
     started = time.monotonic()
     with pytest.raises(TrackingStoreError) as error:
         _train(prepared, tmp_path)
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 120  # MLflow's client retries for about 250 s; ours asks once, in 5 s
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"the MLflow tracking server {uri} is unreachable")
     assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
