@@ -2,6 +2,8 @@
 command writes, recordings that must be refused, parameters, model folders, the command line's
 bounds, remotes, the tracking server, and the served model's HTTP contract."""
 import asyncio
+import base64
+import contextlib
 import json
 import os
 import shutil
@@ -270,37 +272,45 @@ def test_server_stop_never_signals_a_process_that_reused_the_servers_pid(tmp_pat
         bystander.wait()
 
 
-class _DatabaseDown(BaseHTTPRequestHandler):
+@contextlib.contextmanager
+def _fake_mlflow_server(reply):
+    """A local HTTP server whose GETs ``reply(path, headers)`` answers with (status, body); yields its URI."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = reply(self.path, self.headers)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
+def _database_down(path, headers):
     """An MLflow server whose PostgreSQL was killed: /health is fine, everything else a 500."""
-
-    def do_GET(self):
-        status, body = (200, b"OK") if self.path == "/health" else (500, json.dumps({
-            "error_code": "INTERNAL_ERROR", "message": "(psycopg.OperationalError) connection failed: connection to "
-            "server at \"127.0.0.1\", port 5999 failed: Connection refused\nIs the server running?"}).encode())
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+    return (200, b"OK") if path == "/health" else (500, json.dumps({
+        "error_code": "INTERNAL_ERROR", "message": "(psycopg.OperationalError) connection failed: connection to "
+        "server at \"127.0.0.1\", port 5999 failed: Connection refused\nIs the server running?"}).encode())
 
 
 def test_a_server_whose_database_is_down_is_named_within_seconds():
     from ecgpipe.tracking.runs import check_store_file
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _DatabaseDown)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    uri = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with _fake_mlflow_server(_database_down) as uri:
         start = time.monotonic()
         with pytest.raises(TrackingStoreError, match=r"the MLflow tracking server http://127.0.0.1:\d+ cannot use its "
                                                      r"database \(\(psycopg.OperationalError\) connection failed:.*\); "
                                                      r"is its PostgreSQL running\?"):
             check_store_file(uri)
         assert time.monotonic() - start < 30  # MLflow's client retried for 300 s
-    finally:
-        httpd.shutdown()
 
 
 def test_a_server_that_other_machines_can_reach_is_not_started_without_accounts(tmp_path, monkeypatch):
@@ -342,24 +352,11 @@ def test_a_client_without_an_account_is_told_which_variables_to_set(monkeypatch)
     variables, not MLflow's retried request errors."""
     from ecgpipe.tracking.runs import check_store_file
 
-    class _Accounts(BaseHTTPRequestHandler):
-        def do_GET(self):
-            signed_in = self.headers.get("Authorization") == "Basic " + __import__("base64").b64encode(
-                b"alice:alice-password-1").decode()
-            status = 200 if self.path == "/health" or signed_in else 401
-            body = b"{}" if status == 200 else b"You are not authenticated."
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def accounts(path, headers):
+        signed_in = headers.get("Authorization") == "Basic " + base64.b64encode(b"alice:alice-password-1").decode()
+        return (200, b"{}") if path == "/health" or signed_in else (401, b"You are not authenticated.")
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Accounts)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    uri = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with _fake_mlflow_server(accounts) as uri:
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
         monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
         with pytest.raises(TrackingStoreError, match=r"asks for an account: export MLFLOW_TRACKING_USERNAME and "
@@ -371,8 +368,6 @@ def test_a_client_without_an_account_is_told_which_variables_to_set(monkeypatch)
             check_store_file(uri)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "alice-password-1")
         check_store_file(uri)  # signed in: the probe sends MLflow's credentials
-    finally:
-        httpd.shutdown()
 
 
 # --- the served model's HTTP contract, on the middleware itself ------------------------------------------------

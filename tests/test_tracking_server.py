@@ -34,6 +34,16 @@ def _postmaster_pid(folder) -> int:
     return int((folder / "pgdata" / "postmaster.pid").read_text().split()[0])
 
 
+def _leave_nothing_running(folder, pids, base) -> None:
+    """Stop the folder's server, kill what survived of ``pids``, remove ``base``."""
+    if (folder / STATE_FILE).exists():
+        cli_main(["server", "stop", "--folder", str(folder)])
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def test_stages_registry_and_predict_through_a_postgresql_tracking_server(prepared, records_dir, tmp_path, capsys,
                                                                            monkeypatch):
     from mlflow.tracking import MlflowClient
@@ -96,12 +106,7 @@ def test_stages_registry_and_predict_through_a_postgresql_tracking_server(prepar
             cli_main(["server", "stop", "--folder", str(folder)])
         assert "no server of this folder is running" in str(exit_info.value.code)
     finally:  # whatever failed above, nothing stays running
-        if (folder / STATE_FILE).exists():
-            cli_main(["server", "stop", "--folder", str(folder)])
-        for pid in pids:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(base, ignore_errors=True)
+        _leave_nothing_running(folder, pids, base)
 
 
 def test_a_run_logging_through_a_server_restart_loses_nothing():
@@ -226,9 +231,4 @@ def test_accounts_readers_read_and_only_writers_move_the_champion(prepared, reco
         assert not (folder / STATE_FILE).exists()
         assert not any(_alive(pid) for pid in pids)
     finally:
-        if (folder / STATE_FILE).exists():
-            cli_main(["server", "stop", "--folder", str(folder)])
-        for pid in pids:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(base, ignore_errors=True)
+        _leave_nothing_running(folder, pids, base)
