@@ -85,7 +85,7 @@ class Signal:
         pages of a memory-mapped file are let go after each block, so a file larger than memory streams."""
         for start in range(0, len(self.samples), size):
             block = np.asarray(self.samples[start: start + size], dtype=np.float64)
-            yield start, (block * self.scale if self.scale != 1.0 else block.copy())
+            yield start, (block * self.scale if self.scale != 1.0 else block)  # read only: no copy
             _release_pages(self.samples)
 
 
@@ -115,7 +115,7 @@ MEDIAN_SAMPLES = 1 << 22
 
 
 class AmplitudeCheck:
-    """:func:`check_amplitude` of a recording given in consecutive blocks: finite samples (at once),
+    """The amplitude checks of a recording given in consecutive blocks: finite samples (at once),
     then flat, median and peak (:meth:`check`, once every block was added)."""
 
     def __init__(self, n_samples: int):
@@ -156,14 +156,6 @@ class AmplitudeCheck:
         if self.peak > PEAK_LIMIT:
             raise PredictError(f"sample {self.peak_at} is {self.peak_value:.3g} (in 1/1000 mV), beyond any ECG (at most "
                                f"{PEAK_LIMIT / 1e6:g} V): a corrupt sample or wrong units (--gain)")
-
-
-def check_amplitude(samples: np.ndarray) -> None:
-    """A recording (float64, CinC units) that is not finite, is flat, has an amplitude no ECG has, or
-    a sample no ECG reaches, is a PredictError."""
-    check = AmplitudeCheck(len(samples))
-    check.add(samples, 0)
-    check.check()
 
 
 def _lead_index(path: Path, names: list[str], lead: str | None) -> int:
