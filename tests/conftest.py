@@ -92,9 +92,13 @@ def copy_project(tmp_path: Path, params: dict, archive_path: Path) -> tuple[Path
     project.mkdir()
     for name in ("ecgpipe", "stages"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", project)
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, project)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, ECGPIPE_ARCHIVE=str(archive_path), DVC_NO_ANALYTICS="1")
+    # Python caches bytecode as on a user's machine (this one's environment turns that off): each stage
+    # process then compiles ecgpipe once per project, not every time, and .dvcignore is put to the test
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
     return project, env
 
