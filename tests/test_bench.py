@@ -11,8 +11,9 @@ from ecgpipe.models import create_model
 
 def test_bench_train_reports_both_sides_and_their_ratio():
     result = bench_train(batches=2, repeats=1, device="cpu", notebook=True, models=["mean_spectrum", "lstm"],
-                         data_scale=0.01, bf16=True)
+                         data_scale=0.01, bf16=True, warmup=1)
     assert result["device"] == "cpu" and result["batch_size"] == 192 and result["data_scale"] == 0.01
+    assert result["warmup"] == 1
     assert set(result["examples_per_s"]) == set(result["notebook_examples_per_s"]) == {"mean_spectrum", "lstm"}
     assert result["notebook_baseline"]["lstm"] == "notebook TorchLSTMNet"
     assert result["notebook_cpu_settings"] == "none (as the notebook)"
@@ -33,7 +34,7 @@ def test_bench_train_reports_both_sides_and_their_ratio():
 
 def test_bench_train_times_the_raw_network_through_its_crop_loader_without_a_baseline():
     result = bench_train(batches=2, repeats=1, device="cpu", notebook=True, models=["raw_resnet", "mean_spectrum"],
-                         data_scale=0.01)
+                         data_scale=0.01, warmup=0)
     assert result["examples_per_s"]["raw_resnet"] > 0
     assert set(result["notebook_examples_per_s"]) == set(result["speedup"]) == {"mean_spectrum"}
 
@@ -56,6 +57,8 @@ def test_bench_train_rejects_no_repeats_before_starting_a_process():
         bench_train(batches=5, repeats=0)
     with pytest.raises(ValueError, match=r"--data-scale must be in \(0, 1\], got 0.0"):
         bench_train(batches=5, repeats=1, data_scale=0.0)
+    with pytest.raises(ValueError, match=r"--warmup must be at least 0, got -1"):
+        bench_train(batches=5, repeats=1, warmup=-1)
 
 
 @pytest.mark.parametrize("name", ["mean_spectrum", "fully_connected", "conv", "torch_lstm"])

@@ -42,7 +42,8 @@ from ecgpipe.training.precision import resolve_precision
 
 BATCH_SIZE, STEPS, BINS = 192, 40, 17
 # untimed first minibatches: allocations, thread pool and kernel selection. In a fresh process
-# our step takes about ten batches to settle (batches 3-10 ran 10-30% slower than later ones)
+# our step takes about ten batches to settle (batches 3-10 ran 10-30% slower than later ones);
+# `--warmup` takes fewer where the figure does not matter (the tests)
 WARMUP = 10
 # as many chunks as the real training split has (metrics/chunk.json), whatever the number of
 # batches timed: batches are gathered from a set of the real size, as in training
@@ -68,7 +69,7 @@ def _scaled(n: int, data_scale: float) -> int:
 
 
 def _ours(name: str, data: Chunks | None, batches: int, device: torch.device, data_scale: float = 1.0,
-          precision: str = "float32") -> float:
+          precision: str = "float32", warmup: int = WARMUP) -> float:
     torch.manual_seed(0)
     if data is None:  # a raw-signal model
         model = create_model(name, 1, 1, n_steps=CROP_SAMPLES).to(device)
@@ -79,16 +80,16 @@ def _ours(name: str, data: Chunks | None, batches: int, device: torch.device, da
     optimizer = make_optimizer(model, 0.01)
     generator = torch.Generator().manual_seed(0)
     done, seen, start = 0, 0, None
-    while done < batches + WARMUP:
+    while done < batches + warmup:
         for x, y in epoch(generator):
-            if done == WARMUP:
+            if done == warmup:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 start, seen = start_clock(), 0
             train_step(model, optimizer, x, y, precision)
             done += 1
             seen += len(y)
-            if done >= batches + WARMUP:
+            if done >= batches + warmup:
                 break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -111,7 +112,7 @@ def _baseline_network(name: str) -> tuple[str, torch.nn.Module]:
 
 
 def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool, data_scale: float = 1.0,
-              precision: str = "float32") -> dict:
+              precision: str = "float32", warmup: int = WARMUP) -> dict:
     """In this process: examples/s of one model on one side, ``ours`` or ``notebook`` (``precision``:
     ours only, as the train stage resolves it)."""
     if tuned:
@@ -124,24 +125,24 @@ def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool,
     y = (torch.rand(n, generator=generator) < 0.5).long()
     label = None
     if side == "ours" and input_kind(name) == "raw_signal":
-        speed = _ours(name, None, batches, device, data_scale, precision)
+        speed = _ours(name, None, batches, device, data_scale, precision, warmup)
     elif side == "ours":
         data = Chunks(x.to(device), y.to(device), torch.zeros(n, dtype=torch.long, device=device),
                       torch.arange(n, device=device))
-        speed = _ours(name, data, batches, device, data_scale, precision)
+        speed = _ours(name, data, batches, device, data_scale, precision, warmup)
     else:
         torch.manual_seed(0)
         label, net = _baseline_network(name)
-        speed = load_notebook_baseline("notebook_train").timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device, warmup=WARMUP)
+        speed = load_notebook_baseline("notebook_train").timed_train_batches(net, x, y, batches, BATCH_SIZE, device=device, warmup=warmup)
     return {"examples_per_s": speed, "label": label, "device": str(device), "precision": precision,
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch_threads": torch.get_num_threads()}
 
 
 def _run_side(side: str, name: str, batches: int, device: str, tuned: bool, data_scale: float = 1.0,
-              precision: str = "float32") -> dict:
+              precision: str = "float32", warmup: int = WARMUP) -> dict:
     args = ["-m", "ecgpipe.bench.train", side, name, "--batches", str(batches), "--device", device,
-            "--data-scale", str(data_scale), "--precision", precision]
+            "--data-scale", str(data_scale), "--precision", precision, "--warmup", str(warmup)]
     return fresh_process_json(args + (["--tuned"] if tuned else []))
 
 
@@ -158,11 +159,11 @@ def speedups(ours_runs: list[dict], notebook_runs: list[dict], names: list[str])
 
 def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", notebook: bool = False,
                 models: list[str] | None = None, tuned_notebook: bool = False, data_scale: float = 1.0,
-                bf16: bool = False) -> dict:
+                bf16: bool = False, warmup: int | None = None) -> dict:
     """Examples/s per model (medians over ``repeats``), timed in fresh processes; ``data_scale`` shrinks
     the data set the batches are drawn from (1.0: the real training split's size; tests use less).
     ``bf16``: each model also trains under bfloat16 autocast, in a process beside its float32 one,
-    and the ratio is the median of the per-repeat ratios."""
+    and the ratio is the median of the per-repeat ratios. ``warmup``: untimed minibatches first, per process."""
     resolve_device(device)  # a bad name fails here, before any process starts
     names = models or list_models()
     unknown = sorted(set(names) - set(list_models()))
@@ -170,6 +171,9 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         raise ValueError(f"unknown models {unknown}; registered: {list_models()}")
     if batches < 1 or repeats < 1:
         raise ValueError(f"--batches and --repeats must be at least 1, got {batches} and {repeats}")
+    warmup = WARMUP if warmup is None else warmup
+    if warmup < 0:
+        raise ValueError(f"--warmup must be at least 0, got {warmup}")
     if not 0 < data_scale <= 1:
         raise ValueError(f"--data-scale must be in (0, 1], got {data_scale}")
     if notebook:
@@ -179,13 +183,13 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         ours_run, notebook_run, bf16_run = {"examples_per_s": {}}, {"examples_per_s": {}}, {"examples_per_s": {}}
         for name in names:  # a fresh process per model and side, the sides alternating: a ratio's
             # two timings are seconds apart, so that machine drift hits both alike
-            ours = _run_side("ours", name, batches, device, True, data_scale)
+            ours = _run_side("ours", name, batches, device, True, data_scale, warmup=warmup)
             ours_run["examples_per_s"][name] = ours["examples_per_s"]
             if bf16 and trains_in_bfloat16(name):
-                in_bf16 = _run_side("ours", name, batches, device, True, data_scale, "bfloat16")
+                in_bf16 = _run_side("ours", name, batches, device, True, data_scale, "bfloat16", warmup)
                 bf16_run["examples_per_s"][name], bf16_precision = in_bf16["examples_per_s"], in_bf16["precision"]
             if notebook and input_kind(name) == "spectrogram":  # the notebook has no raw-signal network
-                theirs = _run_side("notebook", name, batches, device, tuned_notebook, data_scale)
+                theirs = _run_side("notebook", name, batches, device, tuned_notebook, data_scale, warmup=warmup)
                 notebook_run["examples_per_s"][name], labels[name] = theirs["examples_per_s"], theirs["label"]
         ours_runs.append(ours_run)
         notebook_runs.append(notebook_run)
@@ -194,6 +198,7 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         "device": ours["device"] + (f" ({ours['gpu']})" if ours["gpu"] else ""),  # as in every process
         "batch_size": BATCH_SIZE,
         "batches": batches,
+        "warmup": warmup,
         "repeats": repeats,
         "data_scale": data_scale,
         "torch_threads": ours["torch_threads"],
@@ -225,6 +230,7 @@ if __name__ == "__main__":  # one model on one side, timed in this fresh process
     parser.add_argument("--tuned", action="store_true")
     parser.add_argument("--data-scale", type=float, default=1.0)
     parser.add_argument("--precision", default="float32")
+    parser.add_argument("--warmup", type=int, default=WARMUP)
     args = parser.parse_args()
     print(json.dumps(time_side(args.side, args.model, args.batches, args.device, args.tuned, args.data_scale,
-                               args.precision)))
+                               args.precision, args.warmup)))

@@ -39,7 +39,7 @@ def _bench_train(args: argparse.Namespace) -> None:
 
     target = _json_output(args)
     _print_and_write(bench_train(args.batches, args.repeats, args.device, args.notebook, args.models,
-                                 args.tuned_notebook, args.data_scale, args.bf16), target)
+                                 args.tuned_notebook, args.data_scale, args.bf16, args.warmup), target)
 
 
 def _checked(check_name: str):
@@ -394,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-scale", type=float, default=1.0,
                        help="the data set the batches come from, as a fraction of the real training split's size "
                             "(default 1; memory and set-up time scale with it, the timed steps do not)")
+    train.add_argument("--warmup", type=_at_least(0),
+                       help="untimed minibatches first in each process (default: ecgpipe.bench.train.WARMUP, the ten "
+                            "a fresh process takes to settle; fewer only where the figure does not matter)")
     train.add_argument("--json", type=Path, help="also write the result here")
     train.set_defaults(func=_bench_train)
     return parser
