@@ -66,7 +66,9 @@ def test_a_study_run_by_two_queue_workers_loses_nothing(study_project):
     from mlflow.tracking import MlflowClient
 
     project, run = study_project
-    experiments = ["mean_spectrum-chunked", "fully_connected-random_chunk"]
+    # one experiment: what is under test is the queue (two workers, two folds); studies of several
+    # experiments and their paired comparisons are tested on hand-built stores below
+    experiments = ["mean_spectrum-chunked"]
     run("ecgpipe", "study", "run", "--name", "cv", "--folds", "2", "--jobs", "2",
         "--wait", "--experiments", *experiments)
     status = run(sys.executable, "-m", "dvc", "queue", "status")
