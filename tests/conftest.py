@@ -199,14 +199,18 @@ def ensemble(evaluated, prepared, records_dir, tmp_path_factory):
     params = prepared["params"]
     out = tmp_path_factory.mktemp("ensemble") / "ens"
     s = params.spectrogram
-    # the evaluate stage's shifts and seed (conftest's two); a gate that a tiny model on caricatures passes
+    # the evaluate stage's shifts and seed (conftest's two), and a gate set at the network's own figure
+    # under the shifts, as its evaluate stage measured it: the network passes, and so does the ensemble
+    # (the rhythm trees cannot split so few recordings, and averaging with a constant keeps the ROC AUC);
+    # the rhythm model alone fails unless the network is no better than chance
+    bound = evaluated["summary"]["val_worst_shift"]["min_roc_auc"] - 1e-4
     judging = Judging(Bootstrap(200, 1, 0.95), dict(params.evaluate.shifts), params.evaluate.shift_seed,
-                      {"min_shift_roc_auc": GateCheck(at_least=0.0), "worst_shift_f1_A_change": GateCheck(at_least=-1.0)})
+                      {"min_shift_roc_auc": GateCheck(at_least=bound)})
     made = fit_ensemble(evaluated["out"] / "predictors" / evaluated["name"], records_dir, prepared["split"], out,
                         Task(list(s.classes), s.min_length, s.max_length, s.flat_records),
                         judging, 0, params.mlflow.experiment_name, "test-ensemble", out.parent / "features.csv")
     return {**made, "out": out, "network": evaluated["out"] / "predictors" / evaluated["name"],
-            "features": out.parent / "features.csv"}
+            "features": out.parent / "features.csv", "gate_bound": bound}
 
 
 # The longest files first (their seconds on 2 cores, from --durations): with --dist loadfile, xdist hands

@@ -20,17 +20,36 @@ from ecgpipe.pipeline.train import TrainSections, run_train
 CHAMPION_CONFIG = "raw_resnet-robust_crop"
 
 
+def _with_mislabelled_af(records_dir, out):
+    """A copy of the synthetic records in which every other AF record carries a normal rhythm (same
+    length, label kept): no model can then be perfect on AF, so comparisons with the champion can fail."""
+    import shutil
+
+    import numpy as np
+
+    from tests.synthetic import synthetic_signal, write_record
+
+    shutil.copytree(records_dir, out)
+    labels = dict(line.split(",") for line in (out / "REFERENCE.csv").read_text().split())
+    mislabelled = sorted(r for r, label in labels.items() if label == "A")[1::2]
+    rng = np.random.default_rng(1)
+    for record in mislabelled:
+        length = int((out / f"{record}.hea").read_text().split()[3])
+        write_record(out, record, synthetic_signal("N", length, rng))
+    return mislabelled
+
+
 @pytest.fixture(scope="module")
 def reported(records_dir, tmp_path_factory):
-    """Three tiny experiments (two on spectrograms, one on the raw signal) on a split with held-out
-    test recordings, trained, evaluated, reported."""
+    """Five tiny experiments (three on spectrograms, two on the raw signal) on a split with held-out
+    test recordings, trained, evaluated, reported, on records where some AF looks normal."""
     from tests.conftest import small_params_dict
 
     raw = small_params_dict()
     raw["split"].update(train=0.6, val=0.2, test=0.2, stratify=True)
     raw["evaluate"]["bootstrap_resamples"] = 200
     raw["experiments"]["raw_resnet-random_crop"] = {"model": "raw_resnet", "loader": "random_crop", "crop_samples": 600,
-                                                    "epochs": 2, "lr": 0.003, "lr_schedule": "cosine"}
+                                                    "epochs": 10, "lr": 0.003, "lr_schedule": "cosine"}
     # a spectrogram network with every robustness option, and a shift that changes nothing besides
     # the project's own shifts
     raw["experiments"]["fully_connected-robust_crop"] = {
@@ -45,9 +64,14 @@ def reported(records_dir, tmp_path_factory):
     raw["evaluate"]["shifts"] = {"gain_1x": {"kind": "gain", "factor": 1.0}, **project["evaluate"]["shifts"]}
     # the configuration that ships as the champion (params.yaml's raw_resnet-robust_crop), shortened
     champion = project["experiments"][CHAMPION_CONFIG]
-    raw["experiments"][CHAMPION_CONFIG] = {**champion, "crop_samples": 600, "epochs": 2}
+    raw["experiments"][CHAMPION_CONFIG] = {**champion, "crop_samples": 600, "epochs": 10}  # enough to tell A from N
+    # a gate whose verdict no CPU's rounding can change (whether an experiment was trained robust):
+    # the plain networks are refused, so the champion is not simply the best figure
+    raw["report"]["gate"] = {"robust": {"at_least": 1}}
     params = parse_params(raw)
     out = tmp_path_factory.mktemp("reported")
+    source, records_dir = records_dir, out / "records"
+    mislabelled = _with_mislabelled_af(source, records_dir)
     uri = f"sqlite:///{out / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", uri)
@@ -66,7 +90,10 @@ def reported(records_dir, tmp_path_factory):
         table = run_report(**report_sections(params), metrics_dir=out / "metrics", models_dir=out / "models",
                            out_dir=out / "reports", plots_dir=out / "plots", chunks_dir=chunks,
                            spectrogram_dir=spectrogram, records_dir=records_dir)
-    return {"out": out, "params": params, "table": table, "uri": uri}
+    split = json.loads((out / "split.json").read_text())
+    # the data can fail the checks below only if a mislabelled record is scored, and one is learnt from
+    assert set(mislabelled) & set(split["val"]) and set(mislabelled) & set(split["train"]), (mislabelled, split)
+    return {"out": out, "params": params, "table": table, "uri": uri, "records": records_dir}
 
 
 def test_every_recording_figure_has_an_interval(reported):
@@ -141,13 +168,23 @@ def test_experiments_are_compared_with_the_champion(reported):
     out = reported["out"]
     comparison = pd.read_csv(out / "reports" / "comparison.csv").to_dict("records")
     champion = json.loads((out / "reports" / "champion.json").read_text())["experiment"]
+    table = reported["table"].set_index("experiment")
+    assert table.loc[champion, "record_f1_A"] < 1  # the data: a champion that can be beaten
+    assert set(table.index[table["robust"] < 1]) == {"mean_spectrum-chunked", "fully_connected-random_chunk",
+                                                     "raw_resnet-random_crop"}  # refused by the gate
     verdicts = {r["experiment"]: r["verdict"] for r in comparison}
     assert verdicts[champion] == "champion"
     for row in comparison:
+        name = row["experiment"]
         assert row["difference_ci_low"] <= row["difference"] <= row["difference_ci_high"]
-        assert row["difference"] <= 0  # the champion has the highest point estimate
-        if row["experiment"] != champion:
-            assert row["verdict"] == ("worse" if row["difference_ci_high"] < 0 else "not distinguishable")
+        # the experiment's F1(A) less the champion's, on the same recordings (4 decimals in the csv)
+        assert row["difference"] == pytest.approx(table.loc[name, "record_f1_A"] - table.loc[champion, "record_f1_A"],
+                                                  abs=2e-4), name
+        if name != champion:
+            assert row["verdict"] == ("worse" if row["difference_ci_high"] < 0 else "better"
+                                      if row["difference_ci_low"] > 0 else "not distinguishable"), name
+        if table.loc[name, "robust"] == 1:  # eligible: the champion is not worse than any of them
+            assert row["verdict"] != "better", name
     markdown = (out / "reports" / "results.md").read_text()
     assert "## Compared with the champion" in markdown and f"The champion, `{champion}`" in markdown
 
@@ -176,7 +213,7 @@ def _val_predictions(out, name) -> pd.DataFrame:
     return pd.read_csv(out / "plots" / "confusion" / name / "val.csv", dtype={"record": str}).set_index("record")
 
 
-def test_the_champions_configuration_end_to_end(reported, records_dir, monkeypatch):
+def test_the_champions_configuration_end_to_end(reported, monkeypatch):
     """raw_resnet with conditioning and augmentation (what ships as @champion): trained, evaluated,
     then predicted by `ecgpipe predict` and by the MLflow pyfunc model, with the same numbers."""
     import mlflow
@@ -188,11 +225,12 @@ def test_the_champions_configuration_end_to_end(reported, records_dir, monkeypat
 
     out = reported["out"]
     expected = _val_predictions(out, CHAMPION_CONFIG)
+    assert set(expected["predicted"]) == {"N", "A"}  # else the labels compared below say nothing
     spec = json.loads((out / "models" / CHAMPION_CONFIG / "model.json").read_text())
     assert spec["preprocessing"]["featurizer"]["conditioning"] == {"highpass_hz": 0.5, "lowpass_hz": 40.0,
                                                                    "amplitude": "mad", "filter_order": 2}
-    records = list(expected.index[:6])
-    files = [str(records_dir / f"{r}.mat") for r in records]
+    records = list(expected.index)  # every validation recording: both predicted labels among them
+    files = [str(reported["records"] / f"{r}.mat") for r in records]
     rows = predict_files(load_predictor(str(out / "predictors" / CHAMPION_CONFIG)), files)
     assert [r["error"] for r in rows] == [""] * len(rows)
     np.testing.assert_allclose([r["p_A"] for r in rows], expected.loc[records, "p_A"], atol=2e-6)  # val.csv: 6 decimals
@@ -204,7 +242,7 @@ def test_the_champions_configuration_end_to_end(reported, records_dir, monkeypat
     assert answer["error"].tolist() == [""] * len(rows)
 
 
-def test_registry_and_run_uris_predict_what_the_champion_scored(reported, records_dir, monkeypatch):
+def test_registry_and_run_uris_predict_what_the_champion_scored(reported, monkeypatch):
     """`--model models:/NAME@champion` and `runs:/ID/predictor`: the success path, not only failures."""
     import numpy as np
 
@@ -216,7 +254,7 @@ def test_registry_and_run_uris_predict_what_the_champion_scored(reported, record
     champion = json.loads((out / "reports" / "champion.json").read_text())
     expected = _val_predictions(out, champion["experiment"])
     records = list(expected.index[:4])
-    files = [str(records_dir / f"{r}.mat") for r in records]
+    files = [str(reported["records"] / f"{r}.mat") for r in records]
     for uri in (champion["model_uri"], f"runs:/{champion['run_id']}/predictor"):
         rows = predict_files(load_predictor(uri), files)
         np.testing.assert_allclose([r["p_A"] for r in rows], expected.loc[records, "p_A"], atol=2e-6, err_msg=uri)
