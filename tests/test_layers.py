@@ -70,3 +70,16 @@ def test_every_import_goes_down_and_an_upward_one_is_caught(tmp_path):
     broken = lint_imports(tmp_path)
     assert broken.returncode != 0
     assert "ecgpipe.core.units -> ecgpipe.pipeline.stage" in broken.stdout
+
+
+def test_stages_that_never_filter_a_signal_start_without_scipy_signal():
+    """scipy.signal takes about a second to import, and every stage reads params.yaml (whose shifts
+    use it): the stages that cut, split or balance import it only where a signal is filtered."""
+    code = ("import sys\n"
+            "from ecgpipe.params import load_params\n"
+            "import ecgpipe.pipeline.stage, ecgpipe.pipeline.check, ecgpipe.pipeline.download, ecgpipe.pipeline.split\n"
+            "import ecgpipe.pipeline.balance, ecgpipe.pipeline.chunk, ecgpipe.pipeline.signals, ecgpipe.pipeline.train\n"
+            "load_params('params.yaml')\n"
+            "print(sorted(m for m in sys.modules if m.startswith('scipy.signal')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

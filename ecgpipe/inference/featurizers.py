@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import numpy as np
-import scipy.signal
 import torch
 
 from ecgpipe.core.errors import PredictError
@@ -127,6 +126,8 @@ class SpectrogramChunks:
     def _notebook_windows(self, samples: np.ndarray, n_chunks: int) -> torch.Tensor:
         # float32 as in training; windows inside the recording do not depend on any padding. The samples
         # passed Preprocessing's checks (at most readers.PEAK_LIMIT): their power stays within float32.
+        import scipy.signal  # here: the networks trained on chunks never call it (scipy.signal takes ~1 s to import)
+
         _, _, sxx = scipy.signal.spectrogram(samples.astype(np.float32), scaling=self.scaling,
                                              nperseg=self.nperseg, noverlap=self.noverlap)
         spectra = np.ascontiguousarray(sxx.T[: n_chunks * self.chunk_size])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.signal
 
 
 class StreamResampler:
@@ -15,6 +14,8 @@ class StreamResampler:
     ``n_in`` samples given to :meth:`push` in order; :meth:`finish` returns the last outputs."""
 
     def __init__(self, up: int, down: int, n_in: int):
+        import scipy.signal  # here: the modules that import this one are imported by stages that never resample
+
         common = math.gcd(up, down)
         self.up, self.down, self.n_in = up // common, down // common, n_in
         # resample_poly's filter and alignment (scipy/signal/_signaltools.py); the zeros it appends
@@ -52,6 +53,8 @@ class StreamResampler:
         # upfirdn of the buffer: its output k is output k + offset of the whole input, because the
         # buffer starts at a multiple of down; outputs whose filter reaches before the buffer are
         # not asked for (the buffer keeps that overlap, or starts at the signal's start)
+        import scipy.signal
+
         offset = self.buffer_start * self.up // self.down
         filtered = scipy.signal.upfirdn(self.h, self.buffer, self.up, self.down)
         out = filtered[self.next_output - offset: end - offset]

@@ -28,7 +28,6 @@ from fractions import Fraction
 from typing import Literal
 
 import numpy as np
-import scipy.signal
 
 from ecgpipe.core.errors import fail_param
 from ecgpipe.core.units import ADC_PER_MV, SAMPLING_RATE_HZ
@@ -160,6 +159,9 @@ class ResampleShift:
                        "100-1,000 Hz; each recording is resampled in memory)", self.hz)
 
     def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        import scipy.signal  # here, not at the top: params.py imports this module, and scipy.signal
+        # takes about a second to import, in every stage and command
+
         ratio = Fraction(self.hz / fs).limit_denominator(1000)
         return scipy.signal.resample_poly(_as_samples(samples), ratio.numerator, ratio.denominator), float(self.hz)
 
@@ -182,6 +184,8 @@ class BandpassShift:
     def apply(self, samples: np.ndarray, fs: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         if self.high_hz >= fs / 2:
             raise ValueError(f"bandpass shift: high_hz {self.high_hz:g} is not below the Nyquist frequency {fs / 2:g}")
+        import scipy.signal
+
         sos = scipy.signal.butter(BANDPASS_ORDER, [self.low_hz, self.high_hz], btype="bandpass", fs=fs, output="sos")
         return scipy.signal.sosfiltfilt(sos, _as_samples(samples)), fs
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.signal
 import torch
 
 
@@ -27,6 +26,8 @@ def compute_spectra(
     caches. The values equal one call's to float32 rounding; on some CPUs bit for bit, but that is
     the kernels' business, so ``batch_size`` is a DVC param of the stage.
     """
+    import scipy.signal  # here, as below: the stages that only cut windows skip its import (about a second)
+
     n = signals.shape[0]
     n_windows = (signals.shape[1] - noverlap) // (nperseg - noverlap)
     out = np.empty((n, n_windows, nperseg // 2 + 1), dtype=np.float32)
@@ -94,6 +95,8 @@ def spectrogram_of_windows(x: torch.Tensor, nperseg: int, noverlap: int, scaling
     if scaling != "spectrum":
         raise ValueError(f"spectrogram_of_windows: only scaling 'spectrum' is implemented, got {scaling!r}")
     if nperseg not in _TUKEY_WINDOWS:
+        import scipy.signal
+
         _TUKEY_WINDOWS[nperseg] = torch.from_numpy(scipy.signal.get_window(("tukey", 0.25), nperseg))
     window = _TUKEY_WINDOWS[nperseg].to(x.device, x.dtype)
     segments = x.unfold(-1, nperseg, nperseg - noverlap)
