@@ -216,8 +216,11 @@ def test_ctrl_c_in_a_stage_is_one_line_and_its_mlflow_run_is_killed(tmp_path):
     from tests.conftest import ROOT
 
     script = tmp_path / "train.py"  # a stage whose body is interrupted inside its MLflow run, as SIGINT does
+    # (Python's own SIGINT handler, as under a terminal: a shell that started the tests in the background
+    # made them ignore SIGINT, and this child inherits that)
     script.write_text(
         "import os, signal, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from ecgpipe.core.io import atomic_path\n"
         "from ecgpipe.pipeline.stage import run_stage\n"
         "from ecgpipe.tracking.runs import start_run\n"
