@@ -69,7 +69,7 @@ def _scaled(n: int, data_scale: float) -> int:
 
 
 def _ours(name: str, data: Chunks | None, batches: int, device: torch.device, data_scale: float = 1.0,
-          precision: str = "float32", warmup: int = WARMUP) -> float:
+          precision: str = "float32", warmup: int = WARMUP, compiled: bool = False) -> float:
     torch.manual_seed(0)
     if data is None:  # a raw-signal model
         model = create_model(name, 1, 1, n_steps=CROP_SAMPLES).to(device)
@@ -78,7 +78,12 @@ def _ours(name: str, data: Chunks | None, batches: int, device: torch.device, da
         model = create_model(name, BINS, 1, n_steps=STEPS).to(device)
         epoch = chunked_batches(data, BATCH_SIZE)
     optimizer = make_optimizer(model, 0.01)
+    if compiled:  # inductor, one graph per batch shape (the full one and the epoch's last)
+        model = torch.compile(model, dynamic=False)
     generator = torch.Generator().manual_seed(0)
+    if compiled:  # the first epoch is untimed: its last, shorter batch compiles a second graph
+        for x, y in epoch(generator):
+            train_step(model, optimizer, x, y, precision)
     done, seen, start = 0, 0, None
     while done < batches + warmup:
         for x, y in epoch(generator):
@@ -112,7 +117,7 @@ def _baseline_network(name: str) -> tuple[str, torch.nn.Module]:
 
 
 def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool, data_scale: float = 1.0,
-              precision: str = "float32", warmup: int = WARMUP) -> dict:
+              precision: str = "float32", warmup: int = WARMUP, compiled: bool = False) -> dict:
     """In this process: examples/s of one model on one side, ``ours`` or ``notebook`` (``precision``:
     ours only, as the train stage resolves it)."""
     if tuned:
@@ -125,11 +130,11 @@ def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool,
     y = (torch.rand(n, generator=generator) < 0.5).long()
     label = None
     if side == "ours" and input_kind(name) == "raw_signal":
-        speed = _ours(name, None, batches, device, data_scale, precision, warmup)
+        speed = _ours(name, None, batches, device, data_scale, precision, warmup, compiled)
     elif side == "ours":
         data = Chunks(x.to(device), y.to(device), torch.zeros(n, dtype=torch.long, device=device),
                       torch.arange(n, device=device))
-        speed = _ours(name, data, batches, device, data_scale, precision, warmup)
+        speed = _ours(name, data, batches, device, data_scale, precision, warmup, compiled)
     else:
         torch.manual_seed(0)
         label, net = _baseline_network(name)
@@ -140,10 +145,10 @@ def time_side(side: str, name: str, batches: int, device_name: str, tuned: bool,
 
 
 def _run_side(side: str, name: str, batches: int, device: str, tuned: bool, data_scale: float = 1.0,
-              precision: str = "float32", warmup: int = WARMUP) -> dict:
+              precision: str = "float32", warmup: int = WARMUP, compiled: bool = False) -> dict:
     args = ["-m", "ecgpipe.bench.train", side, name, "--batches", str(batches), "--device", device,
             "--data-scale", str(data_scale), "--precision", precision, "--warmup", str(warmup)]
-    return fresh_process_json(args + (["--tuned"] if tuned else []))
+    return fresh_process_json(args + (["--tuned"] if tuned else []) + (["--compiled"] if compiled else []))
 
 
 def speedups(ours_runs: list[dict], notebook_runs: list[dict], names: list[str]) -> tuple[dict, dict]:
@@ -159,11 +164,13 @@ def speedups(ours_runs: list[dict], notebook_runs: list[dict], names: list[str])
 
 def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", notebook: bool = False,
                 models: list[str] | None = None, tuned_notebook: bool = False, data_scale: float = 1.0,
-                bf16: bool = False, warmup: int | None = None) -> dict:
+                bf16: bool = False, warmup: int | None = None, compiled: bool = False) -> dict:
     """Examples/s per model (medians over ``repeats``), timed in fresh processes; ``data_scale`` shrinks
     the data set the batches are drawn from (1.0: the real training split's size; tests use less).
     ``bf16``: each model also trains under bfloat16 autocast, in a process beside its float32 one,
-    and the ratio is the median of the per-repeat ratios. ``warmup``: untimed minibatches first, per process."""
+    and the ratio is the median of the per-repeat ratios. ``warmup``: untimed minibatches first, per process.
+    ``compiled``: each model also trains under ``torch.compile`` (inductor), in each precision timed, in
+    a process beside its eager one; its first epoch (where the graphs compile) is never timed."""
     resolve_device(device)  # a bad name fails here, before any process starts
     names = models or list_models()
     unknown = sorted(set(names) - set(list_models()))
@@ -179,8 +186,10 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
     if notebook:
         notebook_baseline("notebook_train")  # missing: one line here, not a child's traceback
     ours_runs, notebook_runs, bf16_runs, labels = [], [], [], {}
+    compiled_runs = {"float32": [], "bfloat16": []}
     for _ in range(repeats):
         ours_run, notebook_run, bf16_run = {"examples_per_s": {}}, {"examples_per_s": {}}, {"examples_per_s": {}}
+        compiled_run = {p: {"examples_per_s": {}} for p in compiled_runs}
         for name in names:  # a fresh process per model and side, the sides alternating: a ratio's
             # two timings are seconds apart, so that machine drift hits both alike
             ours = _run_side("ours", name, batches, device, True, data_scale, warmup=warmup)
@@ -188,12 +197,18 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
             if bf16 and trains_in_bfloat16(name):
                 in_bf16 = _run_side("ours", name, batches, device, True, data_scale, "bfloat16", warmup)
                 bf16_run["examples_per_s"][name], bf16_precision = in_bf16["examples_per_s"], in_bf16["precision"]
+            for precision in ("float32", "bfloat16") if compiled else ():
+                if precision == "float32" or (bf16 and trains_in_bfloat16(name)):
+                    side = _run_side("ours", name, batches, device, True, data_scale, precision, warmup, True)
+                    compiled_run[precision]["examples_per_s"][name] = side["examples_per_s"]
             if notebook and input_kind(name) == "spectrogram":  # the notebook has no raw-signal network
                 theirs = _run_side("notebook", name, batches, device, tuned_notebook, data_scale, warmup=warmup)
                 notebook_run["examples_per_s"][name], labels[name] = theirs["examples_per_s"], theirs["label"]
         ours_runs.append(ours_run)
         notebook_runs.append(notebook_run)
         bf16_runs.append(bf16_run)
+        for precision, runs in compiled_runs.items():
+            runs.append(compiled_run[precision])
     result = {
         "device": ours["device"] + (f" ({ours['gpu']})" if ours["gpu"] else ""),  # as in every process
         "batch_size": BATCH_SIZE,
@@ -211,6 +226,15 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         result["bf16_examples_per_s"] = {
             m: round(statistics.median(r["examples_per_s"][m] for r in bf16_runs), 1) for m in in_bf16}
         result["bf16_speedup"], result["bf16_speedup_per_repeat"] = speedups(bf16_runs, ours_runs, in_bf16)
+    if compiled:  # each against the eager run of its own precision
+        eager = {"float32": ours_runs, "bfloat16": bf16_runs}
+        for precision, runs in compiled_runs.items():
+            done = [m for m in names if m in runs[0]["examples_per_s"]]
+            if done:
+                key = "compiled" if precision == "float32" else "compiled_bf16"
+                result[f"{key}_examples_per_s"] = {
+                    m: round(statistics.median(r["examples_per_s"][m] for r in runs), 1) for m in done}
+                result[f"{key}_speedup"], result[f"{key}_speedup_per_repeat"] = speedups(runs, eager[precision], done)
     compared = [m for m in names if input_kind(m) == "spectrogram"]
     if notebook and compared:
         result["notebook_examples_per_s"] = {
@@ -231,6 +255,7 @@ if __name__ == "__main__":  # one model on one side, timed in this fresh process
     parser.add_argument("--data-scale", type=float, default=1.0)
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--warmup", type=int, default=WARMUP)
+    parser.add_argument("--compiled", action="store_true")
     args = parser.parse_args()
     print(json.dumps(time_side(args.side, args.model, args.batches, args.device, args.tuned, args.data_scale,
-                               args.precision, args.warmup)))
+                               args.precision, args.warmup, args.compiled)))

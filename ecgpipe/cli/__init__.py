@@ -39,7 +39,7 @@ def _bench_train(args: argparse.Namespace) -> None:
 
     target = _json_output(args)
     _print_and_write(bench_train(args.batches, args.repeats, args.device, args.notebook, args.models,
-                                 args.tuned_notebook, args.data_scale, args.bf16, args.warmup), target)
+                                 args.tuned_notebook, args.data_scale, args.bf16, args.warmup, args.compile), target)
 
 
 def _checked(check_name: str):
@@ -397,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup", type=_at_least(0),
                        help="untimed minibatches first in each process (default: ecgpipe.bench.train.WARMUP, the ten "
                             "a fresh process takes to settle; fewer only where the figure does not matter)")
+    train.add_argument("--compile", action="store_true",
+                       help="also time each model under torch.compile (inductor), in each precision timed, interleaved, "
+                            "and report the ratio to eager; the first epoch, where it compiles, is not timed")
     train.add_argument("--json", type=Path, help="also write the result here")
     train.set_defaults(func=_bench_train)
     return parser
