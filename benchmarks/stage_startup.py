@@ -8,6 +8,7 @@ data of the DVC tests it is most of a stage's time.
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,5 +30,8 @@ for _ in range(args.repeats):
                            capture_output=True, env={"PYTHONPATH": str(checkout.resolve()), "PATH": "/usr/bin:/bin"})
             seconds[str(checkout)][stage].append(time.perf_counter() - start)
 medians = {c: {s: round(statistics.median(v), 2) for s, v in per.items()} for c, per in seconds.items()}
-print(json.dumps({"repeats": args.repeats, "median_s": medians,
+commits = {str(c): subprocess.run(["git", "-C", str(c), "describe", "--always", "--dirty"], capture_output=True,
+                                  text=True).stdout.strip() for c in args.checkouts}
+cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+print(json.dumps({"cpu": cpu, "cpus": os.cpu_count(), "commits": commits, "repeats": args.repeats, "median_s": medians,
                   "total_median_s": {c: round(sum(m.values()), 2) for c, m in medians.items()}}, indent=1))

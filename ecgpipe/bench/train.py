@@ -151,6 +151,11 @@ def _run_side(side: str, name: str, batches: int, device: str, tuned: bool, data
     return fresh_process_json(args + (["--tuned"] if tuned else []) + (["--compiled"] if compiled else []))
 
 
+def median_speeds(runs: list[dict], names: list[str]) -> dict:
+    """Per model: the median examples/s over ``runs`` (one dict per repeat)."""
+    return {m: round(statistics.median(r["examples_per_s"][m] for r in runs), 1) for m in names}
+
+
 def speedups(ours_runs: list[dict], notebook_runs: list[dict], names: list[str]) -> tuple[dict, dict]:
     """Per model: the median of the per-repeat ratios, and every repeat's ratio.
 
@@ -217,14 +222,13 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
         "repeats": repeats,
         "data_scale": data_scale,
         "torch_threads": ours["torch_threads"],
-        "examples_per_s": {m: round(statistics.median(r["examples_per_s"][m] for r in ours_runs), 1) for m in names},
+        "examples_per_s": median_speeds(ours_runs, names),
     }
     in_bf16 = [m for m in names if trains_in_bfloat16(m)]
     if bf16 and in_bf16:
         # "float32" where the device has no native bfloat16: the ratio then says what fell back
         result["bf16_ran_as"] = bf16_precision
-        result["bf16_examples_per_s"] = {
-            m: round(statistics.median(r["examples_per_s"][m] for r in bf16_runs), 1) for m in in_bf16}
+        result["bf16_examples_per_s"] = median_speeds(bf16_runs, in_bf16)
         result["bf16_speedup"], result["bf16_speedup_per_repeat"] = speedups(bf16_runs, ours_runs, in_bf16)
     if compiled:  # each against the eager run of its own precision
         eager = {"float32": ours_runs, "bfloat16": bf16_runs}
@@ -232,13 +236,11 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
             done = [m for m in names if m in runs[0]["examples_per_s"]]
             if done:
                 key = "compiled" if precision == "float32" else "compiled_bf16"
-                result[f"{key}_examples_per_s"] = {
-                    m: round(statistics.median(r["examples_per_s"][m] for r in runs), 1) for m in done}
+                result[f"{key}_examples_per_s"] = median_speeds(runs, done)
                 result[f"{key}_speedup"], result[f"{key}_speedup_per_repeat"] = speedups(runs, eager[precision], done)
     compared = [m for m in names if input_kind(m) == "spectrogram"]
     if notebook and compared:
-        result["notebook_examples_per_s"] = {
-            m: round(statistics.median(r["examples_per_s"][m] for r in notebook_runs), 1) for m in compared}
+        result["notebook_examples_per_s"] = median_speeds(notebook_runs, compared)
         result["notebook_baseline"] = labels
         result["notebook_cpu_settings"] = "ecgpipe.cpu (as ours)" if tuned_notebook else "none (as the notebook)"
         result["speedup"], result["speedup_per_repeat"] = speedups(ours_runs, notebook_runs, compared)

@@ -43,7 +43,7 @@ def input_kind(name: str) -> str:
 
 
 def trains_in_bfloat16(name: str) -> bool:
-    """Whether model ``name`` can train under bfloat16 autocast (``train.precision``)."""
+    """Whether model ``name`` can train under bfloat16 autocast (``experiments.NAME.precision``)."""
     return _AUTOCAST[name]
 
 

@@ -31,12 +31,12 @@ from ecgpipe.signal.windows import cut
 from ecgpipe.tracking.runs import RUN_FILE, network_requirements
 from ecgpipe.training.cpu import tune_for_training
 from ecgpipe.training.fit import fit
-from ecgpipe.training.precision import resolve_precision
 from ecgpipe.training.loaders import (
     LOADERS,
     LoaderSources,
     window_positions,
 )
+from ecgpipe.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 

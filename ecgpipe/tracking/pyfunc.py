@@ -82,7 +82,6 @@ def _artifact_folder(model_dir: Path, aggregation: str, into: Path) -> Path:
     return folder
 
 
-
 def inference_code(into: Path) -> Path:
     """A copy of the ecgpipe modules the served model runs (this module's import closure: inference
     and what it stands on), without training, the pipeline, benchmarks or the CLI."""
