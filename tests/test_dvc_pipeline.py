@@ -66,6 +66,8 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
         assert set(evaluation) == {"chunk_balanced", "chunk", "record"}
         assert 0 <= evaluation["record"]["f1"]["A"] <= 1 and "roc_auc" in evaluation["record"]
         assert "val_balanced_acc" in files[f"metrics/{name}/train.json"]["data"]
+        history = (project / "plots" / "history" / f"{name}.csv").read_text().splitlines()
+        assert len(history) == 1 + small_params["experiments"][name]["epochs"]  # a header, one row per epoch
     assert files["metrics/spectrogram.json"]["data"]["n_records"] > 0
     _run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "page")], project, env)
     page = (tmp_path / "page" / "index.html").read_text()
@@ -113,25 +115,15 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
     assert set(_status(project, env)) == {"check", "report"} | TRAIN_STAGES
     set_param("study", "name", small_params["study"]["name"])
     assert _status(project, env) == {}
-    # a training rerun on one machine gives the same results, byte for byte
-    name = EXPERIMENTS[0]
-    results = [f"metrics/{name}/train.json", f"metrics/{name}/eval.json", f"plots/history/{name}.csv",
-               f"plots/confusion/{name}/val.csv", f"plots/roc/{name}/val.csv", f"plots/figures/{name}/confusion_val.png",
-               f"models/{name}/model.pt"]  # not results.md: it shows the run's examples/s
-    before = {path: (project / path).read_bytes() for path in results}
-    assert repro("-f", "-s", f"train@{name}") == {f"train@{name}"}
-    assert repro() == {f"evaluate@{name}", "report"}  # a new MLflow run id in models/NAME
-    assert {path: (project / path).read_bytes() for path in results} == before
-
-    # one experiment's epochs: that experiment alone (and the report over all of them)
+    # one experiment's epochs: that experiment's training alone (and what reads its outputs after it), and
+    # the report, whose table lists each experiment's epochs; `check` validates every edit of params.yaml
+    # first, and its output stays the same (the typo test below)
     set_param("experiments", "mean_spectrum-chunked", "epochs", 1)
-    # (`check` validates every edit of params.yaml first; its output stays the same, so nothing else reruns)
-    assert repro() == {"check", "train@mean_spectrum-chunked", "evaluate@mean_spectrum-chunked", "report"}
-    history = (project / "plots" / "history" / "mean_spectrum-chunked.csv").read_text().splitlines()
-    assert len(history) == 2  # header and one epoch
+    assert set(_status(project, env)) == {"check", "train@mean_spectrum-chunked", "report"}
+    set_param("experiments", "mean_spectrum-chunked", "epochs", small_params["experiments"]["mean_spectrum-chunked"]["epochs"])
 
     # which stages a data param is a dependency of, from `dvc status` (what reruns after them is DVC's
-    # own rule: a stage whose inputs' bytes changed; seen above for spectrogram and train)
+    # own rule: a stage whose inputs' bytes changed; seen above for spectrogram, below for train)
     # the chunk size: chunk and the trainings (a network's input length), not spectrogram, split or balance
     set_param("chunk", "size", 6)
     assert set(_status(project, env)) == {"check", "chunk"} | TRAIN_STAGES
@@ -139,6 +131,20 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
     set_param("chunk", "size", small_params["chunk"]["size"])
     set_param("spectrogram", "noverlap", 8)
     assert set(_status(project, env)) == {"check", "spectrogram"}
+    set_param("spectrogram", "noverlap", small_params["spectrogram"]["noverlap"])
+    assert _status(project, env) == {}
+
+    # a training rerun on one machine gives the same results, byte for byte; its new MLflow run id in
+    # models/NAME makes its evaluation and the report stale
+    name = EXPERIMENTS[0]
+    results = [f"metrics/{name}/train.json", f"metrics/{name}/eval.json", f"plots/history/{name}.csv",
+               f"plots/confusion/{name}/val.csv", f"plots/roc/{name}/val.csv", f"plots/figures/{name}/confusion_val.png",
+               f"models/{name}/model.pt"]  # not results.md: it shows the run's examples/s
+    before = {path: (project / path).read_bytes() for path in results}
+    assert repro("-f", "-s", f"train@{name}") == {f"train@{name}"}
+    assert set(_status(project, env)) == {f"evaluate@{name}", "report"}
+    assert repro("-s", f"evaluate@{name}") == {f"evaluate@{name}"}
+    assert {path: (project / path).read_bytes() for path in results} == before
 
 
 def test_a_params_typo_stops_dvc_repro_before_anything_is_deleted(dvc_project):
