@@ -213,8 +213,10 @@ def ensemble(evaluated, prepared, records_dir, tmp_path_factory):
             "features": out.parent / "features.csv", "gate_bound": bound}
 
 
-# The longest files first (their seconds on 2 cores, from --durations): with --dist loadfile, xdist hands
-# files to its workers in collection order, so these start at once and the short ones fill in behind.
+# The longest files first (their seconds on 2 cores, from --durations): with --dist loadfile and
+# --no-loadscope-reorder (pyproject.toml), xdist hands files to its workers in collection order, so these
+# start at once and the short ones fill in behind. Without that flag xdist sorts files by their number of
+# tests, which sent the two-test DVC file out among the last, and one worker idled for the last 40 s.
 LONGEST_FIRST = ("test_dvc_pipeline.py", "test_study.py", "test_task.py", "test_report.py", "test_bench.py",
                  "test_serving.py", "test_bad_input_round3.py", "test_tracking.py")
 
