@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from ecgpipe.core.device import cpu_name
+
 STAGES = ("check", "download", "spectrogram", "signals", "split", "balance", "chunk", "train", "evaluate", "report")
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,6 +34,5 @@ for _ in range(args.repeats):
 medians = {c: {s: round(statistics.median(v), 2) for s, v in per.items()} for c, per in seconds.items()}
 commits = {str(c): subprocess.run(["git", "-C", str(c), "describe", "--always", "--dirty"], capture_output=True,
                                   text=True).stdout.strip() for c in args.checkouts}
-cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-print(json.dumps({"cpu": cpu, "cpus": os.cpu_count(), "commits": commits, "repeats": args.repeats, "median_s": medians,
+print(json.dumps({"cpu": cpu_name(), "cpus": os.cpu_count(), "commits": commits, "repeats": args.repeats, "median_s": medians,
                   "total_median_s": {c: round(sum(m.values()), 2) for c, m in medians.items()}}, indent=1))

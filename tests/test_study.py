@@ -138,15 +138,17 @@ def test_wait_exits_non_zero_naming_the_failed_runs(monkeypatch):
     study.run_study("cv", 2, [1], ["a-chunked"], 1, "ecgpipe", wait=True)  # nothing new failed: returns
 
 
-def _hand_built_store(tmp_path, values, drop=None):
-    """A store with one finished run per (experiment, fold), tagged as a study's, with known figures."""
+def _hand_built_store(tmp_path, values, drop=None, tags=lambda name, fold: {}):
+    """A store with one finished run per (experiment, fold), tagged as a study's (and with ``tags``),
+    with known figures."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     experiment_id = client.create_experiment("ecgpipe")
     for (name, fold), figures in values.items():
-        run = client.create_run(experiment_id, run_name=name, tags={"study": "hand", "fold": str(fold), "seed": "7"})
+        run = client.create_run(experiment_id, run_name=name,
+                                tags={"study": "hand", "fold": str(fold), "seed": "7", **tags(name, fold)})
         for figure, value in figures.items():
             if (name, fold, figure) != drop:
                 client.log_metric(run.info.run_id, f"val_{figure}", value)
@@ -184,6 +186,28 @@ def test_study_report_numbers_are_the_hand_computed_ones(tmp_path):
     best = summary.iloc[0]
     assert f"| {best['experiment']} | 3 | {best['record_f1_A_mean']:.3f} ± {best['record_f1_A_sd']:.3f}" in (
         tmp_path / "reports" / "study.md").read_text()
+
+
+def test_the_report_says_which_commits_and_machines_made_the_runs(tmp_path):
+    """A committed study names its code, machine and commands; one whose folds came from two commits
+    says so (results differ between CPU models and between versions of the code)."""
+    from ecgpipe.reporting.study import FIGURES, report_study
+
+    values = {(name, fold): {f: 0.8 + 0.01 * fold for f in FIGURES} for name in ("lstm", "resnet") for fold in range(3)}
+
+    def tags(name, fold):
+        return {"mlflow.source.git.commit": ("a" if fold < 2 else "b") * 40, "cpu": "Test CPU 9000", "device": "cpu",
+                "torch_version": "2.13.0+cpu"}
+
+    report_study("hand", _hand_built_store(tmp_path, values, tags=tags), "ecgpipe", tmp_path / "out")
+    markdown = (tmp_path / "out" / "study.md").read_text()
+    provenance = markdown[markdown.index("## Provenance"):]
+    assert "- Runs: 6 (MLflow tag `study=hand`): 2 experiments, folds 0, 1, 2, seeds 7." in provenance
+    assert ("- Code: commit 2 different ones, so the folds were not all made alike: aaaaaaaaaaaa (4 runs); "
+            "bbbbbbbbbbbb (2 runs)") in provenance
+    assert "- Machine: Test CPU 9000 (every run); device cpu (every run); torch 2.13.0+cpu (every run)." in provenance
+    assert (f"`ecgpipe study run --name hand --folds ? --seeds 7 --experiments lstm resnet`; this report by "
+            f"`ecgpipe study report --name hand --out {tmp_path / 'out'}`") in provenance
 
 
 def test_a_run_without_a_figure_is_named_not_averaged_as_nan(tmp_path):

@@ -56,6 +56,9 @@ def test_training_run_is_recorded(prepared, tmp_path, store):
     # train.device auto: the GPU where there is one (the suite runs on CUDA hosts too)
     expected_device = "cuda" if torch.cuda.is_available() else "cpu"
     assert tags["device"].startswith(expected_device) and tags["torch_version"] == torch.__version__
+    from ecgpipe.core.device import cpu_name
+
+    assert tags["cpu"] == cpu_name() and cpu_name() not in ("", "unknown")  # results differ between CPU models
     assert tags["dvc_stage"] == "train@mean_spectrum-chunked"
     for metric in ("train_loss", "train_acc", "val_balanced_acc", "val_acc", "examples_per_s", "epoch_seconds"):
         points = client.get_metric_history(run.info.run_id, metric)

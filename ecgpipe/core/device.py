@@ -8,6 +8,19 @@ from ecgpipe.core.errors import ParamsError
 DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo, else what the platform module says): training
+    results and speeds differ between CPU models, so runs and benchmarks record it."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else (platform.processor() or platform.machine() or "unknown")
+
+
 def is_device_name(name: str) -> bool:
     """``train.device`` and ``bench train --device``: auto (CUDA when available), cpu, cuda, cuda:N."""
     return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())

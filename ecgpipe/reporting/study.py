@@ -17,6 +17,9 @@ STUDY_TAG, FOLD_TAG, SEED_TAG = "study", "fold", "seed"
 
 
 PARENT_TAG = "study_parent"
+# where and by what each run was made (tags of the train stage's run): the report says so, and says
+# when a study's runs came from more than one commit or machine
+PROVENANCE_TAGS = {"commit": "mlflow.source.git.commit", "cpu": "cpu", "device": "device", "torch": "torch_version"}
 
 
 FIGURES = ("record_f1_A", "record_roc_auc", "record_balanced_accuracy", "record_macro_f1",
@@ -74,6 +77,8 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRun
         metrics = run.data.metrics
         rows.append({"experiment": run.info.run_name, "fold": int(tags[FOLD_TAG]), "seed": int(tags[SEED_TAG]),
                      "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
+                     **{column: tags.get(tag, "") for column, tag in PROVENANCE_TAGS.items()},
+                     "split_folds": run.data.params.get("split.folds", ""),
                      **{f: metrics.get(study_metric(f), np.nan) for f in FIGURES + TASK_FIGURES}})
     if not rows:
         raise StudyError(f"no finished MLflow run is tagged {STUDY_TAG}={name!r} in {tracking_uri}")
@@ -159,6 +164,32 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
     return "\n".join(lines) + "\n"
 
 
+def provenance_markdown(study: StudyRuns, out_dir: Path) -> str:
+    """Where the study's runs come from, and the commands that made them and this report."""
+    runs = study.runs
+
+    def counted(column: pd.Series, unknown: str) -> str:
+        counts = column.replace("", unknown).value_counts()
+        if len(counts) == 1:
+            return f"{counts.index[0]} (every run)"
+        return (f"{len(counts)} different ones, so the folds were not all made alike: "
+                + "; ".join(f"{value} ({n} runs)" for value, n in counts.items()))
+
+    experiments = sorted(runs["experiment"].unique())
+    seeds = " ".join(map(str, sorted(runs["seed"].unique())))
+    folds = ", ".join(sorted(set(runs["split_folds"]) - {""})) or "?"
+    return "\n".join([
+        "## Provenance", "",
+        f"- Runs: {len(runs)} (MLflow tag `{STUDY_TAG}={study.name}`): {len(experiments)} experiments, "
+        f"folds {', '.join(map(str, sorted(runs['fold'].unique())))}, seeds {seeds}.",
+        f"- Code: commit {counted(runs['commit'].str[:12], 'not recorded')} (MLflow's `mlflow.source.git.commit`: "
+        "the commit each queued experiment ran from).",
+        f"- Machine: {counted(runs['cpu'], 'not recorded (runs from before ecgpipe tagged the CPU)')}; "
+        f"device {counted(runs['device'], '?')}; torch {counted(runs['torch'], '?')}.",
+        f"- Made by `ecgpipe study run --name {study.name} --folds {folds} --seeds {seeds} --experiments "
+        f"{' '.join(experiments)}`; this report by `ecgpipe study report --name {study.name} --out {out_dir}`.", ""])
+
+
 def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str | None = None):
     """Each fold's value per experiment (of ``figure``, by default the study's ranking figure), with
     the mean and its interval."""
@@ -192,9 +223,10 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
 
     study = collect_runs(name, tracking_uri, experiment_name)
     summary, pairs = summarise(study, confidence)
-    markdown = study_markdown(name, summary, pairs, confidence, study.figures, study.paired)
-    fig = spread_figure(study, summary)
     out_dir = Path(out_dir)
+    markdown = (study_markdown(name, summary, pairs, confidence, study.figures, study.paired) + "\n"
+                + provenance_markdown(study, out_dir))
+    fig = spread_figure(study, summary)
     with staged_outputs() as staged:
         staged.file(out_dir / "study.md").write_text(markdown)
         summary.to_csv(staged.file(out_dir / "study.csv"), index=False, float_format="%.4f")

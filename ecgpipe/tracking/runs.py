@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ecgpipe.core.device import cpu_name
 from ecgpipe.core.errors import TrackingStoreError
 from ecgpipe.core.io import file_digest
 
@@ -205,7 +206,7 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_tags(device: torch.device) -> dict[str, str]:
     """What MLflow does not tag by itself (it tags mlflow.source.git.commit, branch and the script)."""
-    tags = {"torch_version": torch.__version__, "device": str(device)}
+    tags = {"torch_version": torch.__version__, "device": str(device), "cpu": cpu_name()}
     if device.type == "cuda":
         tags["gpu_name"] = torch.cuda.get_device_name(device)
     if stage := os.environ.get("DVC_STAGE"):
