@@ -31,8 +31,6 @@ def _check_seed(key: str, seed: int) -> None:
         fail_param(key, f"a seed from 0 to {SEED_LIMIT - 1}", seed)
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class DownloadParams:
     url: str
@@ -146,10 +144,6 @@ class ChunkParams:
         _check_seed(f"{key}.seed", self.seed)
 
 
-
-
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
     """Settings shared by every experiment."""
@@ -170,10 +164,6 @@ class TrainParams:
         if not is_device_name(self.device):
             fail_param(f"{key}.device", DEVICE_NAMES, self.device)
         _check_seed(f"{key}.seed", self.seed)
-
-
-
-
 
 
 MIN_CROP_SAMPLES = 64  # a crop must survive the raw network's six halvings

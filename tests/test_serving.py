@@ -22,7 +22,6 @@ from ecgpipe.tracking.server import free_port
 from ecgpipe.tracking.serving import MAX_REQUEST_BYTES
 
 
-
 def _strict_json(data: bytes):
     """JSON as strict parsers read it: NaN or Infinity is an error, not a number."""
     def refuse(constant):

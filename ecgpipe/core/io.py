@@ -196,8 +196,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         yield staged.dir(path)
 
 
-
-
 def user_output(path: str | Path, option: str, inputs: list[str | Path] = (),
                 protected: list[str | Path] = ()) -> Path:
     """Check a user-named output file (``--out``, ``--json``) before any work; return where to write.

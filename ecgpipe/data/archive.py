@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 ARCHIVE_ENV = "ECGPIPE_ARCHIVE"
 
 
-
-
 @dataclass(frozen=True)
 class ArchiveSummary:
     path: Path

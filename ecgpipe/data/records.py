@@ -18,8 +18,6 @@ log = logging.getLogger(__name__)
 REFERENCE_FILE = "REFERENCE.csv"
 
 
-
-
 # A record id names its files (``<id>.mat``, ``<id>.hea``): a plain file name, never a path.
 _RECORD_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 

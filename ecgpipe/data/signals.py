@@ -33,8 +33,6 @@ class SignalSet:
         return SignalSet(self.samples.to(device), self.offsets.to(device), self.labels.to(device))
 
 
-
-
 def _records_md5(spectrogram_dir: Path) -> str:
     return hashlib.md5((Path(spectrogram_dir) / RECORDS_FILE).read_bytes()).hexdigest()
 

@@ -69,5 +69,3 @@ def fold_indices(labels: np.ndarray, folds: int, fold: int, test: float = 0.0, s
     return _interleave(parts, seed)
 
 
-
-

@@ -21,8 +21,6 @@ SOURCE_LABEL_COLUMN = "source_label"
 PREPROCESSING_FILE = "preprocessing.json"  # everything that turns a raw recording into network input
 
 
-
-
 def read_records(spectrogram_dir: Path) -> pd.DataFrame:
     return pd.read_csv(Path(spectrogram_dir) / RECORDS_FILE,
                        dtype={"record": str, "label": str, SOURCE_LABEL_COLUMN: str})

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.stats
-from sklearn import metrics as skm
 
 from ecgpipe.core.units import KNOWN_LABELS, REST_LABEL
 
@@ -231,74 +230,41 @@ def paired_difference(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, c
     return PairedDifference(float(point), low, high)
 
 
-def _curve_scores(y: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
-    """ROC AUC and average precision; one-vs-rest macro averages with more than two classes."""
-    present = np.unique(y)
-    if len(present) < 2:
-        warnings.warn(f"only class(es) {present.tolist()} present: ROC AUC and average precision undefined")
-        return {"roc_auc": float("nan"), "average_precision": float("nan")}
-    if n_classes == 2:
-        return {"roc_auc": float(skm.roc_auc_score(y, probs[:, 1])),
-                "average_precision": float(skm.average_precision_score(y, probs[:, 1]))}
-    onehot = np.eye(n_classes)[y]
-    keep = onehot.sum(axis=0) > 0  # a class absent from y has no ROC curve of its own
-    if not keep.all():
-        warnings.warn(f"classes {np.flatnonzero(~keep).tolist()} absent: left out of the one-vs-rest averages")
-    return {"roc_auc": float(skm.roc_auc_score(onehot[:, keep], probs[:, keep], average="macro")),
-            "average_precision": float(skm.average_precision_score(onehot[:, keep], probs[:, keep], average="macro"))}
-
-
-def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
-    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": reported elsewhere
-        warnings.simplefilter("ignore", UserWarning)
-        return float(skm.balanced_accuracy_score(y, predicted))
-
-
 def score(y: np.ndarray, probs: np.ndarray, class_names: list[str], sources: np.ndarray | None = None) -> dict:
     """Every figure of one level: accuracy, balanced accuracy, per-class precision / recall / F1 /
-    support, macro F1, ROC AUC, average precision, confusion matrix (counts and row-normalised),
-    and, with N, A and O among the classes, the CinC 2017 challenge score; a model read as an AF
-    alarm also gets its false alarms per label (``sources``: each recording's own, for REST_LABEL).
+    specificity / support, macro F1, ROC AUC, average precision (one-vs-rest macro averages with more
+    than two classes), confusion matrix (counts and row-normalised), and, with N, A and O among the
+    classes, the CinC 2017 challenge score; a model read as an AF alarm also gets its false alarms
+    per label (``sources``: each recording's own, for REST_LABEL).
 
+    Each figure is defined once, in ``resampled_figures``: the point estimate is its identity resample.
     A class that is never predicted has an undefined precision: it is reported as 0 with a warning.
     """
     y = np.asarray(y, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
-    labels = list(range(len(class_names)))
+    n_classes = len(class_names)
     predicted = probs.argmax(axis=1)
-    never = [class_names[c] for c in labels if not (predicted == c).any() and (y == c).any()]
+    never = [class_names[c] for c in range(n_classes) if not (predicted == c).any() and (y == c).any()]
     if never:
         warnings.warn(f"no predictions for class(es) {never}: their precision is set to 0")
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        y, predicted, labels=labels, zero_division=0.0
-    )
-    confusion = skm.confusion_matrix(y, predicted, labels=labels)
-    negatives = len(y) - confusion.sum(axis=1)  # one class against the rest
-    false_positives = confusion.sum(axis=0) - np.diag(confusion)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        specificity = np.where(negatives > 0, (negatives - false_positives) / np.maximum(negatives, 1), 0.0)
+    point = resampled_figures(y, probs, class_names, np.arange(len(y))[None, :], sources)
+    point = {k: {c: float(v[0]) for c, v in f.items()} if isinstance(f, dict) else float(f[0]) for k, f in point.items()}
+    present = np.unique(y)
+    if len(present) < 2:
+        warnings.warn(f"only class(es) {present.tolist()} present: ROC AUC and average precision undefined")
+        point["roc_auc"] = point["average_precision"] = float("nan")
+    elif len(present) < n_classes:
+        absent = sorted(set(range(n_classes)) - set(present.tolist()))
+        warnings.warn(f"classes {absent} absent: left out of the one-vs-rest averages")
+    confusion = np.bincount(y * n_classes + predicted, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         normalised = np.nan_to_num(confusion / confusion.sum(axis=1, keepdims=True))
-    result = {
-        "n": int(len(y)),
-        "accuracy": float(skm.accuracy_score(y, predicted)),
-        "balanced_accuracy": _balanced_accuracy(y, predicted),
-        "precision": dict(zip(class_names, map(float, precision))),
-        "recall": dict(zip(class_names, map(float, recall))),
-        "f1": dict(zip(class_names, map(float, f1))),
-        "specificity": dict(zip(class_names, map(float, specificity))),
-        "support": dict(zip(class_names, map(int, support))),
-        "macro_f1": float(np.mean(f1)),
-        **_curve_scores(y, probs, len(class_names)),
-        "confusion": confusion.tolist(),
-        "confusion_normalised": normalised.round(6).tolist(),
-    }
-    if set(CHALLENGE_CLASSES) <= set(class_names):
-        result["challenge_score"] = float(np.mean([result["f1"][c] for c in CHALLENGE_CLASSES]))
-    if reads_as_af_alarm(y, class_names):
-        # defined once, on the resamples: the identity resample is the point estimate
-        identity = np.arange(len(y))[None, :]
-        alarm = _af_alarm(probs, class_names, identity, y, sources)
-        result.update({k: {c: float(v[0]) for c, v in f.items()} if isinstance(f, dict) else float(f[0])
-                       for k, f in alarm.items()})
-    return result
+    curves = ("roc_auc", "average_precision")
+    return {"n": int(len(y)),
+            **{k: v for k, v in point.items() if k in ("accuracy", "balanced_accuracy", "precision", "recall", "f1",
+                                                     "specificity")},
+            "support": dict(zip(class_names, map(int, confusion.sum(axis=1)))),
+            "macro_f1": point["macro_f1"], **{k: point[k] for k in curves},
+            "confusion": confusion.tolist(), "confusion_normalised": normalised.round(6).tolist(),
+            **{k: v for k, v in point.items() if k not in ("accuracy", "balanced_accuracy", "precision", "recall", "f1",
+                                                         "specificity", "macro_f1", *curves)}}

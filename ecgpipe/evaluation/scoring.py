@@ -128,22 +128,6 @@ def score_saved_model(model_dir: Path, split: str, records_dir: Path, spectrogra
     return predictor, outputs, scores
 
 
-# --- device shifts ------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def metrics_for_dvc(scores: dict) -> dict:
     """The scores without the confusion matrices (kept in their own files), rounded for display."""
     def clean(value):

@@ -51,10 +51,8 @@ def aggregate_by_record(
     raise ValueError(f"aggregation must be 'mean_logit' or 'mean_probability', got {how!r}")
 
 
-# --- featurizers ------------------------------------------------------------------------------
+# --- the object a model carries (its featurizers are in featurizers.py) ---------------------------
 
-
-# --- the object a model carries -------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Preprocessing:

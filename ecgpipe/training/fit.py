@@ -81,8 +81,6 @@ class EpochOutputs:
         return loss, float(correct.float().mean())
 
 
-
-
 def evaluate(model: nn.Module, chunks: Chunks, batch_size: int) -> dict[str, float]:
     """Loss and accuracy on the natural and the balanced chunks of a split."""
     logits = predict_logits(model, chunks.x, batch_size)
