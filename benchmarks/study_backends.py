@@ -56,6 +56,7 @@ def main(args) -> None:
     from mlflow.tracking import MlflowClient
     from ray.cluster_utils import Cluster
 
+    from ecgpipe.core.results import DEFAULT_CHAMPION_METRIC, study_metric
     from ecgpipe.tracking.server import start_server, stop_server
 
     workdir = Path(args.workdir).resolve()
@@ -112,7 +113,7 @@ def main(args) -> None:
         runs = client.search_runs([experiment.experiment_id], filter_string="tags.study = 'cv5-ray'")
         seen["server_runs"] = sorted(
             [r.info.run_name, r.data.tags.get("study"), r.data.tags.get("fold"), r.info.status,
-             round(r.data.metrics.get("val_record_f1_A", float("nan")), 4)]
+             round(r.data.metrics.get(study_metric(DEFAULT_CHAMPION_METRIC), float("nan")), 4)]
             for r in client.search_runs([experiment.experiment_id], filter_string="tags.study LIKE 'cv5-%'"))
         if args.screenshot:
             seen["screenshot"] = screenshot(uri, experiment.experiment_id, [r.info.run_id for r in runs],

@@ -20,6 +20,7 @@ import yaml
 
 from ecgpipe.core.device import DEVICE_NAMES, is_device_name
 from ecgpipe.core.errors import ParamsError, fail_param
+from ecgpipe.core.results import DEFAULT_CHAMPION_METRIC, SCORE_COLUMN_PREFIXES
 from ecgpipe.core.units import KNOWN_LABELS, MAX_RECORDING_SAMPLES, REST_LABEL, SAMPLING_RATE_HZ, SEED_LIMIT, is_plain_name
 from ecgpipe.signal.augment import Augmentation
 from ecgpipe.signal.conditioning import Conditioning
@@ -313,7 +314,7 @@ class Preference:
 class ReportParams:
     # the champion: the eligible experiment with the highest value of this results.csv column, or
     # one not distinguishable from it (paired bootstrap) chosen by `prefer`, then `order`
-    champion_metric: str = "record_f1_A"
+    champion_metric: str = DEFAULT_CHAMPION_METRIC
     registered_model: str = "ecgpipe-af"  # its name in the MLflow Model Registry (alias: champion)
     # deployment checks: results.csv column -> {at_least: x} or {at_most: x}; an experiment is eligible
     # only if it passes them all
@@ -326,8 +327,9 @@ class ReportParams:
         if not is_plain_name(self.registered_model):
             fail_param(f"{key}.registered_model", "a name of letters, digits, '_', '.' and '-' (MLflow's registry refuses "
                   "'/' and ':' in names)", self.registered_model)
-        if not self.champion_metric.startswith(("record_", "chunk_", "balanced_")):
-            fail_param(f"{key}.champion_metric", "a results.csv score column such as record_f1_A", self.champion_metric)
+        if not self.champion_metric.startswith(SCORE_COLUMN_PREFIXES):
+            fail_param(f"{key}.champion_metric", f"a results.csv score column such as {DEFAULT_CHAMPION_METRIC}",
+                       self.champion_metric)
         if len(set(self.order)) != len(self.order):
             fail_param(f"{key}.order", "each experiment once", self.order)
 

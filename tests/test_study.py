@@ -160,7 +160,8 @@ def test_study_report_numbers_are_the_hand_computed_ones(tmp_path):
     """The aggregation read back from a store built by hand: means, sds, t-intervals and paired
     differences equal the ones computed here from the same values (a renamed metric once gave an
     all-NaN report that passed)."""
-    from ecgpipe.reporting.study import FIGURES, report_study
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.reporting.study import report_study
 
     rng = np.random.default_rng(4)
     values = {(name, fold): {f: float(rng.uniform(0.7, 0.99)) for f in FIGURES}
@@ -191,7 +192,8 @@ def test_study_report_numbers_are_the_hand_computed_ones(tmp_path):
 def test_the_report_says_which_commits_and_machines_made_the_runs(tmp_path):
     """A committed study names its code, machine and commands; one whose folds came from two commits
     says so (results differ between CPU models and between versions of the code)."""
-    from ecgpipe.reporting.study import FIGURES, report_study
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.reporting.study import report_study
 
     values = {(name, fold): {f: 0.8 + 0.01 * fold for f in FIGURES} for name in ("lstm", "resnet") for fold in range(3)}
 
@@ -212,7 +214,8 @@ def test_the_report_says_which_commits_and_machines_made_the_runs(tmp_path):
 
 def test_a_run_without_a_figure_is_named_not_averaged_as_nan(tmp_path):
     from ecgpipe.core.errors import StudyError
-    from ecgpipe.reporting.study import FIGURES, collect_runs
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.reporting.study import collect_runs
 
     values = {(name, fold): {f: 0.9 for f in FIGURES} for name in ("lstm", "resnet") for fold in range(2)}
     uri = _hand_built_store(tmp_path, values, drop=("resnet", 1, "record_f1_A"))
@@ -267,12 +270,9 @@ def test_a_four_class_study_reports_and_ranks_by_the_challenge_score(tmp_path):
     them in the report, ranked and compared pair by pair on the challenge score; a run of the same
     study without them is named."""
     from ecgpipe.core.errors import StudyError
-    from ecgpipe.reporting.study import (
-        FIGURES,
-        TASK_FIGURES,
-        collect_runs,
-        report_study,
-    )
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.core.results import STUDY_TASK_FIGURES as TASK_FIGURES
+    from ecgpipe.reporting.study import collect_runs, report_study
 
     rng = np.random.default_rng(5)
     values = {(name, fold): {f: float(rng.uniform(0.6, 0.95)) for f in FIGURES + TASK_FIGURES}
@@ -300,7 +300,8 @@ def test_a_four_class_study_reports_and_ranks_by_the_challenge_score(tmp_path):
 def test_an_af_against_the_rest_study_reports_the_false_alarms_per_label(tmp_path):
     """Runs of AF against the rest have AF's false alarms on N, O and ~ but no challenge score: the
     report gives the former, ranks by F1(A), and leaves the four-class figures out."""
-    from ecgpipe.reporting.study import FIGURES, report_study
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.reporting.study import report_study
 
     af = ("record_af_specificity_O", "record_af_specificity_at_sensitivity_95_N",
           "record_af_specificity_at_sensitivity_95_O", "record_af_specificity_at_sensitivity_95_noise")

@@ -16,18 +16,21 @@ import pandas as pd
 
 from ecgpipe.core.errors import OutputError, StoreError
 from ecgpipe.core.io import json_text, read_json, staged_outputs
+from ecgpipe.core.results import (
+    SHIFT_COLUMNS,
+    figure,
+    is_record_column,
+    joined,
+    mlflow_names,
+    record_column,
+    record_figure,
+    worst_shift_columns,
+)
 from ecgpipe.data.records import load_recordings
 from ecgpipe.ensemble.model import ARTIFACT, RhythmEnsemble, network_files
 from ecgpipe.ensemble.rhythm import FEATURE_NAMES, FeatureCache, feature_table
 from ecgpipe.ensemble.trees import SETTINGS, BoostedTrees
-from ecgpipe.evaluation.metrics import (
-    Bootstrap,
-    confidence_intervals,
-    figure,
-    paired_difference,
-    positive_class,
-    score,
-)
+from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, paired_difference, positive_class, score
 from ecgpipe.evaluation.robustness import resample_figures, shift_figures, worst_shift
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
 from ecgpipe.inference.readers import Signal
@@ -145,17 +148,14 @@ def shift_table(ensemble: RhythmEnsemble, signals: list[Signal], records: list[s
 def gate_rows(table: pd.DataFrame, shifts: pd.DataFrame, class_names: list[str], gate: dict) -> pd.DataFrame:
     """Each candidate as the report's results.csv would have it (the columns a gate may name), and
     the declared gate's verdict on it."""
-    positive = f"f1_{positive_class(class_names)}"
     rows = []
     for candidate in CANDIDATES:
         row = {"candidate": candidate, "robust": 1,
-               **{f"record_{f}": table.set_index("figure").loc[f, candidate] for f in table["figure"]}}
+               **{record_column(f): table.set_index("figure").loc[f, candidate] for f in table["figure"]}}
         if len(shifts):
             mine = shifts[shifts["candidate"] == candidate]
             worst = worst_shift({r["shift"]: r["_figures"] for _, r in mine.iterrows()}, class_names)
-            row.update({"worst_shift": worst["shift"], f"worst_shift_{positive}": worst[positive],
-                        f"worst_shift_{positive}_change": worst[f"{positive}_change"],
-                        "min_shift_roc_auc": worst["min_roc_auc"]})
+            row.update(worst_shift_columns(worst, positive_class(class_names)))
         failures = gate_failures(pd.Series(row).reindex(list(gate)), gate)
         rows.append({**row, "gate": "passes" if not failures else "fails: " + "; ".join(failures)})
     return pd.DataFrame(rows)
@@ -183,7 +183,7 @@ def _markdown(table: pd.DataFrame, gates: pd.DataFrame, shifts: pd.DataFrame, ne
             f"{b.confidence:.0%} stratified bootstrap intervals ({b.resamples:,} resamples), the difference paired on "
             "the same resamples. Nothing was chosen on these recordings.\n\n" + "\n".join(lines) + "\n")
     if len(shifts):
-        worst = [c for c in gates if c.startswith("worst_shift") or c == "min_shift_roc_auc"]
+        worst = [c for c in gates if c.startswith(SHIFT_COLUMNS)]
         text += (f"\n## Under the device shifts (evaluate.shifts: {len(judging.shifts)})\n\n"
                  "| candidate | " + " | ".join(worst) + " |\n|" + " --- |" * (len(worst) + 1) + "\n" + "".join(
                      f"| {r['candidate']} | " + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c])
@@ -245,9 +245,9 @@ def fit_ensemble(network_dir: Path, records_dir: Path, split_path: Path, out_dir
         shifts = shift_table(ensemble, signals, split["val"], val, y, probs, judging, cache)
         gates = gate_rows(table, shifts, ensemble.class_names, judging.gate)
         for _, row in gates.iterrows():
-            prefix = "val" if row["candidate"] == "ensemble" else f"val_{row['candidate']}"
-            mlflow.log_metrics({f"{prefix}_{k.removeprefix('record_')}".replace("~", "noise"): float(v)
-                                for k, v in row.items() if isinstance(v, float | int) and k != "robust"})
+            prefix = joined("val", "" if row["candidate"] == "ensemble" else row["candidate"])
+            mlflow.log_metrics(mlflow_names({joined(prefix, record_figure(k) if is_record_column(k) else k): float(v)
+                                             for k, v in row.items() if isinstance(v, float | int) and k != "robust"}))
         verdict = gates.set_index("candidate").loc["ensemble", "gate"]
         mlflow.set_tag("ecgpipe.gate", verdict)
         info = mlflow.pyfunc.log_model(name=ARTIFACT, **model_kwargs(folder, signals[0].samples, Path(tmp) / "log"))

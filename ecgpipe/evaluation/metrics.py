@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.stats
 
+from ecgpipe.core.results import AF, figure
 from ecgpipe.core.units import KNOWN_LABELS, REST_LABEL
 
 CHALLENGE_CLASSES = ("N", "A", "O")  # CinC 2017 score: the mean F1 of these three
-AF = "A"
 AF_SENSITIVITY = 0.95  # the operating point of the AF alarm's curve figures: 95% of AF recordings found
 
 
@@ -185,23 +185,6 @@ def confidence_intervals(y: np.ndarray, probs: np.ndarray, class_names: list[str
         return list(bootstrap.interval(value))
 
     return intervals(figures)
-
-
-def figure(figures: dict, name: str) -> np.ndarray:
-    """One figure by flat name: ``f1_A``, ``roc_auc``, ``recall_N`` ..."""
-    if name in figures and not isinstance(figures[name], dict):
-        return figures[name]
-    key, _, cls = name.rpartition("_")
-    if key in figures and isinstance(figures[key], dict) and cls in figures[key]:
-        return figures[key][cls]
-    raise KeyError(f"no figure {name!r}; expected one of {flat_names(figures)}")
-
-
-def flat_names(figures: dict) -> list[str]:
-    names = []
-    for key, value in figures.items():
-        names += [f"{key}_{c}" for c in value] if isinstance(value, dict) else [key]
-    return names
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ecgpipe.evaluation import names
+from ecgpipe.core.results import figure as stat_figure
+from ecgpipe.core.results import joined, mlflow_names, shift_metric_prefix, with_interval
 from ecgpipe.evaluation.metrics import Bootstrap, positive_class, resampled_figures, score, stratified_resamples
-from ecgpipe.evaluation.metrics import figure as stat_figure
 from ecgpipe.evaluation.scoring import SplitOutputs
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.readers import Signal
@@ -83,12 +83,12 @@ def shift_mlflow_metrics(split: str, shifts: dict) -> dict[str, float]:
     """``val_shift_<name>_roc_auc``, ``..._f1_A``, ``..._f1_A_ci_low``, ``..._change_f1_A`` ..."""
     flat = {}
     for name, figures in shifts.items():
-        prefix = names.joined(split, "shift", name)
+        prefix = shift_metric_prefix(split, name)
         for key in SHIFT_FIGURES:
             value, interval = figures[key], figures["ci"][key]
             for cls, v in (value.items() if isinstance(value, dict) else [("", value)]):
                 low, high = interval[cls] if cls else interval
-                flat.update(names.with_interval(names.joined(prefix, key, cls), v, low, high))
+                flat.update(with_interval(joined(prefix, key, cls), v, low, high))
         for figure, (diff, low, high) in figures["change"].items():
-            flat.update(names.with_interval(names.joined(prefix, "change", figure), diff, low, high))
-    return names.mlflow_names(flat)
+            flat.update(with_interval(joined(prefix, "change", figure), diff, low, high))
+    return mlflow_names(flat)

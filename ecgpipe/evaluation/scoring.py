@@ -20,14 +20,10 @@ import torch
 
 from ecgpipe.core.device import resolve_device
 from ecgpipe.core.errors import StoreError
+from ecgpipe.core.results import LEVELS, RECORD, interval, joined, mlflow_names
 from ecgpipe.data.balance import oversample
 from ecgpipe.data.store import Chunks, read_records, source_labels
-from ecgpipe.evaluation import names
-from ecgpipe.evaluation.metrics import (
-    Bootstrap,
-    confidence_intervals,
-    score,
-)
+from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, score
 from ecgpipe.inference.checkpoint import load_trained
 from ecgpipe.inference.featurizers import SpectrogramChunks
 from ecgpipe.inference.predictor import Predictor
@@ -36,9 +32,6 @@ from ecgpipe.inference.readers import Signal, read_recording
 from ecgpipe.models.heads import probabilities
 
 # --- the evaluate stage -----------------------------------------------------------------------
-
-LEVELS = ("chunk_balanced", "chunk", "record")
-
 
 @dataclasses.dataclass
 class SplitOutputs:
@@ -99,13 +92,11 @@ def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels:
     chunk_probs = probabilities(outputs.logits)
     record_y = record_labels[outputs.rows].numpy()
     sources = None if record_sources is None else record_sources[outputs.rows.numpy()]
-    scores = {
-        "chunk_balanced": score(y[balanced].numpy(), chunk_probs[balanced].numpy(), class_names),
-        "chunk": score(y.numpy(), chunk_probs.numpy(), class_names),
-        "record": score(record_y, outputs.probs.numpy(), class_names, sources),
-    }
+    scores = dict(zip(LEVELS, (score(y[balanced].numpy(), chunk_probs[balanced].numpy(), class_names),
+                               score(y.numpy(), chunk_probs.numpy(), class_names),
+                               score(record_y, outputs.probs.numpy(), class_names, sources))))
     if bootstrap is not None:
-        scores["record"]["ci"] = confidence_intervals(record_y, outputs.probs.numpy(), class_names, bootstrap,
+        scores[RECORD]["ci"] = confidence_intervals(record_y, outputs.probs.numpy(), class_names, bootstrap,
                                                         sources)
     return scores
 
@@ -147,9 +138,9 @@ def mlflow_metrics(scores: dict) -> dict[str, float]:
     def add(name: str, value) -> None:
         if isinstance(value, dict):
             for key, v in value.items():
-                add(names.joined(name, key), v)
+                add(joined(name, key), v)
         elif isinstance(value, list):  # an interval
-            flat.update(zip(names.interval(name), map(float, value)))
+            flat.update(zip(interval(name), map(float, value)))
         else:
             flat[name] = float(value)
 
@@ -159,11 +150,11 @@ def mlflow_metrics(scores: dict) -> dict[str, float]:
                 if key.startswith("confusion"):
                     continue
                 if key == "ci":
-                    for figure, interval in value.items():
-                        add(names.joined(split, level, figure), interval)
+                    for figure, bounds in value.items():
+                        add(joined(split, level, figure), bounds)
                 else:
-                    add(names.joined(split, level, key), value)
-    return names.mlflow_names(flat)
+                    add(joined(split, level, key), value)
+    return mlflow_names(flat)
 
 
 def per_class_table(result: dict, class_names: list[str]) -> pd.DataFrame:

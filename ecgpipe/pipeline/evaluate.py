@@ -11,9 +11,9 @@ from sklearn import metrics as skm
 
 from ecgpipe.core.device import resolve_device
 from ecgpipe.core.io import json_text, read_json, staged_outputs
+from ecgpipe.core.results import RECORD, joined, mlflow_names, shifts_key, worst_shift_key
 from ecgpipe.data.store import read_records
-from ecgpipe.evaluation.metrics import Bootstrap
-from ecgpipe.evaluation import names
+from ecgpipe.evaluation.metrics import Bootstrap, positive_class
 from ecgpipe.evaluation.robustness import evaluate_shifts, shift_mlflow_metrics, worst_shift
 from ecgpipe.evaluation.scoring import metrics_for_dvc, mlflow_metrics, per_class_table, score_saved_model
 from ecgpipe.params import ChunkParams, EvaluateParams, TrainParams
@@ -62,7 +62,7 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
         predictor, rec, scores[split] = score_saved_model(model_dir, split, records_dir, spectrogram_dir, chunks_dir,
                                                           **scoring_settings(evaluate, train, chunk))
         class_names = predictor.class_names
-        positive = class_names.index("A") if "A" in class_names else len(class_names) - 1
+        positive = class_names.index(positive_class(class_names))
         probs = rec.probs.numpy()
         rows = rec.rows.numpy()
         actual = table["class_index"].to_numpy()[rows]
@@ -82,7 +82,7 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
         }
         figures[f"confusion_{split}.png"] = plots.confusion_matrices(scores[split], class_names, f"{name}: {split}")
         figures[f"roc_pr_{split}.png"] = plots.roc_pr_curves(
-            fpr, tpr, recall, precision, scores[split]["record"], class_names[positive], f"{name}: {split}, per recording")
+            fpr, tpr, recall, precision, scores[split][RECORD], class_names[positive], f"{name}: {split}, per recording")
 
     # the same recordings again under each device shift (params evaluate.shifts), through predict's path
     record_labels = torch.tensor(table["class_index"].to_numpy())
@@ -92,8 +92,8 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
     worst = worst_shift(shifted, list(class_names))
     summary = metrics_for_dvc(scores)
     if shifted:
-        summary["val_shifts"] = metrics_for_dvc(shifted)
-        summary["val_worst_shift"] = metrics_for_dvc(worst)
+        summary[shifts_key("val")] = metrics_for_dvc(shifted)
+        summary[worst_shift_key("val")] = metrics_for_dvc(worst)
     # a real validation recording as the predictor's input example
     example = rec.signals[int(rec.rows[0])].samples  # the first recording of the predictions table
     kinds = ("confusion", "roc", "pr")
@@ -112,8 +112,8 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
         if shifted:
             mlflow.log_metrics(shift_mlflow_metrics("val", shifted))
             # one figure per run, for studies across folds
-            mlflow.log_metrics(names.mlflow_names({names.joined("val", "worst_shift", k): v
-                                                   for k, v in worst.items() if isinstance(v, float)}))
+            mlflow.log_metrics(mlflow_names({joined(worst_shift_key("val"), k): v
+                                             for k, v in worst.items() if isinstance(v, float)}))
             mlflow.log_dict({"shifts": {n: dataclasses.asdict(s) for n, s in evaluate.shifts.items()},
                              "results": metrics_for_dvc(shifted)}, "evaluation/val_shifts.json")
         mlflow.log_param("evaluate.aggregation", evaluate.aggregation)

@@ -7,14 +7,29 @@ import pandas as pd
 
 from ecgpipe.core.errors import ParamsError
 from ecgpipe.core.io import json_text, read_json, staged_outputs
-from ecgpipe.evaluation import names
-from ecgpipe.evaluation.metrics import AF, Bootstrap, figure, positive_class
+from ecgpipe.core.results import (
+    CHUNK_COLUMNS,
+    COMPARED,
+    DEFAULT_CHAMPION_METRIC,
+    NOTEBOOK_COLUMN,
+    RECORD,
+    RECORD_PREFIX,
+    SHIFT_COLUMNS,
+    WORST_SHIFT,
+    figure_columns,
+    interval_columns,
+    is_record_column,
+    joined,
+    record_figure,
+    shifts_key,
+    worst_shift_columns,
+    worst_shift_key,
+)
+from ecgpipe.evaluation.metrics import Bootstrap, positive_class
 from ecgpipe.params import ExperimentParams, Params, ReportParams, SpectrogramParams
 from ecgpipe.pipeline.evaluate import scoring_settings
 from ecgpipe.reporting.champion import Decision, choose_champion
 from ecgpipe.reporting.tables import (
-    COMPARED,
-    SHIFT_COLUMNS,
     _comparison_section,
     _robust_section,
     _shift_section,
@@ -24,7 +39,6 @@ from ecgpipe.reporting.tables import (
     champion_section,
     paired_comparisons,
     paired_validation_difference,
-    record_figure,
     to_markdown,
 )
 from ecgpipe.tracking.registry import current_version, register_choice, registry_alias
@@ -50,7 +64,7 @@ def notebook_figure(spectrogram: SpectrogramParams, model: str, loader: str) -> 
 def class_mix(experiments: dict[str, ExperimentParams], metrics_dir: Path, split: str = "val") -> str:
     """The recordings' class mix on ``split``, e.g. ``N 87%, A 13%``, from the first experiment's scores."""
     name = next(iter(experiments))
-    support = read_json(Path(metrics_dir) / name / "eval.json")[split]["record"]["support"]
+    support = read_json(Path(metrics_dir) / name / "eval.json")[split][RECORD]["support"]
     total = sum(support.values())
     return ", ".join(f"{c} {n / total:.0%}" for c, n in support.items())
 
@@ -60,40 +74,22 @@ def experiment_row(name: str, experiment: ExperimentParams, spectrogram: Spectro
     eval_json = read_json(Path(metrics_dir) / name / "eval.json")
     evaluation = eval_json[split]
     speed = read_json(Path(metrics_dir) / name / "speed.json")
-    record = evaluation["record"]
+    record = evaluation[RECORD]
     row = {
         "experiment": name,
         "model": experiment.model,
         "loader": experiment.loader,
         "epochs": experiment.epochs,
         "robust": int(experiment.robust),  # trained with robustness options: a figure the gate may use
-        "notebook_balanced_chunk_acc": notebook_figure(spectrogram, experiment.model, experiment.loader),
-        "balanced_chunk_acc": evaluation["chunk_balanced"]["accuracy"],
-        "chunk_acc": evaluation["chunk"]["accuracy"],
-        "record_acc": record["accuracy"],
-        "record_balanced_acc": record["balanced_accuracy"],
-        **{f"record_f1_{c}": f1 for c, f1 in record["f1"].items()},
-        "record_macro_f1": record["macro_f1"],
-        "record_roc_auc": record["roc_auc"],
-        "record_average_precision": record["average_precision"],
+        NOTEBOOK_COLUMN: notebook_figure(spectrogram, experiment.model, experiment.loader),
+        **figure_columns(evaluation),
     }
-    if "challenge_score" in record:
-        row["record_challenge_score"] = record["challenge_score"]
-    if "af_roc_auc" in record:  # more classes than N and A: the model read as an AF alarm too
-        row["record_af_sensitivity"] = record["recall"][AF]
-        for key in ("af_specificity", "af_specificity_at_sensitivity_95"):
-            row.update({f"record_{key}_{c}": v for c, v in record[key].items()})
-        row["record_af_roc_auc"] = record["af_roc_auc"]
     row["train_examples_per_s"] = speed["examples_per_s"]  # the median epoch's
     if "ci" in record:  # each record_* figure's interval, as <column>_ci_low / _ci_high
-        for column in [c for c in row if c.startswith("record_")]:
-            row.update(zip(names.interval(column), figure(record["ci"], record_figure(column))))
-    worst = eval_json.get(f"{split}_worst_shift")
+        row.update(interval_columns(record, list(row)))
+    worst = eval_json.get(worst_shift_key(split))
     if worst is not None:  # robustness beside the clean figures; the champion is chosen on the clean ones
-        positive = f"f1_{positive_class(list(record['f1']))}"
-        row.update({"worst_shift": worst["shift"], f"worst_shift_{positive}": worst[positive],
-                    f"worst_shift_{positive}_change": worst[f"{positive}_change"],
-                    "min_shift_roc_auc": worst["min_roc_auc"]})
+        row.update(worst_shift_columns(worst, positive_class(list(record["f1"]))))
     return row
 
 
@@ -102,7 +98,7 @@ def shift_table(experiments: dict[str, ExperimentParams], metrics_dir: Path, spl
     unshifted figure, ROC AUC, sensitivity and specificity, each with its interval."""
     rows = []
     for name in experiments:
-        shifts = read_json(Path(metrics_dir) / name / "eval.json").get(f"{split}_shifts", {})
+        shifts = read_json(Path(metrics_dir) / name / "eval.json").get(shifts_key(split), {})
         for shift, figures in shifts.items():
             positive = positive_class(list(figures["f1"]))
             change = figures["change"][f"f1_{positive}"]
@@ -132,7 +128,7 @@ def choose(report: ReportParams, table: pd.DataFrame, plots_dir: Path | None, bo
     by the paired bootstrap over the validation recordings (with ``plots_dir``, for record figures)."""
     metric = report.champion_metric
     paired = None
-    if plots_dir is not None and metric.startswith("record_"):
+    if plots_dir is not None and is_record_column(metric):
         cache: dict[tuple[str, str], tuple[float, float, float]] = {}
 
         def paired(a: str, b: str) -> tuple[float, float, float]:
@@ -148,10 +144,10 @@ def robust_against_plain(experiments: dict[str, ExperimentParams], classes: list
     """Each experiment with robustness options against each plain experiment of the same network:
     the paired difference of ``metric`` on the unshifted recordings (what robustness costs or buys
     on clean data) and both worst-shift figures (what it buys under shift)."""
-    if not metric.startswith("record_") or "worst_shift" not in table:
+    if not is_record_column(metric) or WORST_SHIFT not in table:
         return None
     by_name = table.set_index("experiment")
-    positive = f"f1_{positive_class(classes)}"
+    worst = joined(WORST_SHIFT, "f1", positive_class(classes))
     rows = []
     for robust in [n for n, e in experiments.items() if e.robust]:
         model = experiments[robust].model
@@ -160,8 +156,7 @@ def robust_against_plain(experiments: dict[str, ExperimentParams], classes: list
             rows.append({"robust": robust, "plain": plain, f"{metric}_robust": by_name.loc[robust, metric],
                          f"{metric}_plain": by_name.loc[plain, metric], "difference": diff.difference,
                          "difference_ci_low": diff.low, "difference_ci_high": diff.high,
-                         f"worst_shift_{positive}_robust": by_name.loc[robust, f"worst_shift_{positive}"],
-                         f"worst_shift_{positive}_plain": by_name.loc[plain, f"worst_shift_{positive}"]})
+                         f"{worst}_robust": by_name.loc[robust, worst], f"{worst}_plain": by_name.loc[plain, worst]})
     return pd.DataFrame(rows) if rows else None
 
 
@@ -211,8 +206,8 @@ def run_report(report: ReportParams, experiments: dict[str, ExperimentParams], s
     metric, bootstrap = report.champion_metric, scoring["bootstrap"]
     table = results_table(experiments, spectrogram, metrics_dir)
     if metric not in table:
-        raise ParamsError(f"params: report.champion_metric: expected a column of results.csv such as record_f1_A, "
-                          f"got {metric!r}")
+        raise ParamsError(f"params: report.champion_metric: expected a column of results.csv such as "
+                          f"{DEFAULT_CHAMPION_METRIC}, got {metric!r}")
     shifts = shift_table(experiments, metrics_dir)
     decision = choose(report, table, plots_dir, bootstrap)
     champion = decision.champion
@@ -225,9 +220,9 @@ def run_report(report: ReportParams, experiments: dict[str, ExperimentParams], s
     markdown = (
         "# Results on the validation recordings\n\n"
         "Made by the `report` stage from `metrics/<experiment>/eval.json`, `train.json` and `speed.json`.\n"
-        "`notebook_balanced_chunk_acc` is the course notebook's figure (on its task only); `balanced_chunk_acc`\n"
+        f"`{NOTEBOOK_COLUMN}` is the course notebook's figure (on its task only); `{CHUNK_COLUMNS['chunk_balanced']}`\n"
         "ours on the same kind of set (validation chunks, each class oversampled to the largest's count).\n"
-        f"`record_*` score whole recordings as they occur ({class_mix(experiments, metrics_dir)}), each recording's\n"
+        f"`{RECORD_PREFIX}*` score whole recordings as they occur ({class_mix(experiments, metrics_dir)}), each recording's\n"
         "chunks (or crops) aggregated into one probability,\n"
         f"with a {level} interval in brackets (stratified bootstrap over the recordings, "
         f"{bootstrap.resamples:,} resamples).\n\n"

@@ -6,7 +6,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ecgpipe.evaluation.names import interval  # noqa: E402
+from ecgpipe.core.results import HISTORY_SETS, LEVELS, history_name, interval  # noqa: E402
 
 
 def close(*figures) -> None:
@@ -19,9 +19,9 @@ def training_curves(epochs: list[dict[str, float]], title: str):
     """Loss and accuracy per epoch: train, balanced validation (the notebook's), natural validation."""
     x = [e["epoch"] for e in epochs]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("train", "train"), ("val_balanced", "val, balanced"), ("val", "val, natural")):
-        ax_loss.plot(x, [e[f"{key}_loss"] for e in epochs], label=label)
-        ax_acc.plot(x, [e[f"{key}_acc"] for e in epochs], label=label)
+    for measured_on, label in HISTORY_SETS.items():
+        ax_loss.plot(x, [e[history_name(measured_on, "loss")] for e in epochs], label=label)
+        ax_acc.plot(x, [e[history_name(measured_on, "acc")] for e in epochs], label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):
@@ -32,7 +32,7 @@ def training_curves(epochs: list[dict[str, float]], title: str):
     return fig
 
 
-LEVEL_TITLES = {"chunk_balanced": "chunks, balanced (notebook)", "chunk": "chunks, natural", "record": "recordings"}
+LEVEL_TITLES = dict(zip(LEVELS, ("chunks, balanced (notebook)", "chunks, natural", "recordings")))
 
 
 def _confusion_panel(ax, counts, normalised, class_names, title):

@@ -11,7 +11,15 @@ import pandas as pd
 import scipy.stats
 
 from ecgpipe.core.errors import StudyError
-from ecgpipe.evaluation.names import interval, study_metric
+from ecgpipe.core.results import (
+    OPTIONAL_STUDY_FIGURE,
+    STUDY_FIGURES,
+    STUDY_PAIRED,
+    STUDY_TASK_FIGURES,
+    STUDY_TASK_PAIRED,
+    interval,
+    study_metric,
+)
 
 STUDY_TAG, FOLD_TAG, SEED_TAG = "study", "fold", "seed"
 
@@ -22,19 +30,6 @@ PARENT_TAG = "study_parent"
 PROVENANCE_TAGS = {"commit": "mlflow.source.git.commit", "cpu": "cpu", "device": "device", "torch": "torch_version"}
 
 
-FIGURES = ("record_f1_A", "record_roc_auc", "record_balanced_accuracy", "record_macro_f1",
-           "worst_shift_f1_A")  # F1(A) under the device shift that lowers it most (evaluate.shifts)
-
-
-PAIRED = ("record_f1_A", "record_roc_auc", "worst_shift_f1_A")  # the figures compared pair by pair
-
-# A study of the four-class task adds the challenge score (also compared pair by pair) and the other
-# classes' F1; one of it or of AF against the rest adds AF's false alarms on N, O and ~: figures
-# that every run of such a study has (MLflow spells CinC's noise label ``noise``).
-TASK_FIGURES = ("record_challenge_score", "record_f1_N", "record_f1_O", "record_f1_noise",
-                "record_af_specificity_O", "record_af_specificity_at_sensitivity_95_N",
-                "record_af_specificity_at_sensitivity_95_O", "record_af_specificity_at_sensitivity_95_noise")
-TASK_PAIRED = ("record_challenge_score",)
 
 
 @dataclass
@@ -43,11 +38,11 @@ class StudyRuns:
 
     name: str
     runs: pd.DataFrame
-    figures: tuple[str, ...] = FIGURES
+    figures: tuple[str, ...] = STUDY_FIGURES
 
     @property
     def paired(self) -> tuple[str, ...]:
-        return tuple(f for f in (*TASK_PAIRED, *PAIRED) if f in self.figures)
+        return tuple(f for f in (*STUDY_TASK_PAIRED, *STUDY_PAIRED) if f in self.figures)
 
     @property
     def ranking(self) -> str:
@@ -79,10 +74,10 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRun
                      "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
                      **{column: tags.get(tag, "") for column, tag in PROVENANCE_TAGS.items()},
                      "split_folds": run.data.params.get("split.folds", ""),
-                     **{f: metrics.get(study_metric(f), np.nan) for f in FIGURES + TASK_FIGURES}})
+                     **{f: metrics.get(study_metric(f), np.nan) for f in STUDY_FIGURES + STUDY_TASK_FIGURES}})
     if not rows:
         raise StudyError(f"no finished MLflow run is tagged {STUDY_TAG}={name!r} in {tracking_uri}")
-    figures = FIGURES + tuple(f for f in TASK_FIGURES if any(not np.isnan(r[f]) for r in rows))
+    figures = STUDY_FIGURES + tuple(f for f in STUDY_TASK_FIGURES if any(not np.isnan(r[f]) for r in rows))
     _check_figures(rows, figures)
     runs = pd.DataFrame(rows).drop_duplicates(["experiment", "fold", "seed"])  # newest first: keep it
     return StudyRuns(name, runs.sort_values(["experiment", "seed", "fold"]).reset_index(drop=True), figures)
@@ -90,11 +85,11 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRun
 
 def _check_figures(rows: list[dict], figures: tuple[str, ...]) -> None:
     """A figure missing from some runs would average as NaN (a renamed metric once gave an all-NaN
-    report): name the first such run. Only ``worst_shift_f1_A`` may be missing from all of them (a
+    report): name the first such run. Only ``OPTIONAL_STUDY_FIGURE`` may be missing from all of them (a
     study without device shifts)."""
     for f in figures:
         missing = [r for r in rows if np.isnan(r[f])]
-        if missing and (len(missing) < len(rows) or f != "worst_shift_f1_A"):
+        if missing and (len(missing) < len(rows) or f != OPTIONAL_STUDY_FIGURE):
             r = missing[0]
             raise StudyError(f"{r['experiment']} (fold {r['fold']}, seed {r['seed']}): no metric {study_metric(f)} in its MLflow "
                              f"run {r['run_id']}; expected every study figure (evaluated by another version of ecgpipe?)")
@@ -137,7 +132,7 @@ def summarise(study: StudyRuns, confidence: float = 0.95) -> tuple[pd.DataFrame,
 
 
 def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confidence: float = 0.95,
-                   figures: tuple[str, ...] = FIGURES, paired: tuple[str, ...] = PAIRED) -> str:
+                   figures: tuple[str, ...] = STUDY_FIGURES, paired: tuple[str, ...] = STUDY_PAIRED) -> str:
     level = f"{confidence:.0%}"
 
     def spread(row, f):

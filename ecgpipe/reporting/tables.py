@@ -6,30 +6,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ecgpipe.evaluation import names
-from ecgpipe.evaluation.metrics import Bootstrap, figure, paired_difference
-
-COMPARED = ["balanced_chunk_acc", "record_acc", "record_balanced_acc", "record_f1_A", "record_macro_f1", "record_roc_auc"]
-
-
-SHIFT_COLUMNS = ("worst_shift", "min_shift_")  # results.csv columns shown in the shift section instead
-
-
-# results.csv column -> the recording-level figure in eval.json (its interval is under "ci")
-RECORD_COLUMNS = {"record_acc": "accuracy", "record_balanced_acc": "balanced_accuracy", "record_macro_f1": "macro_f1",
-                  "record_roc_auc": "roc_auc", "record_average_precision": "average_precision",
-                  "record_challenge_score": "challenge_score", "record_af_sensitivity": "recall_A"}
-
-
-def record_figure(column: str) -> str:
-    """The flat figure name (``f1_A``, ``roc_auc``) of a ``record_*`` column of results.csv."""
-    return RECORD_COLUMNS.get(column, column.removeprefix("record_"))
+from ecgpipe.core.results import (
+    AF_ALARM_PREFIX,
+    MIN_SHIFT_ROC_AUC,
+    RECORD,
+    WORST_SHIFT,
+    figure,
+    interval,
+    is_interval,
+    is_record_column,
+    joined,
+    record_figure,
+    with_interval,
+)
+from ecgpipe.evaluation.metrics import Bootstrap, paired_difference
 
 
 def af_alarm_columns(table: pd.DataFrame) -> list[str]:
     """The columns (and their intervals) of a model read as an AF alarm (more than two classes, or AF
     against REST_LABEL)."""
-    return [c for c in table if c.startswith("record_af_")]
+    return [c for c in table if c.startswith(AF_ALARM_PREFIX)]
 
 
 def af_alarm_section(table: pd.DataFrame) -> str:
@@ -65,8 +61,8 @@ def _shift_section(shifts: pd.DataFrame | None, table: pd.DataFrame) -> str:
         out = shifts.assign(cell=cells).pivot(index="experiment", columns="shift", values="cell")
         return out.loc[[e for e in table["experiment"] if e in out.index], list(dict.fromkeys(shifts["shift"]))]
 
-    worst = table.set_index("experiment")[["worst_shift", f"worst_shift_f1_{positive}",
-                                           f"worst_shift_f1_{positive}_change", "min_shift_roc_auc"]]
+    worst_f1 = joined(WORST_SHIFT, "f1", positive)
+    worst = table.set_index("experiment")[[WORST_SHIFT, worst_f1, joined(worst_f1, "change"), MIN_SHIFT_ROC_AUC]]
     return (f"\n## Under device shifts\n\nThe validation recordings scored again under each shift of "
             f"`evaluate.shifts`, one at a time, through `ecgpipe predict`'s path (README, \"Recordings from other "
             f"devices\"). F1 of {positive} per recording, with its paired change from the unshifted figure in "
@@ -90,13 +86,13 @@ def _cell(value) -> str:
 def to_markdown(table: pd.DataFrame) -> str:
     """A Markdown table; a column with ``_ci_low``/``_ci_high`` beside it shows ``0.957 [0.930–0.980]``
     (``-0.041 [-0.079, -0.006]`` when the interval reaches below 0)."""
-    shown = [c for c in table.columns if not names.is_interval(c)]
+    shown = [c for c in table.columns if not is_interval(c)]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for _, row in table.iterrows():
         cells = []
         for column in shown:
             text = _cell(row[column])
-            low_column, high_column = names.interval(column)
+            low_column, high_column = interval(column)
             if low_column in table and not pd.isna(row[low_column]):
                 low, high = row[low_column], row[high_column]
                 text += f" [{low:.3f}–{high:.3f}]" if low >= 0 else f" [{low:.3f}, {high:.3f}]"
@@ -132,14 +128,14 @@ def paired_comparisons(table: pd.DataFrame, metric: str, reference: str, plots_d
     paired bootstrap difference ``experiment - reference`` over the same validation recordings, from
     the per-recording probabilities that the evaluate stages wrote (``plots/confusion/NAME/val.csv``).
     None for a chunk-level metric, whose units are not the recordings."""
-    if not metric.startswith("record_"):
+    if not is_record_column(metric):
         return None
     rows = []
     for name in table["experiment"]:
         diff = paired_validation_difference(name, reference, record_figure(metric), plots_dir, bootstrap)
         verdict = (("champion" if is_champion else "reference") if name == reference else "worse" if diff.high < 0
                    else "better" if diff.low > 0 else "not distinguishable")
-        rows.append({"experiment": name, **names.with_interval("difference", diff.difference, diff.low, diff.high),
+        rows.append({"experiment": name, **with_interval("difference", diff.difference, diff.low, diff.high),
                      "verdict": verdict})
     return pd.DataFrame(rows)
 
@@ -150,7 +146,7 @@ def _comparison_section(paired: pd.DataFrame | None, table: pd.DataFrame, metric
                 "the paired bootstrap over recordings applies to `record_*` metrics only.\n")
     reference = paired.loc[paired["verdict"].isin(["champion", "reference"]), "experiment"].iloc[0]
     is_champion = (paired["verdict"] == "champion").any()
-    merged = table[["experiment", metric, *names.interval(metric)]].merge(paired, on="experiment")
+    merged = table[["experiment", metric, *interval(metric)]].merge(paired, on="experiment")
     tied = paired.loc[paired["verdict"] == "not distinguishable", "experiment"].tolist()
     level = f"{bootstrap.confidence:.0%}"
     who = (f"The champion, `{reference}`, chosen by the gate below" if is_champion else
@@ -191,7 +187,7 @@ def champion_section(decision, metric: str, gate: dict, prefer: list, order: lis
 def _test_section(champion: str, test: dict | None) -> str:
     if test is None:
         return ""
-    record = test["record"]
+    record = test[RECORD]
     names = ["accuracy", "balanced_accuracy", *[f"f1_{c}" for c in record["f1"]], "macro_f1", "roc_auc",
              "average_precision", *(["challenge_score"] if "challenge_score" in record else [])]
     lines = ["| figure | value |", "|---|---|"]

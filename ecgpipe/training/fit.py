@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ecgpipe.core.errors import TrainingError
+from ecgpipe.core.results import TRAIN_SET, VAL_BALANCED_SET, VAL_SET, history_name
 from ecgpipe.data.store import Chunks
 from ecgpipe.models.heads import loss_fn, predict_logits, predicted_labels
 from ecgpipe.training.loaders import Batches
@@ -82,13 +83,13 @@ class EpochOutputs:
 
 
 def evaluate(model: nn.Module, chunks: Chunks, batch_size: int) -> dict[str, float]:
-    """Loss and accuracy on the natural and the balanced chunks of a split."""
+    """Loss and accuracy on the natural and the balanced validation chunks, as history columns."""
     logits = predict_logits(model, chunks.x, batch_size)
     result = {}
-    for name, idx in (("", None), ("balanced_", chunks.balanced)):
+    for measured_on, idx in ((VAL_SET, None), (VAL_BALANCED_SET, chunks.balanced)):
         lg, y = (logits, chunks.y) if idx is None else (logits[idx], chunks.y[idx])
-        result[f"{name}loss"] = float(loss_fn(lg, y))
-        result[f"{name}acc"] = float((predicted_labels(lg) == y).float().mean())
+        result[history_name(measured_on, "loss")] = float(loss_fn(lg, y))
+        result[history_name(measured_on, "acc")] = float((predicted_labels(lg) == y).float().mean())
     return result
 
 
@@ -142,8 +143,8 @@ def fit(
         seconds = time.perf_counter() - started
         seen = outputs.seen
         schedule.step()
-        metrics = {"train_loss": train_loss, "train_acc": train_acc}
-        metrics.update({f"val_{k}": v for k, v in evaluate(model, val, eval_batch_size).items()})
+        metrics = {history_name(TRAIN_SET, "loss"): train_loss, history_name(TRAIN_SET, "acc"): train_acc,
+                   **evaluate(model, val, eval_batch_size)}
         metrics.update({"examples_per_s": seen / seconds, "epoch_seconds": seconds, "lr": epoch_lr})
         history.epochs.append({"epoch": epoch, **metrics})
         if on_epoch is not None:

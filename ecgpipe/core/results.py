@@ -1,0 +1,182 @@
+"""The results schema: every figure's name, in each form it is written or read, built and read here only.
+
+A figure is scored at one *level* (``LEVELS``) of a split: the notebook's balanced chunks
+(``chunk_balanced``: each class's chunks oversampled to equal counts), all chunks (``chunk``) and
+whole recordings (``record``). Its forms:
+
+- eval.json (the evaluate stage): ``{split: {level: {figure: value or {class: value}, "ci": {...}}}}``,
+  with the device shifts under ``shifts_key(split)`` and the worst of them under ``worst_shift_key(split)``;
+- MLflow metrics: ``<split>_<level>_<figure>[_<class>]`` (``val_record_f1_A``), a device shift's
+  ``<split>_shift_<shift>_<figure>[_<class>]`` and ``..._change_<figure>``, the worst shift's
+  ``<split>_worst_shift_<figure>``; MLflow names allow no ``~`` (CinC's noise class), so a metric
+  spells it ``noise``;
+- results.csv (the report) and the gates: ``record_<figure>`` but for ``RECORD_COLUMNS``, each chunk
+  level's accuracy (``CHUNK_COLUMNS``), and the worst shift's columns (``worst_shift_columns``);
+- a study (study.csv, MLflow's study runs): the validation split's MLflow name without its split;
+- the training history (train.json, plots/history/NAME.csv, MLflow's curves): ``history_name``.
+
+An interval adds ``_ci_low`` and ``_ci_high`` to the name of its figure. The forms still name some
+figures differently (the notebook's balanced chunk accuracy is ``val_balanced_acc`` in the history,
+``chunk_balanced.accuracy`` in eval.json, ``val_chunk_balanced_accuracy`` in MLflow and
+``balanced_chunk_acc`` in results.csv): this module is where each name is made, so that making them
+one is a change here.
+"""
+from __future__ import annotations
+
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
+LEVELS = ("chunk_balanced", "chunk", "record")
+RECORD = LEVELS[-1]
+AF = "A"  # CinC's label of atrial fibrillation
+
+
+def joined(*parts: str) -> str:
+    """The non-empty ``parts`` joined by ``_``: ``joined("val", "record", "f1", "A")``."""
+    return "_".join(p for p in parts if p)
+
+
+def interval(name: str) -> tuple[str, str]:
+    """The names of the low and high ends of figure ``name``'s interval."""
+    return name + CI_LOW, name + CI_HIGH
+
+
+def with_interval(name: str, value: float, low: float, high: float) -> dict[str, float]:
+    return {name: float(value), name + CI_LOW: float(low), name + CI_HIGH: float(high)}
+
+
+def is_interval(name: str) -> bool:
+    return name.endswith((CI_LOW, CI_HIGH))
+
+
+def mlflow_names(flat: dict[str, float]) -> dict[str, float]:
+    """``flat`` with names that MLflow accepts (``~`` spelled ``noise``)."""
+    return {k.replace("~", "noise"): v for k, v in flat.items()}
+
+
+def figure(figures: dict, name: str):
+    """One figure of a level's scores (or of their intervals or resamples) by flat name: ``f1_A``,
+    ``roc_auc``, ``recall_N`` ..."""
+    if name in figures and not isinstance(figures[name], dict):
+        return figures[name]
+    key, _, cls = name.rpartition("_")
+    if key in figures and isinstance(figures[key], dict) and cls in figures[key]:
+        return figures[key][cls]
+    raise KeyError(f"no figure {name!r}; expected one of {flat_names(figures)}")
+
+
+def flat_names(figures: dict) -> list[str]:
+    names = []
+    for key, value in figures.items():
+        names += [joined(key, c) for c in value] if isinstance(value, dict) else [key]
+    return names
+
+
+# --- eval.json ---------------------------------------------------------------------------------
+
+
+def shifts_key(split: str) -> str:
+    """eval.json's section of a split's device shifts: ``{shift: figures}``."""
+    return joined(split, "shifts")
+
+
+def worst_shift_key(split: str) -> str:
+    """eval.json's section of a split's worst shift (``robustness.worst_shift``); its figures are
+    also MLflow metrics under this prefix."""
+    return joined(split, "worst_shift")
+
+
+def shift_metric_prefix(split: str, shift: str) -> str:
+    """The MLflow prefix of one device shift's figures: ``val_shift_gain_2x``."""
+    return joined(split, "shift", shift)
+
+
+# --- results.csv and the gates ----------------------------------------------------------------
+
+NOTEBOOK_COLUMN = "notebook_balanced_chunk_acc"  # the notebook's own figure, where the task is its
+CHUNK_COLUMNS = {"chunk_balanced": "balanced_chunk_acc", "chunk": "chunk_acc"}  # each chunk level's accuracy
+RECORD_PREFIX = "record_"
+AF_ALARM_PREFIX = RECORD_PREFIX + "af_"
+# the recording-level columns not named record_<figure>
+RECORD_COLUMNS = {"record_acc": "accuracy", "record_balanced_acc": "balanced_accuracy", "record_af_sensitivity": "recall_A"}
+WORST_SHIFT = "worst_shift"  # the column of the worst shift's name, and the prefix of its figures
+MIN_SHIFT_ROC_AUC = "min_shift_roc_auc"  # the lowest ROC AUC under any shift
+SHIFT_COLUMNS = (WORST_SHIFT, "min_shift_")  # column prefixes: shown in the report's shift section
+SCORE_COLUMN_PREFIXES = (RECORD_PREFIX, "chunk_", "balanced_")  # the columns a champion metric may be
+COMPARED = [CHUNK_COLUMNS["chunk_balanced"], "record_acc", "record_balanced_acc", "record_f1_A", "record_macro_f1",
+            "record_roc_auc"]  # the report's comparison figure
+DEFAULT_CHAMPION_METRIC = "record_f1_A"
+
+
+def record_column(figure_name: str) -> str:
+    """The results.csv column of a recording-level figure (``f1_A`` -> ``record_f1_A``)."""
+    short = {f: c for c, f in RECORD_COLUMNS.items()}
+    return short.get(figure_name, RECORD_PREFIX + figure_name)
+
+
+def record_figure(column: str) -> str:
+    """The flat figure name (``f1_A``, ``roc_auc``) of a ``record_*`` column of results.csv."""
+    return RECORD_COLUMNS.get(column, column.removeprefix(RECORD_PREFIX))
+
+
+def is_record_column(column: str) -> bool:
+    return column.startswith(RECORD_PREFIX)
+
+
+def figure_columns(levels: dict) -> dict:
+    """results.csv's figure columns of one split's scores (eval.json's ``{level: scores}``), without
+    their intervals (``interval_columns``), in the report's order."""
+    record = levels[RECORD]
+    names = ["accuracy", "balanced_accuracy", *[joined("f1", c) for c in record["f1"]], "macro_f1", "roc_auc",
+             "average_precision"]
+    if "challenge_score" in record:
+        names.append("challenge_score")
+    if "af_roc_auc" in record:  # more classes than N and A: the model read as an AF alarm too
+        names += [joined("recall", AF), *[joined(key, c) for key in ("af_specificity", "af_specificity_at_sensitivity_95")
+                                          for c in record[key]], "af_roc_auc"]
+    return {**{CHUNK_COLUMNS[level]: levels[level]["accuracy"] for level in ("chunk_balanced", "chunk")},
+            **{record_column(n): figure(record, n) for n in names}}
+
+
+def interval_columns(record: dict, columns) -> dict:
+    """Each ``record_*`` column's interval, as ``<column>_ci_low`` / ``_ci_high``, from eval.json's ``ci``."""
+    return {name: value for column in columns if is_record_column(column)
+            for name, value in zip(interval(column), figure(record["ci"], record_figure(column)))}
+
+
+def worst_shift_columns(worst: dict, positive: str) -> dict:
+    """results.csv's columns of the worst shift (``robustness.worst_shift``) for ``positive``'s F1."""
+    f1 = joined("f1", positive)
+    return {WORST_SHIFT: worst["shift"], joined(WORST_SHIFT, f1): worst[f1],
+            joined(WORST_SHIFT, f1, "change"): worst[joined(f1, "change")], MIN_SHIFT_ROC_AUC: worst["min_roc_auc"]}
+
+
+# --- studies -----------------------------------------------------------------------------------
+
+STUDY_FIGURES = ("record_f1_A", "record_roc_auc", "record_balanced_accuracy", "record_macro_f1",
+                 "worst_shift_f1_A")  # F1(A) under the device shift that lowers it most (evaluate.shifts)
+STUDY_PAIRED = ("record_f1_A", "record_roc_auc", "worst_shift_f1_A")  # the figures compared pair by pair
+# A study of the four-class task adds the challenge score (also compared pair by pair) and the other
+# classes' F1; one of it or of AF against the rest adds AF's false alarms on N, O and ~: figures
+# that every run of such a study has (MLflow spells CinC's noise label ``noise``).
+STUDY_TASK_FIGURES = ("record_challenge_score", "record_f1_N", "record_f1_O", "record_f1_noise",
+                      "record_af_specificity_O", "record_af_specificity_at_sensitivity_95_N",
+                      "record_af_specificity_at_sensitivity_95_O", "record_af_specificity_at_sensitivity_95_noise")
+STUDY_TASK_PAIRED = ("record_challenge_score",)
+OPTIONAL_STUDY_FIGURE = "worst_shift_f1_A"  # missing from every run of a study without device shifts
+
+
+def study_metric(figure_name: str) -> str:
+    """The MLflow metric of a study's figure (``record_f1_A``): the validation split's."""
+    return joined("val", figure_name)
+
+
+# --- the training history ----------------------------------------------------------------------
+
+# what each epoch is measured on: the training batches, the balanced validation chunks (the
+# notebook's figure) and all validation chunks, with their labels in the curves' figure
+TRAIN_SET, VAL_BALANCED_SET, VAL_SET = "train", "val_balanced", "val"
+HISTORY_SETS = {TRAIN_SET: "train", VAL_BALANCED_SET: "val, balanced", VAL_SET: "val, natural"}
+
+
+def history_name(measured_on: str, figure_name: str) -> str:
+    """A history column: ``history_name("val_balanced", "acc")`` is ``val_balanced_acc``."""
+    return joined(measured_on, figure_name)
