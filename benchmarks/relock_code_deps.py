@@ -4,6 +4,8 @@ where the outputs themselves (the DVC cache) are not at hand for `dvc commit`. E
 in place. Never use it for a change that was not shown to keep the outputs: the lock would then claim
 outputs that the code does not make.
 
+Code deps that dvc.yaml no longer lists are dropped from the lock.
+
 `--params STAGE` instead records the values of the params STAGE lists in dvc.yaml (for params newly
 listed there), keeping every hash: only where `git log params.yaml` shows those values unchanged since
 the stage's outputs were made, so the lock says what made them.
@@ -47,6 +49,26 @@ for i, line in enumerate(lines):
         if m.group(2) != value:
             lines[i] = f"      {m.group(1)}: {value}"
             changed.add((stage, path))
-open("dvc.lock", "w").write("\n".join(lines))
+# a code dep that dvc.yaml no longer lists (a module renamed or merged): its entry goes, as `dvc repro` would drop it
+listed = {(s.addressing, d.def_path) for s in repo.index.stages for d in s.deps}
+kept, dropped, stage, section = [], set(), None, None
+entry_of_dropped = False
+for line in lines:
+    if m := re.match(r"^  (\S.*):$", line):
+        stage, section = m.group(1), None
+    elif m := re.match(r"^    (deps|outs|params):", line):
+        section = m.group(1)
+    if m := re.match(r"^    - path: (.*)$", line):
+        entry_of_dropped = (section == "deps" and m.group(1).startswith(("ecgpipe", "stages/"))
+                            and (stage, m.group(1)) not in listed)
+        if entry_of_dropped:
+            dropped.add((stage, m.group(1)))
+    elif not line.startswith("      "):
+        entry_of_dropped = False
+    if not entry_of_dropped:
+        kept.append(line)
+open("dvc.lock", "w").write("\n".join(kept))
 print(f"{len(changed)} code deps re-recorded in", len({s for s, _ in changed}), "stages:",
       sorted({p for _, p in changed}))
+if dropped:
+    print(f"{len(dropped)} code deps no longer in dvc.yaml dropped:", sorted({p for _, p in dropped}))
