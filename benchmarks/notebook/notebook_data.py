@@ -4,7 +4,7 @@ A transcription of the course notebook's cells 2, 5, 8, 9 and 10 (load, spectrog
 split, balance, chunk), kept only so that `ecgpipe bench data --notebook` can time it next to
 ecgpipe on the same machine. The pipeline never uses it. By hand:
 
-    python -m ecgpipe.bench.notebook_data DIR_WITH_EXTRACTED_RECORDS [--json PATH]
+    python benchmarks/notebook/notebook_data.py DIR_WITH_EXTRACTED_RECORDS [--json PATH]
 """
 import argparse
 import csv

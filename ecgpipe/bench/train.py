@@ -1,6 +1,6 @@
 """`ecgpipe bench train`: training throughput of every registered model, through the project's
 own training path (`chunked_batches` + `train_step`, with the train stage's CPU settings from
-`ecgpipe.cpu`), batch 192, inputs of the real shape 40x17, drawn from a set of as many random
+`ecgpipe.training.cpu`), batch 192, inputs of the real shape 40x17, drawn from a set of as many random
 chunks as the real training split. The values matter for one baseline: the notebook's RNN runs
 into denormal floats on the real chunks and mostly not on these (benchmarks/README.md).
 
@@ -242,7 +242,7 @@ def bench_train(batches: int = 200, repeats: int = 5, device: str = "auto", note
     if notebook and compared:
         result["notebook_examples_per_s"] = median_speeds(notebook_runs, compared)
         result["notebook_baseline"] = labels
-        result["notebook_cpu_settings"] = "ecgpipe.cpu (as ours)" if tuned_notebook else "none (as the notebook)"
+        result["notebook_cpu_settings"] = "ecgpipe.training.cpu (as ours)" if tuned_notebook else "none (as the notebook)"
         result["speedup"], result["speedup_per_repeat"] = speedups(ours_runs, notebook_runs, compared)
     return result
 

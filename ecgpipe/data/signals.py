@@ -33,14 +33,14 @@ class SignalSet:
         return SignalSet(self.samples.to(device), self.offsets.to(device), self.labels.to(device))
 
 
-def _records_md5(spectrogram_dir: Path) -> str:
+def records_md5_of(spectrogram_dir: Path) -> str:
     return hashlib.md5((Path(spectrogram_dir) / RECORDS_FILE).read_bytes()).hexdigest()
 
 
 def load_signal_set(path: Path, spectrogram_dir: Path) -> SignalSet:
     """``signals.pt``, checked to follow the rows of ``spectrogram_dir``'s ``records.csv``."""
     data = load_tensors(path)
-    if data.get("records_md5") != _records_md5(spectrogram_dir):
+    if data.get("records_md5") != records_md5_of(spectrogram_dir):
         raise StoreError(f"{path}: made for another {Path(spectrogram_dir) / RECORDS_FILE} (records_md5 differs); "
                          "rerun the signals stage (dvc repro signals)")
     return SignalSet(data["samples"], data["offsets"], data["labels"])

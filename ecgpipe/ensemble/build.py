@@ -204,7 +204,7 @@ def fit_ensemble(network_dir: Path, records_dir: Path, split_path: Path, out_dir
 
     from ecgpipe.ensemble.serving import model_kwargs
     from ecgpipe.tracking import runs as tracking
-    from ecgpipe.tracking.registry import _tag_alias_move
+    from ecgpipe.tracking.registry import tag_alias_move
 
     check_out_dir(out_dir)
     tracking.check_store_file(tracking.tracking_uri())  # before minutes of features, not after
@@ -256,7 +256,7 @@ def fit_ensemble(network_dir: Path, records_dir: Path, split_path: Path, out_dir
             client = mlflow.MlflowClient()
             version = mlflow.register_model(info.model_uri, registered_model).version
             client.set_registered_model_alias(registered_model, ALIAS, version)
-            _tag_alias_move(client, registered_model, version, ALIAS, "ecgpipe ensemble fit",
+            tag_alias_move(client, registered_model, version, ALIAS, "ecgpipe ensemble fit",
                             f"rhythm ensemble of {network_dir}; the declared gate passes")
             registered = {"registered_model": registered_model, "version": int(version), "alias": ALIAS,
                           "model_uri": f"models:/{registered_model}@{ALIAS}"}

@@ -53,9 +53,9 @@ def model_folder(source: str) -> str:
     """The local folder of ``ecgpipe predict --model``: the folder given, or an MLflow ``runs:/`` /
     ``models:/`` URI's download."""
     # the registry's own download (one-line errors); private there, as no stage needs it public
-    from ecgpipe.tracking.registry import _download_mlflow_model
+    from ecgpipe.tracking.registry import download_mlflow_model
 
-    return _download_mlflow_model(source) if source.startswith(("runs:/", "models:/")) else source
+    return download_mlflow_model(source) if source.startswith(("runs:/", "models:/")) else source
 
 
 def load_classifier(source: str):

@@ -20,6 +20,6 @@ CHECKED = {"params": "valid: every key known, every value in range"}
 
 
 def run_check(out_path: Path) -> None:
-    """Record that ``params.yaml`` passed: the stage's loader (``ecgpipe.stage.run_stage``) has
+    """Record that ``params.yaml`` passed: the stage's loader (``ecgpipe.pipeline.stage.run_stage``) has
     validated the whole file before this runs."""
     write_json(out_path, CHECKED)

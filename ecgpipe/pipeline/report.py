@@ -30,15 +30,15 @@ from ecgpipe.params import ExperimentParams, Params, ReportParams, SpectrogramPa
 from ecgpipe.pipeline.evaluate import scoring_settings
 from ecgpipe.reporting.champion import Decision, choose_champion
 from ecgpipe.reporting.tables import (
-    _comparison_section,
-    _robust_section,
-    _shift_section,
-    _test_section,
     af_alarm_columns,
     af_alarm_section,
     champion_section,
+    comparison_section,
+    held_out_test_section,
     paired_comparisons,
     paired_validation_difference,
+    robust_section,
+    shift_section,
     to_markdown,
 )
 from ecgpipe.tracking.registry import current_version, register_choice, registry_alias
@@ -230,10 +230,10 @@ def run_report(report: ReportParams, experiments: dict[str, ExperimentParams], s
                                  + af_alarm_columns(table)))
         + af_alarm_section(table)
         + champion_section(decision, metric, report.gate, report.prefer, report.order, alias)
-        + ("" if plots_dir is None else _comparison_section(paired, table, metric, bootstrap))
-        + ("" if champion is None else _test_section(champion, test))
-        + _shift_section(shifts, table)
-        + ("" if plots_dir is None else _robust_section(
+        + ("" if plots_dir is None else comparison_section(paired, table, metric, bootstrap))
+        + ("" if champion is None else held_out_test_section(champion, test))
+        + shift_section(shifts, table)
+        + ("" if plots_dir is None else robust_section(
             robust_against_plain(experiments, spectrogram.classes, table, metric, plots_dir, bootstrap), metric))
     )
     fig = plots.comparison(table, [m for m in COMPARED if m in table], f"validation: chunks (balanced) and "

@@ -9,7 +9,7 @@ import torch
 from ecgpipe.core.errors import StoreError
 from ecgpipe.core.io import staged_outputs, write_tensors
 from ecgpipe.data.records import read_signal
-from ecgpipe.data.signals import _records_md5
+from ecgpipe.data.signals import records_md5_of
 from ecgpipe.data.store import RECORDS_FILE, read_records
 
 
@@ -30,6 +30,6 @@ def run_signals(records_dir: Path, spectrogram_dir: Path, out_path: Path) -> dic
             "samples": torch.from_numpy(samples),
             "offsets": torch.from_numpy(offsets),
             "labels": torch.tensor(table["class_index"].to_numpy(dtype=np.int64)),
-            "records_md5": _records_md5(spectrogram_dir),
+            "records_md5": records_md5_of(spectrogram_dir),
         })
     return {"records": len(signals), "samples": int(offsets[-1])}

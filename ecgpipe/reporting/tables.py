@@ -41,7 +41,7 @@ def af_alarm_section(table: pd.DataFrame) -> str:
             "other recording.\n\n" + to_markdown(table[["experiment", *columns]]))
 
 
-def _robust_section(versus: pd.DataFrame | None, metric: str) -> str:
+def robust_section(versus: pd.DataFrame | None, metric: str) -> str:
     if versus is None:
         return ""
     return (f"\n### Robust against plain\n\nEach experiment with robustness options against each plain one of the "
@@ -50,7 +50,7 @@ def _robust_section(versus: pd.DataFrame | None, metric: str) -> str:
             + to_markdown(versus))
 
 
-def _shift_section(shifts: pd.DataFrame | None, table: pd.DataFrame) -> str:
+def shift_section(shifts: pd.DataFrame | None, table: pd.DataFrame) -> str:
     """Experiment x shift tables of F1 (with its change) and ROC AUC, and each experiment's worst shift."""
     if shifts is None:
         return ""
@@ -140,7 +140,7 @@ def paired_comparisons(table: pd.DataFrame, metric: str, reference: str, plots_d
     return pd.DataFrame(rows)
 
 
-def _comparison_section(paired: pd.DataFrame | None, table: pd.DataFrame, metric: str, bootstrap: Bootstrap) -> str:
+def comparison_section(paired: pd.DataFrame | None, table: pd.DataFrame, metric: str, bootstrap: Bootstrap) -> str:
     if paired is None:
         return (f"\n## Compared with the champion\n\nThe champion metric `{metric}` is a chunk-level figure: "
                 "the paired bootstrap over recordings applies to `record_*` metrics only.\n")
@@ -184,7 +184,7 @@ def champion_section(decision, metric: str, gate: dict, prefer: list, order: lis
             f"bootstrap). Tie-break among candidates: {tie}.\n\n" + to_markdown(shown) + "\n" + outcome + "\n")
 
 
-def _test_section(champion: str, test: dict | None) -> str:
+def held_out_test_section(champion: str, test: dict | None) -> str:
     if test is None:
         return ""
     record = test[RECORD]

@@ -15,11 +15,11 @@ from ecgpipe.inference.predictor import Predictor
 def load_predictor(source: str) -> Predictor:
     """From a predictor or model folder, or from an MLflow ``runs:/...`` or ``models:/...`` URI of a predictor."""
     if source.startswith(("runs:/", "models:/")):
-        return Predictor.from_folder(_download_mlflow_model(source))
+        return Predictor.from_folder(download_mlflow_model(source))
     return Predictor.from_folder(source)
 
 
-def _download_mlflow_model(uri: str) -> str:
+def download_mlflow_model(uri: str) -> str:
     """The local folder of an MLflow ``runs:/`` or ``models:/`` URI, or a PredictError in one line.
 
     With the default store, a store file that does not exist is an error, not a new empty store.
@@ -76,7 +76,7 @@ def _version_by_alias(client, registered_model: str, alias: str):
         return None
 
 
-def _tag_alias_move(client, registered_model: str, version: str, alias: str, by: str, why: str) -> None:
+def tag_alias_move(client, registered_model: str, version: str, alias: str, by: str, why: str) -> None:
     """Who moved ``alias`` to ``version``, when and why, as tags of the version."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for key, value in {"by": by, "at": stamp, "why": why}.items():
@@ -99,7 +99,7 @@ def register_choice(experiment: str, models_dir: Path, registered_model: str, al
     else:
         version = mlflow.register_model(f"runs:/{run['run_id']}/{ARTIFACT}", registered_model).version
         client.set_registered_model_alias(registered_model, alias, version)
-        _tag_alias_move(client, registered_model, version, alias, "the report stage", why)
+        tag_alias_move(client, registered_model, version, alias, "the report stage", why)
     return {"experiment": experiment, "run_id": run["run_id"], "registered_model": registered_model,
             "version": int(version), "alias": alias, "model_uri": f"models:/{registered_model}@{alias}"}
 
@@ -141,7 +141,7 @@ def promote(registered_model: str, version: int, why: str, by: str) -> dict:
                                  f"({str(exc).strip().splitlines()[0]})") from None
     previous = _version_by_alias(client, registered_model, CHAMPION)
     client.set_registered_model_alias(registered_model, CHAMPION, found.version)
-    _tag_alias_move(client, registered_model, found.version, CHAMPION, by, why)
+    tag_alias_move(client, registered_model, found.version, CHAMPION, by, why)
     return {"registered_model": registered_model, "version": int(found.version), "run_id": found.run_id,
             "previous_version": None if previous is None else int(previous.version),
             "model_uri": f"models:/{registered_model}@{CHAMPION}"}
