@@ -60,6 +60,24 @@ def small_params() -> dict:
     return small_params_dict()
 
 
+def train(params, name: str, data: dict, out: Path, **options) -> dict:
+    """Experiment ``name`` of ``params`` trained as its stage runs it, into the project's layout under
+    ``out`` (models/, metrics/, plots/); ``data``: the data stages' outputs (``spectrogram``,
+    ``balance``, ``chunks``, and ``signals`` for the raw signal). Returns the stage's summary."""
+    return run_train(TrainSections.of(params, name), data["spectrogram"], data["balance"], data["chunks"],
+                     out / "models" / name, out / "metrics" / name / "train.json",
+                     out / "plots" / "history" / f"{name}.csv", out / "metrics" / name / "speed.json",
+                     signals_path=data.get("signals"), **{"system_metrics": False, **options})
+
+
+def train_and_evaluate(params, name: str, data: dict, records_dir: Path, out: Path) -> dict:
+    """``train``, then the evaluate stage on ``records_dir`` (predictors/ too); returns its summary."""
+    train(params, name, data, out)
+    return run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, data["spectrogram"],
+                        data["chunks"], out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
+                        out / "predictors" / name)
+
+
 @pytest.fixture(scope="session")
 def prepared(records_dir, tmp_path_factory) -> dict:
     """The data stages run on the synthetic records: paths of their outputs, and the params."""
@@ -146,14 +164,7 @@ def evaluated_once(prepared, records_dir, tmp_path_factory):
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
     try:
         name = "mean_spectrum-chunked"
-        run_train(TrainSections.of(prepared["params"], name), prepared["spectrogram"],
-                  prepared["balance"], prepared["chunks"],
-                  out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
-                  system_metrics=False)
-        params = prepared["params"]
-        summary = run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir,
-                               prepared["spectrogram"], prepared["chunks"], out / "models" / name,
-                               out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
+        summary = train_and_evaluate(prepared["params"], name, prepared, records_dir, out)
     finally:
         if old is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -9,12 +9,10 @@ from ecgpipe.evaluation.metrics import AF_SENSITIVITY, score
 from ecgpipe.params import load_params, parse_params
 from ecgpipe.pipeline.balance import run_balance
 from ecgpipe.pipeline.chunk import run_chunk
-from ecgpipe.pipeline.evaluate import run_evaluate
 from ecgpipe.pipeline.spectrogram import run_spectrogram
 from ecgpipe.pipeline.split import run_split
 from ecgpipe.pipeline.task import task_params
-from ecgpipe.pipeline.train import TrainSections, run_train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_and_evaluate
 
 
 def test_the_projects_af_vs_rest_task():
@@ -76,11 +74,8 @@ def test_af_vs_rest_end_to_end(records_dir, tmp_path, small_params, monkeypatch)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     name = "mean_spectrum-chunked"
-    run_train(TrainSections.of(params, name), spec, tmp_path / "balance.json", tmp_path / "chunks",
-              tmp_path / "models" / name, tmp_path / "metrics" / name / "train.json", tmp_path / "history.csv",
-              system_metrics=False)
-    summary = run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, spec, tmp_path / "chunks",
-                           tmp_path / "models" / name, tmp_path / "metrics" / name / "eval.json", tmp_path / "plots", tmp_path / "predictor")
+    data = {"spectrogram": spec, "balance": tmp_path / "balance.json", "chunks": tmp_path / "chunks"}
+    summary = train_and_evaluate(params, name, data, records_dir, tmp_path)
     record = summary["val"]["record"]
     assert set(record["f1"]) == {"rest", "A"}
     predictions = pd.read_csv(tmp_path / "plots" / "confusion" / name / "val.csv", dtype={"record": str})

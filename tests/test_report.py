@@ -10,12 +10,10 @@ from mlflow.tracking import MlflowClient
 from ecgpipe.params import parse_params
 from ecgpipe.pipeline.balance import run_balance
 from ecgpipe.pipeline.chunk import run_chunk
-from ecgpipe.pipeline.evaluate import run_evaluate
 from ecgpipe.pipeline.report import report_sections, run_report
 from ecgpipe.pipeline.signals import run_signals
 from ecgpipe.pipeline.spectrogram import run_spectrogram
 from ecgpipe.pipeline.split import run_split
-from ecgpipe.pipeline.train import TrainSections, run_train
 
 CHAMPION_CONFIG = "raw_resnet-robust_crop"
 
@@ -43,7 +41,7 @@ def _with_mislabelled_af(records_dir, out):
 def reported(records_dir, tmp_path_factory):
     """Five tiny experiments (three on spectrograms, two on the raw signal) on a split with held-out
     test recordings, trained, evaluated, reported, on records where some AF looks normal."""
-    from tests.conftest import small_params_dict
+    from tests.conftest import small_params_dict, train_and_evaluate
 
     raw = small_params_dict()
     raw["split"].update(train=0.6, val=0.2, test=0.2, stratify=True)
@@ -82,11 +80,8 @@ def reported(records_dir, tmp_path_factory):
         run_chunk(params.chunk, spectrogram, out / "split.json", out / "balance.json", chunks, out / "metrics" / "chunk.json")
         run_signals(records_dir, spectrogram, out / "signals.pt")
         for name in params.experiments:
-            run_train(TrainSections.of(params, name), spectrogram, out / "balance.json", chunks, out / "models" / name,
-                      out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
-                      out / "metrics" / name / "speed.json", system_metrics=False, signals_path=out / "signals.pt")
-            run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, spectrogram, chunks,
-                         out / "models" / name, out / "metrics" / name / "eval.json", out / "plots", out / "predictors" / name)
+            train_and_evaluate(params, name, {"spectrogram": spectrogram, "balance": out / "balance.json", "chunks": chunks,
+                                              "signals": out / "signals.pt"}, records_dir, out)
         table = run_report(**report_sections(params), metrics_dir=out / "metrics", models_dir=out / "models",
                            out_dir=out / "reports", plots_dir=out / "plots", chunks_dir=chunks,
                            spectrogram_dir=spectrogram, records_dir=records_dir)

@@ -7,9 +7,8 @@ import mlflow
 import pytest
 
 from ecgpipe.core.errors import TrackingStoreError
-from ecgpipe.pipeline.train import TrainSections, run_train
 from ecgpipe.tracking.runs import check_store_file, store_error_line
-from tests.conftest import cli_exit_message
+from tests.conftest import cli_exit_message, train
 
 NAME = "mean_spectrum-chunked"
 
@@ -22,9 +21,7 @@ def good_store(tmp_path):
 
 
 def _train(prepared, tmp_path):
-    return run_train(TrainSections.of(prepared["params"], NAME), prepared["spectrogram"],
-                     prepared["balance"], prepared["chunks"],
-                     tmp_path / "models" / NAME, tmp_path / "train.json", tmp_path / "history.csv", system_metrics=False)
+    return train(prepared["params"], NAME, prepared, tmp_path)
 
 
 def test_a_corrupted_store_is_one_line_everywhere(tmp_path, monkeypatch, prepared):

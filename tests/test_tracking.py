@@ -10,8 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from ecgpipe.core.io import read_json
 from ecgpipe.inference.checkpoint import load_trained
-from ecgpipe.pipeline.train import TrainSections, run_train
 from ecgpipe.tracking.runs import tracking_uri
+from tests.conftest import train
 
 
 @pytest.fixture
@@ -23,11 +23,7 @@ def store(tmp_path, monkeypatch):
 
 
 def _train(prepared, tmp_path, name="mean_spectrum-chunked", params_file=None):
-    return run_train(TrainSections.of(prepared["params"], name), prepared["spectrogram"],
-                     prepared["balance"], prepared["chunks"],
-                     tmp_path / "models" / name, tmp_path / "metrics" / name / "train.json",
-                     tmp_path / "plots" / "history" / f"{name}.csv", tmp_path / "metrics" / name / "speed.json",
-                     params_file=params_file, system_metrics=False)
+    return train(prepared["params"], name, prepared, tmp_path, params_file=params_file)
 
 
 def test_tracking_uri_default_is_absolute_project_store(monkeypatch, tmp_path):
@@ -206,10 +202,7 @@ def test_a_diverging_training_stops_with_one_line_and_writes_nothing(prepared, t
     with pytest.raises(TrainingError, match=rf"^experiment {name}: the training loss is (nan|inf) in epoch \d+ at learning rate "
                                             rf"1e\+30: training diverged; lower the learning rate \(experiments\.{name}\.lr "
                                             r"is 1e\+30\)$"):
-        run_train(TrainSections.of(diverging, name), prepared["spectrogram"],
-                  prepared["balance"], prepared["chunks"],
-                  tmp_path / "models" / name, tmp_path / "metrics" / "train.json", tmp_path / "history.csv",
-                  system_metrics=False)
+        train(diverging, name, prepared, tmp_path)
     assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
     (run,) = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("ecgpipe").experiment_id])
     assert run.info.status == "FAILED"

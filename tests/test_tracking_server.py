@@ -49,9 +49,8 @@ def test_stages_registry_and_predict_through_a_postgresql_tracking_server(prepar
     from mlflow.tracking import MlflowClient
 
     from ecgpipe.inference.predictor import predict_files
-    from ecgpipe.pipeline.evaluate import run_evaluate
-    from ecgpipe.pipeline.train import TrainSections, run_train
     from ecgpipe.tracking.registry import load_predictor, register_choice
+    from tests.conftest import train_and_evaluate
 
     # as root, PostgreSQL runs as the user postgres, which cannot pass pytest's own (mode 700) folders
     base = Path(tempfile.mkdtemp(prefix="ecgpipe-server-"))
@@ -67,14 +66,7 @@ def test_stages_registry_and_predict_through_a_postgresql_tracking_server(prepar
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         name, out = "mean_spectrum-chunked", tmp_path / "out"
-        run_train(TrainSections.of(prepared["params"], name), prepared["spectrogram"],
-                  prepared["balance"], prepared["chunks"],
-                  out / "models" / name, out / "metrics" / name / "train.json", out / "plots" / "history" / f"{name}.csv",
-                  system_metrics=False)
-        params = prepared["params"]
-        run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, prepared["spectrogram"],
-                     prepared["chunks"], out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
-                     out / "predictors" / name)
+        train_and_evaluate(prepared["params"], name, prepared, records_dir, out)
         run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
         run = MlflowClient(uri).get_run(run_id)
         assert run.info.status == "FINISHED" and "val_record_f1_A" in run.data.metrics
@@ -163,10 +155,8 @@ def test_accounts_readers_read_and_only_writers_move_the_champion(prepared, reco
     a client that did not sign in is told how; a restart with another admin password is refused."""
     from mlflow.tracking import MlflowClient
 
-    from ecgpipe.pipeline.evaluate import run_evaluate
-    from ecgpipe.pipeline.train import TrainSections, run_train
     from ecgpipe.tracking.registry import register_choice
-    from tests.conftest import cli_exit_message
+    from tests.conftest import cli_exit_message, train_and_evaluate
 
     base = Path(tempfile.mkdtemp(prefix="ecgpipe-accounts-"))
     base.chmod(0o755)
@@ -198,13 +188,7 @@ def test_accounts_readers_read_and_only_writers_move_the_champion(prepared, reco
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "alice-password-123")
         name, out = "mean_spectrum-chunked", tmp_path / "out"
-        run_train(TrainSections.of(prepared["params"], name), prepared["spectrogram"], prepared["balance"],
-                  prepared["chunks"], out / "models" / name, out / "metrics" / name / "train.json",
-                  out / "plots" / "history" / f"{name}.csv", system_metrics=False)
-        params = prepared["params"]
-        run_evaluate(params.evaluate, params.train, params.chunk, name, records_dir, prepared["spectrogram"],
-                     prepared["chunks"], out / "models" / name, out / "metrics" / name / "eval.json", out / "plots",
-                     out / "predictors" / name)  # logs the predictor to the run
+        train_and_evaluate(prepared["params"], name, prepared, records_dir, out)  # logs the predictor to the run
         for version in (1, 2):  # two versions, the second by the report stage's route
             register_choice(name, out / "models", "ecgpipe-accounts-test", f"candidate-{version}", "test")
         cli_main(["promote", "ecgpipe-accounts-test", "1", "--why", "the writer's choice"])
