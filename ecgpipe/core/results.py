@@ -106,10 +106,12 @@ COMPARED = [CHUNK_COLUMNS["chunk_balanced"], "record_acc", "record_balanced_acc"
 DEFAULT_CHAMPION_METRIC = "record_f1_A"
 
 
+_COLUMN_OF_FIGURE = {f: c for c, f in RECORD_COLUMNS.items()}
+
+
 def record_column(figure_name: str) -> str:
     """The results.csv column of a recording-level figure (``f1_A`` -> ``record_f1_A``)."""
-    short = {f: c for c, f in RECORD_COLUMNS.items()}
-    return short.get(figure_name, RECORD_PREFIX + figure_name)
+    return _COLUMN_OF_FIGURE.get(figure_name, RECORD_PREFIX + figure_name)
 
 
 def record_figure(column: str) -> str:
