@@ -4,6 +4,6 @@ from ecgpipe.pipeline.train import TrainSections, run_train
 
 if __name__ == "__main__":
     run_stage(__doc__, ["spectrogram", "signals", "balance", "chunks", "out", "metrics", "history", "speed"],
-              lambda p, a: run_train(TrainSections.of(p, a.experiment), a.spectrogram, a.balance, a.chunks, a.out,
-                                     a.metrics, a.history, a.speed, params_file=a.params, signals_path=a.signals),
+              lambda p, a: run_train(TrainSections.of(p, a.experiment), a.spectrogram, a.signals, a.balance, a.chunks,
+                                     a.out, a.metrics, a.history, a.speed, params_file=a.params),
               options=["experiment"])

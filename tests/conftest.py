@@ -63,11 +63,11 @@ def small_params() -> dict:
 def train(params, name: str, data: dict, out: Path, **options) -> dict:
     """Experiment ``name`` of ``params`` trained as its stage runs it, into the project's layout under
     ``out`` (models/, metrics/, plots/); ``data``: the data stages' outputs (``spectrogram``,
-    ``balance``, ``chunks``, and ``signals`` for the raw signal). Returns the stage's summary."""
-    return run_train(TrainSections.of(params, name), data["spectrogram"], data["balance"], data["chunks"],
-                     out / "models" / name, out / "metrics" / name / "train.json",
+    ``signals``, ``balance``, ``chunks``). Returns the stage's summary."""
+    return run_train(TrainSections.of(params, name), data["spectrogram"], data["signals"], data["balance"],
+                     data["chunks"], out / "models" / name, out / "metrics" / name / "train.json",
                      out / "plots" / "history" / f"{name}.csv", out / "metrics" / name / "speed.json",
-                     signals_path=data.get("signals"), **{"system_metrics": False, **options})
+                     **{"system_metrics": False, **options})
 
 
 def train_and_evaluate(params, name: str, data: dict, records_dir: Path, out: Path) -> dict:
@@ -84,14 +84,16 @@ def prepared(records_dir, tmp_path_factory) -> dict:
     from ecgpipe.params import parse_params
     from ecgpipe.pipeline.balance import run_balance
     from ecgpipe.pipeline.chunk import run_chunk
+    from ecgpipe.pipeline.signals import run_signals
     from ecgpipe.pipeline.spectrogram import run_spectrogram
     from ecgpipe.pipeline.split import run_split
 
     params = parse_params(small_params_dict())
     out = tmp_path_factory.mktemp("prepared")
     paths = {"spectrogram": out / "spectrogram", "split": out / "split.json", "balance": out / "balance.json",
-             "chunks": out / "chunks"}
+             "chunks": out / "chunks", "signals": out / "signals.pt"}
     run_spectrogram(params.spectrogram, records_dir, paths["spectrogram"], out / "metrics" / "spectrogram.json")
+    run_signals(records_dir, paths["spectrogram"], paths["signals"])
     run_split(params.split, paths["spectrogram"], paths["split"])
     run_balance(params.balance, paths["spectrogram"], paths["split"], paths["balance"])
     run_chunk(params.chunk, paths["spectrogram"], paths["split"], paths["balance"], paths["chunks"],

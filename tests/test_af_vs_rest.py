@@ -9,6 +9,7 @@ from ecgpipe.evaluation.metrics import AF_SENSITIVITY, score
 from ecgpipe.params import load_params, parse_params
 from ecgpipe.pipeline.balance import run_balance
 from ecgpipe.pipeline.chunk import run_chunk
+from ecgpipe.pipeline.signals import run_signals
 from ecgpipe.pipeline.spectrogram import run_spectrogram
 from ecgpipe.pipeline.split import run_split
 from ecgpipe.pipeline.task import task_params
@@ -74,7 +75,9 @@ def test_af_vs_rest_end_to_end(records_dir, tmp_path, small_params, monkeypatch)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     name = "mean_spectrum-chunked"
-    data = {"spectrogram": spec, "balance": tmp_path / "balance.json", "chunks": tmp_path / "chunks"}
+    run_signals(records_dir, spec, tmp_path / "signals.pt")
+    data = {"spectrogram": spec, "balance": tmp_path / "balance.json", "chunks": tmp_path / "chunks",
+            "signals": tmp_path / "signals.pt"}
     summary = train_and_evaluate(params, name, data, records_dir, tmp_path)
     record = summary["val"]["record"]
     assert set(record["f1"]) == {"rest", "A"}

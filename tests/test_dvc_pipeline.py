@@ -65,7 +65,10 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
         evaluation = files[f"metrics/{name}/eval.json"]["data"]["val"]
         assert set(evaluation) == {"chunk_balanced", "chunk", "record"}
         assert 0 <= evaluation["record"]["f1"]["A"] <= 1 and "roc_auc" in evaluation["record"]
-        assert "val_balanced_acc" in files[f"metrics/{name}/train.json"]["data"]
+        # the last epoch's validation is the evaluate stage's scoring of the same model: one name, one value
+        trained = files[f"metrics/{name}/train.json"]["data"]
+        assert trained["val_chunk_balanced_accuracy"] == pytest.approx(evaluation["chunk_balanced"]["accuracy"], abs=1e-5)
+        assert trained["val_record_accuracy"] == pytest.approx(evaluation["record"]["accuracy"], abs=1e-5)
         history = (project / "plots" / "history" / f"{name}.csv").read_text().splitlines()
         assert len(history) == 1 + small_params["experiments"][name]["epochs"]  # a header, one row per epoch
     assert files["metrics/spectrogram.json"]["data"]["n_records"] > 0
@@ -77,7 +80,8 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
             assert f"plots_{kind}_{name}_val_csv" in page, (kind, name)
         assert f"plots/figures/{name}/confusion_val" in page
     results = (project / "reports" / "results.csv").read_text().splitlines()
-    assert results[0].startswith("experiment,model,loader,epochs,robust,notebook_balanced_chunk_acc,balanced_chunk_acc")
+    assert results[0].startswith("experiment,model,loader,epochs,robust,notebook_chunk_balanced_accuracy,"
+                                 "chunk_balanced_accuracy,chunk_accuracy,record_accuracy,record_balanced_accuracy")
     assert len(results) == 1 + len(EXPERIMENTS)
     champion = json.loads((project / "reports" / "champion.json").read_text())
     assert champion["experiment"] in EXPERIMENTS and champion["model_uri"] == "models:/ecgpipe-af@champion"
@@ -97,7 +101,7 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"][f"train@{EXPERIMENTS[0]}"]
     assert lock_entry == lock and run.data.tags["dvc_lock_md5"]
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {
-        "data/chunks/train.pt", "data/chunks/val.pt", "data/spectrogram/preprocessing.json"}
+        "data/chunks/train.pt", "data/chunks/val.pt", "data/spectrogram/preprocessing.json", "data/signals.pt"}
 
     # a rerun of the spectrogram stage writes the same bytes: nothing downstream is changed
     assert repro("-f", "-s", "spectrogram") == {"spectrogram"}

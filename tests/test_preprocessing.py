@@ -11,7 +11,7 @@ from ecgpipe.core.errors import PredictError, StoreError
 from ecgpipe.core.io import load_tensors
 from ecgpipe.data.signals import SignalSet, load_signal_set
 from ecgpipe.data.store import Chunks, load_spectrogram_set, read_records
-from ecgpipe.evaluation.scoring import same_windows
+from ecgpipe.evaluation.scoring import Validation, same_windows, split_windows
 from ecgpipe.inference.checkpoint import model_spec
 from ecgpipe.inference.featurizers import FEATURIZERS, RawCrops, SpectrogramChunks, featurizer_from_dict
 from ecgpipe.inference.predictor import Predictor
@@ -20,11 +20,11 @@ from ecgpipe.inference.readers import Signal, read_recording
 from ecgpipe.models import create_model
 from ecgpipe.params import parse_params
 from ecgpipe.pipeline.signals import run_signals
-from ecgpipe.pipeline.train import model_preprocessing
+from ecgpipe.pipeline.train import model_preprocessing, stored_signals
 from ecgpipe.signal.conditioning import Conditioning
 from ecgpipe.signal.windows import gather_windows
 from ecgpipe.training.fit import fit
-from ecgpipe.training.loaders import crop_chunks, random_crop_batches
+from ecgpipe.training.loaders import random_crop_batches
 from tests.conftest import small_params_dict
 from tests.synthetic import synthetic_signal
 
@@ -94,9 +94,9 @@ def test_raw_crops_are_the_same_in_training_evaluation_and_predict(prepared, rec
     val, rows, recordings = _val_signals(prepared, records_dir)
 
     # training-time validation crops (from the signal store) = evaluation's (from the files)
-    from_store = crop_chunks(signals, rows, pre.featurizer, seed=0)
+    from_store = split_windows(pre, stored_signals(signals, rows.tolist(), 300.0), signals.labels, val, 0, "store")
     x, owner = pre.inputs(recordings, rows.tolist())
-    assert torch.equal(owner, from_store.records) and torch.equal(x, from_store.x)
+    assert torch.equal(owner, from_store.owner) and torch.equal(x, from_store.x)
     assert x.dtype == torch.float32 and x.shape[1:] == (CROP, 1)
     np.testing.assert_allclose(x[0, :, 0].double().numpy(), recordings[0].samples[:CROP] / 1000, rtol=1e-6)
 
@@ -215,10 +215,13 @@ def test_raw_resnet_learns_a_separable_task_from_random_crops():
     model = create_model("raw_resnet", 1, 1, n_steps=900)
     # 8 per batch, 8 epochs: 60 steps, enough for BatchNorm's running statistics (used in eval
     # mode) to forget their initial values
-    history = fit(model, random_crop_batches(store, train, featurizer, 8), crop_chunks(store, val, featurizer, 0),
+    pre = Preprocessing(featurizer, ("N", "A"))
+    validate = Validation(pre, split_windows(pre, stored_signals(store, val.tolist(), 300.0), labels, None, 0, "store"),
+                          labels, 64)
+    history = fit(model, random_crop_batches(store, train, featurizer, 8), validate,
                   epochs=8, lr=0.003, seed=0, lr_schedule="cosine")
     assert history.last()["train_loss"] < 0.5 * history.epochs[0]["train_loss"]
-    assert history.last()["val_balanced_acc"] >= 0.9
+    assert history.last()["val_chunk_balanced_accuracy"] >= 0.9 and history.last()["val_record_accuracy"] >= 0.9
 
 
 def test_random_crop_refuses_recordings_shorter_than_the_crop():

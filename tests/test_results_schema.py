@@ -20,7 +20,7 @@ LEVEL = r"(record|chunk|chunk_balanced|balanced_chunk|notebook_balanced_chunk)"
 FIGURE = (r"(acc|accuracy|balanced_acc|balanced_accuracy|f1|roc_auc|average_precision|macro_f1|challenge_score|af_"
           r"|precision|recall|specificity)")
 FIGURE_NAME = re.compile(rf"^(val_|train_|test_)?({LEVEL}_{FIGURE}|worst_shift|min_shift|shift_$|{LEVEL}_$)"
-                         r"|^(val|train)_(loss|acc|balanced|balanced_acc|balanced_loss)$|^(val|train|test)_$")
+                         r"|^(val|train)_(loss|acc|accuracy|balanced|balanced_acc|balanced_loss)$|^(val|train|test)_$")
 
 
 def figure_name_literals(path: Path) -> list[str]:
@@ -61,9 +61,9 @@ def test_results_columns_of_an_af_alarm_in_the_reports_order():
                          "ci": {"accuracy": [0.6, 0.8], "recall": {"A": [0.1, 0.3]}}}}
     columns = results.figure_columns(levels)
     assert list(columns.items()) == [
-        ("balanced_chunk_acc", 0.9), ("chunk_acc", 0.8), ("record_acc", 0.7), ("record_balanced_acc", 0.6),
-        ("record_f1_N", 0.5), ("record_f1_A", 0.4), ("record_f1_~", 0.3), ("record_macro_f1", 0.2),
-        ("record_roc_auc", 0.1), ("record_average_precision", 0.05), ("record_af_sensitivity", 0.22),
+        ("chunk_balanced_accuracy", 0.9), ("chunk_accuracy", 0.8), ("record_accuracy", 0.7),
+        ("record_balanced_accuracy", 0.6), ("record_f1_N", 0.5), ("record_f1_A", 0.4), ("record_f1_~", 0.3),
+        ("record_macro_f1", 0.2), ("record_roc_auc", 0.1), ("record_average_precision", 0.05), ("record_recall_A", 0.22),
         ("record_af_specificity_N", 0.91), ("record_af_specificity_~", 0.92),
         ("record_af_specificity_at_sensitivity_95_N", 0.81), ("record_af_specificity_at_sensitivity_95_~", 0.82),
         ("record_af_roc_auc", 0.99)]
@@ -71,9 +71,9 @@ def test_results_columns_of_an_af_alarm_in_the_reports_order():
     for column in columns:
         if results.is_record_column(column):
             assert results.record_column(results.record_figure(column)) == column
-    assert results.interval_columns(levels["record"], ["chunk_acc", "record_acc", "record_af_sensitivity"]) == {
-        "record_acc_ci_low": 0.6, "record_acc_ci_high": 0.8,
-        "record_af_sensitivity_ci_low": 0.1, "record_af_sensitivity_ci_high": 0.3}
+    assert results.interval_columns(levels["record"], ["chunk_accuracy", "record_accuracy", "record_recall_A"]) == {
+        "record_accuracy_ci_low": 0.6, "record_accuracy_ci_high": 0.8,
+        "record_recall_A_ci_low": 0.1, "record_recall_A_ci_high": 0.3}
     with pytest.raises(KeyError, match=r"no figure 'f1_O'; expected one of \['accuracy', 'balanced_accuracy', 'f1_N'"):
         results.figure(levels["record"], "f1_O")
 
@@ -82,3 +82,16 @@ def test_worst_shift_columns_name_the_positive_class():
     worst = {"shift": "gain_2x", "f1_A": 0.8, "f1_A_change": -0.05, "min_roc_auc": 0.97, "min_roc_auc_shift": "x"}
     assert results.worst_shift_columns(worst, "A") == {
         "worst_shift": "gain_2x", "worst_shift_f1_A": 0.8, "worst_shift_f1_A_change": -0.05, "min_shift_roc_auc": 0.97}
+
+
+def test_one_name_per_figure_in_every_form():
+    """A figure's name in results.csv and study.csv is its MLflow name without the split, and the
+    history after each epoch uses the MLflow name: the notebook's figure is the same name everywhere."""
+    notebook = results.history_name(results.VAL, "chunk_balanced", "accuracy")
+    assert notebook == "val_chunk_balanced_accuracy" == results.study_metric(results.CHUNK_COLUMNS["chunk_balanced"])
+    assert results.NOTEBOOK_COLUMN.endswith(results.CHUNK_COLUMNS["chunk_balanced"])
+    for column in (*results.COMPARED, *results.STUDY_PAIRED[:2]):
+        level = next(lv for lv in sorted(results.LEVELS, key=len, reverse=True) if column.startswith(lv + "_"))
+        assert results.study_metric(column) == results.history_name(results.VAL, level, column.removeprefix(level + "_"))
+    assert [results.record_column(f) for f in ("accuracy", "balanced_accuracy", "recall_A")] == [
+        "record_accuracy", "record_balanced_accuracy", "record_recall_A"]

@@ -11,13 +11,13 @@ from torch.overrides import TorchFunctionMode
 from ecgpipe.core.errors import ParamsError
 from ecgpipe.data.signals import load_signal_set
 from ecgpipe.data.store import load_spectrogram_set, read_records
-from ecgpipe.evaluation.scoring import same_windows
+from ecgpipe.evaluation.scoring import same_windows, split_windows
 from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.inference.readers import read_recording
 from ecgpipe.params import parse_params
 from ecgpipe.pipeline.signals import run_signals
-from ecgpipe.pipeline.train import model_preprocessing
+from ecgpipe.pipeline.train import model_preprocessing, stored_signals
 from ecgpipe.signal.augment import Augmentation
 from ecgpipe.signal.conditioning import Conditioning
 from ecgpipe.signal.shifts import (
@@ -32,7 +32,7 @@ from ecgpipe.signal.shifts import (
     shift_rng,
 )
 from ecgpipe.signal.spectrogram import spectrogram_of_windows
-from ecgpipe.training.loaders import crop_chunks, random_crop_batches
+from ecgpipe.training.loaders import random_crop_batches
 from tests.conftest import small_params_dict
 from tests.synthetic import synthetic_signal
 
@@ -256,11 +256,11 @@ def test_robust_training_windows_equal_scoring_windows(prepared, records_dir, tm
                               torch.arange(10))
     assert pre.featurizer.from_samples and pre.featurizer.log_floor == 1e-3
     rows = torch.arange(10, 14)
-    val = crop_chunks(signals, rows, pre.featurizer, seed=0)
+    val = split_windows(pre, stored_signals(signals, rows.tolist(), 300.0), signals.labels, None, 0, "store")
     ids = read_records(prepared["spectrogram"])["record"].to_numpy()
     x, owner = pre.inputs([read_recording(records_dir / f"{ids[r]}.mat") for r in rows.tolist()], rows.tolist())
-    # other batchings of the same FFTs: equal to float32 rounding (bit equality is one CPU's business)
-    assert torch.equal(owner, val.records) and same_windows(x, val.x)
+    # the same windows from the signal store (training's validation) and from the files (evaluation)
+    assert torch.equal(owner, val.owner) and same_windows(x, val.x)
 
 
 # --- device shifts -----------------------------------------------------------------------------

@@ -89,12 +89,12 @@ def test_four_class_task_through_dvc(committed_project, small_params):
     assert results["record_challenge_score"].between(0, 1).all()
     assert "record_challenge_score" in (project / "reports" / "results.md").read_text()
     # each model read as an AF alarm: AF found, and false alarms on each other class, with intervals
-    for column in ("record_af_sensitivity", "record_af_roc_auc",
+    for column in ("record_recall_A", "record_af_roc_auc",
                    *(f"record_af_specificity{at}_{c}" for at in ("", "_at_sensitivity_95") for c in "NO~")):
         assert results[column].between(0, 1).all() and (results[f"{column}_ci_low"] <= results[column]).all(), column
     for _, row in results.iterrows():  # AF found is the recall of A
         record = json.loads((project / "metrics" / row["experiment"] / "eval.json").read_text())["val"]["record"]
-        assert row["record_af_sensitivity"] == pytest.approx(record["recall"]["A"], abs=1e-6)
+        assert row["record_recall_A"] == pytest.approx(record["recall"]["A"], abs=1e-6)
     assert "## As an AF detector" in (project / "reports" / "results.md").read_text()
     champion = json.loads((project / "reports" / "champion.json").read_text())
     assert champion["registered_model"] == "synthetic-rhythm"

@@ -56,10 +56,12 @@ def test_training_run_is_recorded(prepared, tmp_path, store):
 
     assert tags["cpu"] == cpu_name() and cpu_name() not in ("", "unknown")  # results differ between CPU models
     assert tags["dvc_stage"] == "train@mean_spectrum-chunked"
-    for metric in ("train_loss", "train_acc", "val_balanced_acc", "val_acc", "examples_per_s", "epoch_seconds"):
+    for metric in ("train_loss", "train_accuracy", "val_chunk_balanced_accuracy", "val_chunk_accuracy",
+                   "val_record_accuracy", "val_record_f1_A", "examples_per_s", "epoch_seconds"):
         points = client.get_metric_history(run.info.run_id, metric)
         assert [m.step for m in points] == [1, 2, 3], metric
-    assert run.data.metrics["val_balanced_acc"] == pytest.approx(summary["val_balanced_acc"], abs=1e-6)
+    assert run.data.metrics["val_chunk_balanced_accuracy"] == pytest.approx(summary["val_chunk_balanced_accuracy"],
+                                                                            abs=1e-6)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"training_curves.png", "model.json"} <= artifacts
     # the logged model loads and gives the same outputs as the saved weights
@@ -74,7 +76,8 @@ def test_training_run_is_recorded(prepared, tmp_path, store):
 
     # lineage: the files it read as MLflow datasets, digest = DVC's md5; the params file's md5
     inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
-    read = [prepared["chunks"] / "train.pt", prepared["chunks"] / "val.pt", prepared["spectrogram"] / "preprocessing.json"]
+    read = [prepared["chunks"] / "train.pt", prepared["chunks"] / "val.pt", prepared["spectrogram"] / "preprocessing.json",
+            prepared["signals"]]  # the validation recordings
     assert set(inputs) == {str(p.resolve()) for p in read}  # outside the working directory: absolute paths
     for path in read:
         dataset = inputs[str(path.resolve())]
@@ -141,9 +144,10 @@ def test_an_unreachable_tracking_server_is_one_line_within_seconds_and_writes_no
 
 def test_random_chunk_experiment_trains(prepared, tmp_path, store):
     summary = _train(prepared, tmp_path, "fully_connected-random_chunk")
-    assert summary["epochs"] == 2 and 0 <= summary["val_acc"] <= 1
+    assert summary["epochs"] == 2 and 0 <= summary["val_chunk_accuracy"] <= 1
     history = (tmp_path / "plots" / "history" / "fully_connected-random_chunk.csv").read_text().splitlines()
-    assert history[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc") and len(history) == 3
+    assert history[0].startswith("epoch,train_loss,train_accuracy,val_chunk_balanced_loss,val_chunk_loss,"
+                                 "val_chunk_balanced_accuracy,val_chunk_accuracy,val_record_accuracy") and len(history) == 3
     # this experiment's schedule is cosine over 2 epochs: 0.01, then 0.01 * (1 + cos(pi / 2)) / 2
     lr = pd.read_csv(tmp_path / "plots" / "history" / "fully_connected-random_chunk.csv")["lr"]
     assert lr.tolist() == pytest.approx([0.01, 0.005])

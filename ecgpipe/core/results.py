@@ -10,16 +10,16 @@ whole recordings (``record``). Its forms:
   ``<split>_shift_<shift>_<figure>[_<class>]`` and ``..._change_<figure>``, the worst shift's
   ``<split>_worst_shift_<figure>``; MLflow names allow no ``~`` (CinC's noise class), so a metric
   spells it ``noise``;
-- results.csv (the report) and the gates: ``record_<figure>`` but for ``RECORD_COLUMNS``, each chunk
-  level's accuracy (``CHUNK_COLUMNS``), and the worst shift's columns (``worst_shift_columns``);
-- a study (study.csv, MLflow's study runs): the validation split's MLflow name without its split;
-- the training history (train.json, plots/history/NAME.csv, MLflow's curves): ``history_name``.
+- results.csv (the report), the gates and a study (study.csv, MLflow's study runs): the MLflow name
+  without its split (``record_f1_A``, ``chunk_balanced_accuracy``), and the worst shift's columns
+  (``worst_shift_columns``);
+- the training history (train.json, plots/history/NAME.csv, MLflow's curves per epoch): the MLflow
+  name (``history_name``), as the validation after each epoch scores as the evaluate stage does.
 
-An interval adds ``_ci_low`` and ``_ci_high`` to the name of its figure. The forms still name some
-figures differently (the notebook's balanced chunk accuracy is ``val_balanced_acc`` in the history,
-``chunk_balanced.accuracy`` in eval.json, ``val_chunk_balanced_accuracy`` in MLflow and
-``balanced_chunk_acc`` in results.csv): this module is where each name is made, so that making them
-one is a change here.
+One figure, one name: ``<level>_<figure>[_<class>]``, with its split before it where the form holds
+several splits (the notebook's balanced chunk accuracy is ``val_chunk_balanced_accuracy`` in the
+history and MLflow, ``chunk_balanced.accuracy`` in eval.json's nesting and ``chunk_balanced_accuracy``
+in results.csv and study.csv). An interval adds ``_ci_low`` and ``_ci_high`` to its figure's name.
 """
 from __future__ import annotations
 
@@ -91,32 +91,29 @@ def shift_metric_prefix(split: str, shift: str) -> str:
 
 # --- results.csv and the gates ----------------------------------------------------------------
 
-NOTEBOOK_COLUMN = "notebook_balanced_chunk_acc"  # the notebook's own figure, where the task is its
-CHUNK_COLUMNS = {"chunk_balanced": "balanced_chunk_acc", "chunk": "chunk_acc"}  # each chunk level's accuracy
-RECORD_PREFIX = "record_"
+NOTEBOOK_COLUMN = "notebook_chunk_balanced_accuracy"  # the notebook's own printed figure, where the task is its
+CHUNK_COLUMNS = {level: joined(level, "accuracy") for level in LEVELS[:2]}  # each chunk level's accuracy
+RECORD_PREFIX = RECORD + "_"
 AF_ALARM_PREFIX = RECORD_PREFIX + "af_"
-# the recording-level columns not named record_<figure>
-RECORD_COLUMNS = {"record_acc": "accuracy", "record_balanced_acc": "balanced_accuracy", "record_af_sensitivity": "recall_A"}
 WORST_SHIFT = "worst_shift"  # the column of the worst shift's name, and the prefix of its figures
 MIN_SHIFT_ROC_AUC = "min_shift_roc_auc"  # the lowest ROC AUC under any shift
 SHIFT_COLUMNS = (WORST_SHIFT, "min_shift_")  # column prefixes: shown in the report's shift section
-SCORE_COLUMN_PREFIXES = (RECORD_PREFIX, "chunk_", "balanced_")  # the columns a champion metric may be
-COMPARED = [CHUNK_COLUMNS["chunk_balanced"], "record_acc", "record_balanced_acc", "record_f1_A", "record_macro_f1",
-            "record_roc_auc"]  # the report's comparison figure
-DEFAULT_CHAMPION_METRIC = "record_f1_A"
-
-
-_COLUMN_OF_FIGURE = {f: c for c, f in RECORD_COLUMNS.items()}
+SCORE_COLUMN_PREFIXES = (RECORD_PREFIX, "chunk_")  # the columns a champion metric may be
 
 
 def record_column(figure_name: str) -> str:
     """The results.csv column of a recording-level figure (``f1_A`` -> ``record_f1_A``)."""
-    return _COLUMN_OF_FIGURE.get(figure_name, RECORD_PREFIX + figure_name)
+    return RECORD_PREFIX + figure_name
+
+
+COMPARED = [CHUNK_COLUMNS["chunk_balanced"], *map(record_column, ("accuracy", "balanced_accuracy", "f1_A", "macro_f1",
+                                                                   "roc_auc"))]  # the report's comparison figure
+DEFAULT_CHAMPION_METRIC = record_column("f1_A")
 
 
 def record_figure(column: str) -> str:
     """The flat figure name (``f1_A``, ``roc_auc``) of a ``record_*`` column of results.csv."""
-    return RECORD_COLUMNS.get(column, column.removeprefix(RECORD_PREFIX))
+    return column.removeprefix(RECORD_PREFIX)
 
 
 def is_record_column(column: str) -> bool:
@@ -173,12 +170,14 @@ def study_metric(figure_name: str) -> str:
 
 # --- the training history ----------------------------------------------------------------------
 
-# what each epoch is measured on: the training batches, the balanced validation chunks (the
-# notebook's figure) and all validation chunks, with their labels in the curves' figure
-TRAIN_SET, VAL_BALANCED_SET, VAL_SET = "train", "val_balanced", "val"
-HISTORY_SETS = {TRAIN_SET: "train", VAL_BALANCED_SET: "val, balanced", VAL_SET: "val, natural"}
+# what each epoch is measured on (split, level), with its label in the curves' figure: the training
+# batches, and the validation recordings at each level, scored as the evaluate stage scores them
+TRAIN, VAL = "train", "val"
+HISTORY_CURVES = {(TRAIN, ""): "train", (VAL, "chunk_balanced"): "val, balanced chunks",
+                  (VAL, "chunk"): "val, chunks", (VAL, RECORD): "val, recordings"}
 
 
-def history_name(measured_on: str, figure_name: str) -> str:
-    """A history column: ``history_name("val_balanced", "acc")`` is ``val_balanced_acc``."""
-    return joined(measured_on, figure_name)
+def history_name(split: str, level: str, figure_name: str) -> str:
+    """A history column, the figure's MLflow name: ``history_name("val", "chunk_balanced", "accuracy")``
+    is ``val_chunk_balanced_accuracy``; the training batches have no level (``train_loss``)."""
+    return joined(split, level, figure_name)

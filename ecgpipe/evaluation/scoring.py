@@ -20,7 +20,7 @@ import torch
 
 from ecgpipe.core.device import resolve_device
 from ecgpipe.core.errors import StoreError
-from ecgpipe.core.results import LEVELS, RECORD, interval, joined, mlflow_names
+from ecgpipe.core.results import AF, LEVELS, RECORD, VAL, history_name, interval, joined, mlflow_names
 from ecgpipe.data.balance import oversample
 from ecgpipe.data.store import Chunks, read_records, source_labels
 from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, score
@@ -29,7 +29,7 @@ from ecgpipe.inference.featurizers import SpectrogramChunks
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.inference.readers import Signal, read_recording
-from ecgpipe.models.heads import probabilities
+from ecgpipe.models.heads import loss_fn, probabilities
 
 # --- the evaluate stage -----------------------------------------------------------------------
 
@@ -45,8 +45,18 @@ class SplitOutputs:
     signals: dict[int, Signal]  # the recordings as read, by row: the device shifts start from them
 
 
+@dataclasses.dataclass
+class SplitWindows:
+    """A split's recordings as network input, cut by a model's preprocessing (the one window cutter):
+    every window, its recording (row of records.csv), and the balanced set of windows."""
+
+    x: torch.Tensor
+    owner: torch.Tensor
+    balanced: torch.Tensor
+
+
 def same_windows(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Two computations of the same network input agree to float32 rounding (see score_split)."""
+    """Two computations of the same network input agree to float32 rounding (see split_windows)."""
     return a.shape == b.shape and torch.allclose(a, b, rtol=WINDOW_RTOL, atol=WINDOW_ATOL)
 
 
@@ -54,32 +64,47 @@ def same_windows(a: torch.Tensor, b: torch.Tensor) -> bool:
 WINDOW_RTOL, WINDOW_ATOL = 1e-5, 1e-5
 
 
-def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray, record_labels: torch.Tensor,
-                chunks: Chunks, batch_size: int, seed: int,
-                device: torch.device | str = "cpu") -> tuple[SplitOutputs, torch.Tensor]:
-    """Score a split's recordings (those of its chunk file ``chunks``, in its order) from their
-    ``.mat`` files through the predictor's preprocessing, as serving does. Returns the outputs and
-    the balanced set of windows: the chunk file's own for the spectrogram featurizer, whose windows
-    must equal the chunk file's to float32 rounding (else a StoreError: training and serving would
-    disagree); for other featurizers the windows oversampled to equal classes with ``seed``.
+def split_windows(preprocessing: Preprocessing, signals: dict[int, Signal], record_labels: torch.Tensor,
+                  chunks: Chunks | None, seed: int, source: str) -> SplitWindows:
+    """The windows of a split's recordings ``signals`` (by row, in its chunk file's order) through the
+    model's preprocessing, as serving cuts them, and the balanced set: the chunk file's own for the
+    spectrogram featurizer that trains on chunk files, whose windows must equal the chunk file's to
+    float32 rounding (else a StoreError naming ``source``: training and serving would disagree); for
+    other featurizers the windows oversampled to equal classes with ``seed``.
 
     The tolerance, not bit equality: the chunk stage computed its spectra in batches, this path one
     recording at a time, and a CPU's batched FFT may round otherwise (by ~1e-7 relative). A real
     mismatch (other settings, other records) differs by orders of magnitude more.
     """
-    rows = torch.unique_consecutive(chunks.records.cpu())
-    signals = [read_recording(Path(records_dir) / f"{record_ids[r]}.mat") for r in rows.tolist()]
-    x, owner = predictor.preprocessing.inputs(signals, rows.tolist())
-    featurizer = predictor.preprocessing.featurizer
+    x, owner = preprocessing.inputs(list(signals.values()), list(signals))
+    featurizer = preprocessing.featurizer
     if isinstance(featurizer, SpectrogramChunks) and not featurizer.from_samples:
+        if chunks is None:
+            raise ValueError(f"{source}: a spectrogram featurizer without robustness options needs its chunk file")
         if not (torch.equal(owner, chunks.records.cpu()) and same_windows(x, chunks.x.cpu())):
-            raise StoreError(f"{records_dir}: the recordings' chunks through the model's preprocessing differ from "
+            raise StoreError(f"{source}: the recordings' chunks through the model's preprocessing differ from "
                              "the chunk stage's; rerun the pipeline (dvc repro)")
         balanced = chunks.balanced.cpu()
     else:
         balanced = torch.from_numpy(oversample(record_labels[owner].numpy(), np.random.default_rng(seed)))
-    scores = predictor.score_windows(x, owner, batch_size, device)
-    return SplitOutputs(scores.logits, owner, scores.rows, scores.probs, dict(zip(rows.tolist(), signals))), balanced
+    return SplitWindows(x, owner, balanced)
+
+
+def split_rows(chunks: Chunks) -> list[int]:
+    """The recordings (rows of records.csv) of a chunk file, in its order."""
+    return torch.unique_consecutive(chunks.records.cpu()).tolist()
+
+
+def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray, record_labels: torch.Tensor,
+                chunks: Chunks, batch_size: int, seed: int,
+                device: torch.device | str = "cpu") -> tuple[SplitOutputs, torch.Tensor]:
+    """Score a split's recordings (those of its chunk file ``chunks``, in its order) from their
+    ``.mat`` files through the predictor, as serving does. Returns the outputs and the balanced set
+    of windows (:func:`split_windows`)."""
+    signals = {r: read_recording(Path(records_dir) / f"{record_ids[r]}.mat") for r in split_rows(chunks)}
+    windows = split_windows(predictor.preprocessing, signals, record_labels, chunks, seed, str(records_dir))
+    scores = predictor.score_windows(windows.x, windows.owner, batch_size, device)
+    return SplitOutputs(scores.logits, windows.owner, scores.rows, scores.probs, signals), windows.balanced
 
 
 def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels: torch.Tensor,
@@ -99,6 +124,37 @@ def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels:
         scores[RECORD]["ci"] = confidence_intervals(record_y, outputs.probs.numpy(), class_names, bootstrap,
                                                         sources)
     return scores
+
+
+@dataclasses.dataclass
+class Validation:
+    """Training-time validation through the Predictor: the validation recordings' windows, cut once
+    by the model's preprocessing, scored after each epoch as the evaluate stage scores them (the same
+    windows, balanced set, aggregation and figures), as history columns (``history_name``)."""
+
+    preprocessing: Preprocessing
+    windows: SplitWindows
+    record_labels: torch.Tensor  # class index by row of records.csv
+    batch_size: int
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        scores = Predictor(model, self.preprocessing).score_windows(self.windows.x, self.windows.owner,
+                                                                    self.batch_size, device)
+        outputs = SplitOutputs(scores.logits, scores.owner, scores.rows, scores.probs, {})
+        class_names = list(self.preprocessing.class_names)
+        levels = evaluate_split(outputs, self.windows.balanced, self.record_labels, class_names)
+        y = self.record_labels[outputs.owner]
+        figures = {}
+        for level, index in zip(LEVELS, (self.windows.balanced, slice(None))):  # the chunk levels' loss
+            figures[history_name(VAL, level, "loss")] = float(loss_fn(outputs.logits[index], y[index]))
+        for level in LEVELS:
+            figures[history_name(VAL, level, "accuracy")] = levels[level]["accuracy"]
+        record = levels[RECORD]
+        figures[history_name(VAL, RECORD, "balanced_accuracy")] = record["balanced_accuracy"]
+        if AF in class_names:
+            figures[history_name(VAL, RECORD, joined("f1", AF))] = record["f1"][AF]
+        return mlflow_names(figures)
 
 
 def score_saved_model(model_dir: Path, split: str, records_dir: Path, spectrogram_dir: Path, chunks_dir: Path, *,

@@ -107,8 +107,10 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
         pyfunc.save_predictor(model_dir, evaluate.aggregation, example, staged.dir(predictor_dir))
         staged.file(metrics_path).write_text(json_text(summary))
 
-    with tracking.resumed_run(read_json(Path(model_dir) / RUN_FILE)):
-        mlflow.log_metrics(mlflow_metrics(scores))
+    run_info = read_json(Path(model_dir) / RUN_FILE)
+    with tracking.resumed_run(run_info):
+        # at the last epoch's step: the training curves of the chunk and record figures end on these values
+        mlflow.log_metrics(mlflow_metrics(scores), step=run_info.get("epochs", 0))
         if shifted:
             mlflow.log_metrics(shift_mlflow_metrics("val", shifted))
             # one figure per run, for studies across folds

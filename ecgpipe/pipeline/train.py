@@ -21,11 +21,13 @@ import torch
 from ecgpipe.core.device import resolve_device
 from ecgpipe.core.errors import TrainingError
 from ecgpipe.core.io import json_text, read_json, staged_outputs, write_tensors
-from ecgpipe.data.signals import SignalSet
+from ecgpipe.data.signals import SignalSet, load_signal_set
 from ecgpipe.data.store import PREPROCESSING_FILE, Chunks
+from ecgpipe.evaluation.scoring import Validation, split_rows, split_windows
 from ecgpipe.inference.checkpoint import SPEC_FILE, WEIGHTS_FILE, build_model, model_spec
 from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
 from ecgpipe.inference.preprocessing import Preprocessing
+from ecgpipe.inference.readers import Signal
 from ecgpipe.params import ChunkParams, ExperimentParams, Params, TrainParams
 from ecgpipe.signal.windows import cut
 from ecgpipe.tracking.runs import RUN_FILE, network_requirements
@@ -90,10 +92,29 @@ def model_preprocessing(name: str, experiment: ExperimentParams, chunk_size: int
     return Preprocessing(featurizer, tuple(stage_preprocessing["classes"]))
 
 
-def run_train(sections: TrainSections, spectrogram_dir: Path, balance_path: Path, chunks_dir: Path,
+def stored_signals(store: SignalSet, rows: list[int], fs: float) -> dict[int, Signal]:
+    """Recordings ``rows`` of the signals stage's store (samples as in their files, at ``fs``), by row."""
+    samples, offsets = store.samples.cpu(), store.offsets.tolist()
+    return {r: Signal(samples[offsets[r]: offsets[r + 1]].numpy(), fs) for r in rows}
+
+
+def validation(preprocessing: Preprocessing, signals_path: Path, spectrogram_dir: Path, val_path: Path, seed: int,
+               batch_size: int) -> Validation:
+    """The validation after each epoch: the validation recordings (those of the chunk file ``val_path``)
+    from the signals stage's store, cut by the model's preprocessing once, as the evaluate stage cuts
+    them from their files (``seed``: the balanced set of a featurizer without a chunk file)."""
+    store = load_signal_set(signals_path, spectrogram_dir)
+    chunks = Chunks.load(val_path, "cpu")
+    signals = stored_signals(store, split_rows(chunks), preprocessing.fs)
+    windows = split_windows(preprocessing, signals, store.labels, chunks, seed, str(signals_path))
+    return Validation(preprocessing, windows, store.labels, batch_size)
+
+
+def run_train(sections: TrainSections, spectrogram_dir: Path, signals_path: Path, balance_path: Path, chunks_dir: Path,
               out_dir: Path, metrics_path: Path, history_path: Path, speed_path: Path | None = None,
-              params_file: Path | None = None, system_metrics: bool = True, signals_path: Path | None = None) -> dict:
-    """The `train@NAME` stage, with NAME's ``sections`` of params.yaml."""
+              params_file: Path | None = None, system_metrics: bool = True) -> dict:
+    """The `train@NAME` stage, with NAME's ``sections`` of params.yaml. Each epoch is validated on the
+    validation recordings of ``signals_path`` through the model's Predictor (``scoring.Validation``)."""
     import mlflow
 
     from ecgpipe.reporting import plots
@@ -107,15 +128,14 @@ def run_train(sections: TrainSections, spectrogram_dir: Path, balance_path: Path
     stage_preprocessing = read_json(preprocessing_path)
 
     val_path = Path(chunks_dir) / "val.pt"
-    val = Chunks.load(val_path, device)
-    sources = LoaderSources(spectrogram_dir, balance_path, chunks_dir, signals_path, val.records, device,
+    sources = LoaderSources(spectrogram_dir, balance_path, chunks_dir, signals_path, device,
                             train.batch_size, chunk.size, chunk.seed, experiment.augment)
     loader = LOADERS[experiment.loader](
         sources,
         lambda signals, rows: model_preprocessing(name, experiment, chunk.size, stage_preprocessing, signals, rows))
     batches, preprocessing = loader.batches, loader.preprocessing
-    val = loader.val if loader.val is not None else val  # a raw-signal loader validates on its own windows
-    inputs = loader.inputs + [val_path, preprocessing_path]
+    validate = validation(preprocessing, signals_path, spectrogram_dir, val_path, chunk.seed, train.eval_batch_size)
+    inputs = loader.inputs + [val_path, preprocessing_path, Path(signals_path)]
     spec = model_spec(name, experiment.model, preprocessing)
 
     torch.manual_seed(train.seed)  # the network's initial weights
@@ -128,14 +148,13 @@ def run_train(sections: TrainSections, spectrogram_dir: Path, balance_path: Path
                             system_metrics=system_metrics) as run:
         tracking.log_lineage(inputs, params_file)
         try:
-            history = fit(model, batches, val, experiment.epochs, experiment.lr, train.seed,
-                          train.eval_batch_size,
+            history = fit(model, batches, validate, experiment.epochs, experiment.lr, train.seed,
                           on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
                           lr_schedule=experiment.lr_schedule, precision=precision)
         except TrainingError as exc:  # the MLflow run ends FAILED, and nothing is written
             raise TrainingError(f"experiment {name}: {exc} (experiments.{name}.lr is {experiment.lr:g})") from None
         model = model.cpu().eval()
-        example = val.x[:4].cpu()
+        example = validate.windows.x[:4]
         signature = mlflow.models.infer_signature(example.numpy(), model(example).detach().numpy())
         mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy(),
                                  pip_requirements=network_requirements())
@@ -143,8 +162,9 @@ def run_train(sections: TrainSections, spectrogram_dir: Path, balance_path: Path
         fig = plots.training_curves(history.epochs, name)
         mlflow.log_figure(fig, "training_curves.png")
         plots.close(fig)
+        # epochs: the step at which the evaluate stage logs its figures, where the curves of the same names end
         run_info = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-                    "tracking_uri": tracking.tracking_uri()}
+                    "tracking_uri": tracking.tracking_uri(), "epochs": experiment.epochs}
 
     table = pd.DataFrame(history.epochs).drop(columns=list(TIMING_KEYS))
     summary = {k: round(v, 6) for k, v in history.last().items() if k != "epoch" and k not in TIMING_KEYS}

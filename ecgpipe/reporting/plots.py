@@ -6,7 +6,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ecgpipe.core.results import HISTORY_SETS, LEVELS, history_name, interval  # noqa: E402
+from ecgpipe.core.results import HISTORY_CURVES, LEVELS, history_name, interval  # noqa: E402
 
 
 def close(*figures) -> None:
@@ -16,12 +16,15 @@ def close(*figures) -> None:
 
 
 def training_curves(epochs: list[dict[str, float]], title: str):
-    """Loss and accuracy per epoch: train, balanced validation (the notebook's), natural validation."""
+    """Loss and accuracy per epoch: the training batches, and the validation recordings at each level
+    (balanced chunks: the notebook's figure); a recording has no loss."""
     x = [e["epoch"] for e in epochs]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for measured_on, label in HISTORY_SETS.items():
-        ax_loss.plot(x, [e[history_name(measured_on, "loss")] for e in epochs], label=label)
-        ax_acc.plot(x, [e[history_name(measured_on, "acc")] for e in epochs], label=label)
+    for (split, level), label in HISTORY_CURVES.items():
+        loss = history_name(split, level, "loss")
+        if loss in epochs[0]:
+            ax_loss.plot(x, [e[loss] for e in epochs], label=label)
+        ax_acc.plot(x, [e[history_name(split, level, "accuracy")] for e in epochs], label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):

@@ -1,5 +1,5 @@
-"""The fit loop: Adam, an optional cosine schedule, and per-epoch validation on the balanced
-validation chunks (the notebook's figure) and on the natural ones (the class mix as it occurs).
+"""The fit loop: Adam, an optional cosine schedule, and a validation after each epoch (a callback:
+the pipeline's scores the validation recordings through the Predictor, as the evaluate stage does).
 Stops at the first epoch whose loss is not finite. Reads top to bottom."""
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ecgpipe.core.errors import TrainingError
-from ecgpipe.core.results import TRAIN_SET, VAL_BALANCED_SET, VAL_SET, history_name
-from ecgpipe.data.store import Chunks
-from ecgpipe.models.heads import loss_fn, predict_logits, predicted_labels
+from ecgpipe.core.results import TRAIN, history_name
+from ecgpipe.models.heads import loss_fn, predicted_labels
 from ecgpipe.training.loaders import Batches
 from ecgpipe.training.precision import autocast
 
@@ -82,17 +81,6 @@ class EpochOutputs:
         return loss, float(correct.float().mean())
 
 
-def evaluate(model: nn.Module, chunks: Chunks, batch_size: int) -> dict[str, float]:
-    """Loss and accuracy on the natural and the balanced validation chunks, as history columns."""
-    logits = predict_logits(model, chunks.x, batch_size)
-    result = {}
-    for measured_on, idx in ((VAL_SET, None), (VAL_BALANCED_SET, chunks.balanced)):
-        lg, y = (logits, chunks.y) if idx is None else (logits[idx], chunks.y[idx])
-        result[history_name(measured_on, "loss")] = float(loss_fn(lg, y))
-        result[history_name(measured_on, "acc")] = float((predicted_labels(lg) == y).float().mean())
-    return result
-
-
 @dataclass
 class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
@@ -107,16 +95,16 @@ class History:
 def fit(
     model: nn.Module,
     batches: Batches,
-    val: Chunks,
+    validate: Callable[[nn.Module], dict[str, float]],
     epochs: int,
     lr: float,
     seed: int,
-    eval_batch_size: int = 4096,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     lr_schedule: str = "constant",
     precision: str = "float32",
 ) -> History:
-    """Train with Adam; after each epoch validate (in float32) and call ``on_epoch(epoch, metrics)``.
+    """Train with Adam; after each epoch ``validate(model)`` (in float32, its figures by history name)
+    and call ``on_epoch(epoch, metrics)``.
     ``precision``: as :func:`ecgpipe.training.precision.resolve_precision` returned it."""
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same order on any device
     optimizer = make_optimizer(model, lr)
@@ -143,8 +131,8 @@ def fit(
         seconds = time.perf_counter() - started
         seen = outputs.seen
         schedule.step()
-        metrics = {history_name(TRAIN_SET, "loss"): train_loss, history_name(TRAIN_SET, "acc"): train_acc,
-                   **evaluate(model, val, eval_batch_size)}
+        metrics = {history_name(TRAIN, "", "loss"): train_loss, history_name(TRAIN, "", "accuracy"): train_acc,
+                   **validate(model)}
         metrics.update({"examples_per_s": seen / seconds, "epoch_seconds": seconds, "lr": epoch_lr})
         history.epochs.append({"epoch": epoch, **metrics})
         if on_epoch is not None:

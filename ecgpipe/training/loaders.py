@@ -13,31 +13,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ecgpipe.core.io import load_tensors, read_json
-from ecgpipe.data.balance import oversample
 from ecgpipe.data.signals import SignalSet, load_signal_set
 from ecgpipe.data.store import SPECTRA_FILE, Chunks
 from ecgpipe.inference.featurizers import Featurizer
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.signal.augment import Augmentation
 from ecgpipe.signal.windows import gather_windows, sample_windows
-
-
-def crop_chunks(signals: SignalSet, rows: torch.Tensor, featurizer: Featurizer, seed: int,
-               batch_size: int = 4096) -> Chunks:
-    """The raw-signal analogue of a chunk file: every window that scores recordings ``rows`` (as
-    the featurizer's ``window_starts`` spreads them), through the featurizer, and a balanced set
-    oversampled with ``seed``."""
-    starts, owners = window_positions(signals, rows, featurizer)
-    labels = signals.labels.cpu()[owners]
-    balanced = torch.from_numpy(oversample(labels.numpy(), np.random.default_rng(seed)))
-    device = signals.samples.device
-    x = torch.cat([featurizer.from_sample_windows(spans) for spans in
-                   sample_windows(signals.samples, starts.to(device), featurizer.window_samples, batch_size)])
-    return Chunks(x, labels.to(device), owners.to(device), balanced.to(device))
 
 
 def window_positions(signals: SignalSet, rows: torch.Tensor, featurizer: Featurizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +126,6 @@ class LoaderSources:
     balance_path: Path
     chunks_dir: Path
     signals_path: Path | None
-    val_records: torch.Tensor  # the validation chunk file's recording of each chunk
     device: torch.device
     batch_size: int
     chunk_size: int
@@ -160,7 +143,6 @@ class Loader:
     batches: Batches
     inputs: list[Path]  # the files it read (MLflow lineage)
     preprocessing: Preprocessing
-    val: Chunks | None = None  # its own validation windows; None: the chunk file's
 
 
 LOADERS: dict[str, Callable[[LoaderSources, Featurize], Loader]] = {}
@@ -193,12 +175,11 @@ def random_chunk_loader(src: LoaderSources, featurize: Featurize) -> Loader:
 @register_loader("random_crop")
 def random_crop_loader(src: LoaderSources, featurize: Featurize) -> Loader:
     """The raw signal: one (augmented) crop per balanced training recording, each epoch, through the
-    model's featurizer; validated on the windows that score the validation recordings."""
+    model's featurizer."""
     if src.signals_path is None:
         raise ValueError("the random_crop loader needs the signals stage's file (--signals)")
     signals = load_signal_set(src.signals_path, src.spectrogram_dir).to(src.device)
     train_rows = torch.tensor(read_json(src.balance_path)["train"], dtype=torch.long, device=src.device)
     preprocessing = featurize(signals, train_rows)
     batches = random_crop_batches(signals, train_rows, preprocessing.featurizer, src.batch_size, src.augment)
-    val = crop_chunks(signals, torch.unique_consecutive(src.val_records), preprocessing.featurizer, src.chunk_seed)
-    return Loader(batches, [Path(src.signals_path), Path(src.balance_path)], preprocessing, val)
+    return Loader(batches, [Path(src.signals_path), Path(src.balance_path)], preprocessing)
