@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -52,12 +51,11 @@ def screenshot(uri: str, experiment_id: str, run_ids: list[str], png: Path, prof
 
 
 def main(args) -> None:
-    import ray
     from mlflow.tracking import MlflowClient
-    from ray.cluster_utils import Cluster
 
     from ecgpipe.core.results import DEFAULT_CHAMPION_METRIC, study_metric
-    from ecgpipe.tracking.server import start_server, stop_server
+    from ecgpipe.pipeline.ray_study import local_cluster
+    from ecgpipe.tracking.server import temporary_server
 
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -79,50 +77,37 @@ def main(args) -> None:
     seen["data_status"] = sh([*dvc, "status", "chunk", "signals", "--with-deps"], project, env).stdout.strip()
     sh([*ecgpipe, "remote", "set", "--git", workdir / "remote.git", "--dvc", workdir / "dvc-remote"], project, env)
 
-    base = Path(tempfile.mkdtemp(prefix="ecgpipe-backends-server-"))
-    base.chmod(0o755)  # as root, PostgreSQL runs as the user postgres: its folder must be reachable by it
-    server = base / "server"
-    state = start_server(server)
-    uri = env["MLFLOW_TRACKING_URI"] = state["tracking_uri"]
-    seen["tracking_uri"] = uri
-    cluster = None
-    try:
-        # the study's params: the real params.yaml, only the study's name differs between the two
-        common = ["--folds", args.folds, "--experiments", *args.experiments]
-        seen["dvc_queue"] = timed([*ecgpipe, "study", "run", "--backend", "dvc-queue", "--jobs", 2, "--wait",
-                                   "--name", "cv5-queue", *common], project, env)
-        sh([*dvc, "queue", "stop"], project, env, check=False)
+    with temporary_server("ecgpipe-backends-server-") as state:
+        uri = env["MLFLOW_TRACKING_URI"] = seen["tracking_uri"] = state["tracking_uri"]
+        try:
+            # the study's params: the real params.yaml, only the study's name differs between the two
+            common = ["--folds", args.folds, "--experiments", *args.experiments]
+            seen["dvc_queue"] = timed([*ecgpipe, "study", "run", "--backend", "dvc-queue", "--jobs", 2, "--wait",
+                                       "--name", "cv5-queue", *common], project, env)
+            sh([*dvc, "queue", "stop"], project, env, check=False)
+            with local_cluster(nodes=2, cpus_per_node=1) as (address, nodes):
+                seen["nodes"] = nodes
+                seen["ray"] = timed([*ecgpipe, "study", "run", "--backend", "ray", "--address", address,
+                                     "--cpus-per-task", 1, "--name", "cv5-ray", *common], project, env)
+            seen["ray"]["ran_on"] = [line for line in seen["ray"]["stdout"].splitlines() if "ran on node" in line]
 
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING")
-        seen["nodes"] = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
-        ray.shutdown()
-        seen["ray"] = timed([*ecgpipe, "study", "run", "--backend", "ray", "--address", cluster.address,
-                             "--cpus-per-task", 1, "--name", "cv5-ray", *common], project, env)
-        seen["ray"]["ran_on"] = [line for line in seen["ray"]["stdout"].splitlines() if "ran on node" in line]
+            for name in ("cv5-queue", "cv5-ray"):
+                out = workdir / "reports" / name
+                seen[f"report_{name}"] = timed([*ecgpipe, "study", "report", "--name", name, "--out", out], project, env)
+                seen[f"report_{name}"]["study_md"] = (out / "study.md").read_text() if (out / "study.md").is_file() else None
 
-        for name in ("cv5-queue", "cv5-ray"):
-            out = workdir / "reports" / name
-            seen[f"report_{name}"] = timed([*ecgpipe, "study", "report", "--name", name, "--out", out], project, env)
-            seen[f"report_{name}"]["study_md"] = (out / "study.md").read_text() if (out / "study.md").is_file() else None
-
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("ecgpipe")
-        runs = client.search_runs([experiment.experiment_id], filter_string="tags.study = 'cv5-ray'")
-        seen["server_runs"] = sorted(
-            [r.info.run_name, r.data.tags.get("study"), r.data.tags.get("fold"), r.info.status,
-             round(r.data.metrics.get(study_metric(DEFAULT_CHAMPION_METRIC), float("nan")), 4)]
-            for r in client.search_runs([experiment.experiment_id], filter_string="tags.study LIKE 'cv5-%'"))
-        if args.screenshot:
-            seen["screenshot"] = screenshot(uri, experiment.experiment_id, [r.info.run_id for r in runs],
-                                            Path(args.screenshot).resolve(), workdir / "chromium-profile")
-    finally:
-        if cluster is not None:
-            cluster.shutdown()
-        stop_server(server, missing_ok=True)
-        Path(args.out).write_text(json.dumps(seen, indent=1, default=str))
+            client = MlflowClient(uri)
+            experiment = client.get_experiment_by_name("ecgpipe")
+            runs = client.search_runs([experiment.experiment_id], filter_string="tags.study = 'cv5-ray'")
+            seen["server_runs"] = sorted(
+                [r.info.run_name, r.data.tags.get("study"), r.data.tags.get("fold"), r.info.status,
+                 round(r.data.metrics.get(study_metric(DEFAULT_CHAMPION_METRIC), float("nan")), 4)]
+                for r in client.search_runs([experiment.experiment_id], filter_string="tags.study LIKE 'cv5-%'"))
+            if args.screenshot:
+                seen["screenshot"] = screenshot(uri, experiment.experiment_id, [r.info.run_id for r in runs],
+                                                Path(args.screenshot).resolve(), workdir / "chromium-profile")
+        finally:
+            Path(args.out).write_text(json.dumps(seen, indent=1, default=str))
 
 
 if __name__ == "__main__":

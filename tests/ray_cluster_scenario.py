@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -111,11 +110,8 @@ def missing_drill(project: Path, env: dict, address: str, ecgpipe: list, dvc_rem
 
 
 def main(workdir: Path, archive: Path, out: Path) -> None:
-    import ray
-    from mlflow.tracking import MlflowClient
-    from ray.cluster_utils import Cluster
-
-    from ecgpipe.tracking.server import start_server, stop_server
+    from ecgpipe.pipeline.ray_study import local_cluster
+    from ecgpipe.tracking.server import temporary_server
 
     seen: dict = {"interfaces": sh(["ip", "-o", "addr", "show"], None, os.environ).stdout}
     params = small_params_dict()
@@ -126,81 +122,78 @@ def main(workdir: Path, archive: Path, out: Path) -> None:
     ecgpipe = [os.path.join(os.path.dirname(sys.executable), "ecgpipe")]
     dvc = [sys.executable, "-m", "dvc"]
 
-    # as root, PostgreSQL runs as the user postgres: its folder must be reachable by it
-    base = Path(tempfile.mkdtemp(prefix="ecgpipe-ray-server-"))
-    base.chmod(0o755)
-    server = base / "server"
-    state = start_server(server)
-    uri = env["MLFLOW_TRACKING_URI"] = state["tracking_uri"]
-    postmaster = int((server / "pgdata" / "postmaster.pid").read_text().split()[0])
-    started = {"mlflow": state["mlflow_pid"], "postgres": postmaster}
-    cluster = None
+    started: dict = {}
+    before: list[int] = []
     try:
-        sh(["git", "init", "-q"], project, env)
-        sh([*dvc, "init", "-q"], project, env)
-        (project / ".gitignore").write_text("/data/\n/models/\n/predictors/\n/mlflow.db\n/mlartifacts/\n")
-        sh([*dvc, "repro", "chunk", "signals"], project, env)
-        sh([*ecgpipe, "remote", "set", "--git", workdir / "remote.git", "--dvc", workdir / "dvc-remote"], project, env)
-        sh(["git", "add", "-A"], project, env)
-        sh(["git", "commit", "-qm", "project, with its data stages run"], project, env)
-
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING")
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        seen["nodes"] = {n["NodeID"]: n["NodeManagerAddress"] for n in nodes}
-        ray.shutdown()
-
-        t0 = time.perf_counter()
-        study = sh([*ecgpipe, "study", "run", "--backend", "ray", "--address", cluster.address, "--name", "cv",
-                    "--folds", "2", "--experiments", *EXPERIMENTS], project, env, check=False)
-        seen["study"] = {"returncode": study.returncode, "stdout": study.stdout, "stderr": study.stderr[-4000:],
-                         "seconds": round(time.perf_counter() - t0, 1)}
-        seen["ran_on"] = [line.split("(")[1].rstrip(")") for line in study.stdout.splitlines() if "ran on node" in line]
-
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("ecgpipe")
-        runs = [] if experiment is None else client.search_runs([experiment.experiment_id],
-                                                                  filter_string="tags.study = 'cv'")
-        seen["runs"] = []
-        for run in runs:
-            artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
-            spec = json.loads(Path(client.download_artifacts(run.info.run_id, "model.json", str(workdir))).read_text())
-            seen["runs"].append({"name": run.info.run_name, "status": run.info.status, "tags": run.data.tags,
-                                 "artifact_uri": run.info.artifact_uri, "artifacts": artifacts,
-                                 "model_json_experiment": spec.get("experiment"),
-                                 "has_val_f1": "val_record_f1_A" in run.data.metrics})
-
-        if study.returncode != 0:
-            return
-        # a third clone, from the remotes only: the experiments and their models come back
-        third = workdir / "third"
-        sh(["git", "clone", "-q", "--branch", "ecgpipe-study-cv", workdir / "remote.git", third], None, env)
-        sh([*dvc, "remote", "add", "--local", "--default", "ecgpipe", workdir / "dvc-remote"], third, env)
-        names = [f"cv-fold{k}-seed12345" for k in range(2)]
-        for name in names:
-            sh([*dvc, "exp", "pull", "origin", name], third, env)
-        seen["exp_list"] = sh([*dvc, "exp", "list", "--all-commits", "--name-only"], third, env).stdout.split()
-        restored = {}
-        for name in names:
-            sh([*dvc, "exp", "apply", name], third, env)
-            pulled = sh([*dvc, "pull", *[f"train@{e}" for e in EXPERIMENTS]], third, env, check=False)
-            lock = yaml.safe_load((third / "dvc.lock").read_text())
-            restored[name] = {"pull_rc": pulled.returncode, "pull_err": pulled.stderr[-1000:],
-                              "models": {e: (third / "models" / e / "model.pt").is_file() for e in EXPERIMENTS},
-                              "fold_in_lock": lock["stages"]["split"]["params"]["params.yaml"]["split.fold"]}
-        seen["restored"] = restored
-        seen["kill_drill"] = kill_drill(project, env, cluster.address, ecgpipe, client, experiment.experiment_id)
-        seen["missing_drill"] = missing_drill(project, env, cluster.address, ecgpipe, workdir / "dvc-remote")
+        with temporary_server("ecgpipe-ray-server-") as state:
+            uri = env["MLFLOW_TRACKING_URI"] = state["tracking_uri"]
+            postmaster = int((Path(state["folder"]) / "pgdata" / "postmaster.pid").read_text().split()[0])
+            started.update(mlflow=state["mlflow_pid"], postgres=postmaster)
+            sh(["git", "init", "-q"], project, env)
+            sh([*dvc, "init", "-q"], project, env)
+            (project / ".gitignore").write_text("/data/\n/models/\n/predictors/\n/mlflow.db\n/mlartifacts/\n")
+            sh([*dvc, "repro", "chunk", "signals"], project, env)
+            sh([*ecgpipe, "remote", "set", "--git", workdir / "remote.git", "--dvc", workdir / "dvc-remote"], project, env)
+            sh(["git", "add", "-A"], project, env)
+            sh(["git", "commit", "-qm", "project, with its data stages run"], project, env)
+            with local_cluster(nodes=2, cpus_per_node=1) as (address, nodes):
+                seen["nodes"] = nodes
+                try:
+                    observe(project, env, address, uri, ecgpipe, dvc, workdir, seen)
+                finally:
+                    before = descendants()
     finally:
-        before = descendants()
-        if cluster is not None:
-            cluster.shutdown()
-        stop_server(server, missing_ok=True)
         time.sleep(2)
         seen["left_running"] = [pid for pid in before + list(started.values()) if alive(pid)]
         out.write_text(json.dumps(seen, indent=1, default=str))
+
+
+def observe(project: Path, env: dict, address: str, uri: str, ecgpipe: list, dvc: list, workdir: Path,
+            seen: dict) -> None:
+    """The study on the cluster, what it left in the tracking server and the remotes, and the drills."""
+    from mlflow.tracking import MlflowClient
+
+    t0 = time.perf_counter()
+    study = sh([*ecgpipe, "study", "run", "--backend", "ray", "--address", address, "--name", "cv",
+                "--folds", "2", "--experiments", *EXPERIMENTS], project, env, check=False)
+    seen["study"] = {"returncode": study.returncode, "stdout": study.stdout, "stderr": study.stderr[-4000:],
+                     "seconds": round(time.perf_counter() - t0, 1)}
+    seen["ran_on"] = [line.split("(")[1].rstrip(")") for line in study.stdout.splitlines() if "ran on node" in line]
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("ecgpipe")
+    runs = [] if experiment is None else client.search_runs([experiment.experiment_id],
+                                                              filter_string="tags.study = 'cv'")
+    seen["runs"] = []
+    for run in runs:
+        artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
+        spec = json.loads(Path(client.download_artifacts(run.info.run_id, "model.json", str(workdir))).read_text())
+        seen["runs"].append({"name": run.info.run_name, "status": run.info.status, "tags": run.data.tags,
+                             "artifact_uri": run.info.artifact_uri, "artifacts": artifacts,
+                             "model_json_experiment": spec.get("experiment"),
+                             "has_val_f1": "val_record_f1_A" in run.data.metrics})
+
+    if study.returncode != 0:
+        return
+    # a third clone, from the remotes only: the experiments and their models come back
+    third = workdir / "third"
+    sh(["git", "clone", "-q", "--branch", "ecgpipe-study-cv", workdir / "remote.git", third], None, env)
+    sh([*dvc, "remote", "add", "--local", "--default", "ecgpipe", workdir / "dvc-remote"], third, env)
+    names = [f"cv-fold{k}-seed12345" for k in range(2)]
+    for name in names:
+        sh([*dvc, "exp", "pull", "origin", name], third, env)
+    seen["exp_list"] = sh([*dvc, "exp", "list", "--all-commits", "--name-only"], third, env).stdout.split()
+    restored = {}
+    for name in names:
+        sh([*dvc, "exp", "apply", name], third, env)
+        pulled = sh([*dvc, "pull", *[f"train@{e}" for e in EXPERIMENTS]], third, env, check=False)
+        lock = yaml.safe_load((third / "dvc.lock").read_text())
+        restored[name] = {"pull_rc": pulled.returncode, "pull_err": pulled.stderr[-1000:],
+                          "models": {e: (third / "models" / e / "model.pt").is_file() for e in EXPERIMENTS},
+                          "fold_in_lock": lock["stages"]["split"]["params"]["params.yaml"]["split.fold"]}
+    seen["restored"] = restored
+    seen["kill_drill"] = kill_drill(project, env, address, ecgpipe, client, experiment.experiment_id)
+    seen["missing_drill"] = missing_drill(project, env, address, ecgpipe, workdir / "dvc-remote")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ The remotes are the ones :func:`ecgpipe.pipeline.remotes.set_remotes` configured
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +87,26 @@ def _sh(args: list[str], cwd: Path | None, env: dict[str, str], guarded: bool = 
         tail = (stderr.strip() or stdout.strip()).splitlines()[-5:]
         raise StudyError(f"`{shlex.join(args)}` failed (exit {process.returncode}): " + " / ".join(tail))
     return stdout
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Ray cluster of ``nodes`` nodes on this machine (``ray.cluster_utils``), shut down on leaving,
+    for trying the Ray backend without several machines. Yields its address and {node id: address}."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus_per_node})
+    try:
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=cpus_per_node)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        alive = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+        ray.shutdown()
+        yield cluster.address, alive
+    finally:
+        cluster.shutdown()
 
 
 def end_stale_runs(cell: Cell) -> list[str]:

@@ -9,6 +9,7 @@ stays the default for one person; this is for several people or machines.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -17,9 +18,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from ecgpipe.core.errors import TrackingStoreError
@@ -194,6 +197,20 @@ def manage_account(folder: Path, action: str, name: str, role: str = "reader", p
         raise TrackingStoreError(f"the password of {name}: give it in ${accounts.USER_PASSWORD_ENV} or --password-file")
     accounts.add_user(state["tracking_uri"], admin_password, name, password, role)
     return state["tracking_uri"]
+
+
+@contextlib.contextmanager
+def temporary_server(prefix: str = "ecgpipe-server-") -> Iterator[dict]:
+    """A tracking server on loopback in a new temporary folder, stopped on leaving: for trying the
+    scale-out on one machine (the Ray scenario's test, the backends benchmark). Yields its state."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)  # as root, PostgreSQL runs as the user postgres: its folder must be reachable by it
+    folder = base / "server"
+    state = start_server(folder)
+    try:
+        yield state
+    finally:
+        stop_server(folder, missing_ok=True)
 
 
 def stop_server(folder: Path, missing_ok: bool = False) -> bool:
