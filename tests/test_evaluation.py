@@ -82,3 +82,16 @@ def test_aggregation_multiclass_mean_logit_is_softmax_of_mean():
     logits = torch.tensor([[1.0, 0.0, 0.0], [3.0, 0.0, 2.0]])
     _, probs = aggregate_by_record(logits, torch.tensor([0, 0]), "mean_logit")
     torch.testing.assert_close(probs[0], torch.softmax(torch.tensor([2.0, 0.0, 1.0]), 0))
+
+
+def test_af_false_alarms_on_unseen_labels_by_hand():
+    from ecgpipe.evaluation.metrics import Bootstrap, unseen_label_figures
+
+    # three O recordings, one of them called AF; two ~ recordings, neither called AF
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3], [0.51, 0.49]])
+    figures = unseen_label_figures(probs, ["N", "A"], np.array(["O", "O", "~", "O", "~"]), Bootstrap(200, 0))
+    assert figures["recordings"] == {"O": 3, "~": 2}
+    assert figures["af_specificity"] == pytest.approx({"O": 2 / 3, "~": 1.0})
+    low, high = figures["ci"]["af_specificity"]["O"]
+    assert 0 <= low < 2 / 3 < high <= 1  # resamples of three recordings: 0, 1/3, 2/3 or 1 called AF
+    assert figures["ci"]["af_specificity"]["~"] == [1.0, 1.0]

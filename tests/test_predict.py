@@ -358,3 +358,30 @@ def test_a_csv_with_a_byte_order_mark_keeps_its_first_sample(evaluated, tmp_path
     for name in ("bom.csv", "bom_header.csv"):
         signal = read_recording(tmp_path / name, fs=300)
         assert len(signal.samples) == 3000 and signal.samples[0] == raw[0], name
+
+
+def test_the_evaluate_stage_counts_af_false_alarms_on_the_rhythms_the_task_never_saw(evaluated, records_dir, tmp_path):
+    """The two-class model on every O and ~ recording of the archive: eval.json's ``unseen`` section,
+    MLflow's metrics and results.csv's columns say what `ecgpipe predict` says of those files."""
+    from mlflow.tracking import MlflowClient
+
+    from ecgpipe.data.records import read_reference
+
+    reference = read_reference(records_dir)
+    unseen = {r: label for r, label in reference.items() if label in ("O", "~")}
+    assert set(unseen.values()) == {"O", "~"}  # the synthetic archive has both
+    cli_main(["predict", "--model", str(evaluated["out"] / "predictors" / evaluated["name"]), "--out",
+              str(tmp_path / "p.csv"), *[str(records_dir / f"{r}.mat") for r in unseen]])
+    got = pd.read_csv(tmp_path / "p.csv", dtype={"record": str})
+    got["rhythm"] = got["record"].map(unseen)
+    section = json.loads((evaluated["out"] / "metrics" / evaluated["name"] / "eval.json").read_text())["unseen"]
+    metrics = MlflowClient(evaluated["uri"]).get_run(evaluated["trained"].run_id).data.metrics
+    assert section["refused"] == 0
+    for label, mlflow_label in (("O", "O"), ("~", "noise")):
+        mine = got[got["rhythm"] == label]
+        assert section["recordings"][label] == len(mine)
+        expected = (mine["label"] != "A").mean()
+        assert section["af_specificity"][label] == pytest.approx(expected, abs=1e-6)
+        low, high = section["ci"]["af_specificity"][label]
+        assert low <= expected <= high and high - low < 1
+        assert metrics[f"unseen_af_specificity_{mlflow_label}"] == pytest.approx(expected, abs=1e-6)

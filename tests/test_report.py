@@ -95,19 +95,25 @@ def test_every_recording_figure_has_an_interval(reported):
     out, table = reported["out"], reported["table"]
     for name in reported["params"].experiments:
         evaluation = json.loads((out / "metrics" / name / "eval.json").read_text())
-        assert set(evaluation) == {"val", "val_shifts", "val_worst_shift"}  # no test split: the report scores it, for the champion only
+        # no test split: the report scores it, for the champion only; unseen: the O and ~ recordings
+        assert set(evaluation) == {"val", "val_shifts", "val_worst_shift", "unseen"}
         record = evaluation["val"]["record"]
         low, high = record["ci"]["f1"]["A"]
         assert low <= record["f1"]["A"] <= high
         assert record["ci"]["roc_auc"][0] <= record["roc_auc"] <= record["ci"]["roc_auc"][1]
         row = table.set_index("experiment").loc[name]
         assert (row["record_f1_A_ci_low"], row["record_f1_A_ci_high"]) == pytest.approx((low, high), abs=1e-6)
+        unseen = evaluation["unseen"]
+        assert row["unseen_af_specificity_O"] == pytest.approx(unseen["af_specificity"]["O"], abs=1e-6)
+        assert row["unseen_af_specificity_~_ci_high"] == pytest.approx(unseen["ci"]["af_specificity"]["~"][1], abs=1e-6)
         run_id = json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]
         metrics = MlflowClient(reported["uri"]).get_run(run_id).data.metrics
         assert metrics["val_record_f1_A_ci_low"] == pytest.approx(low, abs=1e-6)
         assert metrics["val_record_roc_auc_ci_high"] == pytest.approx(record["ci"]["roc_auc"][1], abs=1e-6)
     markdown = (out / "reports" / "results.md").read_text()
     assert re.search(r"\| \d\.\d{3} \[\d\.\d{3}–\d\.\d{3}\] \|", markdown)  # 0.957 [0.930–0.980]
+    unseen_section = markdown.split("## On rhythms the task never saw")[1].split("\n## ")[0]
+    assert "| experiment | unseen_af_specificity_O | unseen_af_specificity_~ |" in unseen_section
 
 
 def test_a_shift_that_changes_nothing_gives_the_unshifted_figures(reported):

@@ -148,6 +148,21 @@ def worst_shift_columns(worst: dict, positive: str) -> dict:
             joined(WORST_SHIFT, f1, "change"): worst[joined(f1, "change")], MIN_SHIFT_ROC_AUC: worst["min_roc_auc"]}
 
 
+# --- rhythms a task never saw ---------------------------------------------------------------------
+
+UNSEEN = "unseen"  # eval.json's section, and the prefix of its figures in MLflow and results.csv
+
+
+def unseen_columns(unseen: dict) -> dict:
+    """results.csv's (and MLflow's) columns of the AF false alarms on labels a task never trained on:
+    ``unseen_af_specificity_O`` and its interval, per label."""
+    columns = {}
+    for label, value in unseen["af_specificity"].items():
+        name = joined(UNSEEN, "af_specificity", label)
+        columns.update(with_interval(name, value, *unseen["ci"]["af_specificity"][label]))
+    return columns
+
+
 # --- studies -----------------------------------------------------------------------------------
 
 STUDY_FIGURES = ("record_f1_A", "record_roc_auc", "record_balanced_accuracy", "record_macro_f1",

@@ -173,6 +173,27 @@ def _af_alarm(probs: np.ndarray, class_names: list[str], index: np.ndarray, y: n
     }
 
 
+def unseen_label_figures(probs: np.ndarray, class_names: list[str], labels: np.ndarray, bootstrap: Bootstrap) -> dict:
+    """AF's false alarms on recordings of labels a model was never trained on (CinC's O and ~ for the
+    notebook's N-against-A task), per label: how many (``recordings``), and the share not called AF
+    (``af_specificity``, argmax, as ``_af_alarm`` reads a model that knows the label), with its
+    interval (``ci``) from resamples stratified by label."""
+    labels = np.asarray(labels, dtype=object)
+    order = [c for c in KNOWN_LABELS if (labels == c).any()] + sorted(set(labels) - set(KNOWN_LABELS))
+    codes = np.array([order.index(label) for label in labels])
+    index = np.concatenate([np.arange(len(labels))[None, :],  # row 0: the recordings as they are
+                            stratified_resamples(codes, bootstrap.resamples, bootstrap.seed)])
+    not_called_af = (np.asarray(probs).argmax(axis=1) != class_names.index(AF))[index]
+    figures: dict = {"recordings": {}, "af_specificity": {}, "ci": {"af_specificity": {}}}
+    for k, label in enumerate(order):
+        members = codes[index] == k
+        values = _divide((members & not_called_af).sum(axis=1), members.sum(axis=1))
+        figures["recordings"][label] = int((codes == k).sum())
+        figures["af_specificity"][label] = float(values[0])
+        figures["ci"]["af_specificity"][label] = list(bootstrap.interval(values[1:]))
+    return figures
+
+
 def confidence_intervals(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap,
                          sources: np.ndarray | None = None) -> dict:
     """A (low, high) interval for every figure of ``resampled_figures``, same layout."""

@@ -12,6 +12,7 @@ Recordings are scored from their files through the model's preprocessing object,
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +20,21 @@ import pandas as pd
 import torch
 
 from ecgpipe.core.device import resolve_device
-from ecgpipe.core.errors import StoreError
+from ecgpipe.core.errors import PredictError, StoreError
 from ecgpipe.core.results import AF, LEVELS, RECORD, VAL, history_name, interval, joined, mlflow_names
+from ecgpipe.core.units import REST_LABEL
 from ecgpipe.data.balance import oversample
+from ecgpipe.data.records import read_reference
 from ecgpipe.data.store import Chunks, read_records, source_labels
-from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, score
+from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, score, unseen_label_figures
 from ecgpipe.inference.checkpoint import load_trained
 from ecgpipe.inference.featurizers import SpectrogramChunks
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.inference.readers import Signal, read_recording
 from ecgpipe.models.heads import loss_fn, probabilities
+
+log = logging.getLogger(__name__)
 
 # --- the evaluate stage -----------------------------------------------------------------------
 
@@ -105,6 +110,42 @@ def score_split(predictor: Predictor, records_dir: Path, record_ids: np.ndarray,
     windows = split_windows(predictor.preprocessing, signals, record_labels, chunks, seed, str(records_dir))
     scores = predictor.score_windows(windows.x, windows.owner, batch_size, device)
     return SplitOutputs(scores.logits, windows.owner, scores.rows, scores.probs, signals), windows.balanced
+
+
+def score_files(predictor: Predictor, paths: list[Path], batch_size: int,
+                device: torch.device | str = "cpu") -> tuple[np.ndarray, list[int], dict[int, str]]:
+    """Recordings read from their files through the predictor: one probability row for each one it
+    scores, their places in ``paths``, and why it refused the others (by place), e.g. too short."""
+    parts, owners, refused = [], [], {}
+    for i, path in enumerate(paths):
+        try:
+            parts.append(predictor.network_input(read_recording(path)))
+            owners.append(i)
+        except PredictError as exc:
+            refused[i] = str(exc)
+    if not parts:
+        return np.empty((0, len(predictor.class_names))), [], refused
+    owner = torch.repeat_interleave(torch.tensor(owners), torch.tensor([len(p) for p in parts]))
+    scores = predictor.score_windows(torch.cat(parts), owner, batch_size, device)
+    return scores.probs.numpy(), scores.rows.tolist(), refused
+
+
+def score_unseen_labels(predictor: Predictor, records_dir: Path, batch_size: int, bootstrap: Bootstrap,
+                        device: torch.device | str = "cpu") -> dict | None:
+    """AF's false alarms on every recording of ``records_dir`` whose label the model was never trained
+    on (``metrics.unseen_label_figures``), with how many it refused; None for a model without AF or
+    whose classes hold every label (all four, or REST_LABEL)."""
+    classes = list(predictor.class_names)
+    unseen = {r: label for r, label in read_reference(records_dir).items() if label not in classes}
+    if AF not in classes or REST_LABEL in classes or not unseen:
+        return None
+    records = list(unseen)
+    probs, scored, refused = score_files(predictor, [Path(records_dir) / f"{r}.mat" for r in records], batch_size,
+                                         device)
+    for i, why in refused.items():
+        log.warning("%s: not scored as an unseen rhythm: %s", records[i], why)
+    return {**unseen_label_figures(probs, classes, [unseen[records[i]] for i in scored], bootstrap),
+            "refused": len(refused)}
 
 
 def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels: torch.Tensor,

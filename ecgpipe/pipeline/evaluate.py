@@ -11,11 +11,17 @@ from sklearn import metrics as skm
 
 from ecgpipe.core.device import resolve_device
 from ecgpipe.core.io import json_text, read_json, staged_outputs
-from ecgpipe.core.results import RECORD, joined, mlflow_names, shifts_key, worst_shift_key
+from ecgpipe.core.results import RECORD, UNSEEN, joined, mlflow_names, shifts_key, unseen_columns, worst_shift_key
 from ecgpipe.data.store import read_records
 from ecgpipe.evaluation.metrics import Bootstrap, positive_class
 from ecgpipe.evaluation.robustness import evaluate_shifts, shift_mlflow_metrics, worst_shift
-from ecgpipe.evaluation.scoring import metrics_for_dvc, mlflow_metrics, per_class_table, score_saved_model
+from ecgpipe.evaluation.scoring import (
+    metrics_for_dvc,
+    mlflow_metrics,
+    per_class_table,
+    score_saved_model,
+    score_unseen_labels,
+)
 from ecgpipe.params import ChunkParams, EvaluateParams, TrainParams
 
 
@@ -90,7 +96,12 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
                               train.eval_batch_size, bootstrap_of(evaluate),
                               resolve_device(train.device))
     worst = worst_shift(shifted, list(class_names))
+    # every recording of a label the task never trained on (CinC's O and ~ for N against A): AF's false alarms
+    unseen = score_unseen_labels(predictor, records_dir, train.eval_batch_size, bootstrap_of(evaluate),
+                                 resolve_device(train.device))
     summary = metrics_for_dvc(scores)
+    if unseen is not None:
+        summary[UNSEEN] = metrics_for_dvc(unseen)
     if shifted:
         summary[shifts_key("val")] = metrics_for_dvc(shifted)
         summary[worst_shift_key("val")] = metrics_for_dvc(worst)
@@ -118,6 +129,8 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
                                              for k, v in worst.items() if isinstance(v, float)}))
             mlflow.log_dict({"shifts": {n: dataclasses.asdict(s) for n, s in evaluate.shifts.items()},
                              "results": metrics_for_dvc(shifted)}, "evaluation/val_shifts.json")
+        if unseen is not None:
+            mlflow.log_metrics(mlflow_names(unseen_columns(unseen)))
         mlflow.log_param("evaluate.aggregation", evaluate.aggregation)
         for split, levels in scores.items():
             for level, result in levels.items():

@@ -15,6 +15,7 @@ from ecgpipe.core.results import (
     RECORD,
     RECORD_PREFIX,
     SHIFT_COLUMNS,
+    UNSEEN,
     WORST_SHIFT,
     figure_columns,
     interval_columns,
@@ -22,6 +23,7 @@ from ecgpipe.core.results import (
     joined,
     record_figure,
     shifts_key,
+    unseen_columns,
     worst_shift_columns,
     worst_shift_key,
 )
@@ -38,6 +40,8 @@ from ecgpipe.reporting.tables import (
     paired_comparisons,
     paired_validation_difference,
     robust_section,
+    unseen_columns_of,
+    unseen_section,
     shift_section,
     to_markdown,
 )
@@ -87,6 +91,8 @@ def experiment_row(name: str, experiment: ExperimentParams, spectrogram: Spectro
     row["train_examples_per_s"] = speed["examples_per_s"]  # the median epoch's
     if "ci" in record:  # each record_* figure's interval, as <column>_ci_low / _ci_high
         row.update(interval_columns(record, list(row)))
+    if UNSEEN in eval_json:  # AF's false alarms on the labels the task never trained on
+        row.update(unseen_columns(eval_json[UNSEEN]))
     worst = eval_json.get(worst_shift_key(split))
     if worst is not None:  # robustness beside the clean figures; the champion is chosen on the clean ones
         row.update(worst_shift_columns(worst, positive_class(list(record["f1"]))))
@@ -227,8 +233,9 @@ def run_report(report: ReportParams, experiments: dict[str, ExperimentParams], s
         f"with a {level} interval in brackets (stratified bootstrap over the recordings, "
         f"{bootstrap.resamples:,} resamples).\n\n"
         + to_markdown(table.drop(columns=["model", "loader"] + [c for c in table if c.startswith(SHIFT_COLUMNS)]
-                                 + af_alarm_columns(table)))
+                                 + af_alarm_columns(table) + unseen_columns_of(table)))
         + af_alarm_section(table)
+        + unseen_section(table)
         + champion_section(decision, metric, report.gate, report.prefer, report.order, alias)
         + ("" if plots_dir is None else comparison_section(paired, table, metric, bootstrap))
         + ("" if champion is None else held_out_test_section(champion, test))

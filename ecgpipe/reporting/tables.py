@@ -7,15 +7,18 @@ import numpy as np
 import pandas as pd
 
 from ecgpipe.core.results import (
+    AF,
     AF_ALARM_PREFIX,
     MIN_SHIFT_ROC_AUC,
     RECORD,
+    UNSEEN,
     WORST_SHIFT,
     figure,
     interval,
     is_interval,
     is_record_column,
     joined,
+    record_column,
     record_figure,
     with_interval,
 )
@@ -24,8 +27,10 @@ from ecgpipe.evaluation.metrics import Bootstrap, paired_difference
 
 def af_alarm_columns(table: pd.DataFrame) -> list[str]:
     """The columns (and their intervals) of a model read as an AF alarm (more than two classes, or AF
-    against REST_LABEL)."""
-    return [c for c in table if c.startswith(AF_ALARM_PREFIX)]
+    against REST_LABEL): AF found (the recall of A), then the false alarms and the ranking."""
+    alarm = [c for c in table if c.startswith(AF_ALARM_PREFIX)]
+    found = [c for c in table if c.startswith(record_column(joined("recall", AF)))] if alarm else []
+    return found + alarm
 
 
 def af_alarm_section(table: pd.DataFrame) -> str:
@@ -34,11 +39,27 @@ def af_alarm_section(table: pd.DataFrame) -> str:
     if not columns:
         return ""
     return ("\n## As an AF detector\n\nEach model's answer to \"is this AF?\": AF when A is its most likely class. "
-            "`af_sensitivity` is the share of AF recordings called AF; `af_specificity_<label>` the share of the "
+            "`record_recall_A` is the share of AF recordings called AF; `af_specificity_<label>` the share of the "
             "recordings of that label (N, O, ~) not called AF (1 − its false-alarm rate); `..._at_sensitivity_95_<label>` the same "
             "at the P(A) threshold that finds 95% of the AF recordings (a point of each curve, read on these "
             "recordings, not a threshold chosen for deployment); `af_roc_auc` ranks P(A) of AF against every "
             "other recording.\n\n" + to_markdown(table[["experiment", *columns]]))
+
+
+def unseen_columns_of(table: pd.DataFrame) -> list[str]:
+    return [c for c in table if c.startswith(UNSEEN + "_")]
+
+
+def unseen_section(table: pd.DataFrame) -> str:
+    """AF's false alarms on the recordings of labels the task never trained on (the evaluate stage's)."""
+    columns = [c for c in unseen_columns_of(table) if not is_interval(c)]
+    if not columns:
+        return ""
+    return ("\n## On rhythms the task never saw\n\nEvery recording of the archive whose label is not one of the "
+            "task's classes (for N against A: CinC's other rhythms `O` and noisy recordings `~`), scored as `ecgpipe "
+            "predict` scores it: `af_specificity_<label>` is the share not called AF (1 − the false-alarm rate a user "
+            "meets on such recordings). None of them was in training or validation.\n\n"
+            + to_markdown(table[["experiment", *unseen_columns_of(table)]]))
 
 
 def robust_section(versus: pd.DataFrame | None, metric: str) -> str:
