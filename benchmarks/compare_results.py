@@ -1,6 +1,8 @@
 """A re-baseline's table: every figure of reports/results.csv at an earlier commit against the working
 tree's, each with its interval, and whether the new value lies inside the old interval (within the
-noise of the validation recordings) or not.
+noise of the validation recordings) or not. With ``--paired FIGURE``, also each experiment's new model
+against its old one on the same validation recordings (plots/confusion/NAME/val.csv at both), paired
+bootstrap: whether the models differ beyond the noise of the recordings.
 
     python benchmarks/compare_results.py 469a3d0~1 --rename balanced_chunk_acc=chunk_balanced_accuracy \\
         chunk_acc=chunk_accuracy record_acc=record_accuracy record_balanced_acc=record_balanced_accuracy
@@ -15,17 +17,36 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ecgpipe.core.results import interval, is_interval  # noqa: E402
+from ecgpipe.evaluation.metrics import Bootstrap, paired_difference  # noqa: E402
 
 
 def results_at(commit: str, path: str) -> pd.DataFrame:
     text = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True)
-    return pd.read_csv(io.StringIO(text.stdout))
+    return pd.read_csv(io.StringIO(text.stdout), dtype={"record": str})
+
+
+def paired(commit: str, experiments: list[str], figure: str, bootstrap: Bootstrap) -> pd.DataFrame:
+    """Each experiment's figure, new model minus old, on the validation recordings both scored."""
+    rows = []
+    for name in experiments:
+        path = f"plots/confusion/{name}/val.csv"
+        old, new = results_at(commit, path), pd.read_csv(ROOT / path, dtype={"record": str})
+        if old["record"].tolist() != new["record"].tolist():
+            raise SystemExit(f"{path}: other validation recordings at {commit}; a paired comparison needs the same")
+        classes = [c.removeprefix("p_") for c in new if c.startswith("p_")]
+        y = new["actual"].map(classes.index).to_numpy()
+        probs = [frame[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64) for frame in (new, old)]
+        diff = paired_difference(y, probs[0], probs[1], classes, figure, bootstrap)
+        rows.append({"experiment": name, "figure": figure, "new - old": diff.difference, "low": diff.low,
+                     "high": diff.high, "beyond noise": diff.excludes_zero})
+    return pd.DataFrame(rows)
 
 
 def compare(old: pd.DataFrame, new: pd.DataFrame, figures: list[str]) -> pd.DataFrame:
@@ -68,6 +89,7 @@ if __name__ == "__main__":
     parser.add_argument("commit", help="the earlier commit")
     parser.add_argument("--results", default="reports/results.csv")
     parser.add_argument("--rename", nargs="*", default=[], help="OLD=NEW column names")
+    parser.add_argument("--paired", nargs="*", default=[], help="record figures (f1_A, roc_auc) to compare paired")
     args = parser.parse_args()
     before = results_at(args.commit, args.results)
     renames = dict(pair.split("=", 1) for pair in args.rename)
@@ -76,3 +98,6 @@ if __name__ == "__main__":
     after = pd.read_csv(ROOT / args.results)
     shown = [c for c in after if c in before and not is_interval(c) and pd.api.types.is_float_dtype(after[c])]
     print(markdown(compare(before, after, shown)))
+    for figure in args.paired:
+        table = paired(args.commit, after["experiment"].tolist(), figure, Bootstrap())
+        print(table.to_markdown(index=False, floatfmt="+.3f"))
