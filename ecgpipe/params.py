@@ -346,20 +346,15 @@ class StudyParams:
 
 @dataclasses.dataclass(frozen=True)
 class TaskParams:
-    """A named variant of the whole pipeline, run as one DVC experiment by ``ecgpipe task run NAME``:
-    ``set`` maps dotted keys of this file to their values in the task (applied with ``dvc exp run
-    --set-param``), and only ``experiments`` are trained (the others are removed for the run)."""
+    """A named variant of the whole pipeline, with its own family of stages in dvc.yaml (``task_*@NAME``):
+    ``set`` maps dotted keys of this file to their values in the task; it trains ``task_experiments``."""
 
-    experiments: list[str]
     set: dict[str, Any]
 
     def validate(self, key: str) -> None:
-        if not self.experiments:
-            fail_param(f"{key}.experiments", "at least one experiment", self.experiments)
         for dotted in self.set:
-            if dotted.split(".")[0] in ("experiments", "tasks"):
-                fail_param(f"{key}.set.{dotted}", "a key outside experiments and tasks (list the experiments instead)",
-                      dotted)
+            if dotted.split(".")[0] in ("experiments", "tasks", "task_experiments"):
+                fail_param(f"{key}.set.{dotted}", "a key outside experiments, tasks and task_experiments", dotted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,9 +370,10 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     study: StudyParams = StudyParams()
-    # a task's own run (ecgpipe.pipeline.task) has no tasks section: it removes the experiments that
-    # other tasks may name
+    # the tasks beside this file's own (ecgpipe.pipeline.task), and the experiments each of them trains;
+    # a task's own params have neither
     tasks: dict[str, TaskParams] = dataclasses.field(default_factory=dict)
+    task_experiments: list[str] = dataclasses.field(default_factory=list)
 
     def validate(self, key: str) -> None:
         if not self.experiments:
@@ -403,11 +399,15 @@ class Params:
         for name in self.report.order:
             if name not in self.experiments:
                 fail_param("report.order", f"experiments of this file ({', '.join(sorted(self.experiments))})", name)
+        for name in self.task_experiments:
+            if name not in self.experiments:
+                fail_param("task_experiments", f"experiments of this file ({', '.join(sorted(self.experiments))})",
+                           name)
+        if self.tasks and not self.task_experiments:
+            fail_param("task_experiments", "at least one experiment for the tasks to train", self.task_experiments)
         for task_name, task in self.tasks.items():
-            for name in task.experiments:
-                if name not in self.experiments:
-                    fail_param(f"tasks.{task_name}.experiments",
-                               f"experiments of this file ({', '.join(sorted(self.experiments))})", name)
+            if not is_plain_name(task_name):  # it names the task's folders
+                fail_param(f"tasks.{task_name}", "a name of letters, digits, '_', '.' and '-'", task_name)
             for dotted in task.set:
                 self._check_key(f"tasks.{task_name}.set", dotted)
 
