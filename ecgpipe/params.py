@@ -108,9 +108,15 @@ class SplitParams:
     # the others train (``train``/``val`` are then unused). null: the notebook's single split.
     folds: int = 5
     fold: int | None = None
+    # this fraction of each class's training recordings held out of training (split.json's
+    # "calibration"): the served operating point and the temperature are fitted on them, never on
+    # the validation recordings they are reported on. 0: none (the notebook's split).
+    calibration: float = 0.0
 
     def validate(self, key: str) -> None:
         _check_seed(f"{key}.seed", self.seed)
+        if not 0.0 <= self.calibration <= 0.5:
+            fail_param(f"{key}.calibration", "a fraction of the training recordings from 0 to 0.5", self.calibration)
         if self.folds < 2:
             fail_param(f"{key}.folds", "at least 2 folds", self.folds)
         if self.fold is not None and not 0 <= self.fold < self.folds:
