@@ -274,8 +274,15 @@ class EvaluateParams:
     shifts: dict[str, typing.Annotated[Shift, pydantic.Field(discriminator="kind")]] = dataclasses.field(
         default_factory=dict)
     shift_seed: int = 12345
+    # the served operating point, where split.calibration holds recordings out of training: the label
+    # is AF when P(A) reaches the threshold that finds this share of their AF recordings (null: the
+    # most likely class). Their temperature is fitted whenever they exist.
+    af_sensitivity: float | None = None
 
     def validate(self, key: str) -> None:
+        if self.af_sensitivity is not None and not 0.5 <= self.af_sensitivity < 1:
+            fail_param(f"{key}.af_sensitivity", "null or a share of AF recordings from 0.5 to below 1, such as 0.95",
+                       self.af_sensitivity)
         for name in self.shifts:
             if not is_plain_name(name):
                 fail_param(f"{key}.shifts.{name}", "a name of letters, digits, '_', '.' and '-' (it names MLflow metrics)",

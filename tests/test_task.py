@@ -65,7 +65,7 @@ def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, sm
     small_params["tasks"] = {"four_class": {"set": {
         "spectrogram.classes": FOUR, "mlflow.experiment_name": "synthetic-four",
         "report.champion_metric": "record_challenge_score", "report.registered_model": "synthetic-rhythm",
-        "report.gate": {}}}}
+        "report.gate": {}, "split.calibration": 0.2, "evaluate.af_sensitivity": 0.95}}}
     small_params["task_experiments"] = ["mean_spectrum-chunked", "raw_resnet-random_crop"]
     project, run = committed_project(small_params)
     dvc = (sys.executable, "-m", "dvc")
@@ -84,6 +84,28 @@ def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, sm
         confusion = pd.read_csv(task / "plots" / "confusion" / name / "val.csv")
         assert set(confusion.columns) >= {f"p_{c}" for c in FOUR}
     assert not (task / "metrics" / "fully_connected-random_chunk").exists()  # not a task experiment
+    # the served operating point, fitted on the training recordings the split held out of training
+    split = json.loads((task / "data" / "split.json").read_text())
+    assert split["calibration"] and not set(split["calibration"]) & set(split["train"] + split["val"])
+    for name in ("mean_spectrum-chunked", "raw_resnet-random_crop"):
+        section = json.loads((task / "metrics" / name / "eval.json").read_text())["calibration"]
+        threshold = section["decision"]["threshold"]
+        assert section["decision"] == {"positive": "A", "threshold": threshold, "sensitivity": 0.95}
+        assert section["temperature"] > 0 and section["ci"][0] <= section["ece"] <= section["ci"][1]
+        predictions = pd.read_csv(task / "plots" / "confusion" / name / "val.csv")
+        called_af = predictions["predicted"] == "A"
+        assert (called_af == (predictions["p_A"] >= threshold - 1e-6)).all()  # the served rule, not the argmax
+        assert (task / "plots" / "figures" / name / "reliability_val.png").is_file()
+        served = json.loads((task / "predictors" / name / "artifacts" / "predictor" / "predictor.json").read_text())
+        assert served["decision"] == {**section["decision"], "threshold": pytest.approx(threshold, abs=1e-6)}
+        assert served["temperature"] == pytest.approx(section["temperature"], abs=1e-6)
+    # what a user gets: the label by the served rule, and the rule itself, in every row
+    record = predictions["record"].iloc[0]
+    run("ecgpipe", "predict", "--model", str(task / "predictors" / name), "--out", str(project / "p.csv"),
+        str(project / "data" / "records" / f"{record}.mat"))
+    got = pd.read_csv(project / "p.csv").iloc[0]
+    assert got["decision"] == f"A when P(A) >= {section['decision']['threshold']:.4g}, else the most likely other class"
+    assert got["label"] == predictions["predicted"].iloc[0]
     results = pd.read_csv(task / "reports" / "results.csv")
     assert set(results["experiment"]) == {"mean_spectrum-chunked", "raw_resnet-random_crop"}
     assert results["record_challenge_score"].between(0, 1).all()
@@ -91,6 +113,9 @@ def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, sm
     for column in ("record_recall_A", "record_af_roc_auc",
                    *(f"record_af_specificity{at}_{c}" for at in ("", "_at_sensitivity_95") for c in "NO~")):
         assert results[column].between(0, 1).all() and (results[f"{column}_ci_low"] <= results[column]).all(), column
+    # the gate of an AF detector reads these: AF found under the worst shift, AF's ranking under every shift
+    assert results["worst_shift_recall_A_change"].between(-1, 1).all() and results["min_shift_af_roc_auc"].between(0, 1).all()
+    assert results["threshold_A"].between(0, 1).all() and (results["record_ece_A_ci_low"] <= results["record_ece_A"]).all()
     markdown = (task / "reports" / "results.md").read_text()
     assert "## As an AF detector" in markdown and "record_challenge_score" in markdown
     champion = json.loads((task / "reports" / "champion.json").read_text())

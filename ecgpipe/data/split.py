@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ecgpipe.data.store import CALIBRATION
+
 SPLITS = ("train", "val", "test")
-CALIBRATION = "calibration"  # training recordings held out of training, for the served operating point
 
 
 def _cut(perm: np.ndarray, train: float, test: float) -> dict[str, np.ndarray]:
