@@ -64,6 +64,11 @@ class Predictor:
         return self.preprocessing.aggregation
 
     @property
+    def decision(self) -> Decision | None:
+        """The served label's rule (None: the most likely class)."""
+        return self.preprocessing.decision
+
+    @property
     def min_samples(self) -> int:
         """The fewest samples (at the training rate) that the network can score."""
         return self.preprocessing.featurizer.min_samples
@@ -173,7 +178,7 @@ def predict_files(predictor: Predictor, paths: list[str], fs: float | None = Non
     for path, name in zip(paths, record_names(paths)):
         row = {"record": name, **({"lead": ""} if lead is not None else {}), "label": "",
                **{f"p_{c}": math.nan for c in predictor.class_names},
-               **({"decision": predictor.preprocessing.decision.describe()} if predictor.preprocessing.decision else {}),
+               **({"decision": predictor.decision.describe()} if predictor.decision else {}),
                "error": ""}
         try:
             signal = read_recording(path, fs, gain, lead)

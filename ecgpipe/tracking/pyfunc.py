@@ -59,7 +59,7 @@ class PredictorModel(mlflow.pyfunc.PythonModel):
             except (PredictError, ValueError, TypeError) as exc:
                 row["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             rows.append(row)
-        decision = self.predictor.preprocessing.decision
+        decision = self.predictor.decision
         columns = ["label", *[f"p_{c}" for c in self.predictor.class_names], *(["decision"] if decision else []),
                    "error", "model"]
         for row in rows:  # an error row says the rule too: it belongs to the model, not the recording
@@ -104,7 +104,7 @@ def _model_kwargs(model_dir: Path, served: dict, example: np.ndarray, tmp: Path)
     return {
         "python_model": PredictorModel(),
         "artifacts": {ARTIFACT: str(tmp / ARTIFACT)},
-        "signature": signature(predictor.class_names, predictor.preprocessing.decision is not None),
+        "signature": signature(predictor.class_names, predictor.decision is not None),
         "input_example": pd.DataFrame({"signal": [example.astype(np.float64).tolist()], "fs": [predictor.fs]}),
         # the inference code travels with the model, so it also serves where ecgpipe is not installed
         "code_paths": [str(inference_code(tmp / "code"))],
