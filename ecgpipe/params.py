@@ -335,8 +335,13 @@ class ReportParams:
     prefer: list[Preference] = dataclasses.field(default_factory=list)
     # the last tie-break: experiments in this order first, then the others by name
     order: list[str] = dataclasses.field(default_factory=list)
+    # a task's: the registered model whose @champion the task's champion takes once it passes the
+    # task's gate (the AF detector serves as the workspace's ecgpipe-af); null: its own model only
+    serve_as: str | None = None
 
     def validate(self, key: str) -> None:
+        if self.serve_as is not None and not is_plain_name(self.serve_as):
+            fail_param(f"{key}.serve_as", "null or a name of letters, digits, '_', '.' and '-'", self.serve_as)
         if not is_plain_name(self.registered_model):
             fail_param(f"{key}.registered_model", "a name of letters, digits, '_', '.' and '-' (MLflow's registry refuses "
                   "'/' and ':' in names)", self.registered_model)

@@ -55,7 +55,7 @@ def test_a_bad_task_is_refused_naming_the_key(small_params, tmp_path):
         parse_params(small_params)
 
 
-def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, small_params):
+def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, small_params, monkeypatch):
     """A four-class task on synthetic recordings through `dvc repro`: its own stages (task_*@four_class),
     outputs under tasks/four_class (per-class metrics, the challenge score, MLflow, the report and its
     registered model), the notebook's stages untouched; changing the task's values reruns only its stages."""
@@ -130,6 +130,24 @@ def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, sm
     for r in runs:
         assert 0 <= r.data.metrics["val_record_challenge_score"] <= 1
         assert "val_record_af_specificity_noise" in r.data.metrics and "val_record_af_roc_auc" in r.data.metrics
+
+    # what the task serves beyond its own model (task_serve@four_class): @champion of report.serve_as, taken
+    # by the task's champion when it passed the task's gate, kept by the workspace's otherwise
+    from ecgpipe.pipeline.serve import run_serve
+
+    workspace = project / "workspace-champion.json"
+    workspace.write_text(json.dumps({"experiment": "conv-chunked", "model_uri": "models:/synthetic-af@champion"}))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    served = run_serve("synthetic-af", task / "reports" / "champion.json", task / "models", workspace,
+                       project / "served.json")
+    assert served["experiment"] == champion["experiment"] and served["model"] == "models:/synthetic-af@champion"
+    assert client.get_model_version_by_alias("synthetic-af", "champion").run_id == champion["run_id"]
+    failed = project / "failed.json"
+    failed.write_text(json.dumps({"experiment": None, "how": "no experiment passes the gate"}))
+    kept = run_serve("synthetic-af", failed, task / "models", workspace, project / "kept.json")
+    assert kept["experiment"] == "conv-chunked" and "did not pass its gate" in kept["why"]
+    assert run_serve(None, task / "reports" / "champion.json", task / "models", workspace,
+                     project / "none.json")["serves"] is None
 
     # one of the task's values changed: only the stages of that task that read it rerun (and check,
     # on any edit of params.yaml, and task_params, which writes the task's params file)

@@ -79,3 +79,4 @@ def write_task_params(params_path: Path, name: str, out_path: Path) -> None:
     header = f"# task {name}: {params_path} with tasks.{name}.set applied (written by dvc.yaml's task_params@{name})\n"
     with atomic_path(out_path) as tmp:
         tmp.write_text(header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+
