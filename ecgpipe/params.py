@@ -108,9 +108,15 @@ class SplitParams:
     # the others train (``train``/``val`` are then unused). null: the notebook's single split.
     folds: int = 5
     fold: int | None = None
+    # this fraction of each class's training recordings held out of training (split.json's
+    # "calibration"): the served operating point and the temperature are fitted on them, never on
+    # the validation recordings they are reported on. 0: none (the notebook's split).
+    calibration: float = 0.0
 
     def validate(self, key: str) -> None:
         _check_seed(f"{key}.seed", self.seed)
+        if not 0.0 <= self.calibration <= 0.5:
+            fail_param(f"{key}.calibration", "a fraction of the training recordings from 0 to 0.5", self.calibration)
         if self.folds < 2:
             fail_param(f"{key}.folds", "at least 2 folds", self.folds)
         if self.fold is not None and not 0 <= self.fold < self.folds:
@@ -268,8 +274,15 @@ class EvaluateParams:
     shifts: dict[str, typing.Annotated[Shift, pydantic.Field(discriminator="kind")]] = dataclasses.field(
         default_factory=dict)
     shift_seed: int = 12345
+    # the served operating point, where split.calibration holds recordings out of training: the label
+    # is AF when P(A) reaches the threshold that finds this share of their AF recordings (null: the
+    # most likely class). Their temperature is fitted whenever they exist.
+    af_sensitivity: float | None = None
 
     def validate(self, key: str) -> None:
+        if self.af_sensitivity is not None and not 0.5 <= self.af_sensitivity < 1:
+            fail_param(f"{key}.af_sensitivity", "null or a share of AF recordings from 0.5 to below 1, such as 0.95",
+                       self.af_sensitivity)
         for name in self.shifts:
             if not is_plain_name(name):
                 fail_param(f"{key}.shifts.{name}", "a name of letters, digits, '_', '.' and '-' (it names MLflow metrics)",
@@ -322,8 +335,13 @@ class ReportParams:
     prefer: list[Preference] = dataclasses.field(default_factory=list)
     # the last tie-break: experiments in this order first, then the others by name
     order: list[str] = dataclasses.field(default_factory=list)
+    # a task's: the registered model whose @champion the task's champion takes once it passes the
+    # task's gate (the AF detector serves as the workspace's ecgpipe-af); null: its own model only
+    serve_as: str | None = None
 
     def validate(self, key: str) -> None:
+        if self.serve_as is not None and not is_plain_name(self.serve_as):
+            fail_param(f"{key}.serve_as", "null or a name of letters, digits, '_', '.' and '-'", self.serve_as)
         if not is_plain_name(self.registered_model):
             fail_param(f"{key}.registered_model", "a name of letters, digits, '_', '.' and '-' (MLflow's registry refuses "
                   "'/' and ':' in names)", self.registered_model)
@@ -346,20 +364,15 @@ class StudyParams:
 
 @dataclasses.dataclass(frozen=True)
 class TaskParams:
-    """A named variant of the whole pipeline, run as one DVC experiment by ``ecgpipe task run NAME``:
-    ``set`` maps dotted keys of this file to their values in the task (applied with ``dvc exp run
-    --set-param``), and only ``experiments`` are trained (the others are removed for the run)."""
+    """A named variant of the whole pipeline, with its own family of stages in dvc.yaml (``task_*@NAME``):
+    ``set`` maps dotted keys of this file to their values in the task; it trains ``task_experiments``."""
 
-    experiments: list[str]
     set: dict[str, Any]
 
     def validate(self, key: str) -> None:
-        if not self.experiments:
-            fail_param(f"{key}.experiments", "at least one experiment", self.experiments)
         for dotted in self.set:
-            if dotted.split(".")[0] in ("experiments", "tasks"):
-                fail_param(f"{key}.set.{dotted}", "a key outside experiments and tasks (list the experiments instead)",
-                      dotted)
+            if dotted.split(".")[0] in ("experiments", "tasks", "task_experiments"):
+                fail_param(f"{key}.set.{dotted}", "a key outside experiments, tasks and task_experiments", dotted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,9 +388,10 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     study: StudyParams = StudyParams()
-    # a task's own run (ecgpipe.pipeline.task) has no tasks section: it removes the experiments that
-    # other tasks may name
+    # the tasks beside this file's own (ecgpipe.pipeline.task), and the experiments each of them trains;
+    # a task's own params have neither
     tasks: dict[str, TaskParams] = dataclasses.field(default_factory=dict)
+    task_experiments: list[str] = dataclasses.field(default_factory=list)
 
     def validate(self, key: str) -> None:
         if not self.experiments:
@@ -403,11 +417,15 @@ class Params:
         for name in self.report.order:
             if name not in self.experiments:
                 fail_param("report.order", f"experiments of this file ({', '.join(sorted(self.experiments))})", name)
+        for name in self.task_experiments:
+            if name not in self.experiments:
+                fail_param("task_experiments", f"experiments of this file ({', '.join(sorted(self.experiments))})",
+                           name)
+        if self.tasks and not self.task_experiments:
+            fail_param("task_experiments", "at least one experiment for the tasks to train", self.task_experiments)
         for task_name, task in self.tasks.items():
-            for name in task.experiments:
-                if name not in self.experiments:
-                    fail_param(f"tasks.{task_name}.experiments",
-                               f"experiments of this file ({', '.join(sorted(self.experiments))})", name)
+            if not is_plain_name(task_name):  # it names the task's folders
+                fail_param(f"tasks.{task_name}", "a name of letters, digits, '_', '.' and '-'", task_name)
             for dotted in task.set:
                 self._check_key(f"tasks.{task_name}.set", dotted)
 

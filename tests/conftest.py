@@ -51,7 +51,7 @@ def small_params_dict() -> dict:
     }
     # report.order and the tasks name the project's experiments, which must be in the file
     raw["report"]["order"] = []
-    raw["tasks"] = {}
+    raw["tasks"], raw["task_experiments"] = {}, []
     return raw
 
 

@@ -133,13 +133,13 @@ def test_every_reader_refuses_what_no_ecg_is(evaluated, records_dir, tmp_path):
     (lambda p: p["report"].update(order=["mean_spectrum-chunked", "no-such"]),
      r"params: report.order: expected experiments of this file \(fully_connected-random_chunk, "
      r"mean_spectrum-chunked\), got 'no-such'"),
-    (lambda p: p.update(tasks={"t": {"experiments": ["mean_spectrum-chunked"], "set": {"train.batchsize": 8}}}),
+    (lambda p: p.update(tasks={"t": {"set": {"train.batchsize": 8}}}, task_experiments=["mean_spectrum-chunked"]),
      r"params: tasks.t.set.train.batchsize: expected a key of params.yaml \(train has \[.*'batch_size'.*\]\)"),
-    (lambda p: p.update(tasks={"t": {"experiments": ["mean_spectrum-chunked"], "set": {"mlflow.experiment_name.x": 1}}}),
+    (lambda p: p.update(tasks={"t": {"set": {"mlflow.experiment_name.x": 1}}}, task_experiments=["mean_spectrum-chunked"]),
      r"params: tasks.t.set.mlflow.experiment_name.x: expected a key of params.yaml \(mlflow.experiment_name is a "
      r"value, not a section\)"),
-    (lambda p: p.update(tasks={"t": {"experiments": ["mean_spectrum-chunked", "gone"], "set": {}}}),
-     r"params: tasks.t.experiments: expected experiments of this file \(.*\), got 'gone'"),
+    (lambda p: p.update(tasks={"t": {"set": {}}}, task_experiments=["mean_spectrum-chunked", "gone"]),
+     r"params: task_experiments: expected experiments of this file \(.*\), got 'gone'"),
     (lambda p: p["evaluate"].update(bootstrap_resamples=100_000_000),
      r"params: evaluate.bootstrap_resamples: expected 100 to 10,000 resamples \(each figure holds resamples x "
      r"validation recordings values in memory;.*got 100000000"),
@@ -150,26 +150,20 @@ def test_params_that_changed_nothing_or_grew_without_bound_are_refused(small_par
         parse_params(small_params)
 
 
-def test_a_tasks_run_drops_the_tasks_and_the_order_of_experiments_it_removes(small_params, tmp_path):
-    """Its params.yaml must pass the checks above: DVC's own override code makes it from the command."""
+def test_a_tasks_params_drop_the_tasks_and_the_order_of_experiments_it_does_not_train(small_params, tmp_path):
     import yaml
-    from dvc.utils.hydra import apply_overrides
 
-    from ecgpipe.pipeline.task import task_command, task_params
+    from ecgpipe.pipeline.task import task_params
 
     small_params["report"]["order"] = ["fully_connected-random_chunk", "mean_spectrum-chunked"]
-    small_params["tasks"] = {"t": {"experiments": ["mean_spectrum-chunked"],
-                                   "set": {"report.registered_model": "ecgpipe-t"}},
-                             "u": {"experiments": ["fully_connected-random_chunk"],
-                                   "set": {"report.registered_model": "ecgpipe-u"}}}
+    small_params["tasks"] = {"t": {"set": {"report.registered_model": "ecgpipe-t"}},
+                             "u": {"set": {"report.registered_model": "ecgpipe-u"}}}
+    small_params["task_experiments"] = ["mean_spectrum-chunked"]
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(small_params))
-    assert task_params(path, "t").report.order == ["mean_spectrum-chunked"]
-    command = task_command("t", parse_params(small_params))
-    apply_overrides(str(path), [command[i + 1] for i, arg in enumerate(command) if arg == "-S"])
-    run = parse_params(yaml.safe_load(path.read_text()))
-    assert run.report.order == ["mean_spectrum-chunked"] and run.tasks == {} and list(run.experiments) == [
-        "mean_spectrum-chunked"]
+    run = task_params(path, "t")
+    assert run.report.order == ["mean_spectrum-chunked"] and run.tasks == {} and run.task_experiments == []
+    assert list(run.experiments) == ["mean_spectrum-chunked"]
 
 
 # --- model folders ----------------------------------------------------------------------------------------

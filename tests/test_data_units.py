@@ -179,3 +179,19 @@ def test_fold_null_is_the_notebooks_split(records_dir, tmp_path, small_params):
     small_params["split"]["fold"] = 5
     with pytest.raises(ParamsError, match=r"split.fold: expected null or a fold from 0 to 4, got 5"):
         parse_params(small_params)
+
+
+def test_calibration_holds_out_a_stratified_share_of_the_training_recordings():
+    from ecgpipe.data.split import hold_out
+
+    labels = np.array([0] * 80 + [1] * 20 + [2] * 3)
+    parts = split_indices(labels, 0.8, 0.2, 0.0, 12345, stratify=True)
+    held = hold_out(parts, labels, 0.1, 12345)
+    assert held["val"] is parts["val"]
+    # disjoint, and together the training recordings before
+    assert sorted(np.concatenate([held["train"], held["calibration"]])) == sorted(parts["train"])
+    train_counts = np.bincount(labels[parts["train"]], minlength=3)
+    assert np.bincount(labels[held["calibration"]], minlength=3).tolist() == [
+        int(0.1 * train_counts[0]), int(0.1 * train_counts[1]), 1]  # at least one of a class with two or more
+    assert np.array_equal(hold_out(parts, labels, 0.1, 12345)["calibration"], held["calibration"])  # seeded
+    assert not np.array_equal(hold_out(parts, labels, 0.1, 7)["calibration"], held["calibration"])

@@ -95,3 +95,29 @@ def test_af_false_alarms_on_unseen_labels_by_hand():
     low, high = figures["ci"]["af_specificity"]["O"]
     assert 0 <= low < 2 / 3 < high <= 1  # resamples of three recordings: 0, 1/3, 2/3 or 1 called AF
     assert figures["ci"]["af_specificity"]["~"] == [1.0, 1.0]
+
+
+def test_temperature_threshold_and_calibration_error_by_hand():
+    from ecgpipe.evaluation.calibration import calibration_figures, fit_temperature, operating_threshold
+    from ecgpipe.evaluation.metrics import Bootstrap
+
+    # overconfident logits: the class is right 3 times in 4 at |logit| 4 (P 0.98), so the fitted
+    # temperature brings P down towards 0.75, i.e. logit 4 / T = log 3
+    logits = torch.tensor([[4.0], [4.0], [4.0], [4.0], [-4.0], [-4.0], [-4.0], [-4.0]])
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    temperature = fit_temperature(logits, torch.arange(8), y, "mean_logit")
+    assert temperature == pytest.approx(4 / np.log(3), rel=0.02)
+    # the threshold that finds 95% of 20 positives (all but the lowest), and 80% (all but 4)
+    p = np.linspace(0.05, 1.0, 20)
+    assert operating_threshold(p, np.ones(20), 0.95) == pytest.approx(p[1])
+    assert operating_threshold(p, np.ones(20), 0.80) == pytest.approx(p[4])
+    with pytest.raises(ValueError, match="no positive recording"):
+        operating_threshold(p, np.zeros(20), 0.95)
+    # perfectly calibrated bins (P 0.25: one in four positive; P 0.75: three in four): error 0
+    p = np.array([0.25] * 4 + [0.75] * 4)
+    hit = np.array([1, 0, 0, 0, 1, 1, 1, 0])
+    figures = calibration_figures(p, hit, Bootstrap(200, 0))
+    assert figures["ece"] == pytest.approx(0.0, abs=1e-12) and figures["ci"][0] >= 0
+    assert figures["bins"] == {"recordings": [4, 4], "mean_probability": [0.25, 0.75], "observed": [0.25, 0.75]}
+    # everything at P 0.9 and half positive: error 0.4
+    assert calibration_figures(np.full(8, 0.9), hit, Bootstrap(200, 0))["ece"] == pytest.approx(0.4)

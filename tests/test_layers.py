@@ -86,3 +86,18 @@ def test_stages_that_never_filter_a_signal_start_without_scipy_signal():
             "print(sorted(m for m in sys.modules if m.startswith('scipy.signal')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_each_tasks_stage_runs_what_the_notebooks_stage_of_the_same_name_runs():
+    """dvc.yaml's task_X family repeats the notebook's stage X on the task's params file (dvc.yaml has
+    no way to share a stage's lists): the same code, the same params keys, the same script."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("spectrogram", "signals", "split", "balance", "chunk", "train", "evaluate", "report"):
+        notebook, task = stages[name].get("do", stages[name]), stages[f"task_{name}"]
+        task = task.get("do", task)
+        code = [d for d in notebook["deps"] if d.startswith(("ecgpipe", "stages/"))]
+        assert [d for d in task["deps"] if d.startswith(("ecgpipe", "stages/"))] == code, name
+        assert task["cmd"].split()[:4] == ["python", f"stages/{name}.py", "--params", task["cmd"].split()[3]], name
+        keys = [k.replace("${key}", "${item.experiment}") for k in notebook.get("params", [])]
+        task_keys = next(iter(task["params"][0].values())) if task.get("params") else []
+        assert task_keys == keys, name

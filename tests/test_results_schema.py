@@ -82,6 +82,11 @@ def test_worst_shift_columns_name_the_positive_class():
     worst = {"shift": "gain_2x", "f1_A": 0.8, "f1_A_change": -0.05, "min_roc_auc": 0.97, "min_roc_auc_shift": "x"}
     assert results.worst_shift_columns(worst, "A") == {
         "worst_shift": "gain_2x", "worst_shift_f1_A": 0.8, "worst_shift_f1_A_change": -0.05, "min_shift_roc_auc": 0.97}
+    # a model read as an AF alarm: the gate of docs/decisions/af-detector-gate.md reads these two too
+    worst.update({"recall_A_change": -0.04, "recall_A_change_shift": "y", "min_af_roc_auc": 0.96})
+    assert results.worst_shift_columns(worst, "A") == {
+        "worst_shift": "gain_2x", "worst_shift_f1_A": 0.8, "worst_shift_f1_A_change": -0.05, "min_shift_roc_auc": 0.97,
+        "worst_shift_recall_A_change": -0.04, "min_shift_af_roc_auc": 0.96}
 
 
 def test_one_name_per_figure_in_every_form():

@@ -192,12 +192,6 @@ def _study_report(args: argparse.Namespace) -> None:
     print((args.out / "study.md").read_text())
 
 
-def _task_run(args: argparse.Namespace) -> None:
-    from ecgpipe.pipeline.task import run_task
-
-    run_task(args.name, args.params, queue=args.queue)
-
-
 def _promote(args: argparse.Namespace) -> None:
     from ecgpipe.tracking.registry import promote
 
@@ -317,16 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
     remote_set.add_argument("--git", required=True, help="the git remote: commits and DVC experiments")
     remote_set.add_argument("--dvc", required=True, help="the DVC remote: the cache")
     remote_set.set_defaults(func=_remote_set)
-    task = commands.add_parser("task", help="tasks of params.yaml (such as four_class) run as DVC experiments")
-    task_run = task.add_subparsers(dest="what", required=True).add_parser(
-        "run", help="run task NAME as one DVC experiment, in a temporary copy (the workspace is left as it is)",
-        description="Runs `dvc exp run --temp --name NAME -S KEY=VALUE... -S ~experiments.OTHER...` with the values "
-                    "of tasks.NAME in params.yaml; `dvc exp show` compares it, `dvc exp apply NAME` brings its "
-                    "outputs into the workspace.")
-    task_run.add_argument("name", help="a task of params.yaml's tasks section, e.g. four_class")
-    task_run.add_argument("--queue", action="store_true", help="queue it instead (run it with `dvc queue start`)")
-    task_run.add_argument("--params", type=Path, default=Path("params.yaml"))
-    task_run.set_defaults(func=_task_run)
     promote = commands.add_parser(
         "promote", help="move @champion of a registered model to a version, on purpose",
         description="Points the alias `champion` of MODEL in the MLflow Model Registry ($MLFLOW_TRACKING_URI, "

@@ -97,6 +97,7 @@ RECORD_PREFIX = RECORD + "_"
 AF_ALARM_PREFIX = RECORD_PREFIX + "af_"
 WORST_SHIFT = "worst_shift"  # the column of the worst shift's name, and the prefix of its figures
 MIN_SHIFT_ROC_AUC = "min_shift_roc_auc"  # the lowest ROC AUC under any shift
+MIN_SHIFT_AF_ROC_AUC = "min_shift_af_roc_auc"  # an AF alarm's lowest AF ROC AUC under any shift
 SHIFT_COLUMNS = (WORST_SHIFT, "min_shift_")  # column prefixes: shown in the report's shift section
 SCORE_COLUMN_PREFIXES = (RECORD_PREFIX, "chunk_")  # the columns a champion metric may be
 
@@ -143,9 +144,13 @@ def interval_columns(record: dict, columns) -> dict:
 
 def worst_shift_columns(worst: dict, positive: str) -> dict:
     """results.csv's columns of the worst shift (``robustness.worst_shift``) for ``positive``'s F1."""
-    f1 = joined("f1", positive)
-    return {WORST_SHIFT: worst["shift"], joined(WORST_SHIFT, f1): worst[f1],
-            joined(WORST_SHIFT, f1, "change"): worst[joined(f1, "change")], MIN_SHIFT_ROC_AUC: worst["min_roc_auc"]}
+    f1, recall = joined("f1", positive), joined("recall", positive)
+    columns = {WORST_SHIFT: worst["shift"], joined(WORST_SHIFT, f1): worst[f1],
+               joined(WORST_SHIFT, f1, "change"): worst[joined(f1, "change")], MIN_SHIFT_ROC_AUC: worst["min_roc_auc"]}
+    if "min_af_roc_auc" in worst:  # a model read as an AF alarm: AF found and its ranking, under the worst shift
+        columns.update({joined(WORST_SHIFT, recall, "change"): worst[joined(recall, "change")],
+                        MIN_SHIFT_AF_ROC_AUC: worst["min_af_roc_auc"]})
+    return columns
 
 
 # --- rhythms a task never saw ---------------------------------------------------------------------
@@ -160,6 +165,21 @@ def unseen_columns(unseen: dict) -> dict:
     for label, value in unseen["af_specificity"].items():
         name = joined(UNSEEN, "af_specificity", label)
         columns.update(with_interval(name, value, *unseen["ci"]["af_specificity"][label]))
+    return columns
+
+
+# --- the served operating point and calibration -------------------------------------------------
+
+
+def calibration_columns(section: dict, positive: str) -> dict:
+    """results.csv's (and MLflow's) columns of eval.json's ``calibration`` section: the temperature, the
+    decision's threshold on P(positive), and the calibration error of P(positive) with its interval and
+    without the temperature."""
+    ece = joined(RECORD, "ece", positive)
+    columns = {"temperature": section["temperature"], **with_interval(ece, section["ece"], *section["ci"]),
+               joined(ece, "uncalibrated"): section["ece_uncalibrated"]}
+    if "decision" in section:
+        columns[joined("threshold", positive)] = section["decision"]["threshold"]
     return columns
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ecgpipe.data.store import CALIBRATION
+
 SPLITS = ("train", "val", "test")
 
 
@@ -69,3 +71,18 @@ def fold_indices(labels: np.ndarray, folds: int, fold: int, test: float = 0.0, s
     return _interleave(parts, seed)
 
 
+
+
+def hold_out(parts: dict[str, np.ndarray], labels: np.ndarray, fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """``fraction`` of each class's training recordings moved to ``CALIBRATION`` (at least one of a
+    class that has two or more), the rest kept in training, each in its order; deterministic for a seed."""
+    generator = torch.Generator().manual_seed(seed + 2)
+    train = parts["train"]
+    chosen = []
+    for label in np.unique(labels[train]):
+        members = np.flatnonzero(labels[train] == label)
+        n = max(int(fraction * len(members)), 1 if len(members) > 1 else 0)
+        chosen.append(members[torch.randperm(len(members), generator=generator).numpy()[:n]])
+    held = np.zeros(len(train), dtype=bool)
+    held[np.concatenate(chosen)] = True
+    return {**parts, "train": train[~held], CALIBRATION: train[held]}

@@ -21,6 +21,10 @@ SOURCE_LABEL_COLUMN = "source_label"
 PREPROCESSING_FILE = "preprocessing.json"  # everything that turns a raw recording into network input
 
 
+# split.json's part of the training recordings held out of training (split.calibration), on which the
+# served operating point and the temperature are fitted
+CALIBRATION = "calibration"
+
 def read_records(spectrogram_dir: Path) -> pd.DataFrame:
     return pd.read_csv(Path(spectrogram_dir) / RECORDS_FILE,
                        dtype={"record": str, "label": str, SOURCE_LABEL_COLUMN: str})

@@ -1,6 +1,6 @@
 """The ensemble of issue 24: a trained network and a gradient-boosted tree model on the recording's
 rhythm features, their probabilities averaged. One object, used like a
-:class:`~ecgpipe.inference.predictor.Predictor` (``class_names``, ``limits``, ``classify``): the
+:class:`~ecgpipe.inference.predictor.Predictor` (``class_names``, ``limits``, ``decision``, ``classify``): the
 same recording reaches both models through the network's own checks and resampling.
 
 An ensemble folder holds ``network/`` (the predictor's ``model.pt``, ``model.json`` and
@@ -51,6 +51,9 @@ class RhythmEnsemble:
     @property
     def class_names(self) -> list[str]:
         return self.predictor.class_names
+
+    # no served operating point of its own yet: its label is the most likely class
+    decision = None
 
     @property
     def limits(self) -> InputLimits:

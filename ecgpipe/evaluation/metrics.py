@@ -86,16 +86,18 @@ def _average_precision(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
 
 
 def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], index: np.ndarray,
-                      sources: np.ndarray | None = None) -> dict:
+                      sources: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
     """Every recording-level figure of ``evaluation.score`` on each row of ``index``: a mapping
     like ``score``'s (``accuracy``, ``f1`` per class, ``roc_auc``, ...) with (resamples,) arrays.
-    ``sources``: each recording's own label, where a class (REST_LABEL) holds several."""
+    ``sources``: each recording's own label, where a class (REST_LABEL) holds several; ``labels``: the
+    class each recording is called (a served decision's rule; None: the most likely class)."""
     y = np.asarray(y, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     n_classes = len(class_names)
     resamples = len(index)
     actual = y[index]
-    predicted = probs.argmax(axis=1)[index]
+    called = probs.argmax(axis=1) if labels is None else np.asarray(labels, dtype=np.int64)
+    predicted = called[index]
     cells = (np.arange(resamples)[:, None] * n_classes + actual) * n_classes + predicted
     confusion = np.bincount(cells.ravel(), minlength=resamples * n_classes * n_classes).reshape(
         resamples, n_classes, n_classes)
@@ -128,7 +130,7 @@ def resampled_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], 
     if set(CHALLENGE_CLASSES) <= set(class_names):
         figures["challenge_score"] = np.mean([figures["f1"][c] for c in CHALLENGE_CLASSES], axis=0)
     if reads_as_af_alarm(y, class_names):
-        figures.update(_af_alarm(probs, class_names, index, y, sources))
+        figures.update(_af_alarm(probs, class_names, index, y, sources, called))
     return figures
 
 
@@ -140,13 +142,14 @@ def reads_as_af_alarm(y: np.ndarray, class_names: list[str]) -> bool:
 
 
 def _af_alarm(probs: np.ndarray, class_names: list[str], index: np.ndarray, y: np.ndarray,
-              sources: np.ndarray | None) -> dict:
+              sources: np.ndarray | None, called: np.ndarray) -> dict:
     """A model read as the answer to "is this AF?" (its P(A)), with the false alarms counted on
     each other label separately (the other classes, or the labels that REST_LABEL holds, by
     ``sources``), because "not AF" mixes normal rhythm, other rhythms and noise, and a detector
     fails on them very differently:
     - ``af_roc_auc``: P(A) of AF recordings against all the others;
-    - ``af_specificity`` per other label: the share of its recordings not called AF (argmax);
+    - ``af_specificity`` per other label: the share of its recordings not called AF (``called``: each
+      recording's label, by the served rule);
     - ``af_specificity_at_sensitivity_95`` per other label: the same share at the P(A) threshold
       where 95% of the AF recordings are called AF (a point of the curve, read on these recordings:
       a property of the ranking, not a threshold chosen for deployment)."""
@@ -159,7 +162,7 @@ def _af_alarm(probs: np.ndarray, class_names: list[str], index: np.ndarray, y: n
     labels = labels[index]
     p_af = probs[:, a][index]
     is_af = y[index] == a
-    called_af = probs.argmax(axis=1)[index] == a
+    called_af = called[index] == a
     # stratified resamples: every row holds the same number of AF recordings
     af_scores = np.sort(p_af[is_af].reshape(len(index), -1), axis=1)
     k = int(np.floor((1 - AF_SENSITIVITY) * af_scores.shape[1]))
@@ -173,17 +176,20 @@ def _af_alarm(probs: np.ndarray, class_names: list[str], index: np.ndarray, y: n
     }
 
 
-def unseen_label_figures(probs: np.ndarray, class_names: list[str], labels: np.ndarray, bootstrap: Bootstrap) -> dict:
+def unseen_label_figures(probs: np.ndarray, class_names: list[str], labels: np.ndarray, bootstrap: Bootstrap,
+                         called: np.ndarray | None = None) -> dict:
     """AF's false alarms on recordings of labels a model was never trained on (CinC's O and ~ for the
     notebook's N-against-A task), per label: how many (``recordings``), and the share not called AF
-    (``af_specificity``, argmax, as ``_af_alarm`` reads a model that knows the label), with its
-    interval (``ci``) from resamples stratified by label."""
+    (``af_specificity``, as ``_af_alarm`` reads a model that knows the label; ``called``: each
+    recording's class by the served rule, None: the most likely), with its interval (``ci``) from
+    resamples stratified by label."""
     labels = np.asarray(labels, dtype=object)
     order = [c for c in KNOWN_LABELS if (labels == c).any()] + sorted(set(labels) - set(KNOWN_LABELS))
     codes = np.array([order.index(label) for label in labels])
     index = np.concatenate([np.arange(len(labels))[None, :],  # row 0: the recordings as they are
                             stratified_resamples(codes, bootstrap.resamples, bootstrap.seed)])
-    not_called_af = (np.asarray(probs).argmax(axis=1) != class_names.index(AF))[index]
+    called = np.asarray(probs).argmax(axis=1) if called is None else np.asarray(called)
+    not_called_af = (called != class_names.index(AF))[index]
     figures: dict = {"recordings": {}, "af_specificity": {}, "ci": {"af_specificity": {}}}
     for k, label in enumerate(order):
         members = codes[index] == k
@@ -195,10 +201,10 @@ def unseen_label_figures(probs: np.ndarray, class_names: list[str], labels: np.n
 
 
 def confidence_intervals(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap,
-                         sources: np.ndarray | None = None) -> dict:
+                         sources: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
     """A (low, high) interval for every figure of ``resampled_figures``, same layout."""
     index = stratified_resamples(y, bootstrap.resamples, bootstrap.seed)
-    figures = resampled_figures(y, probs, class_names, index, sources)
+    figures = resampled_figures(y, probs, class_names, index, sources, labels)
 
     def intervals(value):
         if isinstance(value, dict):
@@ -234,12 +240,14 @@ def paired_difference(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, c
     return PairedDifference(float(point), low, high)
 
 
-def score(y: np.ndarray, probs: np.ndarray, class_names: list[str], sources: np.ndarray | None = None) -> dict:
+def score(y: np.ndarray, probs: np.ndarray, class_names: list[str], sources: np.ndarray | None = None,
+          labels: np.ndarray | None = None) -> dict:
     """Every figure of one level: accuracy, balanced accuracy, per-class precision / recall / F1 /
     specificity / support, macro F1, ROC AUC, average precision (one-vs-rest macro averages with more
     than two classes), confusion matrix (counts and row-normalised), and, with N, A and O among the
     classes, the CinC 2017 challenge score; a model read as an AF alarm also gets its false alarms
-    per label (``sources``: each recording's own, for REST_LABEL).
+    per label (``sources``: each recording's own, for REST_LABEL). ``labels``: the class each recording
+    is called, where a served decision's rule says (None: the most likely class).
 
     Each figure is defined once, in ``resampled_figures``: the point estimate is its identity resample.
     A class that is never predicted has an undefined precision: it is reported as 0 with a warning.
@@ -247,11 +255,11 @@ def score(y: np.ndarray, probs: np.ndarray, class_names: list[str], sources: np.
     y = np.asarray(y, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     n_classes = len(class_names)
-    predicted = probs.argmax(axis=1)
+    predicted = probs.argmax(axis=1) if labels is None else np.asarray(labels, dtype=np.int64)
     never = [class_names[c] for c in range(n_classes) if not (predicted == c).any() and (y == c).any()]
     if never:
         warnings.warn(f"no predictions for class(es) {never}: their precision is set to 0")
-    point = resampled_figures(y, probs, class_names, np.arange(len(y))[None, :], sources)
+    point = resampled_figures(y, probs, class_names, np.arange(len(y))[None, :], sources, labels)
     point = {k: {c: float(v[0]) for c, v in f.items()} if isinstance(f, dict) else float(f[0]) for k, f in point.items()}
     present = np.unique(y)
     if len(present) < 2:

@@ -14,6 +14,7 @@ from ecgpipe.inference.readers import Signal
 from ecgpipe.signal.shifts import Shift, shift_rng
 
 SHIFT_FIGURES = ("roc_auc", "f1", "recall", "specificity")  # recall of A = sensitivity to AF
+AF_ROC_AUC = "af_roc_auc"  # P(A) of AF against every other recording, where a model reads as an AF alarm
 
 
 def score_shift(predictor: Predictor, signals: list[Signal], rows: torch.Tensor, name: str, shift: Shift, seed: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -25,28 +26,33 @@ def score_shift(predictor: Predictor, signals: list[Signal], rows: torch.Tensor,
     return predictor.score(shifted, rows.tolist(), batch_size, device).probs
 
 
-def resample_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap) -> tuple[dict, dict]:
+def resample_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap,
+                     labels: np.ndarray | None = None) -> tuple[dict, dict]:
     """(figures on the recordings as they are, figures on each bootstrap resample): the resamples
     depend only on ``y`` and the seed, so those of two scorings of the same recordings are paired."""
     identity = np.arange(len(y))[None, :]
     index = stratified_resamples(y, bootstrap.resamples, bootstrap.seed)
-    return resampled_figures(y, probs, class_names, identity), resampled_figures(y, probs, class_names, index)
+    return (resampled_figures(y, probs, class_names, identity, labels=labels),
+            resampled_figures(y, probs, class_names, index, labels=labels))
 
 
 def shift_figures(y: np.ndarray, probs: np.ndarray, clean: tuple[dict, dict], class_names: list[str],
-                  bootstrap: Bootstrap) -> dict:
+                  bootstrap: Bootstrap, labels: np.ndarray | None = None) -> dict:
     """One shift's recording-level figures: ROC AUC, F1, sensitivity (``recall``) and specificity per
     class, each with its interval (``ci``), and ``change``: the paired difference from the unshifted
     figures ``clean`` (of :func:`resample_figures`) of F1 of the positive class and of ROC AUC,
-    as [difference, low, high]."""
-    full = score(y, probs, class_names)
-    figures = {k: full[k] for k in SHIFT_FIGURES}
-    point, resampled = resample_figures(y, probs, class_names, bootstrap)
+    as [difference, low, high]. ``labels``: each recording's class by a served decision's rule (None:
+    the most likely class; ``clean`` must have been labelled the same way)."""
+    full = score(y, probs, class_names, labels=labels)
+    alarm = AF_ROC_AUC in full  # a model read as an AF alarm: its ranking of AF, and AF found, too
+    figures = {k: full[k] for k in (*SHIFT_FIGURES, *([AF_ROC_AUC] if alarm else []))}
+    point, resampled = resample_figures(y, probs, class_names, bootstrap, labels)
     figures["ci"] = {k: {c: list(bootstrap.interval(v)) for c, v in resampled[k].items()}
                      if isinstance(resampled[k], dict) else list(bootstrap.interval(resampled[k]))
-                     for k in SHIFT_FIGURES}
+                     for k in figures}
     figures["change"] = {}
-    for name in (f"f1_{positive_class(class_names)}", "roc_auc"):
+    positive = positive_class(class_names)
+    for name in (f"f1_{positive}", "roc_auc", *([f"recall_{positive}"] if alarm else [])):
         difference = float(stat_figure(point, name)[0] - stat_figure(clean[0], name)[0])
         low, high = bootstrap.interval(stat_figure(resampled, name) - stat_figure(clean[1], name))
         figures["change"][name] = [difference, low, high]
@@ -59,11 +65,15 @@ def evaluate_shifts(predictor: Predictor, record_labels: torch.Tensor, clean: Sp
     (starting from the recordings as it read them)."""
     signals = [clean.signals[r] for r in clean.rows.tolist()]
     y = record_labels[clean.rows].numpy()
-    clean_resampled = resample_figures(y, clean.probs.numpy(), list(predictor.class_names), bootstrap)
+    decide = predictor.preprocessing  # a served decision's rule labels the recordings, shifted or not
+    labels_of = (lambda p: None) if decide.decision is None else decide.labels  # noqa: E731
+    clean_probs = clean.probs.numpy()
+    clean_resampled = resample_figures(y, clean_probs, list(predictor.class_names), bootstrap, labels_of(clean_probs))
     results = {}
     for name, shift in shifts.items():
-        probs = score_shift(predictor, signals, clean.rows, name, shift, seed, batch_size, device)
-        results[name] = shift_figures(y, probs.numpy(), clean_resampled, list(predictor.class_names), bootstrap)
+        probs = score_shift(predictor, signals, clean.rows, name, shift, seed, batch_size, device).numpy()
+        results[name] = shift_figures(y, probs, clean_resampled, list(predictor.class_names), bootstrap,
+                                      labels_of(probs))
     return results
 
 
@@ -73,10 +83,16 @@ def worst_shift(shifts: dict, class_names: list[str]) -> dict | None:
         return None
     positive = positive_class(class_names)
     name = min(shifts, key=lambda n: shifts[n]["f1"][positive])
-    return {"shift": name, f"f1_{positive}": shifts[name]["f1"][positive],
-            f"f1_{positive}_change": shifts[name]["change"][f"f1_{positive}"][0],
-            "min_roc_auc": min(v["roc_auc"] for v in shifts.values()),
-            "min_roc_auc_shift": min(shifts, key=lambda n: shifts[n]["roc_auc"])}
+    worst = {"shift": name, f"f1_{positive}": shifts[name]["f1"][positive],
+             f"f1_{positive}_change": shifts[name]["change"][f"f1_{positive}"][0],
+             "min_roc_auc": min(v["roc_auc"] for v in shifts.values()),
+             "min_roc_auc_shift": min(shifts, key=lambda n: shifts[n]["roc_auc"])}
+    if all(AF_ROC_AUC in v for v in shifts.values()):  # an AF alarm: its gate reads these (docs/decisions)
+        recall = f"recall_{positive}_change"
+        worst.update({recall: min(v["change"][f"recall_{positive}"][0] for v in shifts.values()),
+                      f"{recall}_shift": min(shifts, key=lambda n: shifts[n]["change"][f"recall_{positive}"][0]),
+                      "min_af_roc_auc": min(v[AF_ROC_AUC] for v in shifts.values())})
+    return worst
 
 
 def shift_mlflow_metrics(split: str, shifts: dict) -> dict[str, float]:
@@ -84,7 +100,7 @@ def shift_mlflow_metrics(split: str, shifts: dict) -> dict[str, float]:
     flat = {}
     for name, figures in shifts.items():
         prefix = shift_metric_prefix(split, name)
-        for key in SHIFT_FIGURES:
+        for key in figures["ci"]:
             value, interval = figures[key], figures["ci"][key]
             for cls, v in (value.items() if isinstance(value, dict) else [("", value)]):
                 low, high = interval[cls] if cls else interval

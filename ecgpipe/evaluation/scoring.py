@@ -19,15 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ecgpipe.core.device import resolve_device
 from ecgpipe.core.errors import PredictError, StoreError
 from ecgpipe.core.results import AF, LEVELS, RECORD, VAL, history_name, interval, joined, mlflow_names
 from ecgpipe.core.units import REST_LABEL
 from ecgpipe.data.balance import oversample
 from ecgpipe.data.records import read_reference
-from ecgpipe.data.store import Chunks, read_records, source_labels
+from ecgpipe.data.store import Chunks
 from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, score, unseen_label_figures
-from ecgpipe.inference.checkpoint import load_trained
 from ecgpipe.inference.featurizers import SpectrogramChunks
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.preprocessing import Preprocessing
@@ -144,26 +142,29 @@ def score_unseen_labels(predictor: Predictor, records_dir: Path, batch_size: int
                                          device)
     for i, why in refused.items():
         log.warning("%s: not scored as an unseen rhythm: %s", records[i], why)
-    return {**unseen_label_figures(probs, classes, [unseen[records[i]] for i in scored], bootstrap),
+    called = predictor.preprocessing.labels(probs) if len(probs) else None  # the served rule's labels
+    return {**unseen_label_figures(probs, classes, [unseen[records[i]] for i in scored], bootstrap, called),
             "refused": len(refused)}
 
 
 def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels: torch.Tensor,
                    class_names: list[str], bootstrap: Bootstrap | None = None,
-                   record_sources: np.ndarray | None = None) -> dict:
+                   record_sources: np.ndarray | None = None, served: Preprocessing | None = None) -> dict:
     """Scores at the three levels; with ``bootstrap``, the recording level also gets ``ci``: an
     interval for every figure. ``record_sources``: each recording's own label, by row (for the
-    false alarms per label of a class that holds several)."""
+    false alarms per label of a class that holds several). ``served``: a preprocessing with a
+    decision's rule, which then labels the recordings (the chunk levels keep the most likely class)."""
     y = record_labels[outputs.owner]
     chunk_probs = probabilities(outputs.logits)
     record_y = record_labels[outputs.rows].numpy()
     sources = None if record_sources is None else record_sources[outputs.rows.numpy()]
+    labels = None if served is None or served.decision is None else served.labels(outputs.probs.numpy())
     scores = dict(zip(LEVELS, (score(y[balanced].numpy(), chunk_probs[balanced].numpy(), class_names),
                                score(y.numpy(), chunk_probs.numpy(), class_names),
-                               score(record_y, outputs.probs.numpy(), class_names, sources))))
+                               score(record_y, outputs.probs.numpy(), class_names, sources, labels))))
     if bootstrap is not None:
         scores[RECORD]["ci"] = confidence_intervals(record_y, outputs.probs.numpy(), class_names, bootstrap,
-                                                        sources)
+                                                    sources, labels)
     return scores
 
 
@@ -196,24 +197,6 @@ class Validation:
         if AF in class_names:
             figures[history_name(VAL, RECORD, joined("f1", AF))] = record["f1"][AF]
         return mlflow_names(figures)
-
-
-def score_saved_model(model_dir: Path, split: str, records_dir: Path, spectrogram_dir: Path, chunks_dir: Path, *,
-                      aggregation: str, device: str, batch_size: int, seed: int,
-                      bootstrap: Bootstrap) -> tuple[Predictor, SplitOutputs, dict]:
-    """A trained model's predictor (with ``aggregation``) and its scores on ``split``: ``batch_size``
-    windows per forward pass, ``seed`` for the balanced set of a featurizer without a chunk file."""
-    device = resolve_device(device)
-    model, spec = load_trained(model_dir, device)
-    preprocessing = dataclasses.replace(Preprocessing.from_spec(spec), aggregation=aggregation)
-    predictor = Predictor(model, preprocessing)
-    table = read_records(spectrogram_dir)
-    record_labels = torch.tensor(table["class_index"].to_numpy())
-    outputs, balanced = score_split(predictor, records_dir, table["record"].to_numpy(), record_labels,
-                                    Chunks.load(Path(chunks_dir) / f"{split}.pt", "cpu"),
-                                    batch_size, seed, device)
-    scores = evaluate_split(outputs, balanced, record_labels, predictor.class_names, bootstrap, source_labels(table))
-    return predictor, outputs, scores
 
 
 def metrics_for_dvc(scores: dict) -> dict:

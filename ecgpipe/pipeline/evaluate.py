@@ -11,17 +11,23 @@ from sklearn import metrics as skm
 
 from ecgpipe.core.device import resolve_device
 from ecgpipe.core.io import json_text, read_json, staged_outputs
-from ecgpipe.core.results import RECORD, UNSEEN, joined, mlflow_names, shifts_key, unseen_columns, worst_shift_key
-from ecgpipe.data.store import read_records
+from ecgpipe.core.results import (
+    RECORD,
+    UNSEEN,
+    calibration_columns,
+    joined,
+    mlflow_names,
+    shifts_key,
+    unseen_columns,
+    worst_shift_key,
+)
+from ecgpipe.data.store import CALIBRATION, read_records
+from ecgpipe.evaluation.calibration import calibration_figures
 from ecgpipe.evaluation.metrics import Bootstrap, positive_class
 from ecgpipe.evaluation.robustness import evaluate_shifts, shift_mlflow_metrics, worst_shift
-from ecgpipe.evaluation.scoring import (
-    metrics_for_dvc,
-    mlflow_metrics,
-    per_class_table,
-    score_saved_model,
-    score_unseen_labels,
-)
+from ecgpipe.evaluation.saved_model import score_saved_model
+from ecgpipe.evaluation.scoring import metrics_for_dvc, mlflow_metrics, per_class_table, score_unseen_labels
+from ecgpipe.inference.predictor import served_settings
 from ecgpipe.params import ChunkParams, EvaluateParams, TrainParams
 
 
@@ -33,7 +39,22 @@ def bootstrap_of(evaluate: EvaluateParams) -> Bootstrap:
 def scoring_settings(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParams) -> dict:
     """What scoring a saved model takes from params.yaml (``score_saved_model``'s keywords)."""
     return {"aggregation": evaluate.aggregation, "device": train.device, "batch_size": train.eval_batch_size,
-            "seed": chunk.seed, "bootstrap": bootstrap_of(evaluate)}
+            "seed": chunk.seed, "bootstrap": bootstrap_of(evaluate), "af_sensitivity": evaluate.af_sensitivity}
+
+
+def calibration_section(predictor, outputs, is_positive, held_out: Path, bootstrap: Bootstrap) -> dict | None:
+    """eval.json's section of a predictor fitted on the recordings held out of training (``held_out``, the
+    split's calibration chunk file): its temperature, its decision's rule, and the calibration error of
+    P(positive) on ``outputs``' recordings, with the temperature and without it (None: nothing held out)."""
+    if not held_out.is_file():
+        return None
+    served = predictor.preprocessing
+    _, raw = dataclasses.replace(served, temperature=1.0).aggregate(outputs.logits, outputs.owner)
+    positive = predictor.class_names.index(positive_class(predictor.class_names))
+    figures = calibration_figures(outputs.probs.numpy()[:, positive], is_positive, bootstrap)
+    return {"temperature": served.temperature,
+            **({"decision": served.decision.to_dict()} if served.decision is not None else {}),
+            **figures, "ece_uncalibrated": calibration_figures(raw.numpy()[:, positive], is_positive, bootstrap)["ece"]}
 
 
 def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParams, name: str, records_dir: Path,
@@ -75,7 +96,7 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
         predictions = pd.DataFrame({
             "record": table["record"].to_numpy()[rows],
             "actual": [class_names[i] for i in actual],
-            "predicted": [class_names[i] for i in probs.argmax(axis=1)],
+            "predicted": [class_names[i] for i in predictor.preprocessing.labels(probs)],  # the served label
             **{f"p_{c}": probs[:, i].round(6) for i, c in enumerate(class_names)},
         })
         is_positive = actual == positive
@@ -89,6 +110,11 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
         figures[f"confusion_{split}.png"] = plots.confusion_matrices(scores[split], class_names, f"{name}: {split}")
         figures[f"roc_pr_{split}.png"] = plots.roc_pr_curves(
             fpr, tpr, recall, precision, scores[split][RECORD], class_names[positive], f"{name}: {split}, per recording")
+        held_out = Path(chunks_dir) / f"{CALIBRATION}.pt"
+        calibrated = calibration_section(predictor, rec, actual == positive, held_out, bootstrap_of(evaluate))
+        if calibrated is not None:
+            figures[f"reliability_{split}.png"] = plots.reliability(calibrated, class_names[positive],
+                                                                    f"{name}: {split}, per recording")
 
     # the same recordings again under each device shift (params evaluate.shifts), through predict's path
     record_labels = torch.tensor(table["class_index"].to_numpy())
@@ -100,6 +126,8 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
     unseen = score_unseen_labels(predictor, records_dir, train.eval_batch_size, bootstrap_of(evaluate),
                                  resolve_device(train.device))
     summary = metrics_for_dvc(scores)
+    if calibrated is not None:
+        summary[CALIBRATION] = metrics_for_dvc(calibrated)
     if unseen is not None:
         summary[UNSEEN] = metrics_for_dvc(unseen)
     if shifted:
@@ -115,7 +143,7 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
                 frames[kind].to_csv(folders[kind] / f"{split}.csv", index=False, float_format="%.6g")
         for file_name, fig in figures.items():
             fig.savefig(folders["figures"] / file_name, dpi=110)
-        pyfunc.save_predictor(model_dir, evaluate.aggregation, example, staged.dir(predictor_dir))
+        pyfunc.save_predictor(model_dir, served_settings(predictor.preprocessing), example, staged.dir(predictor_dir))
         staged.file(metrics_path).write_text(json_text(summary))
 
     run_info = read_json(Path(model_dir) / RUN_FILE)
@@ -131,6 +159,8 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
                              "results": metrics_for_dvc(shifted)}, "evaluation/val_shifts.json")
         if unseen is not None:
             mlflow.log_metrics(mlflow_names(unseen_columns(unseen)))
+        if calibrated is not None:
+            mlflow.log_metrics(calibration_columns(calibrated, class_names[positive]))
         mlflow.log_param("evaluate.aggregation", evaluate.aggregation)
         for split, levels in scores.items():
             for level, result in levels.items():
@@ -142,7 +172,7 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
         for file_name, fig in figures.items():
             mlflow.log_figure(fig, f"evaluation/{file_name}")
         plots.close(*figures.values())
-        pyfunc.log_predictor(model_dir, evaluate.aggregation, example)
+        pyfunc.log_predictor(model_dir, served_settings(predictor.preprocessing), example)
         # the train stage's dvc.lock entry exists by now (DVC writes it when the stage ends); DVC
         # runs stages in the repository's root, for a queued experiment in its temporary copy
         tracking.log_dvc_lock_entry(f"train@{name}", Path("dvc.lock"))

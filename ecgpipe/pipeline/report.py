@@ -17,6 +17,7 @@ from ecgpipe.core.results import (
     SHIFT_COLUMNS,
     UNSEEN,
     WORST_SHIFT,
+    calibration_columns,
     figure_columns,
     interval_columns,
     is_record_column,
@@ -27,6 +28,7 @@ from ecgpipe.core.results import (
     worst_shift_columns,
     worst_shift_key,
 )
+from ecgpipe.data.store import CALIBRATION
 from ecgpipe.evaluation.metrics import Bootstrap, positive_class
 from ecgpipe.params import ExperimentParams, Params, ReportParams, SpectrogramParams
 from ecgpipe.pipeline.evaluate import scoring_settings
@@ -93,6 +95,8 @@ def experiment_row(name: str, experiment: ExperimentParams, spectrogram: Spectro
         row.update(interval_columns(record, list(row)))
     if UNSEEN in eval_json:  # AF's false alarms on the labels the task never trained on
         row.update(unseen_columns(eval_json[UNSEEN]))
+    if CALIBRATION in eval_json:  # fitted on recordings held out of training: temperature, threshold, ECE
+        row.update(calibration_columns(eval_json[CALIBRATION], positive_class(list(record["f1"]))))
     worst = eval_json.get(worst_shift_key(split))
     if worst is not None:  # robustness beside the clean figures; the champion is chosen on the clean ones
         row.update(worst_shift_columns(worst, positive_class(list(record["f1"]))))
@@ -171,7 +175,7 @@ def score_champion_on_test(scoring: dict, champion: str, models_dir: Path, chunk
     """The champion's figures on the held-out test recordings (those of ``chunks/test.pt``), with
     intervals; None without a test split. Only the champion is scored there, once, after it was
     chosen on validation, so that the test figures are not a second round of selection."""
-    from ecgpipe.evaluation.scoring import score_saved_model
+    from ecgpipe.evaluation.saved_model import score_saved_model
 
     if not (Path(chunks_dir) / "test.pt").is_file():
         return None

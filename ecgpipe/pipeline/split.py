@@ -7,7 +7,7 @@ import numpy as np
 
 from ecgpipe.core.errors import ParamsError
 from ecgpipe.core.io import write_json
-from ecgpipe.data.split import fold_indices, split_indices
+from ecgpipe.data.split import fold_indices, hold_out, split_indices
 from ecgpipe.data.store import read_records
 from ecgpipe.params import SplitParams
 
@@ -21,6 +21,8 @@ def run_split(params: SplitParams, spectrogram_dir: Path, out_path: Path) -> dic
     else:
         parts = fold_indices(labels, params.folds, params.fold, params.test, params.seed)
         check_fold_count(parts, labels, table["label"].to_numpy(), params)
+    if params.calibration > 0:
+        parts = hold_out(parts, labels, params.calibration, params.seed)
     check_every_class(parts, labels, table["label"].to_numpy(), params)
     ids = table["record"].to_numpy()
     split = {name: ids[idx].tolist() for name, idx in parts.items()}
@@ -46,7 +48,7 @@ def check_every_class(parts: dict[str, np.ndarray], labels: np.ndarray, names: n
     a class missing from one is a ParamsError naming the split, the class and what would fit."""
     present = {int(c): str(n) for c, n in zip(labels, names)}
     counts = {present[c]: int((labels == c).sum()) for c in sorted(present)}
-    for split in ("train", "val", "test"):
+    for split in parts:
         if split == "test" and not len(parts["test"]):
             continue
         missing = [present[c] for c in sorted(present) if not (labels[parts[split]] == c).any()]
@@ -54,7 +56,8 @@ def check_every_class(parts: dict[str, np.ndarray], labels: np.ndarray, names: n
             where = (f"fold {params.fold} of split.folds {params.folds}" if params.fold is not None
                      else f"split {params.train:g}/{params.val:g}/{params.test:g}")
             fewest = min(counts.values())
-            hint = (f"use at most {fewest} folds" if params.fold is not None
+            hint = ("use a larger split.calibration" if split == "calibration"
+                    else f"use at most {fewest} folds" if params.fold is not None
                     else "use stratify: true, or larger fractions")
             raise ParamsError(f"params: split: {where} leaves no recording of class {', '.join(missing)} in {split} "
                               f"(recordings per class: {counts}); {hint}")

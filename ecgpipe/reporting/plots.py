@@ -63,6 +63,28 @@ def confusion_matrices(levels: dict, class_names: list[str], title: str):
     return fig
 
 
+def reliability(section: dict, positive: str, title: str):
+    """The reliability curve of P(positive) (eval.json's calibration section): each bin's mean
+    probability against the observed share of positives, marker area by recordings; the served
+    threshold as a vertical line."""
+    bins = section["bins"]
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="calibrated")
+    ax.plot(bins["mean_probability"], bins["observed"], marker="o", label=f"temperature {section['temperature']:.2f}")
+    ax.scatter(bins["mean_probability"], bins["observed"], s=[8 + 2 * n ** 0.5 for n in bins["recordings"]], alpha=0.4)
+    if "decision" in section:
+        threshold = section["decision"]["threshold"]
+        ax.axvline(threshold, c="C3", lw=1, label=f"served threshold {threshold:.3f}")
+    low, high = section["ci"]
+    ax.set(xlabel=f"P({positive})", ylabel=f"share of {positive} recordings", xlim=(0, 1), ylim=(0, 1),
+           title=f"{title}\nECE {section['ece']:.3f} [{low:.3f}–{high:.3f}] "
+                 f"(without temperature {section['ece_uncalibrated']:.3f})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def roc_pr_curves(fpr, tpr, recall, precision, result: dict, positive: str, title: str):
     """ROC and precision-recall curves of one class against the rest."""
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.3))
