@@ -20,9 +20,15 @@ def test_the_projects_af_vs_rest_task():
     params = task_params(ROOT / "params.yaml", "af_vs_rest")
     assert params.spectrogram.classes == ["rest", "A"]
     assert set(params.experiments) == {"raw_resnet-robust_crop"}  # params.yaml's task_experiments
-    # the four-class task's recordings, and the notebook task's gate on the device shifts
-    assert params.spectrogram.min_length == task_params(ROOT / "params.yaml", "four_class").spectrogram.min_length
-    assert params.report.gate == load_params(ROOT / "params.yaml").report.gate
+    # the four-class task's recordings, operating point and gate: the AF detector's, as declared in
+    # docs/decisions/af-detector-gate.md before its first run
+    four = task_params(ROOT / "params.yaml", "four_class")
+    assert params.spectrogram.min_length == four.spectrogram.min_length
+    assert params.report.gate == four.report.gate and params.evaluate.af_sensitivity == 0.95 == four.evaluate.af_sensitivity
+    assert {k: v.at_least for k, v in params.report.gate.items()} == {
+        "record_recall_A": 0.93, "record_af_specificity_N": 0.97, "record_af_specificity_O": 0.85,
+        "record_af_specificity_~": 0.80, "worst_shift_recall_A_change": -0.05, "min_shift_af_roc_auc": 0.95}
+    assert params.split.calibration == 0.1 and load_params(ROOT / "params.yaml").split.calibration == 0.0
     assert params.report.champion_metric == "record_f1_A"
 
 
