@@ -65,8 +65,7 @@ def evaluate_shifts(predictor: Predictor, record_labels: torch.Tensor, clean: Sp
     (starting from the recordings as it read them)."""
     signals = [clean.signals[r] for r in clean.rows.tolist()]
     y = record_labels[clean.rows].numpy()
-    decide = predictor.preprocessing  # a served decision's rule labels the recordings, shifted or not
-    labels_of = (lambda p: None) if decide.decision is None else decide.labels  # noqa: E731
+    labels_of = predictor.preprocessing.labels  # the served label (the most likely class without a rule)
     clean_probs = clean.probs.numpy()
     clean_resampled = resample_figures(y, clean_probs, list(predictor.class_names), bootstrap, labels_of(clean_probs))
     results = {}

@@ -158,7 +158,7 @@ def evaluate_split(outputs: SplitOutputs, balanced: torch.Tensor, record_labels:
     chunk_probs = probabilities(outputs.logits)
     record_y = record_labels[outputs.rows].numpy()
     sources = None if record_sources is None else record_sources[outputs.rows.numpy()]
-    labels = None if served is None or served.decision is None else served.labels(outputs.probs.numpy())
+    labels = None if served is None else served.labels(outputs.probs.numpy())
     scores = dict(zip(LEVELS, (score(y[balanced].numpy(), chunk_probs[balanced].numpy(), class_names),
                                score(y.numpy(), chunk_probs.numpy(), class_names),
                                score(record_y, outputs.probs.numpy(), class_names, sources, labels))))
