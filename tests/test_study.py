@@ -3,6 +3,7 @@ study run end to end by two parallel DVC queue workers."""
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,10 @@ def test_queue_commands_one_per_fold_and_seed():
                            "evaluate@a-chunked", "evaluate@b-random_chunk"]
     assert {tuple(c[9:12:2]) for c in commands} == {(f"split.fold={k}", f"train.seed={s}")
                                                      for k in range(3) for s in (1, 2)}
+    # a task's study runs the task's stages, which dvc.yaml names by task and experiment
+    task_commands = queue_commands("cv", 3, [1], ["a-chunked"], task="four_class")
+    assert task_commands[0][-1] == "task_evaluate@four_class-a-chunked"
+    assert task_commands[0][:-1] == commands[0][:-2]
 
 
 def test_t_interval_matches_scipy():
@@ -318,3 +323,18 @@ def test_an_af_against_the_rest_study_reports_the_false_alarms_per_label(tmp_pat
     text = (tmp_path / "reports" / "study.md").read_text()
     assert "record_af_specificity_at_sensitivity_95_N" in text and "record_challenge_score" not in text
     assert "record_f1_O" not in text
+
+
+def test_a_task_study_queues_the_tasks_stages_into_its_mlflow_experiment(monkeypatch, capsys):
+    from ecgpipe.cli import main
+
+    calls = []
+    monkeypatch.setattr("ecgpipe.pipeline.study.run_study", lambda *a, **k: calls.append((a, k)))
+    params = str(Path(__file__).parents[1] / "params.yaml")
+    main(["study", "run", "--name", "cv", "--task", "four_class", "--params", params])
+    (name, folds, seeds, experiments, jobs, experiment_name), kwargs = calls[0]
+    assert experiments == ["raw_resnet-robust_crop"] and experiment_name == "ecgpipe-four-class"
+    assert kwargs["task"] == "four_class"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "run", "--name", "cv", "--task", "nine_class", "--params", params])
+    assert "tasks.nine_class: no such task" in str(exit_info.value.code)

@@ -127,16 +127,26 @@ def _predict(args: argparse.Namespace) -> None:
         sys.exit(f"{failed} of {len(table)} recordings could not be classified (see the error column)")
 
 
-def _study_run(args: argparse.Namespace) -> None:
+def _study_params(args: argparse.Namespace):
+    """The params a study's runs see: params.yaml's, or with ``--task`` that task's."""
     from ecgpipe.params import load_params
+    from ecgpipe.pipeline.task import task_params
+
+    return load_params(args.params) if args.task is None else task_params(args.params, args.task)
+
+
+def _study_run(args: argparse.Namespace) -> None:
     from ecgpipe.pipeline.study import run_study
 
-    params = load_params(args.params)
+    params = _study_params(args)
     experiments = args.experiments or list(params.experiments)
     for name in experiments:
         params.experiment(name)  # an unknown name fails here, before anything is queued
     if args.backend == "ray":
         from ecgpipe.pipeline.ray_study import run_ray_study
+
+        if args.task is not None:
+            sys.exit("ecgpipe study run: --task: the ray backend runs the notebook's task only; use --backend dvc-queue")
 
         # a task asks Ray for a GPU when the experiments train on one (train.device: cuda...)
         gpus = 1 if params.train.device.startswith("cuda") else 0
@@ -145,7 +155,7 @@ def _study_run(args: argparse.Namespace) -> None:
             print(f"{row['experiment']}: ran on node {row['node_ip']} ({row['node_id'][:12]})")
         return
     run_study(args.name, args.folds, args.seeds, experiments, args.jobs, params.mlflow.experiment_name,
-              wait=args.wait)
+              wait=args.wait, task=args.task)
 
 
 def _ensemble_fit(args: argparse.Namespace) -> None:
@@ -182,11 +192,10 @@ def _remote_set(args: argparse.Namespace) -> None:
 
 
 def _study_report(args: argparse.Namespace) -> None:
-    from ecgpipe.params import load_params
     from ecgpipe.reporting.study import report_study
     from ecgpipe.tracking.runs import tracking_uri
 
-    params = load_params(args.params)
+    params = _study_params(args)
     report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out,
                               params.evaluate.confidence)
     print((args.out / "study.md").read_text())
@@ -268,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", action="store_true",
                      help="return only when the queue is empty; exit non-zero naming the study's failed runs")
     run.add_argument("--params", type=Path, default=Path("params.yaml"))
+    run.add_argument("--task", help="a task of params.yaml's tasks: its stages and MLflow experiment "
+                                    "(--experiments then names its task_experiments)")
     run.add_argument("--backend", choices=["dvc-queue", "ray"], default="dvc-queue",
                      help="dvc-queue: DVC's local queue workers (one machine); ray: one Ray task per fold and seed "
                           "on a Ray cluster, each in a fresh clone, with the remotes of `ecgpipe remote set` and "
@@ -280,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--name", required=True, type=_study_name)
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder for study.md, .csv and .png")
     report.add_argument("--params", type=Path, default=Path("params.yaml"))
+    report.add_argument("--task", help="a task of params.yaml's tasks: the study's runs are in its MLflow experiment")
     report.set_defaults(func=_study_report)
     ensemble = commands.add_parser(
         "ensemble", help="a network and a tree model on rhythm features, as one servable model").add_subparsers(

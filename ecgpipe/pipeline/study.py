@@ -2,8 +2,9 @@
 workers, then aggregated across folds from MLflow.
 
 A study named NAME queues, for every fold k and seed s, ``dvc exp run --queue -S split.fold=k
--S train.seed=s -S study.name=NAME evaluate@EXPERIMENT ...`` and starts ``dvc queue start -j
-JOBS``. Each train stage tags its MLflow run with ``study``, ``fold`` and ``seed``.
+-S train.seed=s -S study.name=NAME evaluate@EXPERIMENT ...`` (for a task of params.yaml's
+``tasks``, ``task_evaluate@TASK-EXPERIMENT``) and starts ``dvc queue start -j JOBS``. Each train
+stage tags its MLflow run with ``study``, ``fold`` and ``seed``.
 
 The report reads the runs back from MLflow rather than from ``dvc exp show``: MLflow holds every
 worker's runs in one store, with their tags and artifacts, whether or not the experiments' git
@@ -26,9 +27,16 @@ from ecgpipe.core.errors import StudyError
 from ecgpipe.reporting.study import check_study_name
 
 
-def queue_commands(name: str, folds: int, seeds: list[int], experiments: list[str]) -> list[list[str]]:
-    """The ``dvc exp run --queue`` commands of a study: one per fold and seed."""
-    targets = [f"evaluate@{e}" for e in experiments]
+def evaluate_stage(experiment: str, task: str | None = None) -> str:
+    """dvc.yaml's stage that evaluates ``experiment``: the notebook's task's, or task ``task``'s."""
+    return f"evaluate@{experiment}" if task is None else f"task_evaluate@{task}-{experiment}"
+
+
+def queue_commands(name: str, folds: int, seeds: list[int], experiments: list[str],
+                   task: str | None = None) -> list[list[str]]:
+    """The ``dvc exp run --queue`` commands of a study: one per fold and seed. With ``task``, of that
+    task's stages (its params file takes split, train and study from params.yaml's)."""
+    targets = [evaluate_stage(e, task) for e in experiments]
     return [["dvc", "exp", "run", "--queue", "--name", f"{name}-fold{fold}-seed{seed}",
              "-S", f"split.folds={folds}", "-S", f"split.fold={fold}", "-S", f"train.seed={seed}",
              "-S", f"study.name={name}", *targets]
@@ -76,7 +84,7 @@ def worker_environment(jobs: int) -> dict[str, str]:
 
 
 def run_study(name: str, folds: int, seeds: list[int], experiments: list[str], jobs: int, experiment_name: str,
-              wait: bool = False, poll_s: float = 5.0) -> list[list[str]]:
+              wait: bool = False, poll_s: float = 5.0, task: str | None = None) -> list[list[str]]:
     """Queue the study's experiments and start ``jobs`` queue workers; with ``wait``, return only
     when the queue is empty. Returns the commands it ran."""
     from ecgpipe.tracking.runs import tracking_uri
@@ -86,7 +94,7 @@ def run_study(name: str, folds: int, seeds: list[int], experiments: list[str], j
     prepare_store(tracking_uri(), experiment_name)
     if folds < 2 or jobs < 1:
         raise StudyError(f"a study needs at least 2 folds and 1 worker, got {folds} folds and {jobs} workers")
-    queued = queue_commands(name, folds, seeds, experiments)
+    queued = queue_commands(name, folds, seeds, experiments, task)
     commands = [*queued, ["dvc", "queue", "start", "-j", str(jobs)]]
     env = worker_environment(jobs)
     failed_before = {task for task, _, status in _queue_rows() or [] if status == "Failed"}
