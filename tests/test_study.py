@@ -338,3 +338,48 @@ def test_a_task_study_queues_the_tasks_stages_into_its_mlflow_experiment(monkeyp
     with pytest.raises(SystemExit) as exit_info:
         main(["study", "run", "--name", "cv", "--task", "nine_class", "--params", params])
     assert "tasks.nine_class: no such task" in str(exit_info.value.code)
+
+
+def test_two_seeds_are_scored_alone_and_as_their_mean_on_the_same_recordings(tmp_path):
+    """A fold trained with two seeds: each seed's figures and the mean of their probabilities, from the
+    validation tables the evaluate stage logs, equal scikit-learn's on the same recordings; the mean
+    is compared to each seed paired by fold."""
+    import mlflow
+    from sklearn.metrics import roc_auc_score
+
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.reporting.study import RECORD_PREDICTIONS, SEEDS_MEAN, report_study
+
+    classes = ["N", "A"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.create_experiment("ecgpipe")
+    rng = np.random.default_rng(6)
+    probs = {}
+    for fold in range(3):
+        records = [f"A{fold}{i:03d}" for i in range(40)]
+        actual = np.array(["N"] * 30 + ["A"] * 10)
+        for seed in (1, 2):
+            p_a = np.clip((actual == "A") * 0.5 + rng.uniform(0, 0.6, 40), 0, 1)
+            probs[(fold, seed)] = p_a
+            run = client.create_run(experiment_id, run_name="resnet",
+                                    tags={"study": "hand", "fold": str(fold), "seed": str(seed)})
+            for figure in FIGURES:
+                client.log_metric(run.info.run_id, f"val_{figure}", 0.5)
+            order = rng.permutation(40)  # each run's table in its own order: matched by record
+            table = pd.DataFrame({"record": records, "actual": actual, "p_N": 1 - p_a, "p_A": p_a}).iloc[order]
+            client.log_table(run.info.run_id, table, RECORD_PREDICTIONS)
+            client.set_terminated(run.info.run_id, "FINISHED")
+    report_study("hand", uri, "ecgpipe", tmp_path / "reports")
+    seeds = pd.read_csv(tmp_path / "reports" / "seeds.csv")
+    assert sorted(seeds["candidate"].unique()) == [SEEDS_MEAN, "seed 1", "seed 2"] and len(seeds) == 9
+    y = np.array([0] * 30 + [1] * 10)
+    for fold in range(3):
+        row = seeds[(seeds["fold"] == fold) & (seeds["candidate"] == SEEDS_MEAN)].iloc[0]
+        mean = (probs[(fold, 1)] + probs[(fold, 2)]) / 2
+        assert row["record_roc_auc"] == pytest.approx(roc_auc_score(y, mean), abs=1e-4)
+        alone = seeds[(seeds["fold"] == fold) & (seeds["candidate"] == "seed 2")].iloc[0]
+        assert alone["record_roc_auc"] == pytest.approx(roc_auc_score(y, probs[(fold, 2)]), abs=1e-4)
+    text = (tmp_path / "reports" / "study.md").read_text()
+    assert f"| {SEEDS_MEAN} − seed 1 | 3 |" in text and f"| {SEEDS_MEAN} − seed 2 | 3 |" in text
+    assert "--task" not in text

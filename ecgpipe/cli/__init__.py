@@ -196,8 +196,8 @@ def _study_report(args: argparse.Namespace) -> None:
     from ecgpipe.tracking.runs import tracking_uri
 
     params = _study_params(args)
-    report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out,
-                              params.evaluate.confidence)
+    report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out, params.evaluate.confidence,
+                 args.task)
     print((args.out / "study.md").read_text())
 
 

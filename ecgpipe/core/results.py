@@ -191,10 +191,19 @@ STUDY_PAIRED = ("record_f1_A", "record_roc_auc", "worst_shift_f1_A")  # the figu
 # A study of the four-class task adds the challenge score (also compared pair by pair) and the other
 # classes' F1; one of it or of AF against the rest adds AF's false alarms on N, O and ~: figures
 # that every run of such a study has (MLflow spells CinC's noise label ``noise``).
+# (the served operating point's figures: where a task fits one, each fold's own)
+STUDY_SERVED_FIGURES = ("record_recall_A", "record_af_specificity_N", "record_af_specificity_O",
+                        "record_af_specificity_noise")
 STUDY_TASK_FIGURES = ("record_challenge_score", "record_f1_N", "record_f1_O", "record_f1_noise",
-                      "record_af_specificity_O", "record_af_specificity_at_sensitivity_95_N",
+                      *STUDY_SERVED_FIGURES, "record_af_specificity_at_sensitivity_95_N",
                       "record_af_specificity_at_sensitivity_95_O", "record_af_specificity_at_sensitivity_95_noise")
 STUDY_TASK_PAIRED = ("record_challenge_score",)
+# A study of several seeds compares each seed with the mean of their probabilities on figures of the
+# probabilities alone (no operating point was fitted for the mean: its labels, and the single seeds'
+# in that comparison, are the most likely class)
+SEED_FIGURES = ("record_challenge_score", "record_f1_A", "record_roc_auc", "record_af_roc_auc",
+                "record_af_specificity_at_sensitivity_95_N", "record_af_specificity_at_sensitivity_95_O",
+                "record_af_specificity_at_sensitivity_95_noise")
 OPTIONAL_STUDY_FIGURE = "worst_shift_f1_A"  # missing from every run of a study without device shifts
 
 

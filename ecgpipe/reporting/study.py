@@ -13,8 +13,10 @@ import scipy.stats
 from ecgpipe.core.errors import StudyError
 from ecgpipe.core.results import (
     OPTIONAL_STUDY_FIGURE,
+    SEED_FIGURES,
     STUDY_FIGURES,
     STUDY_PAIRED,
+    STUDY_SERVED_FIGURES,
     STUDY_TASK_FIGURES,
     STUDY_TASK_PAIRED,
     interval,
@@ -22,14 +24,13 @@ from ecgpipe.core.results import (
 )
 
 STUDY_TAG, FOLD_TAG, SEED_TAG = "study", "fold", "seed"
-
-
 PARENT_TAG = "study_parent"
 # where and by what each run was made (tags of the train stage's run): the report says so, and says
 # when a study's runs came from more than one commit or machine
 PROVENANCE_TAGS = {"commit": "mlflow.source.git.commit", "cpu": "cpu", "device": "device", "torch": "torch_version"}
-
-
+# the evaluate stage's table of the validation recordings (record, actual, predicted, p_<class>)
+RECORD_PREDICTIONS = "evaluation/val_record_predictions.json"
+SEEDS_MEAN = "mean of seeds"
 
 
 @dataclass
@@ -140,8 +141,11 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
         return f"{row[f + '_mean']:.3f} ± {row[f + '_sd']:.3f} [{row[low]:.3f}–{row[high]:.3f}]"
 
     lines = [f"# Study `{name}`: cross-validation on the validation folds", "",
-             f"Each figure is the mean ± standard deviation across folds, with the {level} t-interval of the mean "
-             "in brackets (recording level, each fold's validation recordings).", "",
+             f"Each figure is the mean ± standard deviation across folds (a fold's seeds averaged first), with the "
+             f"{level} t-interval of the mean in brackets (recording level, each fold's validation recordings)."
+             + (" `record_recall_A` and `record_af_specificity_<label>` are at each fold's served operating point "
+                "(fitted on its training recordings held out of training); `..._at_sensitivity_95_<label>` at the "
+                "threshold that finds 95% of the fold's AF recordings." if set(STUDY_SERVED_FIGURES) <= set(figures) else ""), "",
              "| experiment | folds | " + " | ".join(figures) + " |", "|---|---|" + "---|" * len(figures)]
     for _, row in summary.iterrows():
         lines.append(f"| {row['experiment']} | {row['folds']} | " + " | ".join(spread(row, f) for f in figures) + " |")
@@ -159,7 +163,7 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
     return "\n".join(lines) + "\n"
 
 
-def provenance_markdown(study: StudyRuns, out_dir: Path) -> str:
+def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None) -> str:
     """Where the study's runs come from, and the commands that made them and this report."""
     runs = study.runs
 
@@ -173,6 +177,7 @@ def provenance_markdown(study: StudyRuns, out_dir: Path) -> str:
     experiments = sorted(runs["experiment"].unique())
     seeds = " ".join(map(str, sorted(runs["seed"].unique())))
     folds = ", ".join(sorted(set(runs["split_folds"]) - {""})) or "?"
+    of_task = "" if task is None else f" --task {task}"
     return "\n".join([
         "## Provenance", "",
         f"- Runs: {len(runs)} (MLflow tag `{STUDY_TAG}={study.name}`): {len(experiments)} experiments, "
@@ -181,8 +186,103 @@ def provenance_markdown(study: StudyRuns, out_dir: Path) -> str:
         "the commit each queued experiment ran from).",
         f"- Machine: {counted(runs['cpu'], 'not recorded (runs from before ecgpipe tagged the CPU)')}; "
         f"device {counted(runs['device'], '?')}; torch {counted(runs['torch'], '?')}.",
-        f"- Made by `ecgpipe study run --name {study.name} --folds {folds} --seeds {seeds} --experiments "
-        f"{' '.join(experiments)}`; this report by `ecgpipe study report --name {study.name} --out {out_dir}`.", ""])
+        f"- Made by `ecgpipe study run --name {study.name}{of_task} --folds {folds} --seeds {seeds} --experiments "
+        f"{' '.join(experiments)}`; this report by `ecgpipe study report --name {study.name}{of_task} --out {out_dir}`.",
+        ""])
+
+
+def record_predictions(client, run_id: str) -> pd.DataFrame:
+    """A run's validation recordings as its evaluate stage logged them (``RECORD_PREDICTIONS``)."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, RECORD_PREDICTIONS, tmp)
+        except Exception as exc:  # MLflow raises several kinds for a missing artifact
+            raise StudyError(f"MLflow run {run_id}: no {RECORD_PREDICTIONS} ({exc}); expected the evaluate "
+                             "stage's table of its validation recordings") from None
+        table = json.loads(Path(path).read_text())
+    return pd.DataFrame(table["data"], columns=table["columns"])
+
+
+def seed_figures(actual: pd.Series, probs: np.ndarray, class_names: list[str]) -> dict[str, float]:
+    """``SEED_FIGURES`` of recordings scored ``probs`` (a column per class), labelled by the most likely
+    class; those a task lacks (no challenge score with two classes) are left out."""
+    from ecgpipe.core.results import figure, record_figure
+    from ecgpipe.evaluation.metrics import score
+
+    y = np.array([class_names.index(a) for a in actual])
+    points = score(y, probs, class_names)
+    out = {}
+    for name in SEED_FIGURES:
+        try:
+            value = figure(points, record_figure(name).replace("noise", "~"))
+        except KeyError:
+            continue
+        if value is not None:
+            out[name] = float(value)
+    return out
+
+
+def seed_means(study: StudyRuns, tracking_uri: str) -> pd.DataFrame:
+    """Every fold of an experiment trained with several seeds, scored by each seed alone and by the
+    mean of the seeds' probabilities, on the same recordings: one row per (experiment, fold,
+    candidate), the candidate ``seed S`` or ``SEEDS_MEAN``. Empty when no fold has two seeds."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    rows = []
+    for (experiment, fold), runs in study.runs.groupby(["experiment", "fold"]):
+        if len(runs) < 2:
+            continue
+        tables = [record_predictions(client, run_id).set_index("record") for run_id in runs["run_id"]]
+        first = tables[0]
+        class_names = [c.removeprefix("p_") for c in first.columns if c.startswith("p_")]
+        probs = []
+        for seed, table in zip(runs["seed"], tables):
+            if sorted(table.index) != sorted(first.index):
+                raise StudyError(f"{experiment} fold {fold}: seed {seed}'s validation recordings differ from seed "
+                                 f"{runs['seed'].iloc[0]}'s; expected the same fold")
+            probs.append(table.loc[first.index, [f"p_{c}" for c in class_names]].to_numpy(dtype=np.float64))
+            rows.append({"experiment": experiment, "fold": fold, "candidate": f"seed {seed}",
+                         **seed_figures(first["actual"], probs[-1], class_names)})
+        rows.append({"experiment": experiment, "fold": fold, "candidate": SEEDS_MEAN,
+                     **seed_figures(first["actual"], np.mean(probs, axis=0), class_names)})
+    return pd.DataFrame(rows)
+
+
+def seeds_markdown(means: pd.DataFrame, confidence: float = 0.95) -> str:
+    """The seeds' table: each candidate across folds, and the mean of seeds against each seed alone,
+    paired by fold."""
+    figures = [f for f in SEED_FIGURES if f in means]
+    candidates = StudyRuns("seeds", means.rename(columns={"experiment": "model", "candidate": "experiment"})
+                           .assign(seed=0), tuple(figures))
+    lines = [f"## Several seeds: each alone, and the mean of their probabilities ({SEEDS_MEAN})", "",
+             "Each candidate labels a recording by its most likely class (no operating point was fitted for the "
+             f"mean), so this table's F1(A) is not the served one above. Mean across folds [{confidence:.0%} "
+             "t-interval]; the paired rows compare on each fold's same recordings.", ""]
+    for model, frame in candidates.runs.groupby("model"):
+        summary, pairs = summarise(StudyRuns(candidates.name, frame, candidates.figures), confidence)
+        lines += [f"### {model}", "", "| candidate | folds | " + " | ".join(figures) + " |",
+                  "|---|---|" + "---|" * len(figures)]
+        for _, row in summary.iterrows():
+            cells = [f"{row[f + '_mean']:.3f} [{row[interval(f)[0]]:.3f}–{row[interval(f)[1]]:.3f}]" for f in figures]
+            lines.append(f"| {row['experiment']} | {row['folds']} | " + " | ".join(cells) + " |")
+        lines += ["", "| a − b | folds | " + " | ".join(figures) + " |", "|---|---|" + "---|" * len(figures)]
+        for _, row in pairs.iterrows():
+            if SEEDS_MEAN not in (row["a"], row["b"]):
+                continue
+            sign = 1 if row["a"] == SEEDS_MEAN else -1  # always the mean − a seed
+            other = row["b"] if sign == 1 else row["a"]
+            cells = []
+            for f in figures:
+                low, high = sorted((sign * row[interval(f)[0]], sign * row[interval(f)[1]]))
+                verdict = "real" if row[f"{f}_real"] else "within noise"
+                cells.append(f"{sign * row[f + '_difference']:+.3f} [{low:+.3f}, {high:+.3f}] {verdict}")
+            lines.append(f"| {SEEDS_MEAN} − {other} | {row['folds']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str | None = None):
@@ -207,7 +307,7 @@ def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str | None = 
 
 
 def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Path,
-                 confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 confidence: float = 0.95, task: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write ``study.md``, ``study.csv`` and ``study.png`` into ``out_dir`` and log them, with the
     aggregate figures, to the study's parent MLflow run; its folds' runs become its children."""
     import mlflow
@@ -219,12 +319,17 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     study = collect_runs(name, tracking_uri, experiment_name)
     summary, pairs = summarise(study, confidence)
     out_dir = Path(out_dir)
-    markdown = (study_markdown(name, summary, pairs, confidence, study.figures, study.paired) + "\n"
-                + provenance_markdown(study, out_dir))
+    markdown = study_markdown(name, summary, pairs, confidence, study.figures, study.paired) + "\n"
+    means = seed_means(study, tracking_uri)
+    if len(means):
+        markdown += seeds_markdown(means, confidence) + "\n"
+    markdown += provenance_markdown(study, out_dir, task)
     fig = spread_figure(study, summary)
     with staged_outputs() as staged:
         staged.file(out_dir / "study.md").write_text(markdown)
         summary.to_csv(staged.file(out_dir / "study.csv"), index=False, float_format="%.4f")
+        if len(means):
+            means.to_csv(staged.file(out_dir / "seeds.csv"), index=False, float_format="%.4f")
         fig.savefig(staged.file(out_dir / "study.png"), dpi=110, format="png")
 
     client = MlflowClient(tracking_uri)
