@@ -114,6 +114,8 @@ def copy_project(tmp_path: Path, params: dict, archive_path: Path) -> tuple[Path
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, project)
+    (project / "tasks").mkdir()  # the ship stage depends on every task's outputs, so on the folder
+    shutil.copy(ROOT / "tasks" / "README.md", project / "tasks")
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, ECGPIPE_ARCHIVE=str(archive_path), DVC_NO_ANALYTICS="1")
     # Python caches bytecode as on a user's machine (this one's environment turns that off): each stage

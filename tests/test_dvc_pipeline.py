@@ -55,7 +55,7 @@ EVAL_STAGES = {f"evaluate@{e}" for e in EXPERIMENTS}
 
 def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_params):
     project, repro, set_param, env = dvc_project
-    assert repro() == DATA_STAGES | TRAIN_STAGES | EVAL_STAGES | {"report"}
+    assert repro() == DATA_STAGES | TRAIN_STAGES | EVAL_STAGES | {"report", "ship"}
     assert repro() == set()  # everything cached
 
     # what a user reads: metrics of every experiment, the plots page, the report, MLflow
@@ -85,6 +85,7 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
     assert len(results) == 1 + len(EXPERIMENTS)
     champion = json.loads((project / "reports" / "champion.json").read_text())
     assert champion["experiment"] in EXPERIMENTS and champion["model_uri"] == "models:/ecgpipe-af@champion"
+    _check_the_shipped_detector_is_the_champion(project, champion)
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -180,3 +181,29 @@ def test_a_params_typo_stops_dvc_repro_before_anything_is_deleted(dvc_project):
     raw["evaluate"]["bootstrap_seed"] = 12345
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     assert repro("download") == {"check"}  # valid again: nothing else reruns
+
+
+def _check_the_shipped_detector_is_the_champion(project, champion):
+    """The ship stage's pretrained/: the champion's predictor, byte for byte, which scores a validation
+    recording as its evaluate stage did, and a model card with its figures."""
+    import pandas as pd
+
+    from ecgpipe.inference.predictor import Predictor
+    from ecgpipe.inference.readers import read_recording
+    from ecgpipe.pipeline.ship import shipped_model
+
+    folder, named = shipped_model(project / "pretrained")
+    assert champion["experiment"] in named and champion["run_id"] in named
+    source = project / "predictors" / champion["experiment"]
+    for path in source.rglob("*"):
+        if path.is_file():
+            assert (folder / path.relative_to(source)).read_bytes() == path.read_bytes(), path
+    predictions = pd.read_csv(project / "plots" / "confusion" / champion["experiment"] / "val.csv")
+    first = predictions.iloc[0]
+    got = Predictor.from_folder(folder).classify(read_recording(project / "data" / "records" / f"{first['record']}.mat"))
+    assert got["label"] == first["predicted"] and got["p_A"] == pytest.approx(first["p_A"], abs=1e-5)
+    evaluation = json.loads((project / "metrics" / champion["experiment"] / "eval.json").read_text())["val"]["record"]
+    card = (project / "pretrained" / "MODEL_CARD.md").read_text()
+    low, high = evaluation["ci"]["f1"]["A"]
+    assert f"{evaluation['f1']['A']:.3f} [{low:.3f}–{high:.3f}] |" in card
+    assert "## Intended use" in card and "not a medical device" in card and "ODC-By 1.0" in card

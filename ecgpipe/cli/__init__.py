@@ -85,6 +85,8 @@ def _words(text: str) -> str:
     return text
 
 
+# the ship stage's output in this checkout: the served detector and its model card, kept in git
+SHIPPED_FOLDER = Path(__file__).resolve().parents[2] / "pretrained"
 MAX_STUDY_FOLDS = 50  # a study trains every experiment once per fold and seed; 50 folds is 50 trainings each
 
 
@@ -113,9 +115,16 @@ def _predict(args: argparse.Namespace) -> None:
     from ecgpipe.ensemble.serving import load_classifier, model_folder
     from ecgpipe.inference.predictor import predict_files
 
-    # checked before any recording is read: a folder, one of the recordings, or a path inside the model
-    # (its own files, or the download of a models:/ URI) is refused
-    folder = model_folder(args.model)
+    if args.model is None:  # the detector shipped in git (the ship stage's pretrained/)
+        from ecgpipe.pipeline.ship import shipped_model
+
+        folder, named = shipped_model(SHIPPED_FOLDER)
+        folder = str(folder)
+        print(named, file=sys.stderr)
+    else:
+        # checked before any recording is read: a folder, one of the recordings, or a path inside the
+        # model (its own files, or the download of a models:/ URI) is refused
+        folder = model_folder(args.model)
     target = None if args.out is None else user_output(args.out, "--out", args.files, protected=[folder])
     predictor = load_classifier(folder)  # a network's predictor, or an ensemble
     table = pd.DataFrame(predict_files(predictor, args.files, fs=args.fs, gain=args.gain, lead=args.lead))
@@ -251,9 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="classify recordings: one row each (record, label, p_<class>, error)",
         description="Classify recordings (.mat CinC, .hea WFDB, one-column .csv or .npy) with a trained model, "
                     "using the preprocessing it was trained with. Other sampling rates are resampled.")
-    predict.add_argument("--model", required=True,
+    predict.add_argument("--model",
                          help="a predictors/NAME or models/NAME folder, an ensemble's model folder, or an MLflow "
-                              "runs:/... or models:/... URI")
+                              f"runs:/... or models:/... URI (default: the detector shipped in {SHIPPED_FOLDER})")
     predict.add_argument("--fs", type=_checked("check_sampling_rate"), help="sampling rate in Hz of every file given: needed for .csv and .npy; "
                          "overrides the 300 Hz of .mat files and the rate in WFDB headers")
     predict.add_argument("--gain", type=_checked("check_gain"), default=1000.0,

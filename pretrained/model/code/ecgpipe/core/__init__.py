@@ -1,0 +1,1 @@
+"""The bottom layer: errors, units, file output and devices. Imports nothing of ecgpipe's."""

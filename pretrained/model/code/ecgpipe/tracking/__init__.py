@@ -1,0 +1,1 @@
+"""MLflow: runs and lineage, the pyfunc model, the Model Registry."""
