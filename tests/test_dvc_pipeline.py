@@ -140,14 +140,14 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
     assert _status(project, env) == {}
 
     # a training rerun on one machine gives the same results, byte for byte; its new MLflow run id in
-    # models/NAME makes its evaluation and the report stale
+    # models/NAME makes its evaluation, the report and the shipped detector (which reads metrics/) stale
     name = EXPERIMENTS[0]
     results = [f"metrics/{name}/train.json", f"metrics/{name}/eval.json", f"plots/history/{name}.csv",
                f"plots/confusion/{name}/val.csv", f"plots/roc/{name}/val.csv", f"plots/figures/{name}/confusion_val.png",
                f"models/{name}/model.pt"]  # not results.md: it shows the run's examples/s
     before = {path: (project / path).read_bytes() for path in results}
     assert repro("-f", "-s", f"train@{name}") == {f"train@{name}"}
-    assert set(_status(project, env)) == {f"evaluate@{name}", "report"}
+    assert set(_status(project, env)) == {f"evaluate@{name}", "report", "ship"}
     assert repro("-s", f"evaluate@{name}") == {f"evaluate@{name}"}
     assert {path: (project / path).read_bytes() for path in results} == before
 
