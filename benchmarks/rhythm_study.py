@@ -16,7 +16,7 @@ was scored, and the study chooses nothing on its folds: it reports each candidat
 
     python benchmarks/rhythm_study.py --task four_class --records data/records --study-repo /tmp/s4/main \\
         --study cv5-four-lstm-robust --experiment torch_lstm-robust_crop --workdir /tmp/rhythm \\
-        --out reports/four_class/study-cv5-rhythm
+        --out benchmarks/by-hand/reports/four_class/study-cv5-rhythm
 
 `--workdir` keeps the features (`features.csv`) and each fold's network probabilities; what is
 there is not computed again. `--against OTHER/folds.csv --against-label NAME` adds each candidate
@@ -278,7 +278,7 @@ if __name__ == "__main__":
     parser.add_argument("--study", required=True, help="the study's name (ecgpipe study run --name)")
     parser.add_argument("--experiment", required=True, help="the network the study trained")
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path("reports/four_class/study-cv5-rhythm"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/by-hand/reports/four_class/study-cv5-rhythm"))
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--against", type=Path, help="folds.csv of another study on the same folds: paired differences")
     parser.add_argument("--against-label", default="the other study", help="its name in the table")
