@@ -54,7 +54,7 @@ def _params_reference() -> str:
 
     def type_name(tp) -> str:
         text = str(tp).replace("typing.", "").replace("ecgpipe.params.", "").replace("ecgpipe.signal.", "")
-        return "`" + re.sub(r"<class '([^']+)'>", r"\1", text).replace("|", "\\|") + "`"
+        return "`" + re.sub(r"<class '([^']+)'>", r"\1", text).replace(" | ", " or ") + "`"
 
     hints = typing.get_type_hints(schema.Params)
     out = ["# params.yaml, every key", "",
@@ -109,14 +109,24 @@ def _cli_reference() -> str:
     return "# Command line\n\nGenerated when the site is built, from `ecgpipe --help` of every command.\n\n" + "\n".join(pages)
 
 
-def _dag() -> str:
-    """``dvc dag --md`` of the repository's dvc.yaml (a Mermaid graph)."""
-    result = subprocess.run([sys.executable, "-m", "dvc", "dag", "--md"], cwd=ROOT, capture_output=True, text=True)
+def _dvc(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"dvc dag --md failed: {result.stderr.strip()}")
-    return ("# The DVC graph\n\nGenerated when the site is built, by `dvc dag --md`: every stage of `dvc.yaml` "
-            "and what it needs. `dvc repro` runs them in this order; a changed input reruns what is below it.\n\n"
-            + result.stdout)
+        raise RuntimeError(f"dvc {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _dag() -> str:
+    """The stages' graph: a table of each stage and the stages it runs after (``dvc dag --dot``'s edges,
+    readable offline), and ``dvc dag --md``'s Mermaid graph (drawn where the browser can load Mermaid)."""
+    edges = re.findall(r'"([^"]+)" -> "([^"]+)"', _dvc("dag", "--dot"))
+    stages = re.findall(r'^"([^"]+)";$', _dvc("dag", "--dot"), flags=re.MULTILINE)
+    after = {stage: sorted(a for a, b in edges if b == stage) for stage in stages}
+    rows = [f"| `{stage}` | {', '.join(f'`{a}`' for a in after[stage]) or '–'} |" for stage in stages]
+    return ("# The DVC graph\n\nGenerated when the site is built, from `dvc dag`: every stage of `dvc.yaml` "
+            "(in an order `dvc repro` may run them) and the stages whose outputs it reads. A changed input reruns "
+            "the stage and what reads its outputs.\n\n| stage | runs after |\n|---|---|\n" + "\n".join(rows)
+            + "\n\n## As a graph\n\n" + _dvc("dag", "--md"))
 
 
 def _studies(paths: list[str]) -> str:
