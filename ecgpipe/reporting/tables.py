@@ -14,6 +14,7 @@ from ecgpipe.core.results import (
     UNSEEN,
     WORST_SHIFT,
     figure,
+    figure_columns,
     interval,
     is_interval,
     is_record_column,
@@ -209,8 +210,7 @@ def held_out_test_section(champion: str, test: dict | None) -> str:
     if test is None:
         return ""
     record = test[RECORD]
-    names = ["accuracy", "balanced_accuracy", *[f"f1_{c}" for c in record["f1"]], "macro_f1", "roc_auc",
-             "average_precision", *(["challenge_score"] if "challenge_score" in record else [])]
+    names = [record_figure(c) for c in figure_columns(test) if is_record_column(c)]  # results.csv's, in its order
     lines = ["| figure | value |", "|---|---|"]
     for name in names:
         low, high = figure(record["ci"], name)
