@@ -9,6 +9,7 @@ import pandas as pd
 
 from ecgpipe.core.results import AF, RECORD
 from ecgpipe.inference.preprocessing import Decision
+from ecgpipe.inference.readers import MAX_DURATION_S, MAX_FS_HZ, MIN_FS_HZ
 
 CITATION = ('Clifford G.D., Liu C., Moody B., Lehman L.H., Silva I., Li Q., Johnson A.E., Mark R.G. "AF '
             'Classification from a Short Single Lead ECG Recording: the PhysioNet/Computing in Cardiology '
@@ -78,9 +79,9 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
         "clinical decisions; multi-lead diagnostic ECGs, paediatric recordings, pacemaker rhythms and any "
         "rhythm it was not trained on (below) are outside what it was tested on.", "",
         "## Input contract", "",
-        f"- One lead, any sampling rate from 50 Hz to 10 kHz (resampled to {featurizer['sampling_rate_hz']:g} Hz), "
-        "in mV (CinC `.mat` files are 1000 units per mV; `--gain` for others); `.mat`, WFDB `.hea`, one-column "
-        "`.csv` or `.npy`.",
+        f"- One lead, any sampling rate from {MIN_FS_HZ:g} Hz to {MAX_FS_HZ:,.0f} Hz (resampled to "
+        f"{featurizer['sampling_rate_hz']:g} Hz), at most {MAX_DURATION_S / 3600:g} h long, in mV (CinC `.mat` files "
+        "are 1000 units per mV; `--gain` for others); `.mat`, WFDB `.hea`, one-column `.csv` or `.npy`.",
         f"- Preprocessing is part of the model: `{featurizer['kind']}` "
         + (f"({featurizer['crop_samples']} samples, {featurizer['crop_samples'] / featurizer['sampling_rate_hz']:g} s"
            " per window; " if "crop_samples" in featurizer else "(")
