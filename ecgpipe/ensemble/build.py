@@ -31,11 +31,11 @@ from ecgpipe.ensemble.model import ARTIFACT, RhythmEnsemble, network_files
 from ecgpipe.ensemble.rhythm import FEATURE_NAMES, FeatureCache, feature_table
 from ecgpipe.ensemble.trees import SETTINGS, BoostedTrees
 from ecgpipe.evaluation.metrics import Bootstrap, confidence_intervals, paired_difference, positive_class, score
-from ecgpipe.evaluation.robustness import resample_figures, shift_figures, worst_shift
+from ecgpipe.evaluation.robustness import shifts_figures, worst_shift
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
 from ecgpipe.inference.readers import Signal
 from ecgpipe.reporting.champion import gate_failures
-from ecgpipe.signal.shifts import Shift, shift_rng
+from ecgpipe.signal.shifts import Shift
 
 ALIAS = "candidate-ensemble"
 VALIDATION_FILE, VALIDATION_TABLE = "validation.md", "validation.csv"
@@ -124,24 +124,32 @@ def shift_key(record: str, row: int, name: str, shift: Shift, seed: int) -> str:
 
 def shift_table(ensemble: RhythmEnsemble, signals: list[Signal], records: list[str], rows: list[int], y: np.ndarray,
                 clean: dict[str, np.ndarray], judging: Judging, cache: FeatureCache) -> pd.DataFrame:
-    """One row per candidate and shift: F1 of the positive class, its paired change, and ROC AUC.
-    Shift ``name`` draws for recording ``row`` what the evaluate stage draws for it (``shift_rng``)."""
+    """One row per candidate and shift: F1 of the positive class, its paired change, and ROC AUC, from
+    the evaluate stage's loop over the shifts (``shifts_figures``: shift ``name`` draws for recording
+    ``row`` what the evaluate stage draws for it). The candidates are scored together, once per shift."""
     classes = ensemble.class_names
     positive = positive_class(classes)
-    resampled = {c: resample_figures(y, p, classes, judging.bootstrap) for c, p in clean.items()}
+    scored: dict[str, dict[str, np.ndarray]] = {}
+
+    def candidate(which: str):
+        def score(name: str, shifted: list[Signal]) -> np.ndarray:
+            if name not in scored:  # the network and the trees score a shift once for all three candidates
+                keys = [shift_key(r, row, name, judging.shifts[name], judging.shift_seed) for r, row in zip(records, rows)]
+                scored[name] = candidate_probs(ensemble, shifted, keys, cache, f"shift {name}")
+                cache.save()
+            return scored[name][which]
+        return score
+
+    figures = {c: shifts_figures(candidate(c), signals, rows, y, clean[c], classes, judging.shifts, judging.shift_seed,
+                                 judging.bootstrap) for c in CANDIDATES}
     out = []
-    for name, shift in judging.shifts.items():
-        shifted = [Signal(*shift.apply(s.samples, s.fs, shift_rng(judging.shift_seed, name, row)))
-                   for s, row in zip(signals, rows)]
-        keys = [shift_key(r, row, name, shift, judging.shift_seed) for r, row in zip(records, rows)]
-        probs_by_candidate = candidate_probs(ensemble, shifted, keys, cache, f"shift {name}")
-        cache.save()
-        for candidate, probs in probs_by_candidate.items():
-            figures = shift_figures(y, probs, resampled[candidate], classes, judging.bootstrap)
-            change = figures["change"][f"f1_{positive}"]
-            out.append({"candidate": candidate, "shift": name, f"f1_{positive}": figures["f1"][positive],
+    for name in judging.shifts:
+        for c in CANDIDATES:
+            f = figures[c][name]
+            change = f["change"][f"f1_{positive}"]
+            out.append({"candidate": c, "shift": name, f"f1_{positive}": f["f1"][positive],
                         f"f1_{positive}_change": change[0], "change_ci_low": change[1], "change_ci_high": change[2],
-                        "roc_auc": figures["roc_auc"], "_figures": figures})
+                        "roc_auc": f["roc_auc"], "_figures": f})
     return pd.DataFrame(out)
 
 

@@ -2,6 +2,8 @@
 intervals, and the shift that lowers each figure most."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -17,13 +19,11 @@ SHIFT_FIGURES = ("roc_auc", "f1", "recall", "specificity")  # recall of A = sens
 AF_ROC_AUC = "af_roc_auc"  # P(A) of AF against every other recording, where a model reads as an AF alarm
 
 
-def score_shift(predictor: Predictor, signals: list[Signal], rows: torch.Tensor, name: str, shift: Shift, seed: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Probabilities (rows ascending) of the recordings ``signals`` (of ``rows``) under ``shift``."""
-    shifted = []
-    for signal, row in zip(signals, rows.tolist()):
-        samples, fs = shift.apply(signal.samples, signal.fs, shift_rng(seed, name, row))
-        shifted.append(Signal(samples, fs))
-    return predictor.score(shifted, rows.tolist(), batch_size, device).probs
+def shifted_signals(signals: list[Signal], rows: list[int], name: str, shift: Shift, seed: int) -> list[Signal]:
+    """The recordings ``signals`` (of ``rows``, their rows in records.csv) under shift ``name``: each
+    recording's random draw depends on the seed, the shift and its row only (``shift_rng``)."""
+    return [Signal(*shift.apply(signal.samples, signal.fs, shift_rng(seed, name, row)))
+            for signal, row in zip(signals, rows)]
 
 
 def resample_figures(y: np.ndarray, probs: np.ndarray, class_names: list[str], bootstrap: Bootstrap,
@@ -59,21 +59,36 @@ def shift_figures(y: np.ndarray, probs: np.ndarray, clean: tuple[dict, dict], cl
     return figures
 
 
-def evaluate_shifts(predictor: Predictor, record_labels: torch.Tensor, clean: SplitOutputs, shifts: dict[str, Shift],
-                    seed: int, batch_size: int, bootstrap: Bootstrap, device: torch.device | str = "cpu") -> dict:
-    """:func:`shift_figures` of every shift, for the recordings that ``clean`` scored unshifted
-    (starting from the recordings as it read them)."""
-    signals = [clean.signals[r] for r in clean.rows.tolist()]
-    y = record_labels[clean.rows].numpy()
-    labels_of = predictor.preprocessing.labels  # the served label (the most likely class without a rule)
-    clean_probs = clean.probs.numpy()
-    clean_resampled = resample_figures(y, clean_probs, list(predictor.class_names), bootstrap, labels_of(clean_probs))
+def shifts_figures(score: Callable[[str, list[Signal]], np.ndarray], signals: list[Signal], rows: list[int],
+                   y: np.ndarray, clean_probs: np.ndarray, class_names: list[str], shifts: dict[str, Shift], seed: int,
+                   bootstrap: Bootstrap, labels_of: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """The one loop over the device shifts: :func:`shift_figures` of every shift, for recordings
+    ``signals`` (of ``rows``) with classes ``y``, scored ``clean_probs`` as they are. ``score(name,
+    shifted)`` scores them under shift ``name`` (a predictor, an ensemble's part); ``labels_of``: a
+    served decision's rule (None: the most likely class)."""
+    def labels(probs):
+        return None if labels_of is None else labels_of(probs)
+
+    clean = resample_figures(y, clean_probs, class_names, bootstrap, labels(clean_probs))
     results = {}
     for name, shift in shifts.items():
-        probs = score_shift(predictor, signals, clean.rows, name, shift, seed, batch_size, device).numpy()
-        results[name] = shift_figures(y, probs, clean_resampled, list(predictor.class_names), bootstrap,
-                                      labels_of(probs))
+        probs = score(name, shifted_signals(signals, rows, name, shift, seed))
+        results[name] = shift_figures(y, probs, clean, class_names, bootstrap, labels(probs))
     return results
+
+
+def evaluate_shifts(predictor: Predictor, record_labels: torch.Tensor, clean: SplitOutputs, shifts: dict[str, Shift],
+                    seed: int, batch_size: int, bootstrap: Bootstrap, device: torch.device | str = "cpu") -> dict:
+    """:func:`shifts_figures` of the recordings that ``clean`` scored unshifted through ``predictor``
+    (starting from the recordings as it read them), labelled by its served rule."""
+    rows = clean.rows.tolist()
+
+    def score(name: str, shifted: list[Signal]) -> np.ndarray:
+        return predictor.score(shifted, rows, batch_size, device).probs.numpy()
+
+    return shifts_figures(score, [clean.signals[r] for r in rows], rows, record_labels[clean.rows].numpy(),
+                          clean.probs.numpy(), list(predictor.class_names), shifts, seed, bootstrap,
+                          predictor.preprocessing.labels)
 
 
 def worst_shift(shifts: dict, class_names: list[str]) -> dict | None:

@@ -75,8 +75,8 @@ def dvc_environment() -> dict[str, str]:
 def worker_environment(jobs: int) -> dict[str, str]:
     """The environment the queue workers inherit (:func:`dvc_environment`): with several workers,
     each trains on its share of the cores (PyTorch would give each of them all cores, and the
-    threads would fight for them). Results do not depend on the thread count (measured: README,
-    Reproducibility)."""
+    threads would fight for them). float32 results do not depend on the thread count, bfloat16 ones
+    do (docs/reproducibility.md)."""
     env = dvc_environment()
     if jobs > 1 and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))

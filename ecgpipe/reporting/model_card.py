@@ -31,7 +31,7 @@ def _cell(value: float, bounds: list[float] | None) -> str:
     return f"{value:.3f}" if bounds is None else f"{value:.3f} [{bounds[0]:.3f}–{bounds[1]:.3f}]"
 
 
-def per_class_table(record: dict, class_names: list[str]) -> list[str]:
+def per_class_rows(record: dict, class_names: list[str]) -> list[str]:
     """Precision, recall (sensitivity), specificity and F1 of each class, with their intervals."""
     ci = record.get("ci", {})
     rows = ["| class | recordings | precision | recall (sensitivity) | specificity | F1 |", "|---|---|---|---|---|---|"]
@@ -41,7 +41,7 @@ def per_class_table(record: dict, class_names: list[str]) -> list[str]:
     return rows
 
 
-def shift_table(shifts: pd.DataFrame) -> list[str]:
+def shift_rows(shifts: pd.DataFrame) -> list[str]:
     """The device shifts: F1 of the positive class under each, its paired change, and ROC AUC."""
     rows = ["| shift | F1 | change against the clean recordings | ROC AUC |", "|---|---|---|---|"]
     for _, r in shifts.iterrows():
@@ -103,7 +103,7 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
         "## Metrics and evaluation data", "",
         f"Per recording, on {record['n']:,} validation recordings, with {level} stratified-bootstrap intervals "
         "(`evaluate.bootstrap_resamples`), at the served label:", "",
-        *per_class_table(record, classes), "",
+        *per_class_rows(record, classes), "",
         f"ROC AUC {_cell(record['roc_auc'], ci.get('roc_auc'))}; balanced accuracy "
         f"{_cell(record['balanced_accuracy'], ci.get('balanced_accuracy'))}.", ""]
     calibration = evaluation.get("calibration")
@@ -123,7 +123,7 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
                   "model (its task holds no recordings out for that: `split.calibration` is 0).", ""]
     lines += ["## Device shifts (`evaluate.shifts`)", "",
               "The validation recordings again, changed as another device or setting would change them:", "",
-              *shift_table(shifts), ""]
+              *shift_rows(shifts), ""]
     unseen = evaluation.get("unseen")
     lines += ["## Known failure modes", ""]
     if unseen:
