@@ -340,17 +340,14 @@ def test_a_task_study_queues_the_tasks_stages_into_its_mlflow_experiment(monkeyp
     assert "tasks.nine_class: no such task" in str(exit_info.value.code)
 
 
-def test_two_seeds_are_scored_alone_and_as_their_mean_on_the_same_recordings(tmp_path):
-    """A fold trained with two seeds: each seed's figures and the mean of their probabilities, from the
-    validation tables the evaluate stage logs, equal scikit-learn's on the same recordings; the mean
-    is compared to each seed paired by fold."""
+def _store_with_tables(tmp_path, seeds) -> tuple[str, dict]:
+    """A study's store whose runs (three folds, each seed) logged the evaluate stage's table of their
+    validation recordings, each in its own order; returns the store and each run's P(A)."""
     import mlflow
-    from sklearn.metrics import roc_auc_score
 
     from ecgpipe.core.results import STUDY_FIGURES as FIGURES
-    from ecgpipe.reporting.study import RECORD_PREDICTIONS, SEEDS_MEAN, report_study
+    from ecgpipe.reporting.study import RECORD_PREDICTIONS
 
-    classes = ["N", "A"]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     experiment_id = client.create_experiment("ecgpipe")
@@ -359,7 +356,7 @@ def test_two_seeds_are_scored_alone_and_as_their_mean_on_the_same_recordings(tmp
     for fold in range(3):
         records = [f"A{fold}{i:03d}" for i in range(40)]
         actual = np.array(["N"] * 30 + ["A"] * 10)
-        for seed in (1, 2):
+        for seed in seeds:
             p_a = np.clip((actual == "A") * 0.5 + rng.uniform(0, 0.6, 40), 0, 1)
             probs[(fold, seed)] = p_a
             run = client.create_run(experiment_id, run_name="resnet",
@@ -370,6 +367,18 @@ def test_two_seeds_are_scored_alone_and_as_their_mean_on_the_same_recordings(tmp
             table = pd.DataFrame({"record": records, "actual": actual, "p_N": 1 - p_a, "p_A": p_a}).iloc[order]
             client.log_table(run.info.run_id, table, RECORD_PREDICTIONS)
             client.set_terminated(run.info.run_id, "FINISHED")
+    return uri, probs
+
+
+def test_two_seeds_are_scored_alone_and_as_their_mean_on_the_same_recordings(tmp_path):
+    """A fold trained with two seeds: each seed's figures and the mean of their probabilities, from the
+    validation tables the evaluate stage logs, equal scikit-learn's on the same recordings; the mean
+    is compared to each seed paired by fold."""
+    from sklearn.metrics import roc_auc_score
+
+    from ecgpipe.reporting.study import SEEDS_MEAN, report_study
+
+    uri, probs = _store_with_tables(tmp_path, (1, 2))
     report_study("hand", uri, "ecgpipe", tmp_path / "reports")
     seeds = pd.read_csv(tmp_path / "reports" / "seeds.csv")
     assert sorted(seeds["candidate"].unique()) == [SEEDS_MEAN, "seed 1", "seed 2"] and len(seeds) == 9
@@ -383,3 +392,21 @@ def test_two_seeds_are_scored_alone_and_as_their_mean_on_the_same_recordings(tmp
     text = (tmp_path / "reports" / "study.md").read_text()
     assert f"| {SEEDS_MEAN} − seed 1 | 3 |" in text and f"| {SEEDS_MEAN} − seed 2 | 3 |" in text
     assert "--task" not in text
+
+
+def test_one_seed_is_scored_at_its_most_likely_class_without_a_mean(tmp_path):
+    from sklearn.metrics import f1_score
+
+    from ecgpipe.reporting.study import SEEDS_MEAN, report_study
+
+    uri, probs = _store_with_tables(tmp_path, (7,))
+    report_study("hand", uri, "ecgpipe", tmp_path / "reports", task="four_class")
+    seeds = pd.read_csv(tmp_path / "reports" / "seeds.csv")
+    assert list(seeds["candidate"].unique()) == ["seed 7"] and len(seeds) == 3
+    y = np.array([0] * 30 + [1] * 10)
+    for fold in range(3):  # F1(A) at the most likely class, whatever a served rule said
+        expected = f1_score(y, (probs[(fold, 7)] > 0.5).astype(int))
+        assert seeds.loc[seeds["fold"] == fold, "record_f1_A"].iloc[0] == pytest.approx(expected, abs=1e-4)
+    text = (tmp_path / "reports" / "study.md").read_text()
+    assert "## At the most likely class" in text and f"| {SEEDS_MEAN} − seed" not in text
+    assert "ecgpipe study report --name hand --task four_class" in text

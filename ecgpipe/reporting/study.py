@@ -226,16 +226,23 @@ def seed_figures(actual: pd.Series, probs: np.ndarray, class_names: list[str]) -
 
 
 def seed_means(study: StudyRuns, tracking_uri: str) -> pd.DataFrame:
-    """Every fold of an experiment trained with several seeds, scored by each seed alone and by the
-    mean of the seeds' probabilities, on the same recordings: one row per (experiment, fold,
-    candidate), the candidate ``seed S`` or ``SEEDS_MEAN``. Empty when no fold has two seeds."""
+    """Every fold, scored from its runs' validation tables at the most likely class: by each seed
+    alone and, where a fold has several seeds, by the mean of their probabilities, on the same
+    recordings. One row per (experiment, fold, candidate), the candidate ``seed S`` or ``SEEDS_MEAN``.
+    Empty for a study whose runs logged no table (made before the evaluate stage logged one) and
+    has a single seed per fold; with several seeds, such a run is an error."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
+    several = study.runs.groupby(["experiment", "fold"]).size().max() > 1
+
+    def logged(run_id: str) -> bool:
+        return RECORD_PREDICTIONS in {a.path for a in client.list_artifacts(run_id, Path(RECORD_PREDICTIONS).parent.as_posix())}
+
+    if not several and not all(map(logged, study.runs["run_id"])):
+        return pd.DataFrame()
     rows = []
     for (experiment, fold), runs in study.runs.groupby(["experiment", "fold"]):
-        if len(runs) < 2:
-            continue
         tables = [record_predictions(client, run_id).set_index("record") for run_id in runs["run_id"]]
         first = tables[0]
         class_names = [c.removeprefix("p_") for c in first.columns if c.startswith("p_")]
@@ -247,8 +254,9 @@ def seed_means(study: StudyRuns, tracking_uri: str) -> pd.DataFrame:
             probs.append(table.loc[first.index, [f"p_{c}" for c in class_names]].to_numpy(dtype=np.float64))
             rows.append({"experiment": experiment, "fold": fold, "candidate": f"seed {seed}",
                          **seed_figures(first["actual"], probs[-1], class_names)})
-        rows.append({"experiment": experiment, "fold": fold, "candidate": SEEDS_MEAN,
-                     **seed_figures(first["actual"], np.mean(probs, axis=0), class_names)})
+        if len(probs) > 1:
+            rows.append({"experiment": experiment, "fold": fold, "candidate": SEEDS_MEAN,
+                         **seed_figures(first["actual"], np.mean(probs, axis=0), class_names)})
     return pd.DataFrame(rows)
 
 
@@ -258,10 +266,11 @@ def seeds_markdown(means: pd.DataFrame, confidence: float = 0.95) -> str:
     figures = [f for f in SEED_FIGURES if f in means]
     candidates = StudyRuns("seeds", means.rename(columns={"experiment": "model", "candidate": "experiment"})
                            .assign(seed=0), tuple(figures))
-    lines = [f"## Several seeds: each alone, and the mean of their probabilities ({SEEDS_MEAN})", "",
-             "Each candidate labels a recording by its most likely class (no operating point was fitted for the "
-             f"mean), so this table's F1(A) is not the served one above. Mean across folds [{confidence:.0%} "
-             "t-interval]; the paired rows compare on each fold's same recordings.", ""]
+    lines = ["## At the most likely class: each seed, and the mean of several seeds' probabilities", "",
+             "From each run's table of its validation recordings, each recording labelled by its most likely class "
+             "(no operating point was fitted for a mean of seeds), so this table's F1(A) and challenge score are "
+             f"not the served ones above. Mean across folds [{confidence:.0%} t-interval]; the paired rows "
+             f"({SEEDS_MEAN} − a seed) compare on each fold's same recordings.", ""]
     for model, frame in candidates.runs.groupby("model"):
         summary, pairs = summarise(StudyRuns(candidates.name, frame, candidates.figures), confidence)
         lines += [f"### {model}", "", "| candidate | folds | " + " | ".join(figures) + " |",
