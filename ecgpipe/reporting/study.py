@@ -149,6 +149,8 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
              "| experiment | folds | " + " | ".join(figures) + " |", "|---|---|" + "---|" * len(figures)]
     for _, row in summary.iterrows():
         lines.append(f"| {row['experiment']} | {row['folds']} | " + " | ".join(spread(row, f) for f in figures) + " |")
+    if pairs.empty:  # one experiment: nothing to pair
+        return "\n".join(lines) + "\n"
     lines += ["", f"## Paired differences across folds (a − b, {level} t-interval)", "",
               "Each fold scores both experiments on the same recordings; a difference is real when its interval "
               "excludes 0.", "", "| a | b | folds | " + " | ".join(f"{f} (a − b)" for f in paired) + " |",
@@ -278,10 +280,10 @@ def seeds_markdown(means: pd.DataFrame, confidence: float = 0.95) -> str:
         for _, row in summary.iterrows():
             cells = [f"{row[f + '_mean']:.3f} [{row[interval(f)[0]]:.3f}–{row[interval(f)[1]]:.3f}]" for f in figures]
             lines.append(f"| {row['experiment']} | {row['folds']} | " + " | ".join(cells) + " |")
-        lines += ["", "| a − b | folds | " + " | ".join(figures) + " |", "|---|---|" + "---|" * len(figures)]
-        for _, row in pairs.iterrows():
-            if SEEDS_MEAN not in (row["a"], row["b"]):
-                continue
+        with_mean = [row for _, row in pairs.iterrows() if SEEDS_MEAN in (row["a"], row["b"])]
+        if with_mean:
+            lines += ["", "| a − b | folds | " + " | ".join(figures) + " |", "|---|---|" + "---|" * len(figures)]
+        for row in with_mean:
             sign = 1 if row["a"] == SEEDS_MEAN else -1  # always the mean − a seed
             other = row["b"] if sign == 1 else row["a"]
             cells = []
