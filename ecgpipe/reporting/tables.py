@@ -39,7 +39,9 @@ def af_alarm_section(table: pd.DataFrame) -> str:
     columns = af_alarm_columns(table)
     if not columns:
         return ""
-    return ("\n## As an AF detector\n\nEach model's answer to \"is this AF?\": AF when A is its most likely class. "
+    return ("\n## As an AF detector\n\nEach model's answer to \"is this AF?\": its served label, AF when A is its most likely "
+            "class or, where the task fits an operating point on recordings held out of training (`threshold_A` "
+            "in results.csv), when P(A) reaches that threshold. "
             "`record_recall_A` is the share of AF recordings called AF; `af_specificity_<label>` the share of the "
             "recordings of that label (N, O, ~) not called AF (1 − its false-alarm rate); `..._at_sensitivity_95_<label>` the same "
             "at the P(A) threshold that finds 95% of the AF recordings (a point of each curve, read on these "
