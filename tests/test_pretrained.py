@@ -44,7 +44,9 @@ def test_a_fresh_clone_classifies_with_the_shipped_detector_right_after_the_read
     assert named and Path(named[1]) == clone / "pretrained" / "model"
     assert (named[2], named[3]) == (shipped["registered_model"], shipped["experiment"])
     # the champion's own scores of these validation recordings (its evaluate stage's table)
-    source = shipped["source"].split("/predictors/")[0] if "/predictors/" in shipped["source"] else "."
+    from ecgpipe.pipeline.ship import outputs_root
+
+    source = outputs_root(shipped["task"])
     champion = pd.read_csv(clone / source / "plots" / "confusion" / shipped["experiment"] / "val.csv").set_index("record")
     got = pd.read_csv(clone / "out.csv").set_index("record")
     for record in ("A00009", "A00014"):

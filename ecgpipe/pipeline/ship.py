@@ -15,9 +15,17 @@ import pandas as pd
 
 from ecgpipe.core.errors import StoreError
 from ecgpipe.core.io import file_digest, read_json, staged_outputs, write_json
+from ecgpipe.ensemble.model import network_files
 from ecgpipe.reporting.model_card import Shipped, model_card
 
 MODEL_DIR, CARD, SHIPPED = "model", "MODEL_CARD.md", "shipped.json"
+TASKS_DIR = Path("tasks")  # a task's outputs: tasks/NAME/, as dvc.yaml's task_* stages write them
+
+
+def outputs_root(task: str | None) -> Path:
+    """Where an experiment's outputs (predictors/, metrics/, reports/, plots/) are: the workspace's
+    for the notebook's task (None), else ``tasks/NAME``."""
+    return Path(".") if task is None else TASKS_DIR / task
 
 
 def served_source(registered_model: str, workspace_champion: dict,
@@ -27,22 +35,22 @@ def served_source(registered_model: str, workspace_champion: dict,
     champion; None when there is none (no experiment passed the gate)."""
     for task, entry in sorted(served.items()):
         if entry.get("serves") == registered_model and "version" in entry:  # registered: it passed its gate
-            return Shipped(registered_model, entry["experiment"], entry["run_id"], task, entry["why"]), Path("tasks") / task
+            return Shipped(registered_model, entry["experiment"], entry["run_id"], task, entry["why"]), outputs_root(task)
     if workspace_champion.get("experiment") is None:
         return None
     why = f"the notebook's champion: {workspace_champion.get('how', '')}"
     if served:
         why += "; no task's champion passed its gate to replace it"
-    return Shipped(registered_model, workspace_champion["experiment"], workspace_champion["run_id"], None, why), Path(".")
+    return Shipped(registered_model, workspace_champion["experiment"], workspace_champion["run_id"], None, why), outputs_root(None)
 
 
-def run_ship(registered_model: str, confidence: float, workspace_champion: Path, served_paths: list[Path],
-             root: Path, out_dir: Path) -> dict:
+def run_ship(registered_model: str, confidence: float, workspace_champion: Path, tasks: list[str], root: Path,
+             out_dir: Path) -> dict:
     """The `ship` stage: copy the served experiment's predictor into ``out_dir/model``, write its model
     card and ``shipped.json`` (what it is and where from). ``root``: the workspace (outputs' paths are
-    relative to it); ``served_paths``: the tasks' ``served.json`` (a task's name is its folder's)."""
+    relative to it); ``tasks``: the tasks of params.yaml, whose `task_serve` stages say what they serve."""
     root = Path(root)
-    served = {Path(p).parents[1].name: read_json(p) for p in served_paths}
+    served = {task: read_json(root / outputs_root(task) / "reports" / "served.json") for task in tasks}
     workspace = read_json(workspace_champion)
     source = served_source(registered_model, workspace, served)
     if source is None:  # nothing passed the gate: nothing is shipped, and predict says so
@@ -61,7 +69,7 @@ def run_ship(registered_model: str, confidence: float, workspace_champion: Path,
                          "rerun the pipeline (dvc repro)")
     files = sorted(p for p in predictor.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in files)
-    model = read_json(predictor / "artifacts" / "predictor" / "model.json")
+    model = read_json(network_files(predictor) / "model.json")
     card = model_card(shipped, model, evaluation, shifts, size, confidence)
     summary = {"registered_model": registered_model, "experiment": shipped.experiment, "run_id": shipped.run_id,
                "task": shipped.task, "why": shipped.why, "source": str(base / "predictors" / shipped.experiment),

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ecgpipe.core.results import AF, RECORD
+from ecgpipe.core.results import AF, RECORD, interval
 from ecgpipe.inference.preprocessing import Decision
 from ecgpipe.inference.readers import MAX_DURATION_S, MAX_FS_HZ, MIN_FS_HZ
+from ecgpipe.reporting.tables import to_markdown
 
 CITATION = ('Clifford G.D., Liu C., Moody B., Lehman L.H., Silva I., Li Q., Johnson A.E., Mark R.G. "AF '
             'Classification from a Short Single Lead ECG Recording: the PhysioNet/Computing in Cardiology '
@@ -28,27 +29,31 @@ class Shipped:
 
 
 def _cell(value: float, bounds: list[float] | None) -> str:
+    """A figure in the card's prose, with its interval where it has one (tables: ``to_markdown``)."""
     return f"{value:.3f}" if bounds is None else f"{value:.3f} [{bounds[0]:.3f}–{bounds[1]:.3f}]"
 
 
-def per_class_rows(record: dict, class_names: list[str]) -> list[str]:
+PER_CLASS = {"precision": "precision", "recall": "recall (sensitivity)", "specificity": "specificity", "f1": "F1"}
+
+
+def class_figures_markdown(record: dict, class_names: list[str]) -> str:
     """Precision, recall (sensitivity), specificity and F1 of each class, with their intervals."""
     ci = record.get("ci", {})
-    rows = ["| class | recordings | precision | recall (sensitivity) | specificity | F1 |", "|---|---|---|---|---|---|"]
+    rows = []
     for c in class_names:
-        cells = [_cell(record[k][c], ci.get(k, {}).get(c)) for k in ("precision", "recall", "specificity", "f1")]
-        rows.append(f"| {c} | {record['support'][c]:,} | " + " | ".join(cells) + " |")
-    return rows
+        row = {"class": c, "recordings": int(record["support"][c])}
+        for key, heading in PER_CLASS.items():
+            row[heading] = record[key][c]
+            if c in ci.get(key, {}):
+                row.update(zip(interval(heading), ci[key][c]))
+        rows.append(row)
+    return to_markdown(pd.DataFrame(rows))
 
 
-def shift_rows(shifts: pd.DataFrame) -> list[str]:
-    """The device shifts: F1 of the positive class under each, its paired change, and ROC AUC."""
-    rows = ["| shift | F1 | change against the clean recordings | ROC AUC |", "|---|---|---|---|"]
-    for _, r in shifts.iterrows():
-        rows.append(f"| {r['shift']} | {r['f1']:.3f} [{r['f1_ci_low']:.3f}–{r['f1_ci_high']:.3f}] | "
-                    f"{r['f1_change']:+.3f} [{r['f1_change_ci_low']:+.3f}, {r['f1_change_ci_high']:+.3f}] | "
-                    f"{r['roc_auc']:.3f} [{r['roc_auc_ci_low']:.3f}–{r['roc_auc_ci_high']:.3f}] |")
-    return rows
+def shifts_markdown(shifts: pd.DataFrame) -> str:
+    """The device shifts (the report's shifts.csv rows): F1 of the positive class under each, its paired
+    change against the clean recordings, and ROC AUC, each with its interval."""
+    return to_markdown(shifts[["shift", *(c for f in ("f1", "f1_change", "roc_auc") for c in (f, *interval(f)))]])
 
 
 def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataFrame, size_bytes: int,
@@ -103,7 +108,7 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
         "## Metrics and evaluation data", "",
         f"Per recording, on {record['n']:,} validation recordings, with {level} stratified-bootstrap intervals "
         "(`evaluate.bootstrap_resamples`), at the served label:", "",
-        *per_class_rows(record, classes), "",
+        class_figures_markdown(record, classes),
         f"ROC AUC {_cell(record['roc_auc'], ci.get('roc_auc'))}; balanced accuracy "
         f"{_cell(record['balanced_accuracy'], ci.get('balanced_accuracy'))}.", ""]
     calibration = evaluation.get("calibration")
@@ -122,8 +127,9 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
                   "- The served label is the most likely class; no temperature or threshold was fitted for this "
                   "model (its task holds no recordings out for that: `split.calibration` is 0).", ""]
     lines += ["## Device shifts (`evaluate.shifts`)", "",
-              "The validation recordings again, changed as another device or setting would change them:", "",
-              *shift_rows(shifts), ""]
+              "The validation recordings again, changed as another device or setting would change them: `f1` is F1 of "
+              f"{AF} under the shift, `f1_change` its paired change against the clean recordings, `roc_auc` the ROC AUC:", "",
+              shifts_markdown(shifts)]
     unseen = evaluation.get("unseen")
     lines += ["## Known failure modes", ""]
     if unseen:
