@@ -168,7 +168,7 @@ def run_evaluate(evaluate: EvaluateParams, train: TrainParams, chunk: ChunkParam
             mlflow.log_dict({lvl: {"classes": class_names, "counts": r["confusion"],
                                    "row_normalised": r["confusion_normalised"]} for lvl, r in levels.items()},
                             f"evaluation/{split}_confusion.json")
-            mlflow.log_table(outputs[split]["confusion"], artifact_file=f"evaluation/{split}_record_predictions.json")
+            mlflow.log_table(outputs[split]["confusion"], artifact_file=tracking.record_predictions_artifact(split))
         for file_name, fig in figures.items():
             mlflow.log_figure(fig, f"evaluation/{file_name}")
         plots.close(*figures.values())

@@ -19,17 +19,18 @@ from ecgpipe.core.results import (
     STUDY_SERVED_FIGURES,
     STUDY_TASK_FIGURES,
     STUDY_TASK_PAIRED,
+    VAL,
     interval,
     study_metric,
 )
+from ecgpipe.tracking.runs import record_predictions_artifact
 
 STUDY_TAG, FOLD_TAG, SEED_TAG = "study", "fold", "seed"
 PARENT_TAG = "study_parent"
 # where and by what each run was made (tags of the train stage's run): the report says so, and says
 # when a study's runs came from more than one commit or machine
 PROVENANCE_TAGS = {"commit": "mlflow.source.git.commit", "cpu": "cpu", "device": "device", "torch": "torch_version"}
-# the evaluate stage's table of the validation recordings (record, actual, predicted, p_<class>)
-RECORD_PREDICTIONS = "evaluation/val_record_predictions.json"
+RECORD_PREDICTIONS = record_predictions_artifact(VAL)  # each run's table of its validation recordings
 SEEDS_MEAN = "mean of seeds"
 
 

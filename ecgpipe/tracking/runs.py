@@ -20,6 +20,12 @@ from ecgpipe.core.io import file_digest
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
 
+def record_predictions_artifact(split: str) -> str:
+    """Where the evaluate stage logs a split's table of recordings in its run (record, actual, predicted,
+    p_<class>); a study reads each fold's back from there."""
+    return f"evaluation/{split}_record_predictions.json"
+
+
 def project_root() -> Path:
     """The DVC project root: DVC sets DVC_ROOT for stage commands, also for queued experiments,
     whose commands run in a temporary copy; outside DVC, the current directory."""
