@@ -24,7 +24,8 @@ from pathlib import Path
 from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ("reports", "tasks/four_class/reports", "tasks/af_vs_rest/reports", "pretrained/MODEL_CARD.md")
+# the committed results: the report's, every task's (tasks/NAME/reports), the shipped detector's card
+RESULTS = ("reports", *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("tasks/*/reports")), "pretrained/MODEL_CARD.md")
 RESULT_SUFFIXES = {".md", ".png", ".csv", ".json"}
 LINK = re.compile(r"\]\(([^)#\s]+)(#[^)]*)?\)")
 
