@@ -362,6 +362,30 @@ class StudyParams:
             fail_param(f"{key}.name", "null or a name of letters, digits, '_', '.' and '-'", self.name)
 
 
+ENSEMBLE_SUFFIX = "+rhythm"
+
+
+def ensemble_name(network: str) -> str:
+    """The experiment name of ``network``'s rhythm ensemble, e.g. ``raw_resnet-robust_crop+rhythm``."""
+    return network + ENSEMBLE_SUFFIX
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleParams:
+    """An experiment of another kind (``ecgpipe.pipeline.ensemble``): a trained network of this file's
+    experiments beside a gradient-boosted tree model on each recording's rhythm features (the
+    features stage's), their probabilities averaged with ``network_weight`` on the network's. Its
+    name is the network's with ``+rhythm`` (:func:`ensemble_name`)."""
+
+    network_weight: float = 0.5
+    seed: int = 12345  # the tree model's
+
+    def validate(self, key: str) -> None:
+        if not 0 <= self.network_weight <= 1:
+            fail_param(f"{key}.network_weight", "a weight from 0 to 1", self.network_weight)
+        _check_seed(f"{key}.seed", self.seed)
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskParams:
     """A named variant of the whole pipeline, with its own family of stages in dvc.yaml (``task_*@NAME``):
@@ -371,8 +395,12 @@ class TaskParams:
 
     def validate(self, key: str) -> None:
         for dotted in self.set:
-            if dotted.split(".")[0] in ("experiments", "tasks", "task_experiments"):
-                fail_param(f"{key}.set.{dotted}", "a key outside experiments, tasks and task_experiments", dotted)
+            if dotted.split(".")[0] in OWN_SECTIONS:
+                fail_param(f"{key}.set.{dotted}", f"a key outside {', '.join(OWN_SECTIONS)}", dotted)
+
+
+# what a task's ``set`` may not change: the sections that say what is trained
+OWN_SECTIONS = ("experiments", "ensembles", "tasks", "task_experiments", "task_ensembles")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,6 +420,10 @@ class Params:
     # a task's own params have neither
     tasks: dict[str, TaskParams] = dataclasses.field(default_factory=dict)
     task_experiments: list[str] = dataclasses.field(default_factory=list)
+    # the rhythm ensembles (EnsembleParams) by their network: task_ensembles, those every task makes;
+    # ensembles, those of a task's own params (task_params writes its task_ensembles there)
+    ensembles: dict[str, EnsembleParams] = dataclasses.field(default_factory=dict)
+    task_ensembles: dict[str, EnsembleParams] = dataclasses.field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         if not self.experiments:
@@ -423,6 +455,12 @@ class Params:
                            name)
         if self.tasks and not self.task_experiments:
             fail_param("task_experiments", "at least one experiment for the tasks to train", self.task_experiments)
+        for section, trained, networks in (("ensembles", "experiments", self.experiments),
+                                           ("task_ensembles", "task_experiments", self.task_experiments)):
+            for network in getattr(self, section):
+                if network not in networks:
+                    fail_param(f"{section}.{network}", f"a network trained beside it (one of {trained}: "
+                               f"{', '.join(sorted(networks))})", network)
         for task_name, task in self.tasks.items():
             if not is_plain_name(task_name):  # it names the task's folders
                 fail_param(f"tasks.{task_name}", "a name of letters, digits, '_', '.' and '-'", task_name)
@@ -451,6 +489,10 @@ class Params:
             return experiment.crop_samples
         s = self.spectrogram
         return s.nperseg + (self.chunk.size - 1) * (s.nperseg - s.noverlap)
+
+    def experiment_names(self) -> list[str]:
+        """Every experiment this file's stages make: the networks, then their rhythm ensembles."""
+        return [*self.experiments, *(ensemble_name(network) for network in self.ensembles)]
 
     def experiment(self, name: str) -> ExperimentParams:
         try:

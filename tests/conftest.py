@@ -51,7 +51,7 @@ def small_params_dict() -> dict:
     }
     # report.order and the tasks name the project's experiments, which must be in the file
     raw["report"]["order"] = []
-    raw["tasks"], raw["task_experiments"] = {}, []
+    raw["tasks"], raw["task_experiments"], raw["task_ensembles"] = {}, [], {}
     return raw
 
 
@@ -205,27 +205,28 @@ def evaluated(evaluated_once, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ensemble(evaluated, prepared, records_dir, tmp_path_factory):
-    """The evaluated network's rhythm ensemble (issue 24), fitted, saved, logged and registered as
-    ``test-ensemble`` in the test store."""
-    from ecgpipe.ensemble.build import Judging, Task, fit_ensemble
-    from ecgpipe.evaluation.metrics import Bootstrap
-    from ecgpipe.params import GateCheck
+    """The evaluated network's rhythm ensemble, made by its two stages as `dvc repro` runs them (the
+    features stage first), into the evaluated network's project layout and MLflow store."""
+    from ecgpipe.params import parse_params
+    from ecgpipe.pipeline.ensemble import run_ensemble_evaluate, run_ensemble_train
+    from ecgpipe.pipeline.features import run_features
 
-    params = prepared["params"]
-    out = tmp_path_factory.mktemp("ensemble") / "ens"
-    s = params.spectrogram
-    # the evaluate stage's shifts and seed (conftest's two), and a gate set at the network's own figure
-    # under the shifts, as its evaluate stage measured it: the network passes, and so does the ensemble
-    # (the rhythm trees cannot split so few recordings, and averaging with a constant keeps the ROC AUC);
-    # the rhythm model alone fails unless the network is no better than chance
-    bound = evaluated["summary"]["val_worst_shift"]["min_roc_auc"] - 1e-4
-    judging = Judging(Bootstrap(200, 1, 0.95), dict(params.evaluate.shifts), params.evaluate.shift_seed,
-                      {"min_shift_roc_auc": GateCheck(at_least=bound)})
-    made = fit_ensemble(evaluated["out"] / "predictors" / evaluated["name"], records_dir, prepared["split"], out,
-                        Task(list(s.classes), s.min_length, s.max_length, s.flat_records),
-                        judging, 0, params.mlflow.experiment_name, "test-ensemble", out.parent / "features.csv")
-    return {**made, "out": out, "network": evaluated["out"] / "predictors" / evaluated["name"],
-            "features": out.parent / "features.csv", "gate_bound": bound}
+    network, out = evaluated["name"], evaluated["out"]
+    raw = small_params_dict()
+    raw["ensembles"] = {network: {"network_weight": 0.5, "seed": 0}}
+    params = parse_params(raw)
+    name = f"{network}+rhythm"
+    features = out / "features.csv"
+    run_features(records_dir, features)
+    trained = run_ensemble_train(params, network, records_dir, features, prepared["spectrogram"], prepared["split"],
+                                 out / "predictors" / network, out / "models" / name,
+                                 out / "metrics" / name / "train.json")
+    summary = run_ensemble_evaluate(params, network, records_dir, features, prepared["spectrogram"],
+                                    prepared["split"], out / "models" / name, out / "metrics" / name / "eval.json",
+                                    out / "plots", out / "predictors" / name)
+    return {"name": name, "network": network, "out": out, "params": params, "features": features, "prepared": prepared,
+            "trained": trained, "summary": summary, "predictor": out / "predictors" / name,
+            "run_id": json.loads((out / "models" / name / "mlflow_run.json").read_text())["run_id"]}
 
 
 # The longest files first (their seconds on 2 cores, from --durations): with --dist loadfile and

@@ -203,15 +203,21 @@ def test_bounds_are_refused_at_once(argv, message, capsys):
     assert message in capsys.readouterr().err and time.monotonic() - start < 60  # minutes of work before
 
 
-def test_a_features_cache_that_is_a_users_file_is_refused_and_left_as_it_is(tmp_path):
+def test_a_features_table_that_is_a_users_file_is_refused_in_one_line_and_left_as_it_is(tmp_path):
+    """The rhythm ensemble's stages read the features stage's table; another CSV in its place (REFERENCE.csv,
+    a user's) is refused, naming it, and never written over."""
+    from ecgpipe.core.errors import StoreError
+    from ecgpipe.ensemble.rhythm import read_features
+
     reference = tmp_path / "REFERENCE.csv"
     reference.write_text("A00001,N\nA00002,A\n")
     user = tmp_path / "mine.csv"
     user.write_text("a,b\n1,2\n")
     for path in (reference, user):
-        message = cli_exit_message(["ensemble", "fit", "--network", str(tmp_path), "--out", str(tmp_path / "e"),
-                                    "--features-cache", str(path)])
-        assert f"{path}: not a feature cache (its first column is not 'record')" in message and "\n" not in message
+        with pytest.raises(StoreError) as error:
+            read_features(path, ["A00001"])
+        assert f"{path}: not the features stage's table of 20 rhythm features" in str(error.value)
+        assert "\n" not in str(error.value)
     assert reference.read_text() == "A00001,N\nA00002,A\n" and user.read_text() == "a,b\n1,2\n"
 
 

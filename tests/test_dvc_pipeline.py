@@ -47,7 +47,7 @@ def dvc_project(tmp_path, archive_path, small_params):
     return project, repro, set_param, env
 
 
-DATA_STAGES = {"check", "download", "spectrogram", "signals", "split", "balance", "chunk"}
+DATA_STAGES = {"check", "download", "spectrogram", "signals", "features", "split", "balance", "chunk"}
 EXPERIMENTS = ("mean_spectrum-chunked", "fully_connected-random_chunk")
 TRAIN_STAGES = {f"train@{e}" for e in EXPERIMENTS}
 EVAL_STAGES = {f"evaluate@{e}" for e in EXPERIMENTS}

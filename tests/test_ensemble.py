@@ -1,7 +1,8 @@
-"""The rhythm ensemble (issue 24) as one servable model: its tree model without pickle, fitted on
-a split's training recordings beside a trained network, saved as an MLflow model, scored on the
-validation recordings through that model's path, registered without touching @champion, and
-classifying files through `ecgpipe predict`."""
+"""The rhythm ensemble, an experiment kind of the pipeline: its tree model without pickle, fitted by
+its train stage on a split's training recordings beside a trained network, scored by its evaluate
+stage through the served model's path and the one scoring path, and served as an MLflow model
+(its `dvc repro`, report, registry and `ecgpipe predict`: tests/test_task.py)."""
+import dataclasses
 import json
 
 import mlflow
@@ -10,15 +11,13 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from ecgpipe.core.errors import ModelFileError, OutputError
+from ecgpipe.core.errors import ModelFileError, StoreError
 from ecgpipe.data.records import read_signal
-from ecgpipe.ensemble.build import ALIAS
 from ecgpipe.ensemble.model import ENSEMBLE_SPEC, RhythmEnsemble
-from ecgpipe.ensemble.rhythm import FEATURE_NAMES
+from ecgpipe.ensemble.rhythm import FEATURE_NAMES, read_features
 from ecgpipe.ensemble.trees import BoostedTrees
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.readers import Signal
-from tests.conftest import cli_exit_message
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
@@ -51,131 +50,156 @@ def test_the_exported_trees_give_the_classifiers_probabilities_and_load_without_
 
 
 def test_the_saved_ensemble_averages_its_network_and_its_trees(ensemble, prepared, records_dir):
-    loaded = RhythmEnsemble.from_folder(ensemble["out"] / "model")
-    network = Predictor.from_folder(ensemble["network"])
+    loaded = RhythmEnsemble.from_folder(ensemble["predictor"])
+    network = Predictor.from_folder(ensemble["out"] / "predictors" / ensemble["network"])
     record = json.loads(prepared["split"].read_text())["val"][0]
     signal = Signal(read_signal(records_dir / f"{record}.mat"), 300.0)
     trees = loaded.trees.predict_proba(loaded.features(signal))[0]
     np.testing.assert_allclose(loaded.predict_proba(signal), (network.predict_proba(signal) + trees) / 2, atol=1e-12)
     assert not np.allclose(trees, network.predict_proba(signal))  # two models, not one twice
+    # the features stage's row of the recording is the one the served ensemble computes from its samples
+    np.testing.assert_array_equal(read_features(ensemble["features"], [record]), loaded.features(signal))
 
-    served = mlflow.pyfunc.load_model(str(ensemble["out"] / "model"))
+    served = mlflow.pyfunc.load_model(str(ensemble["predictor"]))
     answer = served.predict(pd.DataFrame({"signal": [signal.samples.astype(float).tolist(), [0.0] * 10],
                                           "fs": [300.0, 300.0]}))
     assert answer.loc[0, "error"] == "" and answer.loc[0, "model"] == ensemble["run_id"]
     assert [answer.loc[0, f"p_{c}"] for c in loaded.class_names] == pytest.approx(loaded.predict_proba(signal).tolist())
     assert answer.loc[1, "error"] != "" and answer.loc[1, "label"] == ""  # a bad row is its own error
     # the served code is inference only: no training, pipeline, CLI, and no scikit-learn at serving
-    code = {p.relative_to(ensemble["out"] / "model" / "code").as_posix()
-            for p in (ensemble["out"] / "model" / "code").rglob("*.py")}
+    code = {p.relative_to(ensemble["predictor"] / "code").as_posix()
+            for p in (ensemble["predictor"] / "code").rglob("*.py")}
     assert "ecgpipe/ensemble/model.py" in code and "ecgpipe/ensemble/trees.py" in code
     assert not any(p.startswith(("ecgpipe/training", "ecgpipe/pipeline", "ecgpipe/cli")) for p in code)
-    requirements = (ensemble["out"] / "model" / "requirements.txt").read_text()
+    requirements = (ensemble["predictor"] / "requirements.txt").read_text()
     assert "wfdb==" in requirements and "scikit-learn" not in requirements
 
 
-def test_the_validation_table_scores_the_network_as_its_evaluate_stage_did(ensemble, evaluated):
-    table = pd.read_csv(ensemble["out"] / "validation.csv").set_index("figure")
-    record = evaluated["summary"]["val"]["record"]
-    for c, f1 in record["f1"].items():
-        assert table.loc[f"f1_{c}", "network"] == pytest.approx(f1, abs=5e-5)
-    for name in ("f1_A", "roc_auc"):
-        row = table.loc[name]
-        assert row["ensemble_ci_low"] <= row["ensemble"] <= row["ensemble_ci_high"]
-        assert row["difference"] == pytest.approx(row["ensemble"] - row["network"], abs=1e-4)
-        assert row["difference_ci_low"] <= row["difference"] <= row["difference_ci_high"]
-    assert "ensemble − network" in (ensemble["out"] / "validation.md").read_text()
+def test_the_evaluate_stage_scores_the_ensemble_as_it_serves_and_as_a_networks_stage_scores(ensemble, records_dir):
+    """eval.json's figures are those of the served ensemble's probabilities (its confusion table), in
+    the names of every experiment's; with all its weight on the network, the ensemble's figures are
+    the network's evaluate stage's, under the shifts too (one scoring path for both kinds)."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from ecgpipe.params import EnsembleParams
+    from ecgpipe.pipeline.ensemble import run_ensemble_evaluate, run_ensemble_train
+
+    summary, name = ensemble["summary"], ensemble["name"]
+    table = pd.read_csv(ensemble["out"] / "plots" / "confusion" / name / "val.csv")
+    loaded = RhythmEnsemble.from_folder(ensemble["predictor"])
+    first = loaded.predict_proba(Signal(read_signal(records_dir / f"{table['record'].iloc[0]}.mat"), 300.0))
+    assert table.loc[0, ["p_N", "p_A"]].tolist() == pytest.approx(first.tolist(), abs=1e-6)
+    record = summary["val"]["record"]
+    assert set(summary["val"]) == {"record"}  # no chunks: a recording is the ensemble's unit
+    assert record["f1"]["A"] == pytest.approx(f1_score(table["actual"], table["predicted"], pos_label="A",
+                                                       average="binary"), abs=1e-6)
+    assert record["roc_auc"] == pytest.approx(roc_auc_score(table["actual"] == "A", table["p_A"]), abs=1e-4)
+    assert record["ci"]["f1"]["A"][0] <= record["f1"]["A"] <= record["ci"]["f1"]["A"][1]
+    assert set(summary["val_shifts"]) == set(ensemble["params"].evaluate.shifts)  # conftest's two
+    assert (ensemble["out"] / "plots" / "figures" / name / "confusion_val.png").is_file()
+
+    network_only = dataclasses.replace(ensemble["params"], ensembles={ensemble["network"]: EnsembleParams(1.0, 0)})
+    out = ensemble["out"]
+    run_ensemble_train(network_only, ensemble["network"], records_dir, ensemble["features"],
+                       ensemble["prepared"]["spectrogram"], ensemble["prepared"]["split"],
+                       out / "predictors" / ensemble["network"], out / "weight1" / "model", out / "weight1" / "train.json")
+    alone = run_ensemble_evaluate(network_only, ensemble["network"], records_dir, ensemble["features"],
+                                  ensemble["prepared"]["spectrogram"], ensemble["prepared"]["split"],
+                                  out / "weight1" / "model", out / "weight1" / "eval.json", out / "weight1" / "plots",
+                                  out / "weight1" / "predictor")
+    stage = json.loads((out / "metrics" / ensemble["network"] / "eval.json").read_text())
+    for section in ("val_shifts", "val_worst_shift"):
+        assert flat(alone[section]) == pytest.approx(flat(stage[section]), abs=2e-6), section
+    assert flat(alone["val"]["record"]) == pytest.approx(flat(stage["val"]["record"]), abs=2e-6)
 
 
-def test_the_ensemble_is_registered_as_a_candidate_and_predict_reads_it(ensemble, prepared, records_dir, capsys):
-    client = mlflow.MlflowClient()
-    version = client.get_model_version_by_alias("test-ensemble", ALIAS)
-    assert version.run_id == ensemble["run_id"]
-    assert set(client.get_registered_model("test-ensemble").aliases) == {ALIAS}  # @champion untouched
-    assert client.get_model_version("test-ensemble", version.version).tags["ecgpipe.candidate-ensemble.by"]
-
-    from ecgpipe.cli import main
-
-    records = json.loads(prepared["split"].read_text())["val"][:2]
-    files = [str(records_dir / f"{r}.mat") for r in records]
-    tables = []
-    for model in (str(ensemble["out"] / "model"), f"models:/test-ensemble@{ALIAS}"):
-        out = ensemble["out"].parent / f"predicted-{len(tables)}.csv"
-        main(["predict", "--model", model, "--out", str(out), *files])
-        tables.append(pd.read_csv(out))
-    pd.testing.assert_frame_equal(tables[0], tables[1])
-    loaded = RhythmEnsemble.from_folder(ensemble["out"] / "model")
-    expected = loaded.predict_proba(Signal(read_signal(files[0]), 300.0))
-    assert tables[0].loc[0, [f"p_{c}" for c in loaded.class_names]].tolist() == pytest.approx(expected, abs=1e-6)
-    capsys.readouterr()
-
-
-def test_a_folder_that_is_not_an_ensemble_output_is_refused_before_any_work(ensemble, prepared, tmp_path):
-    keep = tmp_path / "notes"
-    keep.mkdir()
-    (keep / "mine.txt").write_text("keep me")
-    message = cli_exit_message(["ensemble", "fit", "--network", str(ensemble["network"]), "--split",
-                                str(prepared["split"]), "--out", str(keep)])
-    assert str(keep) in message and "ensemble.json" in message
-    assert [p.name for p in keep.iterdir()] == ["mine.txt"]
-    with pytest.raises(OutputError):
-        from ecgpipe.ensemble.build import check_out_dir
-
-        check_out_dir(keep / "mine.txt")
+def flat(value, key: str = "") -> dict:
+    """A nested eval.json section as {dotted key: number or text}."""
+    if isinstance(value, dict):
+        return {k: v for name, item in value.items() for k, v in flat(item, f"{key}.{name}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{key}[{i}]").items()}
+    return {key: value}
 
 
 def test_an_ensemble_made_with_other_features_is_refused_naming_the_file(ensemble, tmp_path):
     import shutil
 
     copy = tmp_path / "model"
-    shutil.copytree(ensemble["out"] / "model", copy)
+    shutil.copytree(ensemble["predictor"], copy)
     spec_path = copy / "artifacts" / "ensemble" / ENSEMBLE_SPEC
     spec = json.loads(spec_path.read_text())
     spec["features"] = list(FEATURE_NAMES[:-1])
     spec_path.write_text(json.dumps(spec))
     with pytest.raises(ModelFileError, match=f"{ENSEMBLE_SPEC}: made with other rhythm features"):
         RhythmEnsemble.from_folder(copy)
+    spec["features"] = list(FEATURE_NAMES)
+    spec["decision"] = {"positive": "A"}
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(ModelFileError, match=f"{ENSEMBLE_SPEC}: decision: expected positive, threshold"):
+        RhythmEnsemble.from_folder(copy)
 
 
-def test_the_shifted_network_is_scored_as_its_evaluate_stage_scored_it(ensemble, evaluated, prepared):
-    shifts = pd.read_csv(ensemble["out"] / "shifts.csv")
-    network = shifts[shifts["candidate"] == "network"].set_index("shift")
-    stage = evaluated["summary"]["val_shifts"]
-    assert set(network.index) == set(stage) and len(stage) == 2  # conftest's two shifts
-    for name, figures in stage.items():  # the same draws per recording, through the same predictor
-        assert network.loc[name, "f1_A"] == pytest.approx(figures["f1"]["A"], abs=5e-5)
-        assert network.loc[name, "roc_auc"] == pytest.approx(figures["roc_auc"], abs=5e-5)
-    gates = pd.read_csv(ensemble["out"] / "gate.csv").set_index("candidate")
-    assert gates.loc["network", "min_shift_roc_auc"] == pytest.approx(
-        evaluated["summary"]["val_worst_shift"]["min_roc_auc"], abs=5e-5)
-    for candidate, row in gates.iterrows():  # the verdicts are the declared bound's (figures: 4 decimals)
-        assert (row["gate"] == "passes") == (row["min_shift_roc_auc"] >= ensemble["gate_bound"] - 5e-5), candidate
-    assert gates.loc["network", "gate"] == gates.loc["ensemble", "gate"] == "passes"
-    if gates.loc["network", "min_shift_roc_auc"] > 0.5001:  # the rhythm trees on so few recordings: chance
-        assert gates.loc["rhythm", "gate"].startswith("fails")
-    # each shifted recording's features are kept under its own key, for the next network's ensemble
-    val = json.loads(prepared["split"].read_text())["val"]
-    keys = pd.read_csv(ensemble["features"], dtype={"record": str})["record"]
-    assert sorted(k.split("|")[1] for k in keys if "|" in k) == sorted(list(stage) * len(val))
-    assert "## The declared gate" in (ensemble["out"] / "validation.md").read_text()
+def test_the_features_table_is_read_by_record_and_a_wrong_one_is_refused_naming_it(ensemble, tmp_path):
+    table = pd.read_csv(ensemble["features"], dtype={"record": str})
+    assert list(table.columns) == ["record", *FEATURE_NAMES]
+    records = list(table["record"][:3])
+    np.testing.assert_array_equal(read_features(ensemble["features"], records[::-1]),
+                                  table.set_index("record").loc[records[::-1]].to_numpy())
+    with pytest.raises(StoreError, match=r"features.csv: no features of 1 recording\(s\) \(e.g. X99\)"):
+        read_features(ensemble["features"], ["X99"])
+    other = tmp_path / "other.csv"
+    table.drop(columns=FEATURE_NAMES[-1]).to_csv(other, index=False)
+    with pytest.raises(StoreError, match="other.csv: not the features stage's table"):
+        read_features(other, records)
+    with pytest.raises(StoreError, match="missing.csv: missing; run the features stage"):
+        read_features(tmp_path / "missing.csv", records)
 
 
-def test_an_ensemble_that_fails_the_declared_gate_is_not_registered(ensemble, evaluated, prepared, records_dir,
-                                                                    tmp_path):
-    from ecgpipe.ensemble.build import Judging, Task, fit_ensemble
-    from ecgpipe.evaluation.metrics import Bootstrap
-    from ecgpipe.params import GateCheck
+def test_features_computed_in_several_processes_are_those_of_one(monkeypatch, records_dir):
+    from ecgpipe.ensemble import rhythm
 
-    s = prepared["params"].spectrogram
-    before = mlflow.MlflowClient().search_model_versions("name='test-ensemble-gated'")
-    made = fit_ensemble(ensemble["network"], records_dir, prepared["split"], tmp_path / "gated",
-                        Task(list(s.classes), s.min_length, s.max_length, s.flat_records),
-                        Judging(Bootstrap(50, 1, 0.95), gate={"record_f1_A": GateCheck(at_least=1.01),
-                                                              "min_shift_roc_auc": GateCheck(at_least=0.5)}),
-                        0, prepared["params"].mlflow.experiment_name, "test-ensemble-gated")
-    assert made["registered"] is None and made["gate"].startswith("fails: record_f1_A ")
-    assert "min_shift_roc_auc missing" in made["gate"]  # no shifts declared: the gate cannot pass on them
-    assert mlflow.MlflowClient().search_model_versions("name='test-ensemble-gated'") == before == []
-    saved = json.loads((tmp_path / "gated" / "ensemble.json").read_text())
-    assert saved["registered"].startswith("not registered: the declared gate fails")
-    assert (tmp_path / "gated" / "model" / "MLmodel").is_file()  # still saved and servable from the folder
+    samples = [read_signal(p) for p in sorted(records_dir.glob("*.mat"))[:6]]
+    serial = rhythm.feature_rows(samples, workers=1)
+    monkeypatch.setattr(rhythm, "PARALLEL_FROM", 0)
+    np.testing.assert_array_equal(rhythm.feature_rows(samples, workers=2), serial)
+    assert serial.shape == (6, len(FEATURE_NAMES))
+
+
+def test_an_ensemble_needs_its_networks_task_and_a_known_network(ensemble, records_dir, tmp_path):
+    from ecgpipe.core.errors import ParamsError
+    from ecgpipe.params import parse_params
+    from ecgpipe.pipeline.ensemble import run_ensemble_train
+    from tests.conftest import small_params_dict
+
+    raw = small_params_dict()
+    raw["ensembles"] = {"nope": {}}
+    with pytest.raises(ParamsError, match=r"params: ensembles.nope: expected a network trained beside it"):
+        parse_params(raw)
+    raw["ensembles"] = {}
+    raw["spectrogram"]["classes"] = ["N", "A", "O", "~"]
+    with pytest.raises(ParamsError, match=r"ensembles.mean_spectrum-chunked: no such ensemble"):
+        run_ensemble_train(parse_params(raw), ensemble["network"], records_dir, ensemble["features"],
+                           tmp_path, tmp_path, tmp_path, tmp_path / "m", tmp_path / "t.json")
+    raw["ensembles"] = {ensemble["network"]: {}}
+    with pytest.raises(StoreError, match=r"the network's classes are \['N', 'A'\]; expected the task's"):
+        run_ensemble_train(parse_params(raw), ensemble["network"], records_dir, ensemble["features"],
+                           tmp_path, tmp_path, ensemble["out"] / "predictors" / ensemble["network"], tmp_path / "m",
+                           tmp_path / "t.json")
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_model_card_of_a_shipped_ensemble_says_what_it_is(ensemble):
+    from ecgpipe.ensemble.model import ENSEMBLE_SPEC, network_files
+    from ecgpipe.pipeline.report import shift_table
+    from ecgpipe.reporting.model_card import Shipped, model_card
+
+    predictor = ensemble["predictor"]
+    network = json.loads((network_files(predictor) / "model.json").read_text())
+    assert network["model"] == "mean_spectrum"  # the ensemble's own copy of its network
+    spec = json.loads((predictor / "artifacts" / "ensemble" / ENSEMBLE_SPEC).read_text())
+    card = model_card(Shipped("test-af", ensemble["name"], ensemble["run_id"], "t", "passed its gate"), network,
+                      ensemble["summary"], shift_table([ensemble["name"]], ensemble["out"] / "metrics"), 1, 0.95, spec)
+    assert f"A rhythm ensemble ({ensemble['name']})" in card and "a `mean_spectrum` network beside" in card
+    assert f"{len(FEATURE_NAMES)} rhythm features" in card and "weight 0.5 on the network's" in card
+    assert f"on {ensemble['summary']['val']['record']['n']:,} validation recordings" in card

@@ -100,4 +100,5 @@ def test_each_tasks_stage_runs_what_the_notebooks_stage_of_the_same_name_runs():
         assert task["cmd"].split()[:4] == ["python", f"stages/{name}.py", "--params", task["cmd"].split()[3]], name
         keys = [k.replace("${key}", "${item.experiment}") for k in notebook.get("params", [])]
         task_keys = next(iter(task["params"][0].values())) if task.get("params") else []
-        assert task_keys == keys, name
+        # the one key more: a task's report reads the task's rhythm ensembles (the workspace makes none)
+        assert [k for k in task_keys if not (name == "report" and k == "ensembles")] == keys, name

@@ -2,7 +2,6 @@
 recordings whose rhythm is known: a regular sinus rhythm with P waves, an irregular one without
 (as in AF), a regular one with an early beat and its pause every fourth beat (ectopy), and noise."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from ecgpipe.ensemble import rhythm as rhythm_module
@@ -75,23 +74,12 @@ def test_sample_entropy_is_low_for_a_repeating_series_and_high_for_a_random_one(
     assert np.isnan(rhythm._sample_entropy(np.full(30, 0.8)))
 
 
-def test_the_feature_cache_adds_new_recordings_and_keeps_the_known_ones(rhythm, tmp_path):
-    from ecgpipe.data.records import Recordings
-
-    signals = np.stack([ecg(np.arange(0.5, 9.5, 0.8), seconds=10, seed=s) for s in range(3)])
-    recordings = Recordings(signals, np.full(3, signals.shape[1]), np.zeros(3, dtype=np.int64),
-                            ["r0", "r1", "r2"], ["N", "A"], ["N"] * 3)
-    cache = tmp_path / "features.csv"
-    first = rhythm.feature_table(Recordings(signals[:2], recordings.lengths[:2], recordings.labels[:2], ["r0", "r1"],
-                                            ["N", "A"], ["N"] * 2), cache)
-    assert list(first.index) == ["r0", "r1"] and list(first.columns) == list(rhythm.FEATURE_NAMES)
-    marked = first.copy()
-    marked.loc["r0", "rr_cv"] = 123.0  # a value the features never give: it shows a row was reused
-    marked.to_csv(cache)
-    table = rhythm.feature_table(recordings, cache)
-    assert list(table.index) == ["r0", "r1", "r2"] and table.loc["r0", "rr_cv"] == 123.0
-    fresh = rhythm.rhythm_features(signals[2])
-    assert table.loc["r2", "rr_median"] == pytest.approx(fresh["rr_median"])
-    assert len(pd.read_csv(cache)) == 3
-    assert table.loc["r1"].tolist() == pytest.approx(list(rhythm.rhythm_features(signals[1]).values()), rel=0,
-                                                      abs=0, nan_ok=True)  # the cache gives back the same floats
+def test_the_features_table_gives_back_the_very_floats_it_was_written_with(rhythm, tmp_path):
+    signals = [ecg(np.arange(0.5, 9.5, 0.8), seconds=10, seed=s) for s in range(3)] + [np.zeros(3000)]
+    rows = rhythm.feature_rows(signals, workers=1)
+    assert rows.shape == (4, len(rhythm.FEATURE_NAMES)) and np.isnan(rows[3]).any()  # no beats: unknown
+    assert rows[1].tolist() == pytest.approx(list(rhythm.rhythm_features(signals[1]).values()), rel=0, abs=0,
+                                             nan_ok=True)
+    path = tmp_path / "features.csv"
+    rhythm.write_features(path, ["r0", "r1", "r2", "flat"], rows)
+    np.testing.assert_array_equal(rhythm.read_features(path, ["flat", "r0"]), rows[[3, 0]])  # NaN kept as NaN

@@ -26,6 +26,9 @@ def test_queue_commands_one_per_fold_and_seed():
     task_commands = queue_commands("cv", 3, [1], ["a-chunked"], task="four_class")
     assert task_commands[0][-1] == "task_evaluate@four_class-a-chunked"
     assert task_commands[0][:-1] == commands[0][:-2]
+    # a network's rhythm ensemble (NETWORK+rhythm) is evaluated by its own stage, after the network's
+    ensemble = queue_commands("cv", 3, [1], ["a-chunked", "a-chunked+rhythm"], task="four_class")[0]
+    assert ensemble[-2:] == ["task_evaluate@four_class-a-chunked", "task_ensemble_evaluate@four_class-a-chunked"]
 
 
 def test_t_interval_matches_scipy():
@@ -333,8 +336,13 @@ def test_a_task_study_queues_the_tasks_stages_into_its_mlflow_experiment(monkeyp
     params = str(Path(__file__).parents[1] / "params.yaml")
     main(["study", "run", "--name", "cv", "--task", "four_class", "--params", params])
     (name, folds, seeds, experiments, jobs, experiment_name), kwargs = calls[0]
-    assert experiments == ["raw_resnet-robust_crop"] and experiment_name == "ecgpipe-four-class"
-    assert kwargs["task"] == "four_class"
+    # every experiment the task makes: its network and that network's rhythm ensemble
+    assert experiments == ["raw_resnet-robust_crop", "raw_resnet-robust_crop+rhythm"]
+    assert experiment_name == "ecgpipe-four-class" and kwargs["task"] == "four_class"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "run", "--name", "cv", "--task", "four_class", "--params", params, "--experiments", "conv+rhythm"])
+    assert "--experiments: 'conv+rhythm': expected one of ['raw_resnet-robust_crop', 'raw_resnet-robust_crop+rhythm']" \
+        in str(exit_info.value.code)
     with pytest.raises(SystemExit) as exit_info:
         main(["study", "run", "--name", "cv", "--task", "nine_class", "--params", params])
     assert "tasks.nine_class: no such task" in str(exit_info.value.code)

@@ -67,15 +67,18 @@ def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, sm
         "report.champion_metric": "record_challenge_score", "report.registered_model": "synthetic-rhythm",
         "report.gate": {}, "split.calibration": 0.2, "evaluate.af_sensitivity": 0.95}}}
     small_params["task_experiments"] = ["mean_spectrum-chunked", "raw_resnet-random_crop"]
+    small_params["task_ensembles"] = {"raw_resnet-random_crop": {"network_weight": 0.5, "seed": 0}}
     project, run = committed_project(small_params)
     dvc = (sys.executable, "-m", "dvc")
     stages = run(*dvc, "stage", "list", "--name-only").split()
     assert {"task_train@four_class-mean_spectrum-chunked", "task_evaluate@four_class-raw_resnet-random_crop",
-            "task_report@four_class"} <= set(stages)
+            "task_ensemble_train@four_class-raw_resnet-random_crop",
+            "task_ensemble_evaluate@four_class-raw_resnet-random_crop", "task_report@four_class"} <= set(stages)
     run(*dvc, "repro", "task_report@four_class")
     assert not (project / "metrics").exists() and not (project / "models").exists()  # the notebook's: not run
     task = project / "tasks" / "four_class"
-    for name in ("mean_spectrum-chunked", "raw_resnet-random_crop"):
+    ensemble = "raw_resnet-random_crop+rhythm"  # the rhythm ensemble: an experiment of the task like the networks
+    for name in ("mean_spectrum-chunked", "raw_resnet-random_crop", ensemble):
         evaluation = json.loads((task / "metrics" / name / "eval.json").read_text())
         record = evaluation["val"]["record"]
         assert set(record["f1"]) == set(FOUR) and set(record["ci"]["f1"]) == set(FOUR)
@@ -87,7 +90,7 @@ def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, sm
     # the served operating point, fitted on the training recordings the split held out of training
     split = json.loads((task / "data" / "split.json").read_text())
     assert split["calibration"] and not set(split["calibration"]) & set(split["train"] + split["val"])
-    for name in ("mean_spectrum-chunked", "raw_resnet-random_crop"):
+    for name in ("mean_spectrum-chunked", "raw_resnet-random_crop", ensemble):
         section = json.loads((task / "metrics" / name / "eval.json").read_text())["calibration"]
         threshold = section["decision"]["threshold"]
         assert section["decision"] == {"positive": "A", "threshold": threshold, "sensitivity": 0.95}
@@ -96,18 +99,30 @@ def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, sm
         called_af = predictions["predicted"] == "A"
         assert (called_af == (predictions["p_A"] >= threshold - 1e-6)).all()  # the served rule, not the argmax
         assert (task / "plots" / "figures" / name / "reliability_val.png").is_file()
+        if name == ensemble:  # its decision, fitted on the held-out recordings by its train stage
+            served = json.loads((task / "predictors" / name / "artifacts" / "ensemble" / "ensemble.json").read_text())
+            trained = json.loads((task / "metrics" / name / "train.json").read_text())["threshold_A"]
+            assert served["decision"]["threshold"] == trained == pytest.approx(threshold, abs=1e-6)
+            assert section["temperature"] == 1.0  # its network's is inside it
+            continue
         served = json.loads((task / "predictors" / name / "artifacts" / "predictor" / "predictor.json").read_text())
         assert served["decision"] == {**section["decision"], "threshold": pytest.approx(threshold, abs=1e-6)}
         assert served["temperature"] == pytest.approx(section["temperature"], abs=1e-6)
-    # what a user gets: the label by the served rule, and the rule itself, in every row
-    record = predictions["record"].iloc[0]
-    run("ecgpipe", "predict", "--model", str(task / "predictors" / name), "--out", str(project / "p.csv"),
-        str(project / "data" / "records" / f"{record}.mat"))
-    got = pd.read_csv(project / "p.csv").iloc[0]
-    assert got["decision"] == f"A when P(A) >= {section['decision']['threshold']:.4g}, else the most likely other class"
-    assert got["label"] == predictions["predicted"].iloc[0]
+    # what a user gets: the label by the served rule, and the rule itself, in every row (network and ensemble)
+    for name in ("raw_resnet-random_crop", ensemble):
+        section = json.loads((task / "metrics" / name / "eval.json").read_text())["calibration"]
+        predictions = pd.read_csv(task / "plots" / "confusion" / name / "val.csv")
+        record = predictions["record"].iloc[0]
+        run("ecgpipe", "predict", "--model", str(task / "predictors" / name), "--out", str(project / "p.csv"),
+            str(project / "data" / "records" / f"{record}.mat"))
+        got = pd.read_csv(project / "p.csv").iloc[0]
+        rule = f"A when P(A) >= {section['decision']['threshold']:.4g}, else the most likely other class"
+        assert got["decision"] == rule and got["label"] == predictions["predicted"].iloc[0], name
+        assert got[[f"p_{c}" for c in FOUR]].tolist() == pytest.approx(
+            predictions.iloc[0][[f"p_{c}" for c in FOUR]].tolist(), abs=2e-6), name
     results = pd.read_csv(task / "reports" / "results.csv")
-    assert set(results["experiment"]) == {"mean_spectrum-chunked", "raw_resnet-random_crop"}
+    assert list(results["experiment"]) == ["mean_spectrum-chunked", "raw_resnet-random_crop", ensemble]
+    assert results.set_index("experiment").loc[ensemble, "model"] == "rhythm_ensemble"
     assert results["record_challenge_score"].between(0, 1).all()
     # each model read as an AF alarm: AF found, and false alarms on each other class, with intervals
     for column in ("record_recall_A", "record_af_roc_auc",
@@ -126,7 +141,7 @@ def test_a_task_is_a_family_of_stages_beside_the_notebooks(committed_project, sm
     client = mlflow.tracking.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     assert client.get_model_version_by_alias("synthetic-rhythm", "champion").run_id == champion["run_id"]
     runs = client.search_runs([client.get_experiment_by_name("synthetic-four").experiment_id])
-    assert {r.info.run_name for r in runs} == {"mean_spectrum-chunked", "raw_resnet-random_crop"}
+    assert {r.info.run_name for r in runs} == {"mean_spectrum-chunked", "raw_resnet-random_crop", ensemble}
     for r in runs:
         assert 0 <= r.data.metrics["val_record_challenge_score"] <= 1
         assert "val_record_af_specificity_noise" in r.data.metrics and "val_record_af_roc_auc" in r.data.metrics
@@ -176,3 +191,29 @@ def test_a_task_never_registers_the_workspaces_model(small_params, tmp_path):
     assert task_params(path, "t").report.registered_model == "ecgpipe-t"
 
 
+
+
+def test_ensembles_are_the_tasks_to_make_and_each_names_a_task_network(small_params, tmp_path):
+    from ecgpipe.pipeline.check import run_check
+
+    small_params["tasks"] = {"t": {"set": {"report.registered_model": "ecgpipe-t"}}}
+    small_params["task_experiments"] = ["mean_spectrum-chunked"]
+    small_params["task_ensembles"] = {"fully_connected-random_chunk": {}}  # trained, but not by the tasks
+    with pytest.raises(ParamsError, match=r"params: task_ensembles.fully_connected-random_chunk: expected a network "
+                                          r"trained beside it \(one of task_experiments: mean_spectrum-chunked\)"):
+        parse_params(small_params)
+    small_params["task_ensembles"] = {"mean_spectrum-chunked": {"network_weight": 0.7}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small_params))
+    task = task_params(path, "t")
+    assert task.ensembles["mean_spectrum-chunked"].network_weight == 0.7
+    assert task.experiment_names() == ["mean_spectrum-chunked", "mean_spectrum-chunked+rhythm"]
+    small_params["ensembles"] = {"mean_spectrum-chunked": {}}  # the workspace's stages make none
+    path.write_text(yaml.safe_dump(small_params))
+    with pytest.raises(ParamsError, match=r"params: ensembles: expected none in this file: the tasks make"):
+        run_check(load_params(path), path, tmp_path / "checked.json")
+    assert not (tmp_path / "checked.json").exists()
+    small_params["task_ensembles"] = {"mean_spectrum-chunked": {"network_weight": 1.5}}
+    with pytest.raises(ParamsError, match=r"task_ensembles.mean_spectrum-chunked.network_weight: expected a weight "
+                                          r"from 0 to 1, got 1.5"):
+        parse_params(small_params)

@@ -148,9 +148,11 @@ def _study_run(args: argparse.Namespace) -> None:
     from ecgpipe.pipeline.study import run_study
 
     params = _study_params(args)
-    experiments = args.experiments or list(params.experiments)
-    for name in experiments:
-        params.experiment(name)  # an unknown name fails here, before anything is queued
+    experiments = args.experiments or params.experiment_names()
+    for name in experiments:  # an unknown name fails here, before anything is queued
+        if name not in params.experiment_names():
+            sys.exit(f"ecgpipe study run: --experiments: {name!r}: expected one of {params.experiment_names()} (the "
+                     f"experiments{' and ensembles of task ' + args.task if args.task else ''} of {args.params})")
     if args.backend == "ray":
         from ecgpipe.pipeline.ray_study import run_ray_study
 
@@ -165,32 +167,6 @@ def _study_run(args: argparse.Namespace) -> None:
         return
     run_study(args.name, args.folds, args.seeds, experiments, args.jobs, params.mlflow.experiment_name,
               wait=args.wait, task=args.task)
-
-
-def _ensemble_fit(args: argparse.Namespace) -> None:
-    from ecgpipe.ensemble.build import Judging, Task, check_out_dir, fit_ensemble
-    from ecgpipe.evaluation.metrics import Bootstrap
-    from ecgpipe.params import load_params
-
-    check_out_dir(args.out)
-    if args.features_cache is not None:  # a file that is not a cache is refused before any work
-        from ecgpipe.ensemble.rhythm import FeatureCache
-
-        FeatureCache(args.features_cache)
-    params = load_params(args.params)
-    s, e = params.spectrogram, params.evaluate
-    judging = Judging(Bootstrap(e.bootstrap_resamples, e.bootstrap_seed, e.confidence), dict(e.shifts), e.shift_seed,
-                      dict(params.report.gate))
-    made = fit_ensemble(args.network, args.records, args.split, args.out,
-                        Task(list(s.classes), s.min_length, s.max_length, s.flat_records), judging, params.train.seed,
-                        params.mlflow.experiment_name, params.report.registered_model if args.register else None,
-                        args.features_cache)
-    print((args.out / "validation.md").read_text())
-    print(f"MLflow run {made['run_id']}; the servable model: {args.out / 'model'} and {made['model_uri']}")
-    if made["registered"]:
-        print(f"registered: {made['registered']['model_uri']} (version {made['registered']['version']})")
-    elif args.register:
-        print(f"not registered: the declared gate {made['gate']}")
 
 
 def _remote_set(args: argparse.Namespace) -> None:
@@ -282,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--folds", type=_at_least(2, MAX_STUDY_FOLDS, "each fold is a whole training"), default=5, help="stratified folds (split.folds)")
     run.add_argument("--seeds", type=_at_least(0), nargs="+", default=[12345], help="training seeds (train.seed)")
     run.add_argument("--jobs", type=_at_least(1), default=1, help="parallel queue workers")
-    run.add_argument("--experiments", nargs="+", help="experiments of params.yaml (default: all)")
+    run.add_argument("--experiments", nargs="+", help="experiments of params.yaml, or of --task (its networks and NETWORK+rhythm ensembles; default: all)")
     run.add_argument("--wait", action="store_true",
                      help="return only when the queue is empty; exit non-zero naming the study's failed runs")
     run.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -302,26 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--params", type=Path, default=Path("params.yaml"))
     report.add_argument("--task", help="a task of params.yaml's tasks: the study's runs are in its MLflow experiment")
     report.set_defaults(func=_study_report)
-    ensemble = commands.add_parser(
-        "ensemble", help="a network and a tree model on rhythm features, as one servable model").add_subparsers(
-        dest="what", required=True)
-    fit = ensemble.add_parser(
-        "fit", help="fit the tree model on a split's training recordings; save, score, log (and register) the ensemble",
-        description="Fits a gradient-boosted model on the rhythm features of the split's training recordings (the "
-                    "task of --params' spectrogram section), averages its probabilities with the network's, and "
-                    "writes OUT/model (an MLflow model: `mlflow models serve -m OUT/model`, `ecgpipe predict --model "
-                    "OUT/model`) and OUT/validation.md (the ensemble against the network on the split's validation "
-                    "recordings, paired, under evaluate.shifts, and report.gate's verdict). Logged to MLflow; --register "
-                    "adds it to report.registered_model as @candidate-ensemble if it passes the gate (never "
-                    "@champion: see `ecgpipe promote`).")
-    fit.add_argument("--network", type=Path, required=True, help="a predictors/NAME or models/NAME folder")
-    fit.add_argument("--records", type=Path, default=Path("data/records"))
-    fit.add_argument("--split", type=Path, default=Path("data/split.json"), help="the split the network trained on")
-    fit.add_argument("--out", type=Path, required=True, help="a new folder (an earlier ensemble's is replaced)")
-    fit.add_argument("--register", action="store_true", help="register it in the MLflow Model Registry")
-    fit.add_argument("--features-cache", type=Path, help="a CSV that keeps the recordings' features between runs")
-    fit.add_argument("--params", type=Path, default=Path("params.yaml"))
-    fit.set_defaults(func=_ensemble_fit)
     remote = commands.add_parser("remote", help="the git and DVC remotes that studies on Ray share").add_subparsers(
         dest="what", required=True)
     remote_set = remote.add_parser(

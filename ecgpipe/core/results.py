@@ -132,7 +132,9 @@ def figure_columns(levels: dict) -> dict:
     if "af_roc_auc" in record:  # more classes than N and A: the model read as an AF alarm too
         names += [joined("recall", AF), *[joined(key, c) for key in ("af_specificity", "af_specificity_at_sensitivity_95")
                                           for c in record[key]], "af_roc_auc"]
-    return {**{CHUNK_COLUMNS[level]: levels[level]["accuracy"] for level in ("chunk_balanced", "chunk")},
+    # a model without chunks (a rhythm ensemble) leaves the chunk columns empty
+    return {**{CHUNK_COLUMNS[level]: levels[level]["accuracy"] if level in levels else None
+               for level in ("chunk_balanced", "chunk")},
             **{record_column(n): figure(record, n) for n in names}}
 
 

@@ -17,23 +17,26 @@ import numpy as np
 
 from ecgpipe.core.errors import ModelFileError, PredictError
 from ecgpipe.core.io import read_json, write_json
-from ecgpipe.ensemble.rhythm import FEATURE_NAMES, FeatureCache
+from ecgpipe.ensemble.rhythm import FEATURE_NAMES, feature_row
 from ecgpipe.ensemble.trees import BoostedTrees
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
+from ecgpipe.inference.preprocessing import Decision, served_labels
 from ecgpipe.inference.readers import InputLimits, Signal
 
 ENSEMBLE_SPEC = "ensemble.json"
 NETWORK_FOLDER = "network"
 TREES_FILE = "trees.npz"
 ARTIFACT = "ensemble"  # the artifact key and folder of a saved ensemble in an MLflow model
-NETWORK_WEIGHT = 0.5  # the equal-weight mean, declared before any fold was scored (benchmarks/rhythm_study.py)
+NETWORK_WEIGHT = 0.5  # the equal-weight mean, declared before any fold was scored (issue 24's study)
 
 
 def network_files(folder: Path) -> Path:
-    """The folder that holds a network's ``model.json``: a models/NAME folder, or the artifact of a
-    predictors/NAME one (an MLflow model)."""
+    """The folder that holds a network's ``model.json``: a models/NAME folder, the artifact of a
+    predictors/NAME one (an MLflow model), or the network of an ensemble's (either)."""
     folder = Path(folder)
-    return folder / "artifacts" / "predictor" if (folder / "MLmodel").is_file() else folder
+    if (folder / "MLmodel").is_file():
+        folder = folder / "artifacts" / (ARTIFACT if (folder / "artifacts" / ARTIFACT).is_dir() else "predictor")
+    return folder / NETWORK_FOLDER if (folder / ENSEMBLE_SPEC).is_file() else folder
 
 
 @dataclass
@@ -41,6 +44,8 @@ class RhythmEnsemble:
     predictor: Predictor
     trees: BoostedTrees
     network_weight: float = NETWORK_WEIGHT
+    # the served label's rule, fitted on recordings held out of training (None: the most likely class)
+    decision: Decision | None = None
     spec: dict | None = None  # ensemble.json of a loaded ensemble (its runs), None before it is saved
 
     def __post_init__(self) -> None:
@@ -52,9 +57,6 @@ class RhythmEnsemble:
     def class_names(self) -> list[str]:
         return self.predictor.class_names
 
-    # no served operating point of its own yet: its label is the most likely class
-    decision = None
-
     @property
     def limits(self) -> InputLimits:
         return self.predictor.limits
@@ -63,11 +65,9 @@ class RhythmEnsemble:
     def fs(self) -> float:
         return self.predictor.fs
 
-    def features(self, signal: Signal, cache: FeatureCache | None = None, key: str = "") -> np.ndarray:
-        """(1, features): the rhythm features of the samples the network sees (checked, at its rate);
-        with ``cache``, those it holds for ``key`` (the same samples' features, computed before)."""
-        samples = self.predictor.preprocessing.samples_at_training_rate(signal)
-        return (cache or FeatureCache()).get(key or "-", samples, self.predictor.fs)[None, :]
+    def features(self, signal: Signal) -> np.ndarray:
+        """(1, features): the rhythm features of the samples the network sees (checked, at its rate)."""
+        return feature_row(self.predictor.preprocessing.samples_at_training_rate(signal), self.predictor.fs)[None, :]
 
     def combine(self, network: np.ndarray, rhythm: np.ndarray) -> np.ndarray:
         return self.network_weight * network + (1 - self.network_weight) * rhythm
@@ -77,12 +77,19 @@ class RhythmEnsemble:
         network = self.predictor.predict_proba(signal)  # the limits and the network's checks come first
         return self.combine(network, self.trees.predict_proba(self.features(signal))[0])
 
+    def labels(self, probs: np.ndarray) -> np.ndarray:
+        """The served label (a class index) of each probability row."""
+        return served_labels(self.decision, self.class_names, probs)
+
     def classify(self, signal: Signal) -> dict:
         probs = self.predict_proba(signal)
         if not np.isfinite(probs).all():
             raise PredictError("the ensemble's output is not finite for this recording")
-        return {"label": self.class_names[int(probs.argmax())],
-                **{f"p_{c}": float(p) for c, p in zip(self.class_names, probs)}}
+        row = {"label": self.class_names[int(self.labels(probs[None, :])[0])],
+               **{f"p_{c}": float(p) for c, p in zip(self.class_names, probs)}}
+        if self.decision is not None:  # the served operating point, in every output
+            row["decision"] = self.decision.describe()
+        return row
 
     def save(self, folder: Path, network_source: Path, runs: dict) -> Path:
         """Write the ensemble into the new folder ``folder``: the network's files copied from
@@ -95,7 +102,8 @@ class RhythmEnsemble:
                 shutil.copy(source / name, folder / NETWORK_FOLDER / name)
         self.trees.save(folder / TREES_FILE)
         self.spec = {"features": list(FEATURE_NAMES), "network_weight": self.network_weight,
-                     "class_names": self.class_names, "aggregation": self.predictor.aggregation, **runs}
+                     "class_names": self.class_names, "aggregation": self.predictor.aggregation,
+                     **({"decision": self.decision.to_dict()} if self.decision is not None else {}), **runs}
         write_json(folder / ENSEMBLE_SPEC, self.spec)
         return folder
 
@@ -115,7 +123,12 @@ class RhythmEnsemble:
         trees = BoostedTrees.load(folder / TREES_FILE)
         if trees.predict_proba(np.zeros((1, trees.n_features))).shape[1] != len(predictor.class_names):
             raise ModelFileError(f"{folder}: the tree model and the network have different classes")
-        return cls(predictor, trees, float(spec["network_weight"]), spec)
+        try:
+            decision = Decision.from_dict(spec["decision"]) if "decision" in spec else None
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{folder / ENSEMBLE_SPEC}: decision: expected positive, threshold and sensitivity, "
+                                 f"got {spec['decision']!r}") from None
+        return cls(predictor, trees, float(spec["network_weight"]), decision, spec)
 
 
 def is_ensemble(folder: str | Path) -> bool:

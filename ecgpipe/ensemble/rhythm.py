@@ -3,7 +3,12 @@ premature beats, beat shape, P waves and noise, from wfdb's XQRS detector, as mo
 challenge winners used them. Every feature was fixed before any fold was scored."""
 from __future__ import annotations
 
+import multiprocessing
+import os
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +16,9 @@ import pandas as pd
 import scipy.signal
 import wfdb.processing
 
-from ecgpipe.core.errors import OutputError
+from ecgpipe.core.errors import StoreError
 from ecgpipe.core.io import atomic_path
 from ecgpipe.core.units import ADC_PER_MV, SAMPLING_RATE_HZ
-from ecgpipe.data.records import Recordings
 
 # the features in the order a model takes them: those of the whole signal, then those of its beats
 # (NaN where there are too few beats to say)
@@ -91,64 +95,56 @@ def rhythm_features(samples: np.ndarray, fs: float = SAMPLING_RATE_HZ) -> dict[s
     return f
 
 
-class FeatureCache:
-    """Feature rows by key in a CSV (``path``; None keeps them in memory only): a record id, or a record
-    id with the shift that changed its samples. Features depend on the samples only, so a row computed
-    once serves every later run, and every network beside it."""
-
-    def __init__(self, path: Path | None = None):
-        self.path = None if path is None else Path(path)
-        self.rows: dict[str, np.ndarray] = {}
-        self.added = False
-        if self.path is not None and self.path.exists():
-            self.rows = self._read()
-
-    def _read(self) -> dict[str, np.ndarray]:
-        """The cache file's rows (none if made by other features: computed again); any other file (a
-        user's CSV, REFERENCE.csv) is an OutputError, and is never written over."""
-        if not self.path.is_file():
-            raise OutputError(f"{self.path}: not a file; expected the path of a feature cache (a CSV)")
-        keep = "name a new file or one that --features-cache wrote: this one is left as it is"
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                first_column = f.readline().split(",")[0].strip()
-            if first_column != "record":
-                raise OutputError(f"{self.path}: not a feature cache (its first column is not 'record'); {keep}")
-            # round_trip: the very floats that were written, as a freshly computed row would give
-            table = pd.read_csv(self.path, dtype={"record": str}, float_precision="round_trip").set_index("record")
-            values = table.to_numpy(np.float64)  # numbers only
-        except OutputError:
-            raise
-        except ValueError as exc:  # undecodable text, a malformed CSV, a cell that is no number
-            raise OutputError(f"{self.path}: not a feature cache ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                              f"{keep}") from None
-        return dict(zip(table.index, values)) if tuple(table.columns) == FEATURE_NAMES else {}
-
-    def get(self, key: str, samples, fs: float = SAMPLING_RATE_HZ) -> np.ndarray:
-        """The features of ``samples`` (those of ``key``), computed only if ``key`` is new."""
-        if key not in self.rows:
-            values = rhythm_features(samples, fs)
-            self.rows[key] = np.array([values[name] for name in FEATURE_NAMES], dtype=np.float64)
-            self.added = True
-        return self.rows[key]
-
-    def save(self) -> None:
-        if self.path is not None and self.added:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            table = pd.DataFrame(list(self.rows.values()), index=pd.Index(list(self.rows), name="record"),
-                                 columns=list(FEATURE_NAMES))
-            with atomic_path(self.path) as tmp:  # whole or not at all: an interrupted run keeps the old cache
-                table.to_csv(tmp)
-            self.added = False
+def feature_row(samples: np.ndarray, fs: float = SAMPLING_RATE_HZ) -> np.ndarray:
+    """:func:`rhythm_features` of one recording as a row in FEATURE_NAMES order."""
+    values = rhythm_features(samples, fs)
+    return np.array([values[name] for name in FEATURE_NAMES], dtype=np.float64)
 
 
-def feature_table(recordings: Recordings, cache: FeatureCache | Path | None = None) -> pd.DataFrame:
-    """One row of :func:`rhythm_features` per recording, in their order (each from its own samples,
-    not the padding), columns FEATURE_NAMES; rows that ``cache`` holds are not computed again."""
+def feature_rows(samples: Sequence[np.ndarray], fs: float = SAMPLING_RATE_HZ, workers: int | None = None) -> np.ndarray:
+    """(recordings, features): one :func:`feature_row` per recording, across ``workers`` processes
+    (default: the CPUs this process may use). A row depends on its own samples only, so the result
+    does not depend on the number of processes."""
     from tqdm import tqdm
 
-    cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    rows = [cache.get(r, recordings.signals[i, : recordings.lengths[i]])
-            for i, r in enumerate(tqdm(recordings.record_ids, desc="rhythm features", unit="recording"))]
-    cache.save()
-    return pd.DataFrame(rows, index=pd.Index(recordings.record_ids, name="record"), columns=list(FEATURE_NAMES))
+    workers = workers or len(os.sched_getaffinity(0))
+    progress = {"desc": "rhythm features", "unit": "recording", "total": len(samples)}
+    if workers <= 1 or len(samples) < PARALLEL_FROM:
+        rows = [feature_row(x, fs) for x in tqdm(samples, **progress)]
+    else:  # spawned, not forked: a fork of a process that holds torch's threads may hang
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(tqdm(pool.map(partial(feature_row, fs=fs), samples, chunksize=16), **progress))
+    return np.stack(rows) if rows else np.empty((0, len(FEATURE_NAMES)))
+
+
+PARALLEL_FROM = 200  # recordings: below that, starting the processes costs more than it saves
+
+
+def write_features(path: Path, records: list[str], rows: np.ndarray) -> None:
+    """The features stage's table: a ``record`` column, then FEATURE_NAMES; whole or not at all."""
+    table = pd.DataFrame(rows, index=pd.Index(records, name="record"), columns=list(FEATURE_NAMES))
+    with atomic_path(Path(path)) as tmp:
+        table.to_csv(tmp)  # the shortest repr of each float: read back exactly (round_trip)
+
+
+def read_features(path: Path, records: Sequence[str]) -> np.ndarray:
+    """(len(records), features): the rows of ``records`` in the features stage's table ``path``; a
+    StoreError naming the file when it is not such a table or lacks one of them."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype={"record": str}).set_index("record")  # pandas reads floats back exactly
+        values = table[list(FEATURE_NAMES)].to_numpy(np.float64)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing; run the features stage first (dvc repro features)") from None
+    except (KeyError, ValueError) as exc:  # another table, a cell that is no number, undecodable text
+        raise StoreError(f"{path}: not the features stage's table of {len(FEATURE_NAMES)} rhythm features "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0]}); rerun it (dvc repro features)") from None
+    if tuple(table.columns) != FEATURE_NAMES:
+        raise StoreError(f"{path}: made with other rhythm features than this ecgpipe computes (columns "
+                         f"{list(table.columns)}); rerun the features stage (dvc repro features)")
+    row = {r: i for i, r in enumerate(table.index)}
+    missing = [r for r in records if r not in row]
+    if missing:
+        raise StoreError(f"{path}: no features of {len(missing)} recording(s) (e.g. {missing[0]}); expected every "
+                         "recording of the records folder: rerun the features stage (dvc repro features)")
+    return values[[row[r] for r in records]]

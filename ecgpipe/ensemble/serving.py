@@ -41,7 +41,7 @@ def model_kwargs(ensemble_dir: Path, example: np.ndarray, tmp: Path) -> dict:
     return {
         "python_model": EnsembleModel(),
         "artifacts": {ARTIFACT: str(ensemble_dir)},
-        "signature": signature(ensemble.class_names),
+        "signature": signature(ensemble.class_names, decision=ensemble.decision is not None),
         "input_example": pd.DataFrame({"signal": [example.astype(np.float64).tolist()], "fs": [ensemble.fs]}),
         "code_paths": [str(_code(tmp / "code"))],
         "pip_requirements": served_requirements(),

@@ -10,7 +10,7 @@ import numpy as np
 
 from ecgpipe.core.errors import ModelFileError
 
-# The tree model's settings, declared before any fold was scored (benchmarks/rhythm_study.py, issue 24):
+# The tree model's settings, declared before any fold was scored (issue 24's study):
 # classes weighted as the network's balanced batches, a fixed number of rounds (no early stopping,
 # so no validation split is carved out of the training recordings)
 SETTINGS = {"max_iter": 300, "learning_rate": 0.05, "max_leaf_nodes": 31, "l2_regularization": 1.0,

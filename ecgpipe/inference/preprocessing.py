@@ -78,6 +78,18 @@ class Decision:
         return cls(str(data["positive"]), float(data["threshold"]), float(data["sensitivity"]))
 
 
+def served_labels(decision: Decision | None, class_names: tuple[str, ...] | list[str], probs: np.ndarray) -> np.ndarray:
+    """The served label (a class index) of each probability row: the decision's rule, or the most
+    likely class (a network's and an ensemble's alike)."""
+    probs = np.asarray(probs)
+    if decision is None:
+        return probs.argmax(axis=1)
+    positive = list(class_names).index(decision.positive)
+    others = probs.copy()
+    others[:, positive] = -np.inf
+    return np.where(probs[:, positive] >= decision.threshold, positive, others.argmax(axis=1))
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Featurizer, classes and aggregation of one trained model: a raw recording in, probabilities out."""
@@ -138,15 +150,8 @@ class Preprocessing:
         return aggregate_by_record(logits, owner, self.aggregation, self.temperature)
 
     def labels(self, probs: np.ndarray) -> np.ndarray:
-        """The served label (a class index) of each probability row: the decision's rule, or the most
-        likely class."""
-        probs = np.asarray(probs)
-        if self.decision is None:
-            return probs.argmax(axis=1)
-        positive = self.class_names.index(self.decision.positive)
-        others = probs.copy()
-        others[:, positive] = -np.inf
-        return np.where(probs[:, positive] >= self.decision.threshold, positive, others.argmax(axis=1))
+        """The served label (a class index) of each probability row: :func:`served_labels`."""
+        return served_labels(self.decision, self.class_names, probs)
 
     def to_dict(self) -> dict:
         data = {"featurizer": self.featurizer.to_dict(), "class_names": list(self.class_names),

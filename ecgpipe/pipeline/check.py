@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ecgpipe.core.errors import fail_param
 from ecgpipe.core.io import write_json
 from ecgpipe.params import Params
 from ecgpipe.pipeline.task import task_params
@@ -23,6 +24,9 @@ CHECKED = {"params": "valid: every key known, every value in range"}
 def run_check(params: Params, params_path: Path, out_path: Path) -> None:
     """Record that ``params.yaml`` passed: the stage's loader (``ecgpipe.pipeline.stage.run_stage``) has
     validated the whole file before this runs; each task's params are validated here."""
+    if params.ensembles:  # the workspace's stages make none: a section here would change nothing
+        fail_param("ensembles", "none in this file: the tasks make the rhythm ensembles of task_ensembles "
+                   "(a task's own params get them as ensembles)", sorted(params.ensembles))
     for name in params.tasks:
         task_params(params_path, name)
     write_json(out_path, CHECKED)

@@ -29,8 +29,9 @@ from ecgpipe.core.results import (
     worst_shift_key,
 )
 from ecgpipe.data.store import CALIBRATION
+from ecgpipe.inference.checkpoint import SPEC_FILE
 from ecgpipe.evaluation.metrics import Bootstrap, positive_class
-from ecgpipe.params import ExperimentParams, Params, ReportParams, SpectrogramParams
+from ecgpipe.params import EnsembleParams, ExperimentParams, Params, ReportParams, SpectrogramParams, ensemble_name
 from ecgpipe.pipeline.evaluate import scoring_settings
 from ecgpipe.reporting.champion import Decision, choose_champion
 from ecgpipe.reporting.tables import (
@@ -75,22 +76,14 @@ def class_mix(experiments: dict[str, ExperimentParams], metrics_dir: Path, split
     return ", ".join(f"{c} {n / total:.0%}" for c, n in support.items())
 
 
-def experiment_row(name: str, experiment: ExperimentParams, spectrogram: SpectrogramParams, metrics_dir: Path,
-                   split: str = "val") -> dict:
+def figure_row(name: str, settings: dict, metrics_dir: Path, split: str = "val") -> dict:
+    """results.csv's row of experiment NAME (of any kind): ``settings``, then the figures of its
+    eval.json with their intervals and, where measured, its false alarms on labels the task never
+    trained on, its calibration and its worst device shift."""
     eval_json = read_json(Path(metrics_dir) / name / "eval.json")
     evaluation = eval_json[split]
-    speed = read_json(Path(metrics_dir) / name / "speed.json")
     record = evaluation[RECORD]
-    row = {
-        "experiment": name,
-        "model": experiment.model,
-        "loader": experiment.loader,
-        "epochs": experiment.epochs,
-        "robust": int(experiment.robust),  # trained with robustness options: a figure the gate may use
-        NOTEBOOK_COLUMN: notebook_figure(spectrogram, experiment.model, experiment.loader),
-        **figure_columns(evaluation),
-    }
-    row["train_examples_per_s"] = speed["examples_per_s"]  # the median epoch's
+    row = {"experiment": name, **settings, **figure_columns(evaluation)}
     if "ci" in record:  # each record_* figure's interval, as <column>_ci_low / _ci_high
         row.update(interval_columns(record, list(row)))
     if UNSEEN in eval_json:  # AF's false alarms on the labels the task never trained on
@@ -103,7 +96,31 @@ def experiment_row(name: str, experiment: ExperimentParams, spectrogram: Spectro
     return row
 
 
-def shift_table(experiments: dict[str, ExperimentParams], metrics_dir: Path, split: str = "val") -> pd.DataFrame | None:
+def experiment_row(name: str, experiment: ExperimentParams, spectrogram: SpectrogramParams, metrics_dir: Path,
+                   split: str = "val") -> dict:
+    row = figure_row(name, {
+        "model": experiment.model,
+        "loader": experiment.loader,
+        "epochs": experiment.epochs,
+        "robust": int(experiment.robust),  # trained with robustness options: a figure the gate may use
+        NOTEBOOK_COLUMN: notebook_figure(spectrogram, experiment.model, experiment.loader),
+    }, metrics_dir, split)
+    row["train_examples_per_s"] = read_json(Path(metrics_dir) / name / "speed.json")["examples_per_s"]  # median epoch's
+    return row
+
+
+def ensemble_row(network: str, experiments: dict[str, ExperimentParams], metrics_dir: Path, split: str = "val") -> dict:
+    """results.csv's row of ``network``'s rhythm ensemble: its network's loader and robustness (what the
+    gate may read), no epochs or training speed of its own."""
+    return figure_row(ensemble_name(network), {"model": ENSEMBLE_MODEL, "loader": experiments[network].loader,
+                                               "epochs": None, "robust": int(experiments[network].robust),
+                                               NOTEBOOK_COLUMN: None}, metrics_dir, split)
+
+
+ENSEMBLE_MODEL = "rhythm_ensemble"  # results.csv's model column of an ensemble
+
+
+def shift_table(experiments: list[str], metrics_dir: Path, split: str = "val") -> pd.DataFrame | None:
     """One row per experiment and shift: F1 of the positive class and its paired change from the
     unshifted figure, ROC AUC, sensitivity and specificity, each with its interval."""
     rows = []
@@ -128,9 +145,11 @@ def shift_table(experiments: dict[str, ExperimentParams], metrics_dir: Path, spl
 
 
 def results_table(experiments: dict[str, ExperimentParams], spectrogram: SpectrogramParams, metrics_dir: Path,
-                  split: str = "val") -> pd.DataFrame:
+                  split: str = "val", ensembles: dict[str, EnsembleParams] | None = None) -> pd.DataFrame:
+    """One row per experiment, then one per rhythm ensemble (``ensembles``, by network)."""
     return pd.DataFrame([experiment_row(name, experiment, spectrogram, metrics_dir, split)
-                         for name, experiment in experiments.items()])
+                         for name, experiment in experiments.items()]
+                        + [ensemble_row(network, experiments, metrics_dir, split) for network in ensembles or {}])
 
 
 def choose(report: ReportParams, table: pd.DataFrame, plots_dir: Path | None, bootstrap: Bootstrap) -> Decision:
@@ -179,6 +198,9 @@ def score_champion_on_test(scoring: dict, champion: str, models_dir: Path, chunk
 
     if not (Path(chunks_dir) / "test.pt").is_file():
         return None
+    if not (Path(models_dir) / champion / SPEC_FILE).is_file():  # an ensemble: its evaluation has no test split
+        raise ParamsError(f"params: split.test: the champion {champion} is an ensemble, which is not scored on a test "
+                          "split yet; expected split.test 0 where a task makes ensembles (task_ensembles)")
     _, _, scores = score_saved_model(Path(models_dir) / champion, "test", records_dir, spectrogram_dir, chunks_dir,
                                      **scoring)
     return scores
@@ -188,7 +210,8 @@ def report_sections(params: Params) -> dict:
     """What the report reads of params.yaml, as ``run_report``'s keywords: ``report``, ``experiments``,
     ``spectrogram`` (the task's classes), scoring as the evaluate stage scores (``evaluate``, and
     ``train``/``chunk``'s device, batch size and seed), and ``study.name``'s registry alias."""
-    return {"report": params.report, "experiments": params.experiments, "spectrogram": params.spectrogram,
+    return {"report": params.report, "experiments": params.experiments, "ensembles": params.ensembles,
+            "spectrogram": params.spectrogram,
             "scoring": scoring_settings(params.evaluate, params.train, params.chunk),
             "alias": registry_alias(params.study.name)}
 
@@ -197,7 +220,7 @@ def run_report(report: ReportParams, experiments: dict[str, ExperimentParams], s
                scoring: dict, alias: str, metrics_dir: Path, models_dir: Path, out_dir: Path,
                plots_dir: Path | None = None,
                chunks_dir: Path | None = None, spectrogram_dir: Path | None = None,
-               records_dir: Path | None = None) -> pd.DataFrame:
+               records_dir: Path | None = None, ensembles: dict[str, EnsembleParams] | None = None) -> pd.DataFrame:
     """Write ``results.csv``, ``results.md``, ``comparison.png`` and ``champion.json`` into
     ``out_dir``, and register the champion chosen by ``report.gate``/``prefer``/``order`` in the
     MLflow Model Registry: as ``@champion`` from the workspace's ``dvc repro``, as
@@ -214,11 +237,11 @@ def run_report(report: ReportParams, experiments: dict[str, ExperimentParams], s
     from ecgpipe.tracking.runs import RUN_FILE
 
     metric, bootstrap = report.champion_metric, scoring["bootstrap"]
-    table = results_table(experiments, spectrogram, metrics_dir)
+    table = results_table(experiments, spectrogram, metrics_dir, ensembles=ensembles)
     if metric not in table:
         raise ParamsError(f"params: report.champion_metric: expected a column of results.csv such as "
                           f"{DEFAULT_CHAMPION_METRIC}, got {metric!r}")
-    shifts = shift_table(experiments, metrics_dir)
+    shifts = shift_table(list(table["experiment"]), metrics_dir)
     decision = choose(report, table, plots_dir, bootstrap)
     champion = decision.champion
     reference = champion or table.loc[table[metric].astype(float).idxmax(), "experiment"]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ecgpipe.core.errors import StoreError
 from ecgpipe.core.io import file_digest, read_json, staged_outputs, write_json
-from ecgpipe.ensemble.model import network_files
+from ecgpipe.ensemble.model import ARTIFACT, ENSEMBLE_SPEC, is_ensemble, network_files
 from ecgpipe.reporting.model_card import Shipped, model_card
 
 MODEL_DIR, CARD, SHIPPED = "model", "MODEL_CARD.md", "shipped.json"
@@ -70,7 +70,8 @@ def run_ship(registered_model: str, confidence: float, workspace_champion: Path,
     files = sorted(p for p in predictor.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in files)
     model = read_json(network_files(predictor) / "model.json")
-    card = model_card(shipped, model, evaluation, shifts, size, confidence)
+    ensemble = read_json(predictor / "artifacts" / ARTIFACT / ENSEMBLE_SPEC) if is_ensemble(predictor) else None
+    card = model_card(shipped, model, evaluation, shifts, size, confidence, ensemble)
     summary = {"registered_model": registered_model, "experiment": shipped.experiment, "run_id": shipped.run_id,
                "task": shipped.task, "why": shipped.why, "source": str(base / "predictors" / shipped.experiment),
                "size_bytes": size, "files": {str(p.relative_to(predictor)): file_digest(p) for p in files}}

@@ -24,12 +24,18 @@ import time
 from pathlib import Path
 
 from ecgpipe.core.errors import StudyError
+from ecgpipe.params import ENSEMBLE_SUFFIX
 from ecgpipe.reporting.study import check_study_name
 
 
 def evaluate_stage(experiment: str, task: str | None = None) -> str:
-    """dvc.yaml's stage that evaluates ``experiment``: the notebook's task's, or task ``task``'s."""
-    return f"evaluate@{experiment}" if task is None else f"task_evaluate@{task}-{experiment}"
+    """dvc.yaml's stage that evaluates ``experiment``: the notebook's task's, or task ``task``'s (a
+    rhythm ensemble's, NETWORK+rhythm: ``task_ensemble_evaluate@TASK-NETWORK``)."""
+    if task is None:
+        return f"evaluate@{experiment}"
+    if experiment.endswith(ENSEMBLE_SUFFIX):
+        return f"task_ensemble_evaluate@{task}-{experiment.removesuffix(ENSEMBLE_SUFFIX)}"
+    return f"task_evaluate@{task}-{experiment}"
 
 
 def queue_commands(name: str, folds: int, seeds: list[int], experiments: list[str],

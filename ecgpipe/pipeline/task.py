@@ -32,7 +32,7 @@ def task_of(params: Params, name: str) -> TaskParams:
 
 def task_raw_params(raw: dict, task: TaskParams) -> dict:
     """The params mapping as the task's stages see it: ``set`` applied, only ``task_experiments``
-    kept (``report.order`` too), and no tasks."""
+    kept (``report.order`` too), ``task_ensembles`` as its ensembles, and no tasks."""
     raw = copy.deepcopy(raw)
     for dotted, value in task.set.items():
         *path, last = dotted.split(".")
@@ -48,6 +48,7 @@ def task_raw_params(raw: dict, task: TaskParams) -> dict:
     kept = raw.pop("task_experiments", [])
     raw.pop("tasks", None)
     raw["experiments"] = {k: v for k, v in raw["experiments"].items() if k in kept}
+    raw["ensembles"] = raw.pop("task_ensembles", {})
     report = raw.get("report", {})
     if "order" in report and "report.order" not in task.set:
         report["order"] = [name for name in report["order"] if name in kept]

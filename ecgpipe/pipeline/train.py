@@ -30,7 +30,7 @@ from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.inference.readers import Signal
 from ecgpipe.params import ChunkParams, ExperimentParams, Params, TrainParams
 from ecgpipe.signal.windows import cut
-from ecgpipe.tracking.runs import RUN_FILE, network_requirements
+from ecgpipe.tracking.runs import RUN_FILE, network_requirements, study_tags
 from ecgpipe.training.cpu import tune_for_training
 from ecgpipe.training.fit import fit
 from ecgpipe.training.loaders import (
@@ -61,13 +61,12 @@ class TrainSections:
 
     @classmethod
     def of(cls, params: Params, name: str) -> TrainSections:
-        study_tags = {} if params.study.name is None else {  # a fold of a cross-validation study
-            "study": params.study.name, "fold": str(params.split.fold), "seed": str(params.train.seed)}
         sections = ("spectrogram", "split", "balance", "chunk", "train")  # with the experiment, what shaped the run
         experiment = params.experiment(name)
         logged = {"experiment": name, **dataclasses.asdict(experiment),
                   **{s: dataclasses.asdict(getattr(params, s)) for s in sections}}
-        return cls(name, experiment, params.train, params.chunk, params.mlflow.experiment_name, logged, study_tags)
+        return cls(name, experiment, params.train, params.chunk, params.mlflow.experiment_name, logged,
+                   study_tags(params.study.name, params.split.fold, params.train.seed))
 
 
 def model_preprocessing(name: str, experiment: ExperimentParams, chunk_size: int, stage_preprocessing: dict,

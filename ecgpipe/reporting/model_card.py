@@ -57,9 +57,10 @@ def shifts_markdown(shifts: pd.DataFrame) -> str:
 
 
 def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataFrame, size_bytes: int,
-               confidence: float) -> str:
-    """MODEL_CARD.md's text. ``model``: the predictor's model.json; ``evaluation``: the experiment's
-    eval.json; ``shifts``: its rows of the report's shifts.csv."""
+               confidence: float, ensemble: dict | None = None) -> str:
+    """MODEL_CARD.md's text. ``model``: the predictor's (or the ensemble's network's) model.json;
+    ``evaluation``: the experiment's eval.json; ``shifts``: its rows of the report's shifts.csv;
+    ``ensemble``: a rhythm ensemble's ensemble.json (None: a network alone)."""
     classes = list(model["class_names"])
     featurizer = model["preprocessing"]["featurizer"]
     record = evaluation["val"][RECORD]
@@ -71,8 +72,13 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
         "Written by the pipeline's `ship` stage from the served experiment's outputs (`dvc repro` rewrites it "
         "when the champion changes); do not edit by hand.", "",
         "## Model details", "",
-        f"- A `{model['model']}` network ({shipped.experiment}) of ecgpipe, trained on {task}; classes "
-        f"{', '.join(classes)}; AF is read as P({AF}).",
+        (f"- A `{model['model']}` network ({shipped.experiment}) of ecgpipe, trained on {task}; classes "
+         if ensemble is None else
+         f"- A rhythm ensemble ({shipped.experiment}) of ecgpipe, trained on {task}: a `{model['model']}` network "
+         f"beside a gradient-boosted tree model on {len(ensemble['features'])} rhythm features of the recording "
+         f"(RR irregularity, premature beats, beat shape, P waves, noise), their probabilities averaged with weight "
+         f"{ensemble['network_weight']:g} on the network's; classes ")
+        + f"{', '.join(classes)}; AF is read as P({AF}).",
         f"- Served as `models:/{shipped.registered_model}@champion` (MLflow run `{shipped.run_id}`): {shipped.why}.",
         f"- This folder: the MLflow pyfunc model (`model/`, {size_bytes / 1e6:.1f} MB: weights, `model.json`, pinned "
         "`requirements.txt`, signature and input example). `ecgpipe predict RECORDING` uses it when no `--model` "
@@ -117,8 +123,10 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
         rule = ("the most likely class" if decision is None else
                 f"{Decision.from_dict(decision).describe()} (the threshold that finds "
                 f"{decision['sensitivity']:.0%} of the held-out {decision['positive']} recordings)")
+        temperature = (f"Temperature {calibration['temperature']:.3f}" if ensemble is None else
+                       "No temperature of its own (its network's, fitted the same way, is inside it)")
         lines += ["## Operating point and calibration", "",
-                  f"- Temperature {calibration['temperature']:.3f}; served label: {rule}. Both were fitted on training "
+                  f"- {temperature}; served label: {rule}. Both were fitted on training "
                   "recordings held out of training, never on the validation recordings.",
                   f"- Expected calibration error of P({AF}): {_cell(calibration['ece'], calibration.get('ci'))} "
                   f"(without the temperature: {calibration['ece_uncalibrated']:.3f}).", ""]

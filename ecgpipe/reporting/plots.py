@@ -54,8 +54,8 @@ def _confusion_panel(ax, counts, normalised, class_names, title):
 
 def confusion_matrices(levels: dict, class_names: list[str], title: str):
     """One panel per level: counts, and percentages of each actual class (rows sum to 100%)."""
-    fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels), 4))
-    for ax, (level, result) in zip(axes, levels.items()):
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels), 4), squeeze=False)
+    for ax, (level, result) in zip(axes[0], levels.items()):
         _confusion_panel(ax, result["confusion"], result["confusion_normalised"], class_names,
                          f"{LEVEL_TITLES.get(level, level)}\naccuracy {result['accuracy']:.3f}")
     fig.suptitle(title)

@@ -226,6 +226,12 @@ def run_tags(device: torch.device) -> dict[str, str]:
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
+def study_tags(study: str | None, fold: int | None, seed: int) -> dict[str, str]:
+    """The MLflow tags of a run of study ``study`` (its name, fold and seed), which the study's report
+    reads; none outside a study."""
+    return {} if study is None else {"study": study, "fold": str(fold), "seed": str(seed)}
+
+
 def experiment_id(mlflow, name: str) -> str:
     """The MLflow experiment ``name`` in the current store, created (with its artifact location and
     kind) if missing; creating it also creates a new store's tables."""
