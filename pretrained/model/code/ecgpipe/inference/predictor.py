@@ -17,7 +17,7 @@ import torch
 
 from ecgpipe.core.errors import PredictError
 from ecgpipe.core.units import ADC_PER_MV
-from ecgpipe.inference.preprocessing import Preprocessing
+from ecgpipe.inference.preprocessing import Decision, Preprocessing
 from ecgpipe.inference.readers import InputLimits, Signal, check_gain, check_sampling_rate, read_recording
 from ecgpipe.models.heads import predict_logits
 
@@ -64,6 +64,11 @@ class Predictor:
         return self.preprocessing.aggregation
 
     @property
+    def decision(self) -> Decision | None:
+        """The served label's rule (None: the most likely class)."""
+        return self.preprocessing.decision
+
+    @property
     def min_samples(self) -> int:
         """The fewest samples (at the training rate) that the network can score."""
         return self.preprocessing.featurizer.min_samples
@@ -82,8 +87,12 @@ class Predictor:
             raise PredictError(f"{folder}: not a model folder (no model.json); give a models/NAME or predictors/NAME folder")
         model, spec = load_trained(folder)
         preprocessing = Preprocessing.from_spec(spec)
-        if aggregation is None and (folder / PREDICTOR_SPEC).is_file():
-            aggregation = read_json(folder / PREDICTOR_SPEC)["aggregation"]
+        if (folder / PREDICTOR_SPEC).is_file():  # how the evaluate stage packaged it
+            served = read_json(folder / PREDICTOR_SPEC)
+            decision = served.get("decision")
+            preprocessing = dataclasses.replace(preprocessing, temperature=float(served.get("temperature", 1.0)),
+                                                decision=None if decision is None else Decision.from_dict(decision))
+            aggregation = served["aggregation"] if aggregation is None else aggregation
         if aggregation is not None:
             preprocessing = dataclasses.replace(preprocessing, aggregation=aggregation)
         return cls(model, preprocessing)
@@ -127,8 +136,22 @@ class Predictor:
         probs = self.predict_proba(signal)
         if not np.isfinite(probs).all():  # never a label for a recording that could not be scored
             raise PredictError("the network's output is not finite for this recording")
-        return {"label": self.class_names[int(probs.argmax())],
-                **{f"p_{c}": float(p) for c, p in zip(self.class_names, probs)}}
+        row = {"label": self.class_names[int(self.preprocessing.labels(probs[None, :])[0])],
+               **{f"p_{c}": float(p) for c, p in zip(self.class_names, probs)}}
+        if self.preprocessing.decision is not None:  # the served operating point, in every output
+            row["decision"] = self.preprocessing.decision.describe()
+        return row
+
+
+def served_settings(preprocessing: Preprocessing) -> dict:
+    """What a predictor folder's predictor.json holds beside the trained model: how its windows' logits
+    become probabilities (aggregation, temperature) and a label (the decision's rule)."""
+    settings: dict = {"aggregation": preprocessing.aggregation}
+    if preprocessing.temperature != 1.0:
+        settings["temperature"] = preprocessing.temperature
+    if preprocessing.decision is not None:
+        settings["decision"] = preprocessing.decision.to_dict()
+    return settings
 
 
 def record_names(paths: list[str]) -> list[str]:
@@ -154,7 +177,9 @@ def predict_files(predictor: Predictor, paths: list[str], fs: float | None = Non
     rows = []
     for path, name in zip(paths, record_names(paths)):
         row = {"record": name, **({"lead": ""} if lead is not None else {}), "label": "",
-               **{f"p_{c}": math.nan for c in predictor.class_names}, "error": ""}
+               **{f"p_{c}": math.nan for c in predictor.class_names},
+               **({"decision": predictor.decision.describe()} if predictor.decision else {}),
+               "error": ""}
         try:
             signal = read_recording(path, fs, gain, lead)
             if lead is not None:

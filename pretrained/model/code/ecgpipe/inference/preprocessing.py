@@ -30,13 +30,16 @@ BLOCK_SAMPLES = 1 << 22  # a recording is read, checked and resampled 32 MB (flo
 
 
 def aggregate_by_record(
-    logits: torch.Tensor, records: torch.Tensor, how: Aggregation
+    logits: torch.Tensor, records: torch.Tensor, how: Aggregation, temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One probability row per recording from its windows' logits.
 
     ``mean_logit`` averages the logits and then applies sigmoid/softmax; ``mean_probability``
-    averages the windows' probabilities. Returns (recording ids in ascending order, probabilities).
+    averages the windows' probabilities. Each logit is divided by ``temperature`` first (1: as the
+    network gives them). Returns (recording ids in ascending order, probabilities).
     """
+    if temperature != 1.0:
+        logits = logits / temperature
     rows, inverse = torch.unique(records, sorted=True, return_inverse=True)
     counts = torch.bincount(inverse, minlength=len(rows)).to(logits.dtype)[:, None]
 
@@ -55,12 +58,49 @@ def aggregate_by_record(
 
 
 @dataclass(frozen=True)
+class Decision:
+    """The served label's rule: ``positive`` when its probability reaches ``threshold``, else the most
+    likely other class. The threshold was chosen on recordings held out of training (never on those
+    it is reported on) to find ``sensitivity`` of their ``positive`` recordings."""
+
+    positive: str
+    threshold: float
+    sensitivity: float
+
+    def describe(self) -> str:
+        return f"{self.positive} when P({self.positive}) >= {self.threshold:.4g}, else the most likely other class"
+
+    def to_dict(self) -> dict:
+        return {"positive": self.positive, "threshold": self.threshold, "sensitivity": self.sensitivity}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Decision":
+        return cls(str(data["positive"]), float(data["threshold"]), float(data["sensitivity"]))
+
+
+def served_labels(decision: Decision | None, class_names: tuple[str, ...] | list[str], probs: np.ndarray) -> np.ndarray:
+    """The served label (a class index) of each probability row: the decision's rule, or the most
+    likely class (a network's and an ensemble's alike)."""
+    probs = np.asarray(probs)
+    if decision is None:
+        return probs.argmax(axis=1)
+    positive = list(class_names).index(decision.positive)
+    others = probs.copy()
+    others[:, positive] = -np.inf
+    return np.where(probs[:, positive] >= decision.threshold, positive, others.argmax(axis=1))
+
+
+@dataclass(frozen=True)
 class Preprocessing:
     """Featurizer, classes and aggregation of one trained model: a raw recording in, probabilities out."""
 
     featurizer: Featurizer
     class_names: tuple[str, ...]
     aggregation: Aggregation = "mean_logit"
+    # fitted on recordings held out of training (the evaluate stage, where split.calibration > 0):
+    # the logits' divisor, and the served label's rule (None: the most likely class)
+    temperature: float = 1.0
+    decision: Decision | None = None
 
     @property
     def fs(self) -> float:
@@ -107,15 +147,26 @@ class Preprocessing:
 
     def aggregate(self, logits: torch.Tensor, owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(owner ids ascending, one probability row per owner) from the windows' logits."""
-        return aggregate_by_record(logits, owner, self.aggregation)
+        return aggregate_by_record(logits, owner, self.aggregation, self.temperature)
+
+    def labels(self, probs: np.ndarray) -> np.ndarray:
+        """The served label (a class index) of each probability row: :func:`served_labels`."""
+        return served_labels(self.decision, self.class_names, probs)
 
     def to_dict(self) -> dict:
-        return {"featurizer": self.featurizer.to_dict(), "class_names": list(self.class_names),
+        data = {"featurizer": self.featurizer.to_dict(), "class_names": list(self.class_names),
                 "aggregation": self.aggregation}
+        if self.temperature != 1.0:  # a model without them keeps the model.json it had
+            data["temperature"] = self.temperature
+        if self.decision is not None:
+            data["decision"] = self.decision.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
-        return cls(featurizer_from_dict(data["featurizer"]), tuple(data["class_names"]), data["aggregation"])
+        decision = data.get("decision")
+        return cls(featurizer_from_dict(data["featurizer"]), tuple(data["class_names"]), data["aggregation"],
+                   float(data.get("temperature", 1.0)), None if decision is None else Decision.from_dict(decision))
 
     @classmethod
     def from_spec(cls, spec: dict) -> "Preprocessing":

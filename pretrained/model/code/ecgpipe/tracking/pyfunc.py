@@ -59,26 +59,33 @@ class PredictorModel(mlflow.pyfunc.PythonModel):
             except (PredictError, ValueError, TypeError) as exc:
                 row["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             rows.append(row)
-        columns = ["label", *[f"p_{c}" for c in self.predictor.class_names], "error", "model"]
+        decision = self.predictor.decision
+        columns = ["label", *[f"p_{c}" for c in self.predictor.class_names], *(["decision"] if decision else []),
+                   "error", "model"]
+        for row in rows:  # an error row says the rule too: it belongs to the model, not the recording
+            if decision is not None:
+                row["decision"] = decision.describe()
         return pd.DataFrame(rows, columns=columns, dtype=object)
 
 
-def signature(class_names: list[str]) -> ModelSignature:
+def signature(class_names: list[str], decision: bool = False) -> ModelSignature:
+    """The served model's input and output columns; ``decision``: it says its operating point."""
     inputs = Schema([ColSpec(Array("double"), "signal"), ColSpec("double", "fs")])
     outputs = Schema([ColSpec("string", "label"), *[ColSpec("double", f"p_{c}", required=False) for c in class_names],
+                      *([ColSpec("string", "decision")] if decision else []),
                       ColSpec("string", "error"), ColSpec("string", "model")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def _artifact_folder(model_dir: Path, aggregation: str, into: Path) -> Path:
-    """The weights and spec of a trained model, with the aggregation rule, in one folder."""
+def _artifact_folder(model_dir: Path, served: dict, into: Path) -> Path:
+    """The weights and spec of a trained model, with how it is served (``served_settings``), in one folder."""
     folder = into / ARTIFACT
     folder.mkdir(parents=True)
     for name in ("model.pt", "model.json"):
         shutil.copy(Path(model_dir) / name, folder / name)
     trained_by = Path(model_dir) / RUN_FILE  # the train stage's MLflow run: the reply names it
     run_id = read_json(trained_by)["run_id"] if trained_by.is_file() else ""
-    write_json(folder / PREDICTOR_SPEC, {"aggregation": aggregation, "run_id": run_id})
+    write_json(folder / PREDICTOR_SPEC, {**served, "run_id": run_id})
     return folder
 
 
@@ -92,12 +99,12 @@ def inference_code(into: Path) -> Path:
     return into / "ecgpipe"
 
 
-def _model_kwargs(model_dir: Path, aggregation: str, example: np.ndarray, tmp: Path) -> dict:
-    predictor = Predictor.from_folder(_artifact_folder(model_dir, aggregation, tmp))
+def _model_kwargs(model_dir: Path, served: dict, example: np.ndarray, tmp: Path) -> dict:
+    predictor = Predictor.from_folder(_artifact_folder(model_dir, served, tmp))
     return {
         "python_model": PredictorModel(),
         "artifacts": {ARTIFACT: str(tmp / ARTIFACT)},
-        "signature": signature(predictor.class_names),
+        "signature": signature(predictor.class_names, predictor.decision is not None),
         "input_example": pd.DataFrame({"signal": [example.astype(np.float64).tolist()], "fs": [predictor.fs]}),
         # the inference code travels with the model, so it also serves where ecgpipe is not installed
         "code_paths": [str(inference_code(tmp / "code"))],
@@ -106,19 +113,20 @@ def _model_kwargs(model_dir: Path, aggregation: str, example: np.ndarray, tmp: P
     }
 
 
-def save_predictor(model_dir: Path, aggregation: str, example: np.ndarray, path: Path) -> None:
-    """Write the predictor as an MLflow model folder into the empty folder ``path``.
+def save_predictor(model_dir: Path, served: dict, example: np.ndarray, path: Path) -> None:
+    """Write the predictor (``model_dir``'s model, served as ``served`` says: ``served_settings``) as an
+    MLflow model folder into the empty folder ``path``.
 
     Not byte-deterministic: MLflow stamps every saved model with its creation time and a random
     ``model_uuid`` (in ``MLmodel``). No stage reads this folder, so that reruns nothing.
     """
     with tempfile.TemporaryDirectory() as tmp:
         Path(path).rmdir()  # save_model wants to create the folder itself
-        mlflow.pyfunc.save_model(path=str(path), **_model_kwargs(model_dir, aggregation, example, Path(tmp)))
+        mlflow.pyfunc.save_model(path=str(path), **_model_kwargs(model_dir, served, example, Path(tmp)))
 
 
-def log_predictor(model_dir: Path, aggregation: str, example: np.ndarray) -> str:
+def log_predictor(model_dir: Path, served: dict, example: np.ndarray) -> str:
     """Log the predictor into the active MLflow run as ``predictor``; returns its model URI."""
     with tempfile.TemporaryDirectory() as tmp:
-        info = mlflow.pyfunc.log_model(name=ARTIFACT, **_model_kwargs(model_dir, aggregation, example, Path(tmp)))
+        info = mlflow.pyfunc.log_model(name=ARTIFACT, **_model_kwargs(model_dir, served, example, Path(tmp)))
     return info.model_uri

@@ -20,6 +20,12 @@ from ecgpipe.core.io import file_digest
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
 
+def record_predictions_artifact(split: str) -> str:
+    """Where the evaluate stage logs a split's table of recordings in its run (record, actual, predicted,
+    p_<class>); a study reads each fold's back from there."""
+    return f"evaluation/{split}_record_predictions.json"
+
+
 def project_root() -> Path:
     """The DVC project root: DVC sets DVC_ROOT for stage commands, also for queued experiments,
     whose commands run in a temporary copy; outside DVC, the current directory."""
@@ -218,6 +224,12 @@ def run_tags(device: torch.device) -> dict[str, str]:
 
 # The MLflow UI opens an experiment of this kind on its runs table (not on the GenAI traces page).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def study_tags(study: str | None, fold: int | None, seed: int) -> dict[str, str]:
+    """The MLflow tags of a run of study ``study`` (its name, fold and seed), which the study's report
+    reads; none outside a study."""
+    return {} if study is None else {"study": study, "fold": str(fold), "seed": str(seed)}
 
 
 def experiment_id(mlflow, name: str) -> str:
