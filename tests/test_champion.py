@@ -148,6 +148,13 @@ def test_candidates_leave_champion_and_promote_moves_it_on_purpose(evaluated, mo
     assert current_version(uri, "ecgpipe-test")["version"] == first["version"]  # @champion did not move
     # a rerun of the same choice registers nothing new
     assert register_choice(name, out / "models", "ecgpipe-test", "champion", "again")["version"] == first["version"]
+    # the alias handed to another version and back (a task's serve stage, then the workspace's report):
+    # the version that held it before takes it again, no new version each time
+    other_run = client.create_run(client.get_run(first["run_id"]).info.experiment_id).info.run_id
+    other = client.create_model_version("ecgpipe-test", f"runs:/{other_run}/predictor", run_id=other_run)
+    client.set_registered_model_alias("ecgpipe-test", "champion", other.version)
+    assert register_choice(name, out / "models", "ecgpipe-test", "champion", "back")["version"] == first["version"]
+    assert len(client.search_model_versions("name='ecgpipe-test'")) == 3  # first, the candidate, the other run's
 
     cli_main(["promote", "ecgpipe-test", str(candidate["version"]), "--why", "better on device X", "--by", "alice"])
     promoted = json.loads(capsys.readouterr().out)

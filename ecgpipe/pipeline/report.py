@@ -76,14 +76,15 @@ def class_mix(experiments: dict[str, ExperimentParams], metrics_dir: Path, split
     return ", ".join(f"{c} {n / total:.0%}" for c, n in support.items())
 
 
-def figure_row(name: str, settings: dict, metrics_dir: Path, split: str = "val") -> dict:
+def figure_row(name: str, settings: dict, metrics_dir: Path, split: str = "val", speed: int | None = None) -> dict:
     """results.csv's row of experiment NAME (of any kind): ``settings``, then the figures of its
-    eval.json with their intervals and, where measured, its false alarms on labels the task never
-    trained on, its calibration and its worst device shift."""
+    eval.json, its training speed (examples/s; None: it has none), the figures' intervals and, where
+    measured, its false alarms on labels the task never trained on, its calibration and its worst
+    device shift."""
     eval_json = read_json(Path(metrics_dir) / name / "eval.json")
     evaluation = eval_json[split]
     record = evaluation[RECORD]
-    row = {"experiment": name, **settings, **figure_columns(evaluation)}
+    row = {"experiment": name, **settings, **figure_columns(evaluation), "train_examples_per_s": speed}
     if "ci" in record:  # each record_* figure's interval, as <column>_ci_low / _ci_high
         row.update(interval_columns(record, list(row)))
     if UNSEEN in eval_json:  # AF's false alarms on the labels the task never trained on
@@ -98,15 +99,13 @@ def figure_row(name: str, settings: dict, metrics_dir: Path, split: str = "val")
 
 def experiment_row(name: str, experiment: ExperimentParams, spectrogram: SpectrogramParams, metrics_dir: Path,
                    split: str = "val") -> dict:
-    row = figure_row(name, {
+    return figure_row(name, {
         "model": experiment.model,
         "loader": experiment.loader,
         "epochs": experiment.epochs,
         "robust": int(experiment.robust),  # trained with robustness options: a figure the gate may use
         NOTEBOOK_COLUMN: notebook_figure(spectrogram, experiment.model, experiment.loader),
-    }, metrics_dir, split)
-    row["train_examples_per_s"] = read_json(Path(metrics_dir) / name / "speed.json")["examples_per_s"]  # median epoch's
-    return row
+    }, metrics_dir, split, read_json(Path(metrics_dir) / name / "speed.json")["examples_per_s"])  # median epoch's
 
 
 def ensemble_row(network: str, experiments: dict[str, ExperimentParams], metrics_dir: Path, split: str = "val") -> dict:
@@ -147,9 +146,11 @@ def shift_table(experiments: list[str], metrics_dir: Path, split: str = "val") -
 def results_table(experiments: dict[str, ExperimentParams], spectrogram: SpectrogramParams, metrics_dir: Path,
                   split: str = "val", ensembles: dict[str, EnsembleParams] | None = None) -> pd.DataFrame:
     """One row per experiment, then one per rhythm ensemble (``ensembles``, by network)."""
-    return pd.DataFrame([experiment_row(name, experiment, spectrogram, metrics_dir, split)
-                         for name, experiment in experiments.items()]
-                        + [ensemble_row(network, experiments, metrics_dir, split) for network in ensembles or {}])
+    table = pd.DataFrame([experiment_row(name, experiment, spectrogram, metrics_dir, split)
+                          for name, experiment in experiments.items()]
+                         + [ensemble_row(network, experiments, metrics_dir, split) for network in ensembles or {}])
+    # counts stay integers where an ensemble has none (epochs, examples/s): empty, not a float column
+    return table.astype({c: "Int64" for c in ("epochs", "train_examples_per_s") if table[c].isna().any()})
 
 
 def choose(report: ReportParams, table: pd.DataFrame, plots_dir: Path | None, bootstrap: Bootstrap) -> Decision:

@@ -100,7 +100,7 @@ def shift_section(shifts: pd.DataFrame | None, table: pd.DataFrame) -> str:
 
 def _cell(value) -> str:
     value = value.item() if hasattr(value, "item") else value
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
         return "—"
     if isinstance(value, float):
         return f"{value:.3f}"

@@ -84,8 +84,8 @@ def tag_alias_move(client, registered_model: str, version: str, alias: str, by: 
 
 
 def register_choice(experiment: str, models_dir: Path, registered_model: str, alias: str, why: str) -> dict:
-    """Register ``experiment``'s predictor under ``registered_model`` and point ``alias`` at it (a
-    new version only when the alias's run changed); the move is tagged on the version."""
+    """Register ``experiment``'s predictor under ``registered_model`` and point ``alias`` at it (a new
+    version unless one of the run's versions held ``alias`` before); the move is tagged on the version."""
     import mlflow
 
     from ecgpipe.tracking.pyfunc import ARTIFACT
@@ -97,7 +97,13 @@ def register_choice(experiment: str, models_dir: Path, registered_model: str, al
     if current is not None and current.run_id == run["run_id"]:
         version = current.version
     else:
-        version = mlflow.register_model(f"runs:/{run['run_id']}/{ARTIFACT}", registered_model).version
+        # the run's version that held this alias before, where there is one (the workspace's report and a
+        # task's serve stage hand @champion back and forth on every `dvc repro`), else a new version
+        source = f"runs:/{run['run_id']}/{ARTIFACT}"
+        known = [v for v in client.search_model_versions(f"name='{registered_model}'")
+                 if v.run_id == run["run_id"] and f"ecgpipe.{alias}.by" in v.tags]
+        version = (min(known, key=lambda v: int(v.version)).version if known
+                   else mlflow.register_model(source, registered_model).version)
         client.set_registered_model_alias(registered_model, alias, version)
         tag_alias_move(client, registered_model, version, alias, "the report stage", why)
     return {"experiment": experiment, "run_id": run["run_id"], "registered_model": registered_model,
