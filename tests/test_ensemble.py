@@ -203,3 +203,9 @@ def test_the_model_card_of_a_shipped_ensemble_says_what_it_is(ensemble):
     assert f"A rhythm ensemble ({ensemble['name']})" in card and "a `mean_spectrum` network beside" in card
     assert f"{len(FEATURE_NAMES)} rhythm features" in card and "weight 0.5 on the network's" in card
     assert f"on {ensemble['summary']['val']['record']['n']:,} validation recordings" in card
+    # a detector that has seen every rhythm says its false alarms on each at the served label
+    detector = json.loads(json.dumps(ensemble["summary"]))
+    detector["val"]["record"]["af_specificity"] = {"N": 0.98, "O": 0.886}
+    card = model_card(Shipped("test-af", ensemble["name"], ensemble["run_id"], "t", "passed its gate"), network,
+                      detector, shift_table([ensemble["name"]], ensemble["out"] / "metrics"), 1, 0.95, spec)
+    assert "2.0% of those labelled `N` are called AF" in card and "11.4% of those labelled `O`" in card

@@ -128,8 +128,9 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
         lines += ["## Operating point and calibration", "",
                   f"- {temperature}; served label: {rule}. Both were fitted on training "
                   "recordings held out of training, never on the validation recordings.",
-                  f"- Expected calibration error of P({AF}): {_cell(calibration['ece'], calibration.get('ci'))} "
-                  f"(without the temperature: {calibration['ece_uncalibrated']:.3f}).", ""]
+                  f"- Expected calibration error of P({AF}): {_cell(calibration['ece'], calibration.get('ci'))}"
+                  + (f" (without the temperature: {calibration['ece_uncalibrated']:.3f})." if ensemble is None else "."),
+                  ""]
     else:
         lines += ["## Operating point and calibration", "",
                   "- The served label is the most likely class; no temperature or threshold was fitted for this "
@@ -146,6 +147,14 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
                   for label, spec in unseen["af_specificity"].items()]
         lines.append("- **Rhythms it was never shown** are called AF often: of CinC's recordings, "
                      + "; ".join(called) + ".")
+    alarms = record.get("af_specificity")
+    if alarms:  # a detector that has seen every rhythm: its false alarms on each of them, at the served label
+        lines.append("- **False alarms at the served label**: of the validation recordings, "
+                     + "; ".join(f"{1 - spec:.1%} of those labelled `{label}` are called AF (specificity "
+                                 f"{_cell(spec, ci.get('af_specificity', {}).get(label))})"
+                                 for label, spec in alarms.items())
+                     + f"; {record['recall'][AF]:.1%} of the AF recordings are found. The threshold was fitted on "
+                     "few held-out AF recordings: on another split it may fall elsewhere.")
     lines += ["- Recordings from other devices: the shifts above are simulated; real recordings of other devices "
               "were not part of its evaluation.",
               "- Short recordings: a recording shorter than one window is refused, not classified.", "",
