@@ -132,7 +132,7 @@ def main(workdir: Path, archive: Path, out: Path) -> None:
             sh(["git", "init", "-q"], project, env)
             sh([*dvc, "init", "-q"], project, env)
             (project / ".gitignore").write_text("/data/\n/models/\n/predictors/\n/mlflow.db\n/mlartifacts/\n")
-            sh([*dvc, "repro", "chunk", "signals"], project, env)
+            sh([*dvc, "repro", "chunk", "signals", "features"], project, env)
             sh([*ecgpipe, "remote", "set", "--git", workdir / "remote.git", "--dvc", workdir / "dvc-remote"], project, env)
             sh(["git", "add", "-A"], project, env)
             sh(["git", "commit", "-qm", "project, with its data stages run"], project, env)

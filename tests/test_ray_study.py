@@ -71,7 +71,7 @@ def test_a_study_on_two_ray_nodes_logs_to_the_server_and_travels_through_the_rem
     missing = seen["missing_drill"]
     assert missing["returncode"] != 0
     line = missing["stderr_tail"][0]
-    assert line.startswith("error: `dvc push -r ecgpipe --with-deps chunk signals`: the data stages' outputs are "
+    assert line.startswith("error: `dvc push -r ecgpipe --with-deps chunk signals features`: the data stages' outputs are "
                            "not all in this clone's cache or the DVC remote"), line
     assert f"md5: {missing['md5']}" in line
 

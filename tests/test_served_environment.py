@@ -54,7 +54,7 @@ def test_the_ensemble_loads_and_scores_in_a_clean_environment_from_its_own_requi
     from ecgpipe.ensemble.model import RhythmEnsemble
 
     python, env, cwd = clean_python
-    folder = ensemble["out"] / "model"
+    folder = ensemble["predictor"]
     predictor = evaluated["out"] / "predictors" / evaluated["name"]
     # the same pinned packages as the network's own served model; MLflow itself depends on scikit-learn,
     # so the trees' independence of it is shown by scoring with every import of it made to fail

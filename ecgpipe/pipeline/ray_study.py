@@ -30,7 +30,8 @@ from ecgpipe.pipeline.study import dvc_command, prepare_store, queue_commands
 from ecgpipe.reporting.study import FOLD_TAG, SEED_TAG, STUDY_TAG, check_study_name
 
 STUDY_BRANCH = "ecgpipe-study-{name}"  # the git branch that carries a study's commit to the workers
-DATA_TARGETS = ["--with-deps", "chunk", "signals"]  # the data stages' outputs, which every cell starts from
+DATA_TARGETS = ["--with-deps", "chunk", "signals", "features"]  # the data stages' outputs: every cell starts from them
+# (features: no cell reads it, but `dvc exp apply` of a cell's experiment checks out every cached output)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def _push_data(root: Path) -> None:
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         missing = [line for line in lines if line.startswith("md5:") or line.startswith("data/")]
         raise StudyError(f"`{shlex.join(args)}`: the data stages' outputs are not all in this clone's cache or the "
-                         f"DVC remote ({', '.join(missing) or lines[-1:]}); run `dvc repro chunk signals` first")
+                         f"DVC remote ({', '.join(missing) or lines[-1:]}); run `dvc repro chunk signals features` first")
 
 
 def run_ray_study(name: str, folds: int, seeds: list[int], experiments: list[str], experiment_name: str, *,
