@@ -124,7 +124,7 @@ def write_features(path: Path, records: list[str], rows: np.ndarray) -> None:
     """The features stage's table: a ``record`` column, then FEATURE_NAMES; whole or not at all."""
     table = pd.DataFrame(rows, index=pd.Index(records, name="record"), columns=list(FEATURE_NAMES))
     with atomic_path(Path(path)) as tmp:
-        table.to_csv(tmp)  # the shortest repr of each float: read back exactly (round_trip)
+        table.to_csv(tmp)  # the shortest repr of each float, which read_features gets back exactly (a test checks)
 
 
 def read_features(path: Path, records: Sequence[str]) -> np.ndarray:
@@ -132,7 +132,7 @@ def read_features(path: Path, records: Sequence[str]) -> np.ndarray:
     StoreError naming the file when it is not such a table or lacks one of them."""
     path = Path(path)
     try:
-        table = pd.read_csv(path, dtype={"record": str}).set_index("record")  # pandas reads floats back exactly
+        table = pd.read_csv(path, dtype={"record": str}).set_index("record")
         values = table[list(FEATURE_NAMES)].to_numpy(np.float64)
     except FileNotFoundError:
         raise StoreError(f"{path}: missing; run the features stage first (dvc repro features)") from None

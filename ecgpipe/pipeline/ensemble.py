@@ -24,7 +24,7 @@ import torch
 from ecgpipe.core.device import resolve_device
 from ecgpipe.core.errors import ParamsError, StoreError
 from ecgpipe.core.io import json_text, read_json, staged_outputs
-from ecgpipe.core.results import AF, RECORD
+from ecgpipe.core.results import AF, RECORD, joined
 from ecgpipe.data.store import CALIBRATION, read_records, source_labels
 from ecgpipe.ensemble.model import ARTIFACT, RhythmEnsemble, network_files
 from ecgpipe.ensemble.rhythm import FEATURE_NAMES, feature_rows, read_features
@@ -62,15 +62,21 @@ class SplitRecordings:
     signals: list[Signal]
 
 
-def split_recordings(spectrogram_dir: Path, split_path: Path, part: str, records_dir: Path) -> SplitRecordings:
-    table = read_records(spectrogram_dir)
+def split_rows(table, spectrogram_dir: Path, split_path: Path, part: str) -> list[int]:
+    """The rows of records.csv (``table``) of split.json's ``part``, in the split's order; a StoreError
+    naming the split when one of its recordings is not there (a split of another spectrogram stage)."""
     position = {r: i for i, r in enumerate(table["record"])}
     ids = read_json(split_path).get(part, [])
     missing = [r for r in ids if r not in position]
     if missing:
         raise StoreError(f"{split_path}: {len(missing)} recording(s) of {part!r} not in {spectrogram_dir}'s records "
                          f"(e.g. {missing[0]}); expected the split of the same spectrogram stage: rerun it")
-    rows = sorted(position[r] for r in ids)
+    return [position[r] for r in ids]
+
+
+def split_recordings(spectrogram_dir: Path, split_path: Path, part: str, records_dir: Path) -> SplitRecordings:
+    table = read_records(spectrogram_dir)
+    rows = sorted(split_rows(table, spectrogram_dir, split_path, part))  # ascending, as a predictor scores them
     records = table["record"].to_numpy()[rows]
     signals = [read_recording(Path(records_dir) / f"{r}.mat") for r in records]
     return SplitRecordings(records, rows, table["class_index"].to_numpy()[rows], source_labels(table)[rows], signals)
@@ -105,21 +111,19 @@ def run_ensemble_train(params: Params, network: str, records_dir: Path, features
         raise StoreError(f"{network_dir}: the network's classes are {list(predictor.class_names)}; expected the task's "
                          f"{classes} (spectrogram.classes): rerun its stages")
     table = read_records(spectrogram_dir)
-    labels = dict(zip(table["record"], table["class_index"]))
-    split = read_json(split_path)
-    train_ids = split["train"]
-    trees = BoostedTrees.fit(read_features(features_path, train_ids),
-                             np.array([labels[r] for r in train_ids]), spec.seed)
+    train = split_rows(table, spectrogram_dir, split_path, "train")
+    trees = BoostedTrees.fit(read_features(features_path, list(table["record"].to_numpy()[train])),
+                             table["class_index"].to_numpy()[train], spec.seed)
     ensemble = RhythmEnsemble(predictor, trees, spec.network_weight)
-    summary = {"train_recordings": len(train_ids), "features": len(FEATURE_NAMES)}
+    summary = {"train_recordings": len(train), "features": len(FEATURE_NAMES)}
     sensitivity = params.evaluate.af_sensitivity
-    if split.get(CALIBRATION) and sensitivity is not None and AF in classes:
+    if read_json(split_path).get(CALIBRATION) and sensitivity is not None and AF in classes:
         held_out = split_recordings(spectrogram_dir, split_path, CALIBRATION, records_dir)
         probs = ensemble_probs(ensemble, held_out.signals, held_out.rows,
                                read_features(features_path, list(held_out.records)), params.train.eval_batch_size,
                                resolve_device(params.train.device))
         ensemble.decision = decision_on(probs[:, classes.index(AF)], held_out.y == classes.index(AF), AF, sensitivity)
-        summary.update({"calibration_recordings": len(held_out.rows), "threshold_A": ensemble.decision.threshold})
+        summary.update({"calibration_recordings": len(held_out.rows), joined("threshold", AF): ensemble.decision.threshold})
     spec_file = network_files(network_dir) / PREDICTOR_SPEC  # names the run that trained the network
     network_run = read_json(spec_file).get("run_id", "") if spec_file.is_file() else ""
     logged = {"experiment": name, "kind": KIND, "network": network, **dataclasses.asdict(spec),

@@ -27,7 +27,8 @@ from pathlib import Path
 from ecgpipe.core.errors import StudyError
 from ecgpipe.pipeline.remotes import REMOTE, dvc_remote_url, git_remote_url, run_command
 from ecgpipe.pipeline.study import dvc_command, prepare_store, queue_commands
-from ecgpipe.reporting.study import FOLD_TAG, SEED_TAG, STUDY_TAG, check_study_name
+from ecgpipe.reporting.study import check_study_name
+from ecgpipe.tracking.runs import FOLD_TAG, SEED_TAG, STUDY_TAG
 
 STUDY_BRANCH = "ecgpipe-study-{name}"  # the git branch that carries a study's commit to the workers
 DATA_TARGETS = ["--with-deps", "chunk", "signals", "features"]  # the data stages' outputs: every cell starts from them

@@ -23,9 +23,8 @@ from ecgpipe.core.results import (
     interval,
     study_metric,
 )
-from ecgpipe.tracking.runs import record_predictions_artifact
+from ecgpipe.tracking.runs import FOLD_TAG, SEED_TAG, STUDY_TAG, record_predictions_artifact
 
-STUDY_TAG, FOLD_TAG, SEED_TAG = "study", "fold", "seed"
 PARENT_TAG = "study_parent"
 # where and by what each run was made (tags of the train stage's run): the report says so, and says
 # when a study's runs came from more than one commit or machine

@@ -226,10 +226,13 @@ def run_tags(device: torch.device) -> dict[str, str]:
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
+STUDY_TAG, FOLD_TAG, SEED_TAG = "study", "fold", "seed"  # a study's runs: written here, read by its report
+
+
 def study_tags(study: str | None, fold: int | None, seed: int) -> dict[str, str]:
     """The MLflow tags of a run of study ``study`` (its name, fold and seed), which the study's report
     reads; none outside a study."""
-    return {} if study is None else {"study": study, "fold": str(fold), "seed": str(seed)}
+    return {} if study is None else {STUDY_TAG: study, FOLD_TAG: str(fold), SEED_TAG: str(seed)}
 
 
 def experiment_id(mlflow, name: str) -> str:
