@@ -219,6 +219,15 @@ def test_the_report_says_which_commits_and_machines_made_the_runs(tmp_path):
     assert (f"`ecgpipe study run --name hand --folds ? --seeds 7 --experiments lstm resnet`; this report by "
             f"`ecgpipe study report --name hand --out {tmp_path / 'out'}`") in provenance
 
+    # runs that recorded no machine (a rhythm ensemble's run tags none) are counted, not read as another machine
+    def some_untagged(name, fold):
+        return tags(name, fold) | ({"cpu": "", "device": "", "torch_version": ""} if name == "lstm" else {})
+
+    report_study("hand", _hand_built_store(tmp_path / "other", values, tags=some_untagged), "ecgpipe", tmp_path / "out2")
+    markdown = (tmp_path / "out2" / "study.md").read_text()
+    assert ("- Machine: Test CPU 9000 (3 runs); not recorded by the run (3 runs); device cpu (3 runs); "
+            "not recorded (3 runs); torch") in markdown
+
 
 def test_a_run_without_a_figure_is_named_not_averaged_as_nan(tmp_path):
     from ecgpipe.core.errors import StudyError
@@ -296,13 +305,65 @@ def test_a_four_class_study_reports_and_ranks_by_the_challenge_score(tmp_path):
     (pair,) = pairs.to_dict("records")
     assert pair["record_challenge_score_difference"] == pytest.approx(0.05, abs=1e-9) and pair["record_challenge_score_real"]
     text = (tmp_path / "reports" / "study.md").read_text()
-    assert "| record_challenge_score (a − b) | record_f1_A (a − b) |" in text
+    # every figure pair by pair, the ranking one first
+    assert "| resnet | lstm | 3 | record_challenge_score | +0.050 [+0.050, +0.050] | real |" in text
+    assert "| resnet | lstm | 3 | record_af_specificity_at_sensitivity_95_O |" in text
     assert "record_af_specificity_at_sensitivity_95_O" in text and "record_f1_noise" in text
 
     (tmp_path / "other").mkdir()
     uri = _hand_built_store(tmp_path / "other", values, drop=("lstm", 2, "record_f1_O"))
     with pytest.raises(StudyError, match=r"lstm \(fold 2, seed 7\): no metric val_record_f1_O"):
         collect_runs("hand", uri, "ecgpipe")
+
+
+def test_a_study_judges_each_fold_by_the_tasks_gate(tmp_path):
+    """With the task's gate, every fold's run is judged as the report stage judges an experiment: its
+    served threshold, each gated figure under results.csv's name (the worst shift's through the
+    schema), ✗ on a failed check, and how many folds pass."""
+    import mlflow
+
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.params import GateCheck
+    from ecgpipe.reporting.study import report_study
+
+    gate = {"record_recall_A": GateCheck(at_least=0.93), "record_af_specificity_~": GateCheck(at_least=0.8),
+            "worst_shift_recall_A_change": GateCheck(at_least=-0.05), "min_shift_af_roc_auc": GateCheck(at_least=0.95)}
+    values = {}
+    for fold in range(3):
+        shifted = {"worst_shift_f1_A": 0.8, "worst_shift_f1_A_change": -0.01, "worst_shift_min_roc_auc": 0.97,
+                   "worst_shift_recall_A_change": -0.02, "worst_shift_min_af_roc_auc": 0.97}
+        figures = {f: 0.9 for f in FIGURES} | shifted | {"record_recall_A": 0.95, "record_af_specificity_noise": 0.85}
+        values[("net+rhythm", fold)] = figures
+        values[("net", fold)] = dict(figures)
+    values[("net", 1)]["record_recall_A"] = 0.91  # fails on AF found
+    values[("net", 2)]["worst_shift_min_af_roc_auc"] = 0.94  # fails under a shift
+    values[("net", 2)]["record_af_specificity_noise"] = 0.70  # and on ~
+    uri = _hand_built_store(tmp_path, values)
+    client = mlflow.MlflowClient(uri)
+    for run in client.search_runs([client.get_experiment_by_name("ecgpipe").experiment_id]):
+        client.log_metric(run.info.run_id, "threshold_A", 0.1 + int(run.data.tags["fold"]) / 100)
+    report_study("hand", uri, "ecgpipe", tmp_path / "reports", gate=gate)
+
+    judged = pd.read_csv(tmp_path / "reports" / "gate.csv")
+    verdicts = {(r.experiment, r.fold): r.passes for r in judged.itertuples()}
+    assert verdicts == {("net+rhythm", 0): True, ("net+rhythm", 1): True, ("net+rhythm", 2): True,
+                        ("net", 0): True, ("net", 1): False, ("net", 2): False}
+    net_2 = judged.set_index(["experiment", "fold"]).loc[("net", 2)]
+    assert net_2["min_shift_af_roc_auc"] == pytest.approx(0.94) and net_2["threshold_A"] == pytest.approx(0.12)
+    assert net_2["failures"] == ("record_af_specificity_~ 0.7000 < 0.8; min_shift_af_roc_auc 0.9400 < 0.95")
+    text = (tmp_path / "reports" / "study.md").read_text()
+    assert "| net | 1 | 0.110 | 0.910 ✗ | 0.850 | -0.020 | 0.970 | fails |" in text
+    assert "| record_recall_A (≥ 0.93) |" in text
+    assert "| net | mean | " in text and "| passes on 1 of 3 folds |" in text
+    assert "| passes on 3 of 3 folds |" in text
+    # a rhythm ensemble's figures on the study's parent run: MLflow refuses '+' in a metric name
+    parent = client.search_runs([client.get_experiment_by_name("ecgpipe").experiment_id],
+                                filter_string="tags.study_parent = 'true'")[0]
+    assert parent.data.metrics["net_plus_rhythm/record_recall_A_mean"] == pytest.approx(0.95)
+    # without a gate (a study of no task), no gate section
+    report_study("hand", uri, "ecgpipe", tmp_path / "plain")
+    assert "The gate" not in (tmp_path / "plain" / "study.md").read_text()
+    assert not (tmp_path / "plain" / "gate.csv").exists()
 
 
 def test_an_af_against_the_rest_study_reports_the_false_alarms_per_label(tmp_path):

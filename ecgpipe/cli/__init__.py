@@ -182,7 +182,7 @@ def _study_report(args: argparse.Namespace) -> None:
 
     params = _study_params(args)
     report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out, params.evaluate.confidence,
-                 args.task)
+                 args.task, params.report.gate)
     print((args.out / "study.md").read_text())
 
 

@@ -1,5 +1,5 @@
 """A study's report: its runs collected from MLflow, figures per experiment across folds and seeds
-with t-intervals, paired differences, and the spread figure."""
+with t-intervals, paired differences, the declared gate fold by fold, and the spread figure."""
 from __future__ import annotations
 
 import itertools
@@ -12,6 +12,7 @@ import scipy.stats
 
 from ecgpipe.core.errors import StudyError
 from ecgpipe.core.results import (
+    AF,
     OPTIONAL_STUDY_FIGURE,
     SEED_FIGURES,
     STUDY_FIGURES,
@@ -21,7 +22,11 @@ from ecgpipe.core.results import (
     STUDY_TASK_PAIRED,
     VAL,
     interval,
+    joined,
+    mlflow_names,
     study_metric,
+    worst_shift_columns,
+    worst_shift_key,
 )
 from ecgpipe.tracking.runs import FOLD_TAG, SEED_TAG, STUDY_TAG, record_predictions_artifact
 
@@ -31,6 +36,7 @@ PARENT_TAG = "study_parent"
 PROVENANCE_TAGS = {"commit": "mlflow.source.git.commit", "cpu": "cpu", "device": "device", "torch": "torch_version"}
 RECORD_PREDICTIONS = record_predictions_artifact(VAL)  # each run's table of its validation recordings
 SEEDS_MEAN = "mean of seeds"
+THRESHOLD = joined("threshold", AF)  # the served operating point's threshold on P(A), where a task fits one
 
 
 @dataclass
@@ -51,8 +57,24 @@ class StudyRuns:
         return self.paired[0]
 
 
-def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRuns:
-    """The study's finished training runs from MLflow, the newest per (experiment, fold, seed)."""
+def gate_columns(metrics: dict[str, float], columns) -> dict[str, float]:
+    """A study run's figures under results.csv's names, as a gate reads them: its validation figures
+    (MLflow's ``val_`` names), its worst device shift's (named by ``worst_shift_columns``, as the report
+    stage names them) and the served threshold. A column the run did not log is NaN."""
+    prefix = worst_shift_key(VAL) + "_"
+    worst = {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
+    try:
+        shifted = worst_shift_columns({"shift": "", **worst}, AF)
+    except KeyError:  # a run without the worst shift's figures (or some of them): its shift columns are missing
+        shifted = {}
+    by_name = {THRESHOLD: metrics.get(THRESHOLD, np.nan), **shifted}
+    return {c: by_name[c] if c in by_name else metrics.get(*mlflow_names({study_metric(c): np.nan}).popitem())
+            for c in columns}
+
+
+def collect_runs(name: str, tracking_uri: str, experiment_name: str, gate: tuple[str, ...] = ()) -> StudyRuns:
+    """The study's finished training runs from MLflow, the newest per (experiment, fold, seed), with
+    the served threshold and ``gate``'s columns where they were logged."""
     from mlflow.tracking import MlflowClient
 
     from ecgpipe.tracking.runs import check_store_file
@@ -75,7 +97,8 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str) -> StudyRun
                      "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
                      **{column: tags.get(tag, "") for column, tag in PROVENANCE_TAGS.items()},
                      "split_folds": run.data.params.get("split.folds", ""),
-                     **{f: metrics.get(study_metric(f), np.nan) for f in STUDY_FIGURES + STUDY_TASK_FIGURES}})
+                     **{f: metrics.get(study_metric(f), np.nan) for f in STUDY_FIGURES + STUDY_TASK_FIGURES},
+                     **gate_columns(metrics, (THRESHOLD, *gate))})
     if not rows:
         raise StudyError(f"no finished MLflow run is tagged {STUDY_TAG}={name!r} in {tracking_uri}")
     figures = STUDY_FIGURES + tuple(f for f in STUDY_TASK_FIGURES if any(not np.isnan(r[f]) for r in rows))
@@ -153,15 +176,59 @@ def study_markdown(name: str, summary: pd.DataFrame, pairs: pd.DataFrame, confid
         return "\n".join(lines) + "\n"
     lines += ["", f"## Paired differences across folds (a − b, {level} t-interval)", "",
               "Each fold scores both experiments on the same recordings; a difference is real when its interval "
-              "excludes 0.", "", "| a | b | folds | " + " | ".join(f"{f} (a − b)" for f in paired) + " |",
-              "|---|---|---|" + "---|" * len(paired)]
+              "excludes 0. Every figure of the table above, pair by pair.", "",
+              "| a | b | folds | figure | a − b | verdict |", "|---|---|---|---|---|---|"]
     for _, row in pairs.iterrows():
-        cells = []
-        for f in paired:
-            verdict = "real" if row[f"{f}_real"] else "within noise"
+        for f in (*paired, *(f for f in figures if f not in paired)):
             low, high = interval(f)
-            cells.append(f"{row[f + '_difference']:+.3f} [{row[low]:+.3f}, {row[high]:+.3f}] {verdict}")
-        lines.append(f"| {row['a']} | {row['b']} | {row['folds']} | " + " | ".join(cells) + " |")
+            verdict = "real" if row[f"{f}_real"] else "within noise"
+            lines.append(f"| {row['a']} | {row['b']} | {row['folds']} | {f} | "
+                         f"{row[f + '_difference']:+.3f} [{row[low]:+.3f}, {row[high]:+.3f}] | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def gate_table(study: StudyRuns, gate: dict) -> pd.DataFrame:
+    """Every run judged by ``gate`` (params' ``report.gate``: results.csv column -> check) on its own
+    fold, as the report stage judges an experiment on its one split: one row per (experiment, fold,
+    seed) with the served threshold, the gate's columns, whether it passes and why not."""
+    from ecgpipe.reporting.champion import gate_failures
+
+    rows = []
+    for _, run in study.runs.iterrows():
+        failures = gate_failures(run, gate)
+        rows.append({"experiment": run["experiment"], "fold": run["fold"], "seed": run["seed"],
+                     THRESHOLD: run[THRESHOLD], **{c: run[c] for c in gate}, "passes": not failures,
+                     "failures": "; ".join(failures)})
+    return pd.DataFrame(rows)
+
+
+def gate_markdown(table: pd.DataFrame, gate: dict, confidence: float = 0.95) -> str:
+    """The gate fold by fold: each run's figures (a failed check marked ✗), then per experiment the
+    mean across folds with its t-interval and how many folds pass."""
+    from ecgpipe.reporting.champion import gate_failures
+
+    def bound(check) -> str:
+        return f"≥ {check.at_least:g}" if check.at_least is not None else f"≤ {check.at_most:g}"
+
+    columns = [THRESHOLD, *gate]
+    lines = ["## The gate, fold by fold", "",
+             "Each fold's run judged by the declared gate (`report.gate`), as the report stage judges an experiment "
+             f"on its one split; `{THRESHOLD}` is the fold's served threshold on P(A), fitted on its training "
+             f"recordings held out of training. The mean rows give the mean across folds [{confidence:.0%} t-interval].", "",
+             "| experiment | fold | " + " | ".join(f"{c} ({bound(gate[c])})" if c in gate else c for c in columns)
+             + " | verdict |", "|---|---|" + "---|" * (len(columns) + 1)]
+    for experiment, runs in table.groupby("experiment", sort=False):
+        for _, run in runs.iterrows():
+            failed = {c for c, check in gate.items() if gate_failures(run, {c: check})}
+            cells = [f"{run[c]:.3f}" + (" ✗" if c in failed else "") for c in columns]
+            verdict = "passes" if run["passes"] else "fails"
+            lines.append(f"| {experiment} | {run['fold']} | " + " | ".join(cells) + f" | {verdict} |")
+        per_fold = runs.groupby("fold")[columns].mean()
+        means = [t_interval(per_fold[c].dropna(), confidence) if per_fold[c].notna().any() else (np.nan,) * 4
+                 for c in columns]
+        passed = runs.groupby("fold")["passes"].all()
+        lines.append(f"| {experiment} | mean | " + " | ".join(f"{m:.3f} [{low:.3f}–{high:.3f}]" for m, _, low, high in means)
+                     + f" | passes on {int(passed.sum())} of {len(passed)} folds |")
     return "\n".join(lines) + "\n"
 
 
@@ -170,11 +237,13 @@ def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None
     runs = study.runs
 
     def counted(column: pd.Series, unknown: str) -> str:
-        counts = column.replace("", unknown).value_counts()
-        if len(counts) == 1:
-            return f"{counts.index[0]} (every run)"
-        return (f"{len(counts)} different ones, so the folds were not all made alike: "
-                + "; ".join(f"{value} ({n} runs)" for value, n in counts.items()))
+        recorded, missing = column[column != ""].value_counts(), int((column == "").sum())
+        if len(recorded) == 1 and not missing:
+            return f"{recorded.index[0]} (every run)"
+        listed = "; ".join([f"{value} ({n} runs)" for value, n in recorded.items()]
+                           + ([f"{unknown} ({missing} runs)"] if missing else []))
+        # only two recorded values say the folds differ; a run that recorded none says nothing either way
+        return f"{len(recorded)} different ones, so the folds were not all made alike: {listed}" if len(recorded) > 1 else listed
 
     experiments = sorted(runs["experiment"].unique())
     seeds = " ".join(map(str, sorted(runs["seed"].unique())))
@@ -186,8 +255,8 @@ def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None
         f"folds {', '.join(map(str, sorted(runs['fold'].unique())))}, seeds {seeds}.",
         f"- Code: commit {counted(runs['commit'].str[:12], 'not recorded')} (MLflow's `mlflow.source.git.commit`: "
         "the commit each queued experiment ran from).",
-        f"- Machine: {counted(runs['cpu'], 'not recorded (runs from before ecgpipe tagged the CPU)')}; "
-        f"device {counted(runs['device'], '?')}; torch {counted(runs['torch'], '?')}.",
+        f"- Machine: {counted(runs['cpu'], 'not recorded by the run')}; "
+        f"device {counted(runs['device'], 'not recorded')}; torch {counted(runs['torch'], 'not recorded')}.",
         f"- Made by `ecgpipe study run --name {study.name}{of_task} --folds {folds} --seeds {seeds} --experiments "
         f"{' '.join(experiments)}`; this report by `ecgpipe study report --name {study.name}{of_task} --out {out_dir}`.",
         ""])
@@ -317,20 +386,31 @@ def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str | None = 
     return fig
 
 
+def metric_prefix(experiment: str) -> str:
+    """The prefix of an experiment's figures among the study run's MLflow metrics: its name, with the
+    ``+`` of a rhythm ensemble's (NETWORK+rhythm) spelled ``_plus_`` (MLflow refuses ``+`` in a metric name)."""
+    return experiment.replace("+", "_plus_")
+
+
 def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Path,
-                 confidence: float = 0.95, task: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write ``study.md``, ``study.csv`` and ``study.png`` into ``out_dir`` and log them, with the
-    aggregate figures, to the study's parent MLflow run; its folds' runs become its children."""
+                 confidence: float = 0.95, task: str | None = None,
+                 gate: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``study.md``, ``study.csv`` and ``study.png`` (and with ``gate``, params' ``report.gate``,
+    ``gate.csv``: every run judged by it) into ``out_dir`` and log them, with the aggregate figures, to
+    the study's parent MLflow run; its folds' runs become its children."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from ecgpipe.core.io import staged_outputs
     from ecgpipe.reporting import plots
 
-    study = collect_runs(name, tracking_uri, experiment_name)
+    study = collect_runs(name, tracking_uri, experiment_name, tuple(gate or ()))
     summary, pairs = summarise(study, confidence)
     out_dir = Path(out_dir)
     markdown = study_markdown(name, summary, pairs, confidence, study.figures, study.paired) + "\n"
+    judged = gate_table(study, gate) if gate else pd.DataFrame()
+    if len(judged):
+        markdown += gate_markdown(judged, gate, confidence) + "\n"
     means = seed_means(study, tracking_uri)
     if len(means):
         markdown += seeds_markdown(means, confidence) + "\n"
@@ -341,6 +421,8 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
         summary.to_csv(staged.file(out_dir / "study.csv"), index=False, float_format="%.4f")
         if len(means):
             means.to_csv(staged.file(out_dir / "seeds.csv"), index=False, float_format="%.4f")
+        if len(judged):
+            judged.to_csv(staged.file(out_dir / "gate.csv"), index=False, float_format="%.4f")
         fig.savefig(staged.file(out_dir / "study.png"), dpi=110, format="png")
 
     client = MlflowClient(tracking_uri)
@@ -352,7 +434,7 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
         for _, row in summary.iterrows():
             for f in study.figures:
                 for stat in ("mean", "sd", "ci_low", "ci_high"):
-                    mlflow.log_metric(f"{row['experiment']}/{f}_{stat}", float(row[f"{f}_{stat}"]))
+                    mlflow.log_metric(f"{metric_prefix(row['experiment'])}/{f}_{stat}", float(row[f"{f}_{stat}"]))
         mlflow.log_text(markdown, "study.md")
         mlflow.log_figure(fig, "study.png")
         mlflow.log_table(summary, "study.json")
