@@ -116,6 +116,10 @@ def test_a_study_run_by_two_queue_workers_loses_nothing(study_project):
     (["study", "run", "--name", "cv", "--jobs", "0", "--wait"], "argument --jobs: expected at least 1, got 0"),
     (["study", "run", "--name", "cv", "--seeds", "-1"], "argument --seeds: expected at least 0, got -1"),
     (["study", "report", "--name", "x'y"], "argument --name: expected a name of letters, digits, '_', '.' and '-'"),
+    (["study", "report", "--name", "cv", "--af-threshold", "1"],
+     "argument --af-threshold: expected a number between 0 and 1 (exclusive), got 1"),
+    (["study", "report", "--name", "cv", "--af-threshold", "a tenth"],
+     "argument --af-threshold: expected a number between 0 and 1, got 'a tenth'"),
 ])
 def test_study_arguments_are_checked_at_once(argv, expected, capsys, monkeypatch):
     from ecgpipe.cli import main
@@ -479,3 +483,53 @@ def test_one_seed_is_scored_at_its_most_likely_class_without_a_mean(tmp_path):
     text = (tmp_path / "reports" / "study.md").read_text()
     assert "## At the most likely class" in text and f"| {SEEDS_MEAN} − seed" not in text
     assert "ecgpipe study report --name hand --task four_class" in text
+
+
+def test_a_declared_threshold_is_scored_beside_each_folds_served_point(tmp_path):
+    """``--af-threshold``: each run's table of its validation recordings labelled AF when P(A) reaches the
+    declared threshold gives AF found and each label's share not called AF as counted here by hand,
+    beside the run's own served-point figures, paired fold by fold (B − A), and judged by the gate's
+    checks on recordings."""
+    import mlflow
+
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.params import GateCheck
+    from ecgpipe.reporting.study import RECORD_PREDICTIONS, report_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.create_experiment("ecgpipe")
+    rng = np.random.default_rng(8)
+    actual = np.array(["N"] * 20 + ["A"] * 10 + ["O"] * 10 + ["~"] * 4)
+    expected, served = {}, {}
+    for fold in range(3):
+        p_a = np.clip((actual == "A") * 0.15 + (actual == "O") * 0.05 + rng.uniform(0, 0.5, len(actual)), 0, 0.97)
+        rest = (1 - p_a) / 3
+        table = pd.DataFrame({"record": [f"R{fold}{i:02d}" for i in range(len(actual))], "actual": actual,
+                              "predicted": actual, "p_N": rest, "p_A": p_a, "p_O": rest, "p_~": rest})
+        called = p_a >= 0.3
+        expected[fold] = {"record_recall_A": called[actual == "A"].mean(),
+                          "record_af_specificity_O": 1 - called[actual == "O"].mean(),
+                          "record_af_specificity_~": 1 - called[actual == "~"].mean()}
+        served[fold] = {"record_recall_A": 0.99, "record_af_specificity_O": 0.5, "record_af_specificity_noise": 0.6}
+        run = client.create_run(experiment_id, run_name="net", tags={"study": "hand", "fold": str(fold), "seed": "7"})
+        for name, value in {**{f: 0.5 for f in FIGURES}, **served[fold]}.items():
+            client.log_metric(run.info.run_id, f"val_{name}", value)
+        client.log_table(run.info.run_id, table, RECORD_PREDICTIONS)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    gate = {"record_recall_A": GateCheck(at_least=0.7), "record_af_specificity_O": GateCheck(at_least=0.55)}
+    report_study("hand", uri, "ecgpipe", tmp_path / "reports", gate=gate, af_threshold=0.3)
+
+    rows = pd.read_csv(tmp_path / "reports" / "threshold.csv")
+    for fold in range(3):
+        b = rows[(rows["fold"] == fold) & (rows["rule"] == "B: P(A) ≥ 0.3")].iloc[0]
+        a = rows[(rows["fold"] == fold) & (rows["rule"] == "A: served point")].iloc[0]
+        assert b["record_recall_A"] == pytest.approx(expected[fold]["record_recall_A"], abs=1e-4)
+        assert b["record_af_specificity_O"] == pytest.approx(expected[fold]["record_af_specificity_O"], abs=1e-4)
+        assert a["record_recall_A"] == pytest.approx(0.99) and a["record_af_specificity_O"] == pytest.approx(0.5)
+    text = (tmp_path / "reports" / "study.md").read_text()
+    gain = np.mean([expected[k]["record_af_specificity_O"] - 0.5 for k in range(3)])
+    assert f"+{gain:.3f} [" in text[text.index("| B − A | 3 |"):]
+    passes = sum(expected[k]["record_recall_A"] >= 0.7 and expected[k]["record_af_specificity_O"] >= 0.55 for k in range(3))
+    assert "| B: P(A) ≥ 0.3 | 3 |" in text and f"passes on {passes} of 3 folds" in text
+    assert "| A: served point | 3 |" in text and "passes on 0 of 3 folds |" in text  # O: 0.5 < 0.55

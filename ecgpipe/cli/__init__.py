@@ -85,6 +85,18 @@ def _words(text: str) -> str:
     return text
 
 
+def _probability(text: str) -> float:
+    """An argparse type: a threshold on a probability, strictly between 0 and 1 (0 would call everything
+    AF, 1 almost nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {value:g}")
+    return value
+
+
 # the ship stage's output in this checkout: the served detector and its model card, kept in git
 SHIPPED_FOLDER = Path(__file__).resolve().parents[2] / "pretrained"
 MAX_STUDY_FOLDS = 50  # a study trains every experiment once per fold and seed; 50 folds is 50 trainings each
@@ -182,7 +194,7 @@ def _study_report(args: argparse.Namespace) -> None:
 
     params = _study_params(args)
     report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out, params.evaluate.confidence,
-                 args.task, params.report.gate)
+                 args.task, params.report.gate, args.af_threshold)
     print((args.out / "study.md").read_text())
 
 
@@ -277,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder for study.md, .csv and .png")
     report.add_argument("--params", type=Path, default=Path("params.yaml"))
     report.add_argument("--task", help="a task of params.yaml's tasks: the study's runs are in its MLflow experiment")
+    report.add_argument("--af-threshold", type=_probability, default=None,
+                        help="also score every fold's validation recordings with AF when P(A) reaches this declared "
+                             "threshold, beside its served operating point (docs/decisions/af-operating-point.md)")
     report.set_defaults(func=_study_report)
     remote = commands.add_parser("remote", help="the git and DVC remotes that studies on Ray share").add_subparsers(
         dest="what", required=True)

@@ -277,16 +277,18 @@ def record_predictions(client, run_id: str) -> pd.DataFrame:
     return pd.DataFrame(table["data"], columns=table["columns"])
 
 
-def seed_figures(actual: pd.Series, probs: np.ndarray, class_names: list[str]) -> dict[str, float]:
-    """``SEED_FIGURES`` of recordings scored ``probs`` (a column per class), labelled by the most likely
-    class; those a task lacks (no challenge score with two classes) are left out."""
+def seed_figures(actual: pd.Series, probs: np.ndarray, class_names: list[str], names: tuple[str, ...] = SEED_FIGURES,
+                 labels: np.ndarray | None = None) -> dict[str, float]:
+    """``names`` (results.csv's, ``~`` or ``noise``) of recordings scored ``probs`` (a column per class),
+    labelled ``labels`` (class indices; None: the most likely class), through the evaluate stage's
+    ``score``; those a task lacks (no challenge score with two classes) are left out."""
     from ecgpipe.core.results import figure, record_figure
     from ecgpipe.evaluation.metrics import score
 
     y = np.array([class_names.index(a) for a in actual])
-    points = score(y, probs, class_names)
+    points = score(y, probs, class_names, labels=labels)
     out = {}
-    for name in SEED_FIGURES:
+    for name in names:
         try:
             value = figure(points, record_figure(name).replace("noise", "~"))
         except KeyError:
@@ -365,6 +367,68 @@ def seeds_markdown(means: pd.DataFrame, confidence: float = 0.95) -> str:
     return "\n".join(lines) + "\n"
 
 
+def declared_threshold_figures(study: StudyRuns, tracking_uri: str, threshold: float,
+                               columns: tuple[str, ...]) -> pd.DataFrame:
+    """Every run's validation recordings under two rules for the served label, on the same recordings:
+    the fold's own served operating point (rule A: the run's logged figures) and AF when P(A) reaches
+    the declared ``threshold`` (rule B: its table of those recordings scored by the evaluate stage's
+    ``score``). One row per (experiment, fold, seed, rule) with ``columns`` (results.csv's names)."""
+    from mlflow.tracking import MlflowClient
+
+    from ecgpipe.inference.preprocessing import Decision, served_labels
+
+    client = MlflowClient(tracking_uri)
+    rows = []
+    for _, run in study.runs.iterrows():
+        table = record_predictions(client, run["run_id"])
+        class_names = [c.removeprefix("p_") for c in table.columns if c.startswith("p_")]
+        probs = table[[f"p_{c}" for c in class_names]].to_numpy(dtype=np.float64)
+        labels = served_labels(Decision(AF, threshold, float("nan")), class_names, probs)
+        at_threshold = seed_figures(table["actual"], probs, class_names, columns, labels)
+        key = {"experiment": run["experiment"], "fold": run["fold"], "seed": run["seed"]}
+        rows.append({**key, "rule": "A: served point", **{c: run.get(c, np.nan) for c in columns}})
+        rows.append({**key, "rule": f"B: P(A) ≥ {threshold:g}", **{c: at_threshold.get(c, np.nan) for c in columns}})
+    return pd.DataFrame(rows)
+
+
+def declared_threshold_markdown(figures: pd.DataFrame, gate: dict, threshold: float, confidence: float = 0.95) -> str:
+    """Rule B (a declared threshold on P(A)) beside rule A (each fold's served point): per experiment,
+    each rule's mean across folds, B − A paired by fold, and how many folds pass the gate's checks
+    that a table of recordings answers (``gate``'s recording-level columns)."""
+    from ecgpipe.core.results import is_record_column
+    from ecgpipe.reporting.champion import gate_failures
+
+    columns = tuple(c for c in figures.columns if c not in ("experiment", "fold", "seed", "rule"))
+    checked = {c: check for c, check in gate.items() if is_record_column(c)}
+    lines = [f"## A declared threshold: AF when P(A) ≥ {threshold:g} (rule B) beside each fold's served point (rule A)", "",
+             "Rule B's figures score each run's table of its validation recordings (MLflow's "
+             f"`{RECORD_PREDICTIONS}`) with the evaluate stage's `score`; rule A's are the run's own. Mean across folds "
+             f"[{confidence:.0%} t-interval]; B − A paired on each fold's same recordings. Gate: the checks of "
+             f"`report.gate` on recordings ({', '.join(checked) or 'none'}); the device shifts were measured at rule A's "
+             "point only (docs/decisions/af-operating-point.md).", ""]
+    for experiment, frame in figures.groupby("experiment", sort=False):
+        candidates = StudyRuns("rules", frame.drop(columns="experiment").rename(columns={"rule": "experiment"}), columns)
+        summary, pairs = summarise(candidates, confidence)
+        lines += [f"### {experiment}", "", "| rule | folds | " + " | ".join(columns) + " | gate (recordings) |",
+                  "|---|---|" + "---|" * (len(columns) + 1)]
+        for rule, runs in frame.groupby("rule", sort=False):
+            row = summary.set_index("experiment").loc[rule]
+            passed = runs.groupby("fold").apply(lambda f: all(not gate_failures(r, checked) for _, r in f.iterrows()))
+            cells = [f"{row[c + '_mean']:.3f} [{row[interval(c)[0]]:.3f}–{row[interval(c)[1]]:.3f}]" for c in columns]
+            lines.append(f"| {rule} | {int(row['folds'])} | " + " | ".join(cells)
+                         + f" | passes on {int(passed.sum())} of {len(passed)} folds |")
+        for _, pair in pairs.iterrows():
+            sign = 1 if pair["a"].startswith("B") else -1  # always B − A
+            cells = []
+            for c in columns:
+                low, high = sorted((sign * pair[interval(c)[0]], sign * pair[interval(c)[1]]))
+                cells.append(f"{sign * pair[c + '_difference']:+.3f} [{low:+.3f}, {high:+.3f}] "
+                             + ("real" if pair[f"{c}_real"] else "within noise"))
+            lines.append(f"| B − A | {pair['folds']} | " + " | ".join(cells) + " | |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def spread_figure(study: StudyRuns, summary: pd.DataFrame, figure: str | None = None):
     """Each fold's value per experiment (of ``figure``, by default the study's ranking figure), with
     the mean and its interval."""
@@ -394,10 +458,11 @@ def metric_prefix(experiment: str) -> str:
 
 def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Path,
                  confidence: float = 0.95, task: str | None = None,
-                 gate: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 gate: dict | None = None, af_threshold: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write ``study.md``, ``study.csv`` and ``study.png`` (and with ``gate``, params' ``report.gate``,
-    ``gate.csv``: every run judged by it) into ``out_dir`` and log them, with the aggregate figures, to
-    the study's parent MLflow run; its folds' runs become its children."""
+    ``gate.csv``: every run judged by it; with ``af_threshold``, ``threshold.csv``: every run's
+    recordings labelled AF when P(A) reaches it) into ``out_dir`` and log them, with the aggregate
+    figures, to the study's parent MLflow run; its folds' runs become its children."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -411,6 +476,14 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     judged = gate_table(study, gate) if gate else pd.DataFrame()
     if len(judged):
         markdown += gate_markdown(judged, gate, confidence) + "\n"
+    declared = pd.DataFrame()
+    if af_threshold is not None:
+        from ecgpipe.core.results import is_record_column
+
+        columns = tuple(dict.fromkeys([*(c for c in gate or {} if is_record_column(c)), "record_f1_A",
+                                       *(["record_challenge_score"] if "record_challenge_score" in study.figures else [])]))
+        declared = declared_threshold_figures(study, tracking_uri, af_threshold, columns)
+        markdown += declared_threshold_markdown(declared, gate or {}, af_threshold, confidence) + "\n"
     means = seed_means(study, tracking_uri)
     if len(means):
         markdown += seeds_markdown(means, confidence) + "\n"
@@ -423,6 +496,8 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
             means.to_csv(staged.file(out_dir / "seeds.csv"), index=False, float_format="%.4f")
         if len(judged):
             judged.to_csv(staged.file(out_dir / "gate.csv"), index=False, float_format="%.4f")
+        if len(declared):
+            declared.to_csv(staged.file(out_dir / "threshold.csv"), index=False, float_format="%.4f")
         fig.savefig(staged.file(out_dir / "study.png"), dpi=110, format="png")
 
     client = MlflowClient(tracking_uri)
