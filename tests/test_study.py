@@ -533,3 +533,4 @@ def test_a_declared_threshold_is_scored_beside_each_folds_served_point(tmp_path)
     passes = sum(expected[k]["record_recall_A"] >= 0.7 and expected[k]["record_af_specificity_O"] >= 0.55 for k in range(3))
     assert "| B: P(A) ≥ 0.3 | 3 |" in text and f"passes on {passes} of 3 folds" in text
     assert "| A: served point | 3 |" in text and "passes on 0 of 3 folds |" in text  # O: 0.5 < 0.55
+    assert f"this report by `ecgpipe study report --name hand --out {tmp_path / 'reports'} --af-threshold 0.3`" in text

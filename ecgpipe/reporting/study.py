@@ -232,7 +232,7 @@ def gate_markdown(table: pd.DataFrame, gate: dict, confidence: float = 0.95) -> 
     return "\n".join(lines) + "\n"
 
 
-def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None) -> str:
+def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None, af_threshold: float | None = None) -> str:
     """Where the study's runs come from, and the commands that made them and this report."""
     runs = study.runs
 
@@ -258,7 +258,8 @@ def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None
         f"- Machine: {counted(runs['cpu'], 'not recorded by the run')}; "
         f"device {counted(runs['device'], 'not recorded')}; torch {counted(runs['torch'], 'not recorded')}.",
         f"- Made by `ecgpipe study run --name {study.name}{of_task} --folds {folds} --seeds {seeds} --experiments "
-        f"{' '.join(experiments)}`; this report by `ecgpipe study report --name {study.name}{of_task} --out {out_dir}`.",
+        f"{' '.join(experiments)}`; this report by `ecgpipe study report --name {study.name}{of_task} --out {out_dir}"
+        + ("" if af_threshold is None else f" --af-threshold {af_threshold:g}") + "`.",
         ""])
 
 
@@ -487,7 +488,7 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     means = seed_means(study, tracking_uri)
     if len(means):
         markdown += seeds_markdown(means, confidence) + "\n"
-    markdown += provenance_markdown(study, out_dir, task)
+    markdown += provenance_markdown(study, out_dir, task, af_threshold)
     fig = spread_figure(study, summary)
     with staged_outputs() as staged:
         staged.file(out_dir / "study.md").write_text(markdown)
