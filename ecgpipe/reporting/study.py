@@ -479,10 +479,11 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
         markdown += gate_markdown(judged, gate, confidence) + "\n"
     declared = pd.DataFrame()
     if af_threshold is not None:
-        from ecgpipe.core.results import is_record_column
+        from ecgpipe.core.results import DEFAULT_CHAMPION_METRIC, is_record_column
 
-        columns = tuple(dict.fromkeys([*(c for c in gate or {} if is_record_column(c)), "record_f1_A",
-                                       *(["record_challenge_score"] if "record_challenge_score" in study.figures else [])]))
+        # the gate's recording checks, then F1(A) and (four classes) the challenge score
+        columns = tuple(dict.fromkeys([*(c for c in gate or {} if is_record_column(c)),
+                                       *(f for f in (DEFAULT_CHAMPION_METRIC, *STUDY_TASK_PAIRED) if f in study.figures)]))
         declared = declared_threshold_figures(study, tracking_uri, af_threshold, columns)
         markdown += declared_threshold_markdown(declared, gate or {}, af_threshold, confidence) + "\n"
     means = seed_means(study, tracking_uri)
