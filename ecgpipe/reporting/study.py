@@ -356,16 +356,28 @@ def seeds_markdown(means: pd.DataFrame, confidence: float = 0.95) -> str:
         if with_mean:
             lines += ["", "| a − b | folds | " + " | ".join(figures) + " |", "|---|---|" + "---|" * len(figures)]
         for row in with_mean:
-            sign = 1 if row["a"] == SEEDS_MEAN else -1  # always the mean − a seed
-            other = row["b"] if sign == 1 else row["a"]
-            cells = []
-            for f in figures:
-                low, high = sorted((sign * row[interval(f)[0]], sign * row[interval(f)[1]]))
-                verdict = "real" if row[f"{f}_real"] else "within noise"
-                cells.append(f"{sign * row[f + '_difference']:+.3f} [{low:+.3f}, {high:+.3f}] {verdict}")
+            other = row["b"] if row["a"] == SEEDS_MEAN else row["a"]
+            cells = difference_cells(row, figures, SEEDS_MEAN)  # always the mean − a seed
             lines.append(f"| {SEEDS_MEAN} − {other} | {row['folds']} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def rule_name(threshold: float) -> str:
+    """Rule B's name in the report: AF when P(A) reaches the declared ``threshold``."""
+    return f"B: P(A) ≥ {threshold:g}"
+
+
+def difference_cells(pair: pd.Series, figures, minuend: str) -> list[str]:
+    """A pair's paired differences (``summarise``'s row), each as ``minuend`` − the other with its
+    interval and verdict, whichever of the two ``summarise`` put first."""
+    sign = 1 if pair["a"] == minuend else -1
+    cells = []
+    for f in figures:
+        low, high = sorted((sign * pair[interval(f)[0]], sign * pair[interval(f)[1]]))
+        verdict = "real" if pair[f"{f}_real"] else "within noise"
+        cells.append(f"{sign * pair[f + '_difference']:+.3f} [{low:+.3f}, {high:+.3f}] {verdict}")
+    return cells
 
 
 def declared_threshold_figures(study: StudyRuns, tracking_uri: str, threshold: float,
@@ -388,7 +400,7 @@ def declared_threshold_figures(study: StudyRuns, tracking_uri: str, threshold: f
         at_threshold = seed_figures(table["actual"], probs, class_names, columns, labels)
         key = {"experiment": run["experiment"], "fold": run["fold"], "seed": run["seed"]}
         rows.append({**key, "rule": "A: served point", **{c: run.get(c, np.nan) for c in columns}})
-        rows.append({**key, "rule": f"B: P(A) ≥ {threshold:g}", **{c: at_threshold.get(c, np.nan) for c in columns}})
+        rows.append({**key, "rule": rule_name(threshold), **{c: at_threshold.get(c, np.nan) for c in columns}})
     return pd.DataFrame(rows)
 
 
@@ -400,6 +412,7 @@ def declared_threshold_markdown(figures: pd.DataFrame, gate: dict, threshold: fl
     from ecgpipe.reporting.champion import gate_failures
 
     columns = tuple(c for c in figures.columns if c not in ("experiment", "fold", "seed", "rule"))
+    rule_b = rule_name(threshold)
     checked = {c: check for c, check in gate.items() if is_record_column(c)}
     lines = [f"## A declared threshold: AF when P(A) ≥ {threshold:g} (rule B) beside each fold's served point (rule A)", "",
              "Rule B's figures score each run's table of its validation recordings (MLflow's "
@@ -419,12 +432,7 @@ def declared_threshold_markdown(figures: pd.DataFrame, gate: dict, threshold: fl
             lines.append(f"| {rule} | {int(row['folds'])} | " + " | ".join(cells)
                          + f" | passes on {int(passed.sum())} of {len(passed)} folds |")
         for _, pair in pairs.iterrows():
-            sign = 1 if pair["a"].startswith("B") else -1  # always B − A
-            cells = []
-            for c in columns:
-                low, high = sorted((sign * pair[interval(c)[0]], sign * pair[interval(c)[1]]))
-                cells.append(f"{sign * pair[c + '_difference']:+.3f} [{low:+.3f}, {high:+.3f}] "
-                             + ("real" if pair[f"{c}_real"] else "within noise"))
+            cells = difference_cells(pair, columns, rule_b)  # always B − A
             lines.append(f"| B − A | {pair['folds']} | " + " | ".join(cells) + " | |")
         lines.append("")
     return "\n".join(lines) + "\n"
