@@ -18,6 +18,7 @@ from ecgpipe.ensemble.rhythm import FEATURE_NAMES, read_features
 from ecgpipe.ensemble.trees import BoostedTrees
 from ecgpipe.inference.predictor import Predictor
 from ecgpipe.inference.readers import Signal
+from ecgpipe.pipeline.ensemble import KIND
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
@@ -120,6 +121,17 @@ def flat(value, key: str = "") -> dict:
     if isinstance(value, list):
         return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{key}[{i}]").items()}
     return {key: value}
+
+
+def test_the_ensembles_run_is_tagged_with_the_machine_like_its_networks(ensemble, evaluated):
+    """A study's report checks that all its folds were made on one machine, from the runs' tags: the
+    ensemble's run carries the same machine tags as the network's train run."""
+    client = mlflow.MlflowClient(evaluated["uri"])
+    network_tags = client.get_run(evaluated["trained"].run_id).data.tags
+    tags = client.get_run(ensemble["run_id"]).data.tags
+    for key in ("cpu", "device", "torch_version"):
+        assert tags[key] == network_tags[key] != "", key
+    assert tags["ecgpipe.kind"] == KIND
 
 
 def test_an_ensemble_made_with_other_features_is_refused_naming_the_file(ensemble, tmp_path):

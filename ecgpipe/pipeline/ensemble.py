@@ -115,13 +115,14 @@ def run_ensemble_train(params: Params, network: str, records_dir: Path, features
     trees = BoostedTrees.fit(read_features(features_path, list(table["record"].to_numpy()[train])),
                              table["class_index"].to_numpy()[train], spec.seed)
     ensemble = RhythmEnsemble(predictor, trees, spec.network_weight)
+    device = resolve_device(params.train.device)
     summary = {"train_recordings": len(train), "features": len(FEATURE_NAMES)}
     sensitivity = params.evaluate.af_sensitivity
     if read_json(split_path).get(CALIBRATION) and sensitivity is not None and AF in classes:
         held_out = split_recordings(spectrogram_dir, split_path, CALIBRATION, records_dir)
         probs = ensemble_probs(ensemble, held_out.signals, held_out.rows,
                                read_features(features_path, list(held_out.records)), params.train.eval_batch_size,
-                               resolve_device(params.train.device))
+                               device)
         ensemble.decision = decision_on(probs[:, classes.index(AF)], held_out.y == classes.index(AF), AF, sensitivity)
         summary.update({"calibration_recordings": len(held_out.rows), joined("threshold", AF): ensemble.decision.threshold})
     spec_file = network_files(network_dir) / PREDICTOR_SPEC  # names the run that trained the network
@@ -130,7 +131,9 @@ def run_ensemble_train(params: Params, network: str, records_dir: Path, features
               "network_run": network_run, "features": ",".join(FEATURE_NAMES),
               **{f"trees.{k}": v for k, v in SETTINGS.items()}, "classes": ",".join(classes),
               "split.fold": params.split.fold, "split.calibration": params.split.calibration}
-    tags = {"ecgpipe.kind": KIND, **study_tags(params.study.name, params.split.fold, params.train.seed)}
+    # the machine's tags as the network's run has them: a study's report checks every fold was made alike
+    tags = {**tracking.run_tags(device), "ecgpipe.kind": KIND,
+            **study_tags(params.study.name, params.split.fold, params.train.seed)}
     with tracking.start_run(params.mlflow.experiment_name, name, logged, tags, system_metrics=False) as run:
         tracking.log_lineage([Path(features_path), Path(split_path)], None, "training")
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
