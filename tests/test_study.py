@@ -485,7 +485,7 @@ def test_one_seed_is_scored_at_its_most_likely_class_without_a_mean(tmp_path):
     assert "ecgpipe study report --name hand --task four_class" in text
 
 
-def test_a_declared_threshold_is_scored_beside_each_folds_served_point(tmp_path):
+def test_a_declared_threshold_is_scored_beside_each_folds_served_point(tmp_path, monkeypatch):
     """``--af-threshold``: each run's table of its validation recordings labelled AF when P(A) reaches the
     declared threshold gives AF found and each label's share not called AF as counted here by hand,
     beside the run's own served-point figures, paired fold by fold (B − A), and judged by the gate's
@@ -518,7 +518,12 @@ def test_a_declared_threshold_is_scored_beside_each_folds_served_point(tmp_path)
         client.log_table(run.info.run_id, table, RECORD_PREDICTIONS)
         client.set_terminated(run.info.run_id, "FINISHED")
     gate = {"record_recall_A": GateCheck(at_least=0.7), "record_af_specificity_O": GateCheck(at_least=0.55)}
+    downloads = []
+    real_download = mlflow.MlflowClient.download_artifacts
+    monkeypatch.setattr(mlflow.MlflowClient, "download_artifacts",
+                        lambda self, run_id, path, dst=None: downloads.append(run_id) or real_download(self, run_id, path, dst))
     report_study("hand", uri, "ecgpipe", tmp_path / "reports", gate=gate, af_threshold=0.3)
+    assert sorted(downloads) == sorted(set(downloads)) and len(downloads) == 3  # each run's table read once
 
     rows = pd.read_csv(tmp_path / "reports" / "threshold.csv")
     for fold in range(3):

@@ -2,6 +2,7 @@
 with t-intervals, paired differences, the declared gate fold by fold, and the spread figure."""
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,10 +265,19 @@ def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None
 
 
 def record_predictions(client, run_id: str) -> pd.DataFrame:
-    """A run's validation recordings as its evaluate stage logged them (``RECORD_PREDICTIONS``)."""
+    """A run's validation recordings as its evaluate stage logged them (``RECORD_PREDICTIONS``); a
+    report reads each run's table once, however many of its sections use it."""
+    return _logged_predictions(client.tracking_uri, run_id).copy()
+
+
+@functools.lru_cache(maxsize=256)  # a finished run's artifact never changes; a few MB at most
+def _logged_predictions(tracking_uri: str, run_id: str) -> pd.DataFrame:
     import json
     import tempfile
 
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, RECORD_PREDICTIONS, tmp)
