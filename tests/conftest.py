@@ -7,13 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-# Under pytest-xdist each worker, and each process a test starts (DVC's stages), would otherwise run
-# PyTorch on every core: two workers on two cores then keep four threads busy on two, and their
-# spin-waits slow every test (the DVC tests by half). Each worker and its children get their share;
-# set before ecgpipe imports torch, and an OMP_NUM_THREADS of your own wins.
-if (_workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT")) and "OMP_NUM_THREADS" not in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // int(_workers)))
-
 from ecgpipe.pipeline.evaluate import run_evaluate
 from ecgpipe.pipeline.train import TrainSections, run_train
 from tests.synthetic import default_set, make_records, zip_records
