@@ -1,5 +1,6 @@
 """Cross-validation studies: the queued commands, the aggregation across folds, and a synthetic
 study run end to end by two parallel DVC queue workers."""
+import itertools
 import json
 import re
 import sys
@@ -413,9 +414,10 @@ def test_a_task_study_queues_the_tasks_stages_into_its_mlflow_experiment(monkeyp
     assert "tasks.nine_class: no such task" in str(exit_info.value.code)
 
 
-def _store_with_tables(tmp_path, seeds) -> tuple[str, dict]:
-    """A study's store whose runs (three folds, each seed) logged the evaluate stage's table of their
-    validation recordings, each in its own order; returns the store and each run's P(A)."""
+def _store_with_tables(tmp_path, seeds, experiments=("resnet",)) -> tuple[str, dict]:
+    """A study's store whose runs (three folds, each seed and experiment) logged the evaluate stage's
+    table of their validation recordings, each in its own order; returns the store and each run's P(A)
+    (keyed by fold and seed, and by experiment too where there are several)."""
     import mlflow
 
     from ecgpipe.core.results import STUDY_FIGURES as FIGURES
@@ -429,10 +431,10 @@ def _store_with_tables(tmp_path, seeds) -> tuple[str, dict]:
     for fold in range(3):
         records = [f"A{fold}{i:03d}" for i in range(40)]
         actual = np.array(["N"] * 30 + ["A"] * 10)
-        for seed in seeds:
+        for seed, name in itertools.product(seeds, experiments):
             p_a = np.clip((actual == "A") * 0.5 + rng.uniform(0, 0.6, 40), 0, 1)
-            probs[(fold, seed)] = p_a
-            run = client.create_run(experiment_id, run_name="resnet",
+            probs[(fold, seed) if len(experiments) == 1 else (name, fold, seed)] = p_a
+            run = client.create_run(experiment_id, run_name=name,
                                     tags={"study": "hand", "fold": str(fold), "seed": str(seed)})
             for figure in FIGURES:
                 client.log_metric(run.info.run_id, f"val_{figure}", 0.5)
@@ -483,6 +485,31 @@ def test_one_seed_is_scored_at_its_most_likely_class_without_a_mean(tmp_path):
     text = (tmp_path / "reports" / "study.md").read_text()
     assert "## At the most likely class" in text and f"| {SEEDS_MEAN} − seed" not in text
     assert "ecgpipe study report --name hand --task four_class" in text
+
+
+def test_two_experiments_are_paired_at_the_most_likely_class_seed_by_seed(tmp_path):
+    """The seeds' figures of two experiments, paired by fold for the same seed: their difference is the
+    mean across folds of the two experiments' figures as scikit-learn gives them on the same recordings."""
+    from sklearn.metrics import roc_auc_score
+
+    from ecgpipe.reporting.study import report_study
+
+    uri, probs = _store_with_tables(tmp_path, (7,), experiments=("resnet", "resnet+rhythm"))
+    report_study("hand", uri, "ecgpipe", tmp_path / "reports")
+    y = np.array([0] * 30 + [1] * 10)
+    differences = [roc_auc_score(y, probs[("resnet+rhythm", fold, 7)]) - roc_auc_score(y, probs[("resnet", fold, 7)])
+                   for fold in range(3)]
+    text = (tmp_path / "reports" / "study.md").read_text()
+    section = text.split("### Experiment against experiment")[1].split("## Provenance")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| resnet"))
+    header = next(line for line in section.splitlines() if line.startswith("| a − b"))
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    cell = dict(zip(cells(header), cells(row)))["record_roc_auc"]
+    sign = 1 if row.startswith("| resnet+rhythm − resnet") else -1
+    assert float(cell.split()[0]) == pytest.approx(sign * np.mean(differences), abs=6e-4)
+    assert "| seed 7 | 3 |" in row
 
 
 def test_a_declared_threshold_is_scored_beside_each_folds_served_point(tmp_path, monkeypatch):

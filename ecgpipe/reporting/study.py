@@ -370,7 +370,29 @@ def seeds_markdown(means: pd.DataFrame, confidence: float = 0.95) -> str:
             cells = difference_cells(row, figures, SEEDS_MEAN)  # always the mean − a seed
             lines.append(f"| {SEEDS_MEAN} − {other} | {row['folds']} | " + " | ".join(cells) + " |")
         lines.append("")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + experiments_paired_markdown(means, figures, confidence)
+
+
+def experiments_paired_markdown(means: pd.DataFrame, figures: list[str], confidence: float = 0.95) -> str:
+    """The seeds' table's figures compared experiment against experiment, candidate by candidate (the
+    same seed, or the mean of the same seeds), paired by fold: the most likely class's challenge score
+    of two experiments, which the served-point table above cannot give."""
+    rows = []
+    for candidate, frame in means.groupby("candidate"):
+        if frame["experiment"].nunique() < 2:
+            continue
+        _, pairs = summarise(StudyRuns("pairs", frame.assign(seed=0), tuple(figures)), confidence)
+        rows += [(candidate, pair) for _, pair in pairs.iterrows()]
+    if not rows:
+        return "\n"
+    lines = ["", "### Experiment against experiment", "",
+             f"The same candidate of two experiments, paired on each fold's same recordings ({confidence:.0%} "
+             "t-interval; real when it excludes 0).", "",
+             "| a − b | candidate | folds | " + " | ".join(figures) + " |", "|---|---|---|" + "---|" * len(figures)]
+    for candidate, pair in rows:
+        cells = difference_cells(pair, figures, pair["a"])
+        lines.append(f"| {pair['a']} − {pair['b']} | {candidate} | {pair['folds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
 
 
 def rule_name(threshold: float) -> str:
