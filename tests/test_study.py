@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
+from ecgpipe.core.errors import StudyError
 from ecgpipe.pipeline.study import queue_commands
 from ecgpipe.reporting.study import StudyRuns, summarise, t_interval
 
@@ -86,7 +87,9 @@ def test_a_study_run_by_two_queue_workers_loses_nothing(study_project):
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("ecgpipe")
     assert experiment.artifact_location == (project / "mlartifacts").as_uri()  # beside the store, not a temp copy
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.study = 'cv'")
+    found = client.search_runs([experiment.experiment_id], filter_string="tags.study = 'cv'")
+    runs = [r for r in found if "study_parent" not in r.data.tags]  # the study's own run, made when it was queued
+    assert len(found) == len(runs) + 1
     assert sorted((r.info.run_name, r.data.tags["fold"]) for r in runs) == sorted(
         (e, str(k)) for e in experiments for k in range(2))
     assert not list((project / ".dvc" / "tmp").glob("exps/tmp*"))  # the temporary copies are gone ...
@@ -141,6 +144,7 @@ def test_wait_exits_non_zero_naming_the_failed_runs(monkeypatch):
     answers = iter([earlier, after])
     monkeypatch.setattr(study, "check_store", lambda uri: None)
     monkeypatch.setattr(study, "prepare_store", lambda uri, name: None)
+    monkeypatch.setattr(study, "record_settings", lambda uri, experiment, name, overrides: None)
     monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: type("Done", (), {"returncode": 0})())
     monkeypatch.setattr(study, "_queue_rows", lambda: next(answers))
     monkeypatch.setattr(study, "_queue_busy", lambda: False)
@@ -151,17 +155,20 @@ def test_wait_exits_non_zero_naming_the_failed_runs(monkeypatch):
     study.run_study("cv", 2, [1], ["a-chunked"], 1, "ecgpipe", wait=True)  # nothing new failed: returns
 
 
-def _hand_built_store(tmp_path, values, drop=None, tags=lambda name, fold: {}):
-    """A store with one finished run per (experiment, fold), tagged as a study's (and with ``tags``),
-    with known figures."""
+def _hand_built_store(tmp_path, values, drop=None, tags=lambda name, fold: {}, study="hand", params=None):
+    """A store with one finished run per (experiment, fold), tagged as study ``study``'s (and with
+    ``tags``), with known figures (and MLflow ``params``); a second call adds a study to the store."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
-    experiment_id = client.create_experiment("ecgpipe")
+    experiment = client.get_experiment_by_name("ecgpipe")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("ecgpipe")
     for (name, fold), figures in values.items():
         run = client.create_run(experiment_id, run_name=name,
-                                tags={"study": "hand", "fold": str(fold), "seed": "7", **tags(name, fold)})
+                                tags={"study": study, "fold": str(fold), "seed": "7", **tags(name, fold)})
+        for key, value in (params or {}).items():
+            client.log_param(run.info.run_id, key, value)
         for figure, value in figures.items():
             if (name, fold, figure) != drop:
                 client.log_metric(run.info.run_id, f"val_{figure}", value)
@@ -392,6 +399,88 @@ def test_an_af_against_the_rest_study_reports_the_false_alarms_per_label(tmp_pat
     text = (tmp_path / "reports" / "study.md").read_text()
     assert "record_af_specificity_at_sensitivity_95_N" in text and "record_challenge_score" not in text
     assert "record_f1_O" not in text
+
+
+def test_a_candidate_study_is_paired_against_another_fold_by_fold(tmp_path):
+    """`study report --against OTHER`: a candidate recipe's study (`study run --set`) and today's, the
+    same experiment in each, paired on each fold's recordings as computed here; the provenance gives both
+    studies' commands, the candidate's with its --set. Studies of other folds are refused."""
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.pipeline.study import record_settings
+    from ecgpipe.reporting.study import report_study
+
+    rng = np.random.default_rng(9)
+    today = {("resnet", k): {f: float(rng.uniform(0.7, 0.9)) for f in FIGURES} for k in range(3)}
+    candidate = {("resnet", k): {f: float(rng.uniform(0.7, 0.99)) for f in FIGURES} for k in range(3)}
+    uri = _hand_built_store(tmp_path, today, study="today", params={"split.folds": 3})
+    _hand_built_store(tmp_path, candidate, study="crop18", params={"split.folds": 3})
+    record_settings(uri, "ecgpipe", "crop18", ("experiments.resnet.crop_samples=5400",))
+    summary, pairs = report_study("crop18", uri, "ecgpipe", tmp_path / "reports", against="today")
+    assert sorted(summary["experiment"]) == ["crop18/resnet", "today/resnet"]
+    (pair,) = pairs.to_dict("records")
+    sign = 1 if pair["a"] == "crop18/resnet" else -1
+    d = np.array([candidate[("resnet", k)]["record_f1_A"] - today[("resnet", k)]["record_f1_A"] for k in range(3)])
+    assert sign * pair["record_f1_A_difference"] == pytest.approx(d.mean(), abs=1e-12) and pair["folds"] == 3
+    text = (tmp_path / "reports" / "study.md").read_text()
+    assert ("Made by `ecgpipe study run --name crop18 --folds 3 --seeds 7 --set experiments.resnet.crop_samples=5400 "
+            "--experiments resnet` and `ecgpipe study run --name today --folds 3 --seeds 7 --experiments resnet`") in text
+    assert "this report by `ecgpipe study report --name crop18 --out" in text and "--against today`" in text
+
+    _hand_built_store(tmp_path, today, study="five", params={"split.folds": 5})
+    with pytest.raises(StudyError, match=r"study crop18 has split.folds \['3'\] and five \['5'\]; expected the same"):
+        report_study("crop18", uri, "ecgpipe", tmp_path / "other", against="five")
+    with pytest.raises(StudyError, match="--against crop18: expected another study"):
+        report_study("crop18", uri, "ecgpipe", tmp_path / "other", against="crop18")
+
+
+def test_a_study_keeps_the_settings_it_was_queued_with(tmp_path):
+    """`study run --set` is recorded on the study's parent run; queueing more of the study with other
+    settings is refused, as one study's runs must share one recipe."""
+    import mlflow
+
+    from ecgpipe.pipeline.study import prepare_store, record_settings
+    from ecgpipe.reporting.study import SETTINGS_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_store(uri, "ecgpipe")
+    record_settings(uri, "ecgpipe", "cv", ("train.batch_size=64",))
+    record_settings(uri, "ecgpipe", "cv", ("train.batch_size=64",))  # more seeds, same recipe: fine
+    (parent,) = mlflow.MlflowClient(uri).search_runs(["0", "1"], "tags.study = 'cv'")
+    assert parent.data.tags[SETTINGS_TAG] == "train.batch_size=64"
+    with pytest.raises(StudyError, match=r"study cv was queued with --set train.batch_size=64; .* --set \(none\) "
+                                         r"needs a study of its own"):
+        record_settings(uri, "ecgpipe", "cv", ())
+
+
+def test_set_is_checked_against_params_before_anything_is_queued(monkeypatch, capsys):
+    from ecgpipe.cli import main
+    from ecgpipe.pipeline.study import queue_commands, with_overrides
+
+    commands = queue_commands("cv", 2, [1], ["a-chunked"], overrides=("train.batch_size=64", "chunk.size=20"))
+    assert commands[0][12:18] == ["-S", "study.name=cv", "-S", "train.batch_size=64", "-S", "chunk.size=20"]
+    assert commands[0][-1] == "evaluate@a-chunked"
+    assert with_overrides({"train": {"batch_size": 192}}, ("train.batch_size=64",), "p.yaml") == {"train": {"batch_size": 64}}
+    calls = []
+    monkeypatch.setattr("ecgpipe.pipeline.study.run_study", lambda *a, **k: calls.append(k))
+    params = str(Path(__file__).parents[1] / "params.yaml")
+    key = "experiments.raw_resnet-robust_crop.epochs"
+    main(["study", "run", "--name", "cv", "--task", "four_class", "--params", params, "--set", f"{key}=40"])
+    assert calls[0]["overrides"] == (f"{key}=40",)
+    with pytest.raises(SystemExit) as exit_info:  # a value the task's checks refuse, named with the user's file
+        main(["study", "run", "--name", "cv", "--task", "four_class", "--params", params, "--set",
+              "experiments.raw_resnet-robust_crop.crop_samples=3600"])
+    assert (f"{params} with --set experiments.raw_resnet-robust_crop.crop_samples=3600: task four_class: params: "
+            "experiments.raw_resnet-robust_crop.crop_samples: expected at most spectrogram.min_length") in str(exit_info.value.code)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "run", "--name", "cv", "--params", params, "--set", key])
+    assert exit_info.value.code == 2 and "argument --set: expected KEY=VALUE" in capsys.readouterr().err
+    for value, expected in (("train.batchsize=64", f"--set train.batchsize=64: {params} has no train.batchsize"),
+                            ("train.batch_size.x=1", "--set train.batch_size.x=1: train.batch_size is not a section"),
+                            ("train.batch_size=-3", "train.batch_size: expected")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["study", "run", "--name", "cv", "--params", params, "--set", value])
+        assert expected in str(exit_info.value.code), value
+    assert len(calls) == 1
 
 
 def test_a_task_study_queues_the_tasks_stages_into_its_mlflow_experiment(monkeypatch, capsys):

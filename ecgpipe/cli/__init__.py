@@ -112,6 +112,16 @@ def _study_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
 
 
+def _override(text: str) -> str:
+    """A ``--set KEY=VALUE`` of params.yaml (KEY dotted, as `dvc exp run -S` takes it)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_~+-]+(\.[A-Za-z0-9_~+-]+)*=.+", text):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a dotted key of params.yaml "
+                                         f"(e.g. experiments.NAME.epochs=40), got {text!r}")
+    return text
+
+
 def _device(text: str) -> str:
     from ecgpipe.core.device import DEVICE_NAMES, is_device_name
 
@@ -149,11 +159,28 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _study_params(args: argparse.Namespace):
-    """The params a study's runs see: params.yaml's, or with ``--task`` that task's."""
+    """The params a study's runs see: params.yaml's, or with ``--task`` that task's; with ``--set``,
+    as its values change them (a bad one fails here, before anything is queued)."""
+    import tempfile
+
+    import yaml
+
+    from ecgpipe.core.errors import ParamsError
     from ecgpipe.params import load_params
+    from ecgpipe.pipeline.study import with_overrides
     from ecgpipe.pipeline.task import task_params
 
-    return load_params(args.params) if args.task is None else task_params(args.params, args.task)
+    overrides = tuple(getattr(args, "overrides", None) or ())
+    if not overrides:
+        return load_params(args.params) if args.task is None else task_params(args.params, args.task)
+    raw = with_overrides(yaml.safe_load(Path(args.params).read_text()), overrides, str(args.params))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(args.params).name
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        try:
+            return load_params(path) if args.task is None else task_params(path, args.task)
+        except ParamsError as exc:  # name the user's file and values, not the copy they were checked in
+            raise ParamsError(str(exc).replace(str(path), f"{args.params} with --set {' '.join(overrides)}")) from None
 
 
 def _study_run(args: argparse.Namespace) -> None:
@@ -170,6 +197,8 @@ def _study_run(args: argparse.Namespace) -> None:
 
         if args.task is not None:
             sys.exit("ecgpipe study run: --task: the ray backend runs the notebook's task only; use --backend dvc-queue")
+        if args.overrides:
+            sys.exit("ecgpipe study run: --set: the ray backend runs params.yaml as committed; use --backend dvc-queue")
 
         # a task asks Ray for a GPU when the experiments train on one (train.device: cuda...)
         gpus = 1 if params.train.device.startswith("cuda") else 0
@@ -178,7 +207,7 @@ def _study_run(args: argparse.Namespace) -> None:
             print(f"{row['experiment']}: ran on node {row['node_ip']} ({row['node_id'][:12]})")
         return
     run_study(args.name, args.folds, args.seeds, experiments, args.jobs, params.mlflow.experiment_name,
-              wait=args.wait, task=args.task)
+              wait=args.wait, task=args.task, overrides=tuple(args.overrides))
 
 
 def _remote_set(args: argparse.Namespace) -> None:
@@ -194,7 +223,7 @@ def _study_report(args: argparse.Namespace) -> None:
 
     params = _study_params(args)
     report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out, params.evaluate.confidence,
-                 args.task, params.report.gate, args.af_threshold)
+                 args.task, params.report.gate, args.af_threshold, args.against)
     print((args.out / "study.md").read_text())
 
 
@@ -274,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", action="store_true",
                      help="return only when the queue is empty; exit non-zero naming the study's failed runs")
     run.add_argument("--params", type=Path, default=Path("params.yaml"))
+    run.add_argument("--set", dest="overrides", action="append", default=[], type=_override, metavar="KEY=VALUE",
+                     help="a value of params.yaml that every queued experiment changes (`dvc exp run -S`), for a "
+                          "candidate recipe's study; repeatable; compare it with `study report --against`")
     run.add_argument("--task", help="a task of params.yaml's tasks: its stages and MLflow experiment "
                                     "(--experiments then names its task_experiments)")
     run.add_argument("--backend", choices=["dvc-queue", "ray"], default="dvc-queue",
@@ -289,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder for study.md, .csv and .png")
     report.add_argument("--params", type=Path, default=Path("params.yaml"))
     report.add_argument("--task", help="a task of params.yaml's tasks: the study's runs are in its MLflow experiment")
+    report.add_argument("--against", type=_study_name, metavar="OTHER",
+                        help="also read study OTHER's runs (same folds) and pair every figure of the two studies' "
+                             "experiments fold by fold, named STUDY/EXPERIMENT: a `study run --set` candidate "
+                             "against today's recipe")
     report.add_argument("--af-threshold", type=_probability, default=None,
                         help="also score every fold's validation recordings with AF when P(A) reaches this declared "
                              "threshold, beside its served operating point (docs/decisions/af-operating-point.md)")

@@ -39,14 +39,61 @@ def evaluate_stage(experiment: str, task: str | None = None) -> str:
 
 
 def queue_commands(name: str, folds: int, seeds: list[int], experiments: list[str],
-                   task: str | None = None) -> list[list[str]]:
+                   task: str | None = None, overrides: tuple[str, ...] = ()) -> list[list[str]]:
     """The ``dvc exp run --queue`` commands of a study: one per fold and seed. With ``task``, of that
-    task's stages (its params file takes split, train and study from params.yaml's)."""
+    task's stages (its params file takes split, train and study from params.yaml's). ``overrides``
+    (``KEY=VALUE`` of params.yaml) are set in every one: a candidate recipe's study."""
     targets = [evaluate_stage(e, task) for e in experiments]
+    settings = [arg for override in overrides for arg in ("-S", override)]
     return [["dvc", "exp", "run", "--queue", "--name", f"{name}-fold{fold}-seed{seed}",
              "-S", f"split.folds={folds}", "-S", f"split.fold={fold}", "-S", f"train.seed={seed}",
-             "-S", f"study.name={name}", *targets]
+             "-S", f"study.name={name}", *settings, *targets]
             for seed, fold in itertools.product(seeds, range(folds))]
+
+
+def with_overrides(raw: dict, overrides: tuple[str, ...], source: str) -> dict:
+    """params.yaml's mapping ``raw`` with each ``KEY=VALUE`` of ``overrides`` set (VALUE read as YAML,
+    as `dvc exp run -S` reads it); KEY must name a value params.yaml has."""
+    import copy
+
+    import yaml
+
+    raw = copy.deepcopy(raw)
+    for override in overrides:
+        dotted, _, text = override.partition("=")
+        *sections, key = dotted.split(".")
+        section = raw
+        for depth, name in enumerate(sections):
+            section = section.get(name) if isinstance(section, dict) else None
+            if not isinstance(section, dict):
+                raise StudyError(f"--set {override}: {'.'.join(sections[:depth + 1])} is not a section of {source}")
+        if key not in section:
+            raise StudyError(f"--set {override}: {source} has no {dotted}; expected a key it has")
+        section[key] = yaml.safe_load(text)
+    return raw
+
+
+def record_settings(uri: str, experiment_name: str, name: str, overrides: tuple[str, ...]) -> None:
+    """Record the study's ``overrides`` on its parent MLflow run (made here if new), for its report's
+    provenance. A study queued again must keep them: one study's runs share one recipe."""
+    from mlflow.tracking import MlflowClient
+
+    from ecgpipe.reporting.study import PARENT_TAG, SETTINGS_TAG
+    from ecgpipe.tracking.runs import STUDY_TAG
+
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
+    parents = client.search_runs([experiment_id], f"tags.{STUDY_TAG} = '{name}' and tags.{PARENT_TAG} = 'true'")
+    settings = " ".join(overrides)
+    if parents:
+        before = parents[0].data.tags.get(SETTINGS_TAG, "")
+        if before != settings:
+            raise StudyError(f"study {name} was queued with --set {before or '(none)'}; its runs must share one "
+                             f"recipe, so --set {settings or '(none)'} needs a study of its own (another --name)")
+        return
+    parent = client.create_run(experiment_id, run_name=f"study-{name}",
+                               tags={STUDY_TAG: name, PARENT_TAG: "true", SETTINGS_TAG: settings})
+    client.set_terminated(parent.info.run_id)
 
 
 def check_store(uri: str) -> None:
@@ -90,7 +137,8 @@ def worker_environment(jobs: int) -> dict[str, str]:
 
 
 def run_study(name: str, folds: int, seeds: list[int], experiments: list[str], jobs: int, experiment_name: str,
-              wait: bool = False, poll_s: float = 5.0, task: str | None = None) -> list[list[str]]:
+              wait: bool = False, poll_s: float = 5.0, task: str | None = None,
+              overrides: tuple[str, ...] = ()) -> list[list[str]]:
     """Queue the study's experiments and start ``jobs`` queue workers; with ``wait``, return only
     when the queue is empty. Returns the commands it ran."""
     from ecgpipe.tracking.runs import tracking_uri
@@ -100,7 +148,8 @@ def run_study(name: str, folds: int, seeds: list[int], experiments: list[str], j
     prepare_store(tracking_uri(), experiment_name)
     if folds < 2 or jobs < 1:
         raise StudyError(f"a study needs at least 2 folds and 1 worker, got {folds} folds and {jobs} workers")
-    queued = queue_commands(name, folds, seeds, experiments, task)
+    record_settings(tracking_uri(), experiment_name, name, overrides)
+    queued = queue_commands(name, folds, seeds, experiments, task, overrides)
     commands = [*queued, ["dvc", "queue", "start", "-j", str(jobs)]]
     env = worker_environment(jobs)
     failed_before = {task for task, _, status in _queue_rows() or [] if status == "Failed"}

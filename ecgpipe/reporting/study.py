@@ -32,6 +32,7 @@ from ecgpipe.core.results import (
 from ecgpipe.tracking.runs import FOLD_TAG, SEED_TAG, STUDY_TAG, record_predictions_artifact
 
 PARENT_TAG = "study_parent"
+SETTINGS_TAG = "study_set"  # on the parent run: the `study run --set` values its runs were queued with
 # where and by what each run was made (tags of the train stage's run): the report says so, and says
 # when a study's runs came from more than one commit or machine
 PROVENANCE_TAGS = {"commit": "mlflow.source.git.commit", "cpu": "cpu", "device": "device", "torch": "torch_version"}
@@ -94,7 +95,7 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str, gate: tuple
         if tags.get(PARENT_TAG) or run.info.status != "FINISHED" or FOLD_TAG not in tags:
             continue
         metrics = run.data.metrics
-        rows.append({"experiment": run.info.run_name, "fold": int(tags[FOLD_TAG]), "seed": int(tags[SEED_TAG]),
+        rows.append({"experiment": run.info.run_name, "study": name, "fold": int(tags[FOLD_TAG]), "seed": int(tags[SEED_TAG]),
                      "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
                      **{column: tags.get(tag, "") for column, tag in PROVENANCE_TAGS.items()},
                      "split_folds": run.data.params.get("split.folds", ""),
@@ -233,9 +234,11 @@ def gate_markdown(table: pd.DataFrame, gate: dict, confidence: float = 0.95) -> 
     return "\n".join(lines) + "\n"
 
 
-def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None, af_threshold: float | None = None) -> str:
-    """Where the study's runs come from, and the commands that made them and this report."""
-    runs = study.runs
+def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None, af_threshold: float | None = None,
+                        settings: dict[str, str] | None = None, against: str | None = None) -> str:
+    """Where the study's runs come from, and the commands that made them (with each study's
+    ``settings``, its `study run --set` values) and this report."""
+    runs, settings = study.runs, settings or {}
 
     def counted(column: pd.Series, unknown: str) -> str:
         recorded, missing = column[column != ""].value_counts(), int((column == "").sum())
@@ -246,22 +249,54 @@ def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None
         # only two recorded values say the folds differ; a run that recorded none says nothing either way
         return f"{len(recorded)} different ones, so the folds were not all made alike: {listed}" if len(recorded) > 1 else listed
 
-    experiments = sorted(runs["experiment"].unique())
-    seeds = " ".join(map(str, sorted(runs["seed"].unique())))
-    folds = ", ".join(sorted(set(runs["split_folds"]) - {""})) or "?"
     of_task = "" if task is None else f" --task {task}"
-    return "\n".join([
-        "## Provenance", "",
-        f"- Runs: {len(runs)} (MLflow tag `{STUDY_TAG}={study.name}`): {len(experiments)} experiments, "
-        f"folds {', '.join(map(str, sorted(runs['fold'].unique())))}, seeds {seeds}.",
+    counts, commands = [], []
+    for name, own in runs.groupby("study", sort=False):
+        experiments = sorted(own["experiment"].str.removeprefix(f"{name}/").unique())
+        seeds = " ".join(map(str, sorted(own["seed"].unique())))
+        folds = ", ".join(sorted(set(own["split_folds"]) - {""})) or "?"
+        changed = "".join(f" --set {value}" for value in settings.get(name, "").split())
+        counts.append(f"- Runs: {len(own)} (MLflow tag `{STUDY_TAG}={name}`): {len(experiments)} experiments, "
+                      f"folds {', '.join(map(str, sorted(own['fold'].unique())))}, seeds {seeds}.")
+        commands.append(f"`ecgpipe study run --name {name}{of_task} --folds {folds} --seeds {seeds}{changed} "
+                        f"--experiments {' '.join(experiments)}`")
+    return "\n".join(["## Provenance", "", *counts,
         f"- Code: commit {counted(runs['commit'].str[:12], 'not recorded')} (MLflow's `mlflow.source.git.commit`: "
         "the commit each queued experiment ran from).",
         f"- Machine: {counted(runs['cpu'], 'not recorded by the run')}; "
         f"device {counted(runs['device'], 'not recorded')}; torch {counted(runs['torch'], 'not recorded')}.",
-        f"- Made by `ecgpipe study run --name {study.name}{of_task} --folds {folds} --seeds {seeds} --experiments "
-        f"{' '.join(experiments)}`; this report by `ecgpipe study report --name {study.name}{of_task} --out {out_dir}"
+        f"- Made by {' and '.join(commands)}; this report by `ecgpipe study report --name {study.name}{of_task} --out {out_dir}"
+        + ("" if against is None else f" --against {against}")
         + ("" if af_threshold is None else f" --af-threshold {af_threshold:g}") + "`.",
         ""])
+
+
+def against_runs(study: StudyRuns, other: StudyRuns) -> StudyRuns:
+    """Two studies' runs as one, each experiment named STUDY/EXPERIMENT, so that every figure is paired
+    across them fold by fold: a candidate recipe's study (`study run --set`) against today's. Their
+    folds must be the same recordings: the same number of folds (a fold's recordings follow from
+    split.folds and the split's seed, which the study's runs share with params.yaml)."""
+    folds = {s.name: set(s.runs["split_folds"]) - {""} for s in (study, other)}
+    if len(folds[study.name] | folds[other.name]) > 1:  # runs that logged no split.folds cannot say
+        raise StudyError(f"study {study.name} has split.folds {sorted(folds[study.name])} and {other.name} "
+                         f"{sorted(folds[other.name])}; expected the same folds, so that each pairs the same recordings")
+    figures = tuple(f for f in study.figures if f in other.figures)
+    runs = pd.concat([s.runs.assign(experiment=s.name + "/" + s.runs["experiment"]) for s in (study, other)],
+                     ignore_index=True)
+    return StudyRuns(study.name, runs, figures)
+
+
+def study_settings(tracking_uri: str, experiment_name: str, names) -> dict[str, str]:
+    """Each study's `study run --set` values, from its parent run (none where it has no parent yet)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
+    settings = {}
+    for name in names:
+        parents = client.search_runs([experiment_id], f"tags.{STUDY_TAG} = '{name}' and tags.{PARENT_TAG} = 'true'")
+        settings[name] = parents[0].data.tags.get(SETTINGS_TAG, "") if parents else ""
+    return settings
 
 
 def record_predictions(client, run_id: str) -> pd.DataFrame:
@@ -499,7 +534,8 @@ def metric_prefix(experiment: str) -> str:
 
 def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Path,
                  confidence: float = 0.95, task: str | None = None,
-                 gate: dict | None = None, af_threshold: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 gate: dict | None = None, af_threshold: float | None = None,
+                 against: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write ``study.md``, ``study.csv`` and ``study.png`` (and with ``gate``, params' ``report.gate``,
     ``gate.csv``: every run judged by it; with ``af_threshold``, ``threshold.csv``: every run's
     recordings labelled AF when P(A) reaches it) into ``out_dir`` and log them, with the aggregate
@@ -511,6 +547,11 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     from ecgpipe.reporting import plots
 
     study = collect_runs(name, tracking_uri, experiment_name, tuple(gate or ()))
+    if against is not None:
+        if against == name:
+            raise StudyError(f"--against {against}: expected another study than the one reported")
+        study = against_runs(study, collect_runs(check_study_name(against), tracking_uri, experiment_name,
+                                                 tuple(gate or ())))
     summary, pairs = summarise(study, confidence)
     out_dir = Path(out_dir)
     markdown = study_markdown(name, summary, pairs, confidence, study.figures, study.paired) + "\n"
@@ -529,7 +570,8 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     means = seed_means(study, tracking_uri)
     if len(means):
         markdown += seeds_markdown(means, confidence) + "\n"
-    markdown += provenance_markdown(study, out_dir, task, af_threshold)
+    markdown += provenance_markdown(study, out_dir, task, af_threshold,
+                                    study_settings(tracking_uri, experiment_name, study.runs["study"].unique()), against)
     fig = spread_figure(study, summary)
     with staged_outputs() as staged:
         staged.file(out_dir / "study.md").write_text(markdown)
@@ -556,7 +598,7 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
         mlflow.log_figure(fig, "study.png")
         mlflow.log_table(summary, "study.json")
     plots.close(fig)
-    for run_id in study.runs["run_id"]:  # the MLflow UI nests the folds' runs under the study
+    for run_id in study.runs.loc[study.runs["study"] == name, "run_id"]:  # the MLflow UI nests the folds' runs under the study
         client.set_tag(run_id, "mlflow.parentRunId", parent.info.run_id)
     return summary, pairs
 
