@@ -471,9 +471,10 @@ def test_set_is_checked_against_params_before_anything_is_queued(monkeypatch, ca
               "experiments.raw_resnet-robust_crop.crop_samples=3600"])
     assert (f"{params} with --set experiments.raw_resnet-robust_crop.crop_samples=3600: task four_class: params: "
             "experiments.raw_resnet-robust_crop.crop_samples: expected at most spectrogram.min_length") in str(exit_info.value.code)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["study", "run", "--name", "cv", "--params", params, "--set", key])
-    assert exit_info.value.code == 2 and "argument --set: expected KEY=VALUE" in capsys.readouterr().err
+    for value in (key, f"~{key}=1", f"+{key}=1"):  # no value; Hydra's delete and append, which DVC would obey
+        with pytest.raises(SystemExit) as exit_info:
+            main(["study", "run", "--name", "cv", "--params", params, "--set", value])
+        assert exit_info.value.code == 2 and "argument --set: expected KEY=VALUE" in capsys.readouterr().err
     for value, expected in (("train.batchsize=64", f"--set train.batchsize=64: {params} has no train.batchsize"),
                             ("train.batch_size.x=1", "--set train.batch_size.x=1: train.batch_size is not a section"),
                             ("train.batch_size=-3", "train.batch_size: expected")):

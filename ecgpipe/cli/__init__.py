@@ -116,7 +116,8 @@ def _override(text: str) -> str:
     """A ``--set KEY=VALUE`` of params.yaml (KEY dotted, as `dvc exp run -S` takes it)."""
     import re
 
-    if not re.fullmatch(r"[A-Za-z0-9_~+-]+(\.[A-Za-z0-9_~+-]+)*=.+", text):
+    # DVC reads -S with Hydra's grammar: a key's parts are identifiers ('+' or '~' in front would add or delete)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*=.+", text):
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a dotted key of params.yaml "
                                          f"(e.g. experiments.NAME.epochs=40), got {text!r}")
     return text
