@@ -439,17 +439,21 @@ def test_a_study_keeps_the_settings_it_was_queued_with(tmp_path):
     import mlflow
 
     from ecgpipe.pipeline.study import prepare_store, record_settings
-    from ecgpipe.reporting.study import SETTINGS_TAG
+    from ecgpipe.reporting.study import parent_settings
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     prepare_store(uri, "ecgpipe")
     record_settings(uri, "ecgpipe", "cv", ("train.batch_size=64",))
     record_settings(uri, "ecgpipe", "cv", ("train.batch_size=64",))  # more seeds, same recipe: fine
     (parent,) = mlflow.MlflowClient(uri).search_runs(["0", "1"], "tags.study = 'cv'")
-    assert parent.data.tags[SETTINGS_TAG] == "train.batch_size=64"
+    assert parent_settings(parent) == ["train.batch_size=64"]
     with pytest.raises(StudyError, match=r"study cv was queued with --set train.batch_size=64; .* --set \(none\) "
                                          r"needs a study of its own"):
         record_settings(uri, "ecgpipe", "cv", ())
+    # a value with spaces (a YAML list) comes back whole, not split at its spaces
+    record_settings(uri, "ecgpipe", "orders", ("report.order=[a, b]",))
+    (parent,) = mlflow.MlflowClient(uri).search_runs(["0", "1"], "tags.study = 'orders'")
+    assert parent_settings(parent) == ["report.order=[a, b]"]
 
 
 def test_set_is_checked_against_params_before_anything_is_queued(monkeypatch, capsys):

@@ -76,23 +76,25 @@ def with_overrides(raw: dict, overrides: tuple[str, ...], source: str) -> dict:
 def record_settings(uri: str, experiment_name: str, name: str, overrides: tuple[str, ...]) -> None:
     """Record the study's ``overrides`` on its parent MLflow run (made here if new), for its report's
     provenance. A study queued again must keep them: one study's runs share one recipe."""
+    import json
+
     from mlflow.tracking import MlflowClient
 
-    from ecgpipe.reporting.study import PARENT_TAG, SETTINGS_TAG
+    from ecgpipe.reporting.study import PARENT_TAG, SETTINGS_TAG, parent_settings, study_parent
     from ecgpipe.tracking.runs import STUDY_TAG
 
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
-    parents = client.search_runs([experiment_id], f"tags.{STUDY_TAG} = '{name}' and tags.{PARENT_TAG} = 'true'")
-    settings = " ".join(overrides)
-    if parents:
-        before = parents[0].data.tags.get(SETTINGS_TAG, "")
-        if before != settings:
-            raise StudyError(f"study {name} was queued with --set {before or '(none)'}; its runs must share one "
-                             f"recipe, so --set {settings or '(none)'} needs a study of its own (another --name)")
+    parent = study_parent(client, experiment_id, name)
+    if parent is not None:
+        before = parent_settings(parent)
+        if before != list(overrides):
+            raise StudyError(f"study {name} was queued with --set {' '.join(before) or '(none)'}; its runs must share "
+                             f"one recipe, so --set {' '.join(overrides) or '(none)'} needs a study of its own "
+                             "(another --name)")
         return
     parent = client.create_run(experiment_id, run_name=f"study-{name}",
-                               tags={STUDY_TAG: name, PARENT_TAG: "true", SETTINGS_TAG: settings})
+                               tags={STUDY_TAG: name, PARENT_TAG: "true", SETTINGS_TAG: json.dumps(list(overrides))})
     client.set_terminated(parent.info.run_id)
 
 

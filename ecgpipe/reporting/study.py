@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from ecgpipe.core.results import (
 from ecgpipe.tracking.runs import FOLD_TAG, SEED_TAG, STUDY_TAG, record_predictions_artifact
 
 PARENT_TAG = "study_parent"
-SETTINGS_TAG = "study_set"  # on the parent run: the `study run --set` values its runs were queued with
+SETTINGS_TAG = "study_set"  # on the parent run: the `study run --set` values its runs were queued with (JSON list)
 # where and by what each run was made (tags of the train stage's run): the report says so, and says
 # when a study's runs came from more than one commit or machine
 PROVENANCE_TAGS = {"commit": "mlflow.source.git.commit", "cpu": "cpu", "device": "device", "torch": "torch_version"}
@@ -235,7 +236,7 @@ def gate_markdown(table: pd.DataFrame, gate: dict, confidence: float = 0.95) -> 
 
 
 def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None, af_threshold: float | None = None,
-                        settings: dict[str, str] | None = None, against: str | None = None) -> str:
+                        settings: dict[str, list[str]] | None = None, against: str | None = None) -> str:
     """Where the study's runs come from, and the commands that made them (with each study's
     ``settings``, its `study run --set` values) and this report."""
     runs, settings = study.runs, settings or {}
@@ -255,7 +256,7 @@ def provenance_markdown(study: StudyRuns, out_dir: Path, task: str | None = None
         experiments = sorted(own["experiment"].str.removeprefix(f"{name}/").unique())
         seeds = " ".join(map(str, sorted(own["seed"].unique())))
         folds = ", ".join(sorted(set(own["split_folds"]) - {""})) or "?"
-        changed = "".join(f" --set {value}" for value in settings.get(name, "").split())
+        changed = "".join(f" --set {shlex.quote(value)}" for value in settings.get(name, []))
         counts.append(f"- Runs: {len(own)} (MLflow tag `{STUDY_TAG}={name}`): {len(experiments)} experiments, "
                       f"folds {', '.join(map(str, sorted(own['fold'].unique())))}, seeds {seeds}.")
         commands.append(f"`ecgpipe study run --name {name}{of_task} --folds {folds} --seeds {seeds}{changed} "
@@ -286,17 +287,27 @@ def against_runs(study: StudyRuns, other: StudyRuns) -> StudyRuns:
     return StudyRuns(study.name, runs, figures)
 
 
-def study_settings(tracking_uri: str, experiment_name: str, names) -> dict[str, str]:
-    """Each study's `study run --set` values, from its parent run (none where it has no parent yet)."""
+def study_parent(client, experiment_id: str, name: str):
+    """Study ``name``'s own MLflow run (queued studies get it from `study run`, others from their first
+    report), or None."""
+    parents = client.search_runs([experiment_id], f"tags.{STUDY_TAG} = '{name}' and tags.{PARENT_TAG} = 'true'")
+    return parents[0] if parents else None
+
+
+def parent_settings(parent) -> list[str]:
+    """The `study run --set` values recorded on a study's parent run (none: no parent, or no --set)."""
+    import json
+
+    return json.loads(parent.data.tags.get(SETTINGS_TAG, "[]")) if parent is not None else []
+
+
+def study_settings(tracking_uri: str, experiment_name: str, names) -> dict[str, list[str]]:
+    """Each study's `study run --set` values, from its parent run."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
-    settings = {}
-    for name in names:
-        parents = client.search_runs([experiment_id], f"tags.{STUDY_TAG} = '{name}' and tags.{PARENT_TAG} = 'true'")
-        settings[name] = parents[0].data.tags.get(SETTINGS_TAG, "") if parents else ""
-    return settings
+    return {name: parent_settings(study_parent(client, experiment_id, name)) for name in names}
 
 
 def record_predictions(client, run_id: str) -> pd.DataFrame:
@@ -586,9 +597,9 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
 
     client = MlflowClient(tracking_uri)
     experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
-    parents = client.search_runs([experiment_id], filter_string=f"tags.{STUDY_TAG} = '{name}' and tags.{PARENT_TAG} = 'true'")
+    parent = study_parent(client, experiment_id, name)
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=parents[0].info.run_id if parents else None, experiment_id=experiment_id,
+    with mlflow.start_run(run_id=parent.info.run_id if parent else None, experiment_id=experiment_id,
                           run_name=f"study-{name}", tags={STUDY_TAG: name, PARENT_TAG: "true"}) as parent:
         for _, row in summary.iterrows():
             for f in study.figures:
