@@ -10,9 +10,15 @@ import yaml
 from tests.conftest import copy_project
 
 
-def _status(project, env) -> dict:
-    """`dvc status --json`: the stages that would rerun, with what changed."""
-    return json.loads(_run([sys.executable, "-m", "dvc", "status", "--json"], project, env).strip() or "{}")
+def _status(project) -> dict:
+    """What `dvc status --json` prints: the stages that would rerun, with what changed. DVC's own
+    `Repo.status` in this process (the command's code), not a new process that imports DVC each time."""
+    from contextlib import chdir
+
+    from dvc.repo import Repo
+
+    with chdir(project), Repo() as repo:  # stages are named relative to the working directory
+        return repo.status()
 
 
 def _run(args, cwd, env):
@@ -106,38 +112,38 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
 
     # a rerun of the spectrogram stage writes the same bytes: nothing downstream is changed
     assert repro("-f", "-s", "spectrogram") == {"spectrogram"}
-    assert _status(project, env) == {}
+    assert _status(project) == {}
     # batch sizes bound memory, but may round otherwise on another CPU: DVC params of their stages
     set_param("spectrogram", "batch_size", 3)
     set_param("train", "eval_batch_size", 128)
-    assert set(_status(project, env)) == {"check", "spectrogram"} | TRAIN_STAGES | EVAL_STAGES | {"report"}
+    assert set(_status(project)) == {"check", "spectrogram"} | TRAIN_STAGES | EVAL_STAGES | {"report"}
     set_param("spectrogram", "batch_size", small_params["spectrogram"]["batch_size"])
     set_param("train", "eval_batch_size", small_params["train"]["eval_batch_size"])
-    assert _status(project, env) == {}
+    assert _status(project) == {}
     # the report registers under study.name's alias: a params dep of the report itself, not only of
     # the train stages whose metrics it reads
     set_param("study", "name", "cv-demo")
-    assert set(_status(project, env)) == {"check", "report"} | TRAIN_STAGES
+    assert set(_status(project)) == {"check", "report"} | TRAIN_STAGES
     set_param("study", "name", small_params["study"]["name"])
-    assert _status(project, env) == {}
+    assert _status(project) == {}
     # one experiment's epochs: that experiment's training alone (and what reads its outputs after it), and
     # the report, whose table lists each experiment's epochs; `check` validates every edit of params.yaml
     # first, and its output stays the same (the typo test below)
     set_param("experiments", "mean_spectrum-chunked", "epochs", 1)
-    assert set(_status(project, env)) == {"check", "train@mean_spectrum-chunked", "report"}
+    assert set(_status(project)) == {"check", "train@mean_spectrum-chunked", "report"}
     set_param("experiments", "mean_spectrum-chunked", "epochs", small_params["experiments"]["mean_spectrum-chunked"]["epochs"])
 
     # which stages a data param is a dependency of, from `dvc status` (what reruns after them is DVC's
     # own rule: a stage whose inputs' bytes changed; seen above for spectrogram, below for train)
     # the chunk size: chunk and the trainings (a network's input length), not spectrogram, split or balance
     set_param("chunk", "size", 6)
-    assert set(_status(project, env)) == {"check", "chunk"} | TRAIN_STAGES
+    assert set(_status(project)) == {"check", "chunk"} | TRAIN_STAGES
     # a spectrogram parameter: spectrogram, and nothing else directly
     set_param("chunk", "size", small_params["chunk"]["size"])
     set_param("spectrogram", "noverlap", 8)
-    assert set(_status(project, env)) == {"check", "spectrogram"}
+    assert set(_status(project)) == {"check", "spectrogram"}
     set_param("spectrogram", "noverlap", small_params["spectrogram"]["noverlap"])
-    assert _status(project, env) == {}
+    assert _status(project) == {}
 
     # a training rerun on one machine gives the same results, byte for byte; its new MLflow run id in
     # models/NAME makes its evaluation, the report and the shipped detector (which reads metrics/) stale
@@ -147,7 +153,7 @@ def test_repro_caches_and_reruns_only_what_changed(dvc_project, tmp_path, small_
                f"models/{name}/model.pt"]  # not results.md: it shows the run's examples/s
     before = {path: (project / path).read_bytes() for path in results}
     assert repro("-f", "-s", f"train@{name}") == {f"train@{name}"}
-    assert set(_status(project, env)) == {f"evaluate@{name}", "report", "ship"}
+    assert set(_status(project)) == {f"evaluate@{name}", "report", "ship"}
     assert repro("-s", f"evaluate@{name}") == {f"evaluate@{name}"}
     assert {path: (project / path).read_bytes() for path in results} == before
 
