@@ -155,6 +155,26 @@ def test_wait_exits_non_zero_naming_the_failed_runs(monkeypatch):
     study.run_study("cv", 2, [1], ["a-chunked"], 1, "ecgpipe", wait=True)  # nothing new failed: returns
 
 
+@pytest.mark.parametrize("hours", [0.01, 2.5])
+def test_wait_looks_at_the_queue_less_often_the_longer_it_waits(monkeypatch, hours):
+    """Each look is a `dvc queue status` process (about a second of CPU): every 5 s it took a tenth of a
+    2-core machine from a study of hours. The end is still seen soon: within a twentieth of the time waited."""
+    from ecgpipe.pipeline import study
+
+    clock, looks, ends = [0.0], [], hours * 3600
+    monkeypatch.setattr(study.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(study.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(study, "check_store", lambda uri: None)
+    monkeypatch.setattr(study, "prepare_store", lambda uri, name: None)
+    monkeypatch.setattr(study, "record_settings", lambda uri, experiment, name, overrides: None)
+    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: type("Done", (), {"returncode": 0})())
+    monkeypatch.setattr(study, "_queue_rows", lambda: [])
+    monkeypatch.setattr(study, "_queue_busy", lambda: looks.append(clock[0]) or clock[0] < ends)
+    study.run_study("cv", 2, [1], ["a-chunked"], 1, "ecgpipe", wait=True)
+    assert ends <= looks[-1] <= ends + max(2.0, ends / 20)
+    assert len(looks) <= (ends / 2 + 1 if hours < 1 else 250)  # a look every 5 s: 1,800 in 2.5 hours
+
+
 def _hand_built_store(tmp_path, values, drop=None, tags=lambda name, fold: {}, study="hand", params=None):
     """A store with one finished run per (experiment, fold), tagged as study ``study``'s (and with
     ``tags``), with known figures (and MLflow ``params``); a second call adds a study to the store."""
