@@ -501,7 +501,9 @@ def test_set_is_checked_against_params_before_anything_is_queued(monkeypatch, ca
         assert exit_info.value.code == 2 and "argument --set: expected KEY=VALUE" in capsys.readouterr().err
     for value, expected in (("train.batchsize=64", f"--set train.batchsize=64: {params} has no train.batchsize"),
                             ("train.batch_size.x=1", "--set train.batch_size.x=1: train.batch_size is not a section"),
-                            ("train.batch_size=-3", "train.batch_size: expected")):
+                            ("train.batch_size=-3", "train.batch_size: expected"),
+                            ("train.seed=[1", "--set train.seed=[1: expected a YAML value after '=', as DVC's -S "
+                                              "reads it, got '[1'")):
         with pytest.raises(SystemExit) as exit_info:
             main(["study", "run", "--name", "cv", "--params", params, "--set", value])
         assert expected in str(exit_info.value.code), value

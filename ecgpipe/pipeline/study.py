@@ -58,18 +58,21 @@ def with_overrides(raw: dict, overrides: tuple[str, ...], source: str) -> dict:
 
     import yaml
 
+    from ecgpipe.pipeline.task import DottedKeyError, set_dotted
+
     raw = copy.deepcopy(raw)
     for override in overrides:
         dotted, _, text = override.partition("=")
-        *sections, key = dotted.split(".")
-        section = raw
-        for depth, name in enumerate(sections):
-            section = section.get(name) if isinstance(section, dict) else None
-            if not isinstance(section, dict):
-                raise StudyError(f"--set {override}: {'.'.join(sections[:depth + 1])} is not a section of {source}")
-        if key not in section:
-            raise StudyError(f"--set {override}: {source} has no {dotted}; expected a key it has")
-        section[key] = yaml.safe_load(text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:  # e.g. an unclosed list: one line, not the parser's traceback
+            raise StudyError(f"--set {override}: expected a YAML value after '=', as DVC's -S reads it, got "
+                             f"{text!r} ({error.problem or error})") from None
+        try:
+            set_dotted(raw, dotted, value)
+        except DottedKeyError as error:
+            raise StudyError(f"--set {override}: {error.not_a_section} is not a section of {source}" if error.not_a_section
+                             else f"--set {override}: {source} has no {dotted}; expected a key it has") from None
     return raw
 
 

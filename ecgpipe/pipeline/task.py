@@ -30,21 +30,39 @@ def task_of(params: Params, name: str) -> TaskParams:
         raise ParamsError(f"params: tasks.{name}: no such task; known: {sorted(params.tasks)}") from None
 
 
+class DottedKeyError(KeyError):
+    """``set_dotted``'s key is not in the mapping: ``not_a_section`` names the part of it that is not a
+    section, or is None when only its last name is missing."""
+
+    def __init__(self, dotted: str, not_a_section: str | None):
+        super().__init__(dotted)
+        self.not_a_section = not_a_section
+
+
+def set_dotted(raw: dict, dotted: str, value) -> None:
+    """``raw["a"]["b"]["c"] = value`` for ``dotted`` "a.b.c", where that key already exists (a task's
+    ``set`` and ``ecgpipe study run --set`` change params.yaml's values, never add keys)."""
+    *path, last = dotted.split(".")
+    section = raw
+    for i, key in enumerate(path):
+        if not isinstance(section.get(key), dict):
+            raise DottedKeyError(dotted, ".".join(path[:i + 1]))
+        section = section[key]
+    if last not in section:
+        raise DottedKeyError(dotted, None)
+    section[last] = value
+
+
 def task_raw_params(raw: dict, task: TaskParams) -> dict:
     """The params mapping as the task's stages see it: ``set`` applied, only ``task_experiments``
     kept (``report.order`` too), ``task_ensembles`` as its ensembles, and no tasks."""
     raw = copy.deepcopy(raw)
     for dotted, value in task.set.items():
-        *path, last = dotted.split(".")
-        section = raw
-        for i, key in enumerate(path):
-            if not isinstance(section.get(key), dict):
-                raise ParamsError(f"params: tasks: set: {dotted}: {'.'.join(path[:i + 1])} is not a section of "
-                                  "params.yaml")
-            section = section[key]
-        if last not in section:
-            raise ParamsError(f"params: tasks: set: {dotted}: no such key in params.yaml")
-        section[last] = value
+        try:
+            set_dotted(raw, dotted, value)
+        except DottedKeyError as error:
+            raise ParamsError(f"params: tasks: set: {dotted}: {error.not_a_section} is not a section of params.yaml"
+                              if error.not_a_section else f"params: tasks: set: {dotted}: no such key in params.yaml")
     kept = raw.pop("task_experiments", [])
     raw.pop("tasks", None)
     raw["experiments"] = {k: v for k, v in raw["experiments"].items() if k in kept}
