@@ -27,6 +27,17 @@ def archive_path(records_dir, tmp_path_factory) -> Path:
     return zip_records(records_dir, tmp_path_factory.mktemp("archive") / "training2017.zip")
 
 
+def empty_store(path: Path) -> str:
+    """The sqlite URI of a new MLflow store at ``path``, made as the project's writers make one
+    (``check_store_file``: a copy of a store migrated once per MLflow version), not by a bare
+    ``MlflowClient``, whose schema migrations cost each hand-built store about 2 s of CPU."""
+    from ecgpipe.tracking.runs import check_store_file
+
+    uri = f"sqlite:///{path}"
+    check_store_file(uri)
+    return uri
+
+
 def cli_exit_message(argv: list[str]) -> str:
     """What `ecgpipe ARGV...` exits with (the error line), for a call that must fail."""
     from ecgpipe.cli import main

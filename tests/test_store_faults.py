@@ -8,7 +8,7 @@ import pytest
 
 from ecgpipe.core.errors import TrackingStoreError
 from ecgpipe.tracking.runs import check_store_file, store_error_line
-from tests.conftest import cli_exit_message, train
+from tests.conftest import cli_exit_message, empty_store, train
 
 NAME = "mean_spectrum-chunked"
 
@@ -16,7 +16,7 @@ NAME = "mean_spectrum-chunked"
 @pytest.fixture
 def good_store(tmp_path):
     path = tmp_path / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{path}").create_experiment("ecgpipe")
+    mlflow.MlflowClient(empty_store(path)).create_experiment("ecgpipe")
     return path
 
 

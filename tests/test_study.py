@@ -14,6 +14,7 @@ import scipy.stats
 from ecgpipe.core.errors import StudyError
 from ecgpipe.pipeline.study import queue_commands
 from ecgpipe.reporting.study import StudyRuns, summarise, t_interval
+from tests.conftest import empty_store
 
 
 def test_queue_commands_one_per_fold_and_seed():
@@ -180,7 +181,8 @@ def _hand_built_store(tmp_path, values, drop=None, tags=lambda name, fold: {}, s
     ``tags``), with known figures (and MLflow ``params``); a second call adds a study to the store."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{store}" if store.exists() else empty_store(store)  # a second call adds to the store
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("ecgpipe")
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("ecgpipe")
@@ -461,7 +463,7 @@ def test_a_study_keeps_the_settings_it_was_queued_with(tmp_path):
     from ecgpipe.pipeline.study import prepare_store, record_settings
     from ecgpipe.reporting.study import parent_settings
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_store(tmp_path / "mlflow.db")
     prepare_store(uri, "ecgpipe")
     record_settings(uri, "ecgpipe", "cv", ("train.batch_size=64",))
     record_settings(uri, "ecgpipe", "cv", ("train.batch_size=64",))  # more seeds, same recipe: fine
@@ -539,7 +541,7 @@ def _store_with_tables(tmp_path, seeds, experiments=("resnet",)) -> tuple[str, d
     from ecgpipe.core.results import STUDY_FIGURES as FIGURES
     from ecgpipe.reporting.study import RECORD_PREDICTIONS
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_store(tmp_path / "mlflow.db")
     client = mlflow.MlflowClient(uri)
     experiment_id = client.create_experiment("ecgpipe")
     rng = np.random.default_rng(6)
@@ -639,7 +641,7 @@ def test_a_declared_threshold_is_scored_beside_each_folds_served_point(tmp_path,
     from ecgpipe.params import GateCheck
     from ecgpipe.reporting.study import RECORD_PREDICTIONS, report_study
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_store(tmp_path / "mlflow.db")
     client = mlflow.MlflowClient(uri)
     experiment_id = client.create_experiment("ecgpipe")
     rng = np.random.default_rng(8)
