@@ -301,15 +301,6 @@ def parent_settings(parent) -> list[str]:
     return json.loads(parent.data.tags.get(SETTINGS_TAG, "[]")) if parent is not None else []
 
 
-def study_settings(tracking_uri: str, experiment_name: str, names) -> dict[str, list[str]]:
-    """Each study's `study run --set` values, from its parent run."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
-    return {name: parent_settings(study_parent(client, experiment_id, name)) for name in names}
-
-
 def record_predictions(client, run_id: str) -> pd.DataFrame:
     """A run's validation recordings as its evaluate stage logged them (``RECORD_PREDICTIONS``); a
     report reads each run's table once, however many of its sections use it."""
@@ -581,8 +572,11 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     means = seed_means(study, tracking_uri)
     if len(means):
         markdown += seeds_markdown(means, confidence) + "\n"
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
+    parents = {n: study_parent(client, experiment_id, n) for n in study.runs["study"].unique()}  # with --against: two
     markdown += provenance_markdown(study, out_dir, task, af_threshold,
-                                    study_settings(tracking_uri, experiment_name, study.runs["study"].unique()), against)
+                                    {n: parent_settings(p) for n, p in parents.items()}, against)
     fig = spread_figure(study, summary)
     with staged_outputs() as staged:
         staged.file(out_dir / "study.md").write_text(markdown)
@@ -595,9 +589,7 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
             declared.to_csv(staged.file(out_dir / "threshold.csv"), index=False, float_format="%.4f")
         fig.savefig(staged.file(out_dir / "study.png"), dpi=110, format="png")
 
-    client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
-    parent = study_parent(client, experiment_id, name)
+    parent = parents.get(name)  # None: no parent run yet (its first report makes it)
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=parent.info.run_id if parent else None, experiment_id=experiment_id,
                           run_name=f"study-{name}", tags={STUDY_TAG: name, PARENT_TAG: "true"}) as parent:
