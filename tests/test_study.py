@@ -532,19 +532,22 @@ def test_a_task_study_queues_the_tasks_stages_into_its_mlflow_experiment(monkeyp
     assert "tasks.nine_class: no such task" in str(exit_info.value.code)
 
 
-def _store_with_tables(tmp_path, seeds, experiments=("resnet",)) -> tuple[str, dict]:
+def _store_with_tables(tmp_path, seeds, experiments=("resnet",), study="hand", commit="") -> tuple[str, dict]:
     """A study's store whose runs (three folds, each seed and experiment) logged the evaluate stage's
     table of their validation recordings, each in its own order; returns the store and each run's P(A)
-    (keyed by fold and seed, and by experiment too where there are several)."""
+    (keyed by fold and seed, and by experiment too where there are several). A second study goes into
+    the same store (``tmp_path``'s)."""
     import mlflow
 
     from ecgpipe.core.results import STUDY_FIGURES as FIGURES
     from ecgpipe.reporting.study import RECORD_PREDICTIONS
 
-    uri = empty_store(tmp_path / "mlflow.db")
+    path = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{path}" if path.exists() else empty_store(path)
     client = mlflow.MlflowClient(uri)
-    experiment_id = client.create_experiment("ecgpipe")
-    rng = np.random.default_rng(6)
+    known = client.get_experiment_by_name("ecgpipe")
+    experiment_id = known.experiment_id if known else client.create_experiment("ecgpipe")
+    rng = np.random.default_rng([6, *seeds])  # another study: other probabilities
     probs = {}
     for fold in range(3):
         records = [f"A{fold}{i:03d}" for i in range(40)]
@@ -553,7 +556,8 @@ def _store_with_tables(tmp_path, seeds, experiments=("resnet",)) -> tuple[str, d
             p_a = np.clip((actual == "A") * 0.5 + rng.uniform(0, 0.6, 40), 0, 1)
             probs[(fold, seed) if len(experiments) == 1 else (name, fold, seed)] = p_a
             run = client.create_run(experiment_id, run_name=name,
-                                    tags={"study": "hand", "fold": str(fold), "seed": str(seed)})
+                                    tags={"study": study, "fold": str(fold), "seed": str(seed),
+                                          **({"mlflow.source.git.commit": commit} if commit else {})})
             for figure in FIGURES:
                 client.log_metric(run.info.run_id, f"val_{figure}", 0.5)
             order = rng.permutation(40)  # each run's table in its own order: matched by record
@@ -585,6 +589,37 @@ def test_two_seeds_are_scored_alone_and_as_their_mean_on_the_same_recordings(tmp
     text = (tmp_path / "reports" / "study.md").read_text()
     assert f"| {SEEDS_MEAN} − seed 1 | 3 |" in text and f"| {SEEDS_MEAN} − seed 2 | 3 |" in text
     assert "--task" not in text
+
+
+def test_a_study_of_another_seed_is_scored_with_todays_as_one_recipes_seeds(tmp_path):
+    """`study report --against` a study of the same recipe (no --set, one commit) with another seed: the
+    seeds section scores each seed and the mean of both studies' probabilities on each fold's recordings,
+    paired with each seed; a study of another commit is not pooled (no merge of other code's runs)."""
+    from sklearn.metrics import roc_auc_score
+
+    from ecgpipe.reporting.study import SEEDS_MEAN, report_study
+
+    _, today = _store_with_tables(tmp_path, (12345,), study="today", commit="a" * 40)
+    uri, candidate = _store_with_tables(tmp_path, (2026,), study="seed2026", commit="a" * 40)
+    report_study("seed2026", uri, "ecgpipe", tmp_path / "reports", against="today")
+    seeds = pd.read_csv(tmp_path / "reports" / "seeds.csv")
+    assert sorted(seeds["candidate"].unique()) == [SEEDS_MEAN, "seed 12345", "seed 2026"]
+    assert set(seeds["experiment"]) == {"resnet"} and len(seeds) == 9
+    y = np.array([0] * 30 + [1] * 10)
+    for fold in range(3):
+        row = seeds[(seeds["fold"] == fold) & (seeds["candidate"] == SEEDS_MEAN)].iloc[0]
+        mean = (today[(fold, 12345)] + candidate[(fold, 2026)]) / 2
+        assert row["record_roc_auc"] == pytest.approx(roc_auc_score(y, mean), abs=1e-4)
+    text = (tmp_path / "reports" / "study.md").read_text()
+    assert "The seeds of studies seed2026 and today together" in text
+    assert f"| {SEEDS_MEAN} − seed 12345 | 3 |" in text and f"| {SEEDS_MEAN} − seed 2026 | 3 |" in text
+
+    _store_with_tables(tmp_path, (7,), study="other_code", commit="b" * 40)
+    report_study("other_code", uri, "ecgpipe", tmp_path / "other", against="today")
+    seeds = pd.read_csv(tmp_path / "other" / "seeds.csv")
+    assert SEEDS_MEAN not in set(seeds["candidate"])
+    assert set(seeds["experiment"]) == {"other_code/resnet", "today/resnet"}
+    assert "together" not in (tmp_path / "other" / "study.md").read_text()
 
 
 def test_one_seed_is_scored_at_its_most_likely_class_without_a_mean(tmp_path):

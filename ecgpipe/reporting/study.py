@@ -287,6 +287,21 @@ def against_runs(study: StudyRuns, other: StudyRuns) -> StudyRuns:
     return StudyRuns(study.name, runs, figures)
 
 
+def pooled_seeds(study: StudyRuns, other: StudyRuns, settings: dict[str, list[str]]) -> StudyRuns | None:
+    """``study`` and ``other`` (its `--against`) as one study's seeds, when they are one recipe trained
+    with other seeds: the same `study run --set` values (``settings``, by study), one commit and one
+    machine among their runs, and no seed in both. Then the seeds section scores each seed and the mean
+    of their probabilities on each fold's recordings (a second seed as a lever); otherwise None."""
+    runs = pd.concat([study.runs, other.runs], ignore_index=True)
+    if sorted(settings.get(study.name, [])) != sorted(settings.get(other.name, [])):
+        return None
+    if any(len(set(runs[column]) - {""}) > 1 for column in ("commit", "cpu")):
+        return None  # no study merges runs made by different code or machines
+    if set(study.runs["seed"]) & set(other.runs["seed"]):
+        return None
+    return StudyRuns(study.name, runs, tuple(f for f in study.figures if f in other.figures))
+
+
 def study_parent(client, experiment_id: str, name: str):
     """Study ``name``'s own MLflow run (queued studies get it from `study run`, others from their first
     report), or None."""
@@ -381,9 +396,9 @@ def seed_means(study: StudyRuns, tracking_uri: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def seeds_markdown(means: pd.DataFrame, confidence: float = 0.95) -> str:
+def seeds_markdown(means: pd.DataFrame, confidence: float = 0.95, pooled: str = "") -> str:
     """The seeds' table: each candidate across folds, and the mean of seeds against each seed alone,
-    paired by fold."""
+    paired by fold (``pooled``: a sentence saying whose seeds they are, when two studies')."""
     figures = [f for f in SEED_FIGURES if f in means]
     candidates = StudyRuns("seeds", means.rename(columns={"experiment": "model", "candidate": "experiment"})
                            .assign(seed=0), tuple(figures))
@@ -391,7 +406,7 @@ def seeds_markdown(means: pd.DataFrame, confidence: float = 0.95) -> str:
              "From each run's table of its validation recordings, each recording labelled by its most likely class "
              "(no operating point was fitted for a mean of seeds), so this table's F1(A) and challenge score are "
              f"not the served ones above. Mean across folds [{confidence:.0%} t-interval]; the paired rows "
-             f"({SEEDS_MEAN} − a seed) compare on each fold's same recordings.", ""]
+             f"({SEEDS_MEAN} − a seed) compare on each fold's same recordings." + (f" {pooled}" if pooled else ""), ""]
     for model, frame in candidates.runs.groupby("model"):
         summary, pairs = summarise(StudyRuns(candidates.name, frame, candidates.figures), confidence)
         lines += [f"### {model}", "", "| candidate | folds | " + " | ".join(figures) + " |",
@@ -548,12 +563,18 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
     from ecgpipe.core.io import staged_outputs
     from ecgpipe.reporting import plots
 
-    study = collect_runs(name, tracking_uri, experiment_name, tuple(gate or ()))
+    own = study = collect_runs(name, tracking_uri, experiment_name, tuple(gate or ()))  # checks the store first
+    client = MlflowClient(tracking_uri)
+    other = None
     if against is not None:
         if against == name:
             raise StudyError(f"--against {against}: expected another study than the one reported")
-        study = against_runs(study, collect_runs(check_study_name(against), tracking_uri, experiment_name,
-                                                 tuple(gate or ())))
+        other = collect_runs(check_study_name(against), tracking_uri, experiment_name, tuple(gate or ()))
+        study = against_runs(own, other)
+    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
+    parents = {n: study_parent(client, experiment_id, n) for n in study.runs["study"].unique()}  # with --against: two
+    settings = {n: parent_settings(p) for n, p in parents.items()}
+    seeds = None if other is None else pooled_seeds(own, other, settings)
     summary, pairs = summarise(study, confidence)
     out_dir = Path(out_dir)
     markdown = study_markdown(name, summary, pairs, confidence, study.figures, study.paired) + "\n"
@@ -569,14 +590,13 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
                                        *(f for f in (DEFAULT_CHAMPION_METRIC, *STUDY_TASK_PAIRED) if f in study.figures)]))
         declared = declared_threshold_figures(study, tracking_uri, af_threshold, columns)
         markdown += declared_threshold_markdown(declared, gate or {}, af_threshold, confidence) + "\n"
-    means = seed_means(study, tracking_uri)
+    means = seed_means(seeds or study, tracking_uri)
     if len(means):
-        markdown += seeds_markdown(means, confidence) + "\n"
-    client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
-    parents = {n: study_parent(client, experiment_id, n) for n in study.runs["study"].unique()}  # with --against: two
-    markdown += provenance_markdown(study, out_dir, task, af_threshold,
-                                    {n: parent_settings(p) for n, p in parents.items()}, against)
+        pooled = "" if seeds is None else (
+            f"The seeds of studies {name} and {against} together: the same `study run --set` values, commit and "
+            "machine, other seeds, so each fold's runs are one recipe's seeds.")
+        markdown += seeds_markdown(means, confidence, pooled) + "\n"
+    markdown += provenance_markdown(study, out_dir, task, af_threshold, settings, against)
     fig = spread_figure(study, summary)
     with staged_outputs() as staged:
         staged.file(out_dir / "study.md").write_text(markdown)
