@@ -22,6 +22,7 @@ from ecgpipe.core.device import DEVICE_NAMES, is_device_name
 from ecgpipe.core.errors import ParamsError, fail_param
 from ecgpipe.core.results import DEFAULT_CHAMPION_METRIC, SCORE_COLUMN_PREFIXES
 from ecgpipe.core.units import KNOWN_LABELS, MAX_RECORDING_SAMPLES, REST_LABEL, SAMPLING_RATE_HZ, SEED_LIMIT, is_plain_name
+from ecgpipe.ensemble.combiner import COMBINERS, MEAN
 from ecgpipe.signal.augment import Augmentation
 from ecgpipe.signal.conditioning import Conditioning
 from ecgpipe.signal.shifts import SHIFT_KINDS, Shift
@@ -374,16 +375,21 @@ def ensemble_name(network: str) -> str:
 class EnsembleParams:
     """An experiment of another kind (``ecgpipe.pipeline.ensemble``): a trained network of this file's
     experiments beside a gradient-boosted tree model on each recording's rhythm features (the
-    features stage's), their probabilities averaged with ``network_weight`` on the network's. Its
-    name is the network's with ``+rhythm`` (:func:`ensemble_name`)."""
+    features stage's), their probabilities averaged with ``network_weight`` on the network's, or, with
+    ``combiner: logistic``, joined by a logistic regression fitted on the recordings ``split.calibration``
+    holds out of training (:mod:`ecgpipe.ensemble.combiner`). Its name is the network's with ``+rhythm``
+    (:func:`ensemble_name`)."""
 
     network_weight: float = 0.5
     seed: int = 12345  # the tree model's
+    combiner: str = MEAN
 
     def validate(self, key: str) -> None:
         if not 0 <= self.network_weight <= 1:
             fail_param(f"{key}.network_weight", "a weight from 0 to 1", self.network_weight)
         _check_seed(f"{key}.seed", self.seed)
+        if self.combiner not in COMBINERS:
+            fail_param(f"{key}.combiner", f"one of {', '.join(COMBINERS)}", self.combiner)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,6 +58,8 @@ def test_the_saved_ensemble_averages_its_network_and_its_trees(ensemble, prepare
     trees = loaded.trees.predict_proba(loaded.features(signal))[0]
     np.testing.assert_allclose(loaded.predict_proba(signal), (network.predict_proba(signal) + trees) / 2, atol=1e-12)
     assert not np.allclose(trees, network.predict_proba(signal))  # two models, not one twice
+    # the default combiner is today's mean: nothing learned is saved, and ensemble.json is as before it
+    assert loaded.combiner is None and "combiner" not in loaded.spec
     # the features stage's row of the recording is the one the served ensemble computes from its samples
     np.testing.assert_array_equal(read_features(ensemble["features"], [record]), loaded.features(signal))
 
@@ -176,6 +178,79 @@ def test_features_computed_in_several_processes_are_those_of_one(monkeypatch, re
     monkeypatch.setattr(rhythm, "PARALLEL_FROM", 0)
     np.testing.assert_array_equal(rhythm.feature_rows(samples, workers=2), serial)
     assert serial.shape == (6, len(FEATURE_NAMES))
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_the_learned_combiner_gives_scikit_learns_probabilities_and_round_trips(n_classes):
+    from sklearn.linear_model import LogisticRegression
+
+    from ecgpipe.ensemble.combiner import SETTINGS, LogisticCombiner, combiner_inputs
+
+    rng = np.random.default_rng(n_classes)
+    y = rng.integers(0, n_classes, 300)
+    network = rng.dirichlet(np.ones(n_classes), 300) * 0.5 + np.eye(n_classes)[y] * 0.5  # informative
+    rhythm = rng.dirichlet(np.ones(n_classes), 300)
+    network[0] = np.eye(n_classes)[0]  # a probability of exactly 0: its log is floored, not -inf
+    names = ["N", "A", "O", "~"][:n_classes]
+    combiner = LogisticCombiner.fit(network, rhythm, y, names)
+    expected = LogisticRegression(**SETTINGS).fit(combiner_inputs(network, rhythm), y).predict_proba(
+        combiner_inputs(network, rhythm))
+    np.testing.assert_allclose(combiner(network, rhythm), expected, rtol=0, atol=1e-12)
+    again = LogisticCombiner.from_dict(json.loads(json.dumps(combiner.to_dict())), n_classes)
+    np.testing.assert_array_equal(again(network, rhythm), combiner(network, rhythm))
+    with pytest.raises(ValueError, match=rf"coef of shape \({1 if n_classes == 2 else n_classes}, {2 * n_classes}\)"):
+        LogisticCombiner.from_dict({**combiner.to_dict(), "coef": [[0.0]]}, n_classes)
+    with pytest.raises(ValueError, match="no recording of class A among those the combiner is fitted on"):
+        LogisticCombiner.fit(network[y != 1], rhythm[y != 1], y[y != 1], names)
+
+
+def test_a_learned_combiner_is_fitted_on_the_held_out_recordings_and_served_from_its_file(ensemble, records_dir,
+                                                                                           tmp_path):
+    """``combiner: logistic``: the regression is fitted on the split's recordings held out of training
+    (the network's and the trees' probabilities of those), the served threshold on its output there, and
+    the saved ensemble serves what was fitted; without held-out recordings the key is named. A damaged
+    combiner in ensemble.json is refused naming the file."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ecgpipe.core.errors import ParamsError
+    from ecgpipe.ensemble.combiner import SETTINGS, combiner_inputs
+    from ecgpipe.params import EnsembleParams
+    from ecgpipe.pipeline.ensemble import member_probs, run_ensemble_train, split_recordings
+
+    prepared, network = ensemble["prepared"], ensemble["network"]
+    split = json.loads(prepared["split"].read_text())
+    labels = pd.read_csv(prepared["spectrogram"] / "records.csv").set_index("record")["class_index"]
+    held = [r for k in (0, 1) for r in [r for r in split["train"] if labels[r] == k][:6]]  # both classes
+    split = {**split, "train": [r for r in split["train"] if r not in held], "calibration": held}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    params = dataclasses.replace(ensemble["params"], ensembles={network: EnsembleParams(0.5, 0, "logistic")},
+                                 evaluate=dataclasses.replace(ensemble["params"].evaluate, af_sensitivity=0.95))
+    predictor = ensemble["out"] / "predictors" / network
+    summary = run_ensemble_train(params, network, records_dir, ensemble["features"], prepared["spectrogram"],
+                                 tmp_path / "split.json", predictor, tmp_path / "model", tmp_path / "train.json")
+    loaded = RhythmEnsemble.from_folder(tmp_path / "model" / "ensemble")
+    assert summary["calibration_recordings"] == len(held) and loaded.combiner is not None
+    recordings = split_recordings(prepared["spectrogram"], tmp_path / "split.json", "calibration", records_dir)
+    members = member_probs(loaded, recordings.signals, recordings.rows,
+                           read_features(ensemble["features"], list(recordings.records)), 64, "cpu")
+    expected = LogisticRegression(**SETTINGS).fit(combiner_inputs(*members), recordings.y)
+    np.testing.assert_allclose(loaded.combine(*members), expected.predict_proba(combiner_inputs(*members)), atol=1e-9)
+    assert loaded.decision is not None and summary["threshold_A"] == loaded.decision.threshold
+    signal = recordings.signals[0]
+    network_p, trees_p = loaded.predictor.predict_proba(signal), loaded.trees.predict_proba(loaded.features(signal))
+    np.testing.assert_allclose(loaded.predict_proba(signal), expected.predict_proba(
+        combiner_inputs(network_p[None, :], trees_p))[0], atol=1e-9)
+
+    spec = json.loads((tmp_path / "model" / "ensemble" / ENSEMBLE_SPEC).read_text())
+    spec["combiner"]["intercept"] = [0.0, 0.0, 0.0]
+    (tmp_path / "model" / "ensemble" / ENSEMBLE_SPEC).write_text(json.dumps(spec))
+    with pytest.raises(ModelFileError, match=r"ensemble.json: combiner: expected kind 'logistic'.*intercept of 1"):
+        RhythmEnsemble.from_folder(tmp_path / "model" / "ensemble")
+    with pytest.raises(ParamsError, match=rf"ensembles.{network}.combiner: logistic is fitted on the recordings held "
+                                          "out of training; expected split.calibration above 0"):
+        run_ensemble_train(params, network, records_dir, ensemble["features"], prepared["spectrogram"],
+                           prepared["split"], predictor, tmp_path / "none", tmp_path / "none.json")
+    assert not (tmp_path / "none").exists()
 
 
 def test_an_ensemble_needs_its_networks_task_and_a_known_network(ensemble, records_dir, tmp_path):

@@ -497,11 +497,21 @@ def test_set_is_checked_against_params_before_anything_is_queued(monkeypatch, ca
               "experiments.raw_resnet-robust_crop.crop_samples=3600"])
     assert (f"{params} with --set experiments.raw_resnet-robust_crop.crop_samples=3600: task four_class: params: "
             "experiments.raw_resnet-robust_crop.crop_samples: expected at most spectrogram.min_length") in str(exit_info.value.code)
-    for value in (key, f"~{key}=1", f"+{key}=1"):  # no value; Hydra's delete and append, which DVC would obey
+    for value in (key, f"~{key}=1", f"++{key}=1"):  # no value; Hydra's delete and add-or-change, which DVC would obey
         with pytest.raises(SystemExit) as exit_info:
             main(["study", "run", "--name", "cv", "--params", params, "--set", value])
         assert exit_info.value.code == 2 and "argument --set: expected KEY=VALUE" in capsys.readouterr().err
-    for value, expected in (("train.batchsize=64", f"--set train.batchsize=64: {params} has no train.batchsize"),
+    # '+' adds a key params.yaml leaves at its default, as DVC's -S does; the schema still checks it
+    added = "+task_ensembles.raw_resnet-robust_crop.combiner=logistic"
+    main(["study", "run", "--name", "cv", "--task", "four_class", "--params", params, "--set", added])
+    assert calls[1]["overrides"] == (added,)
+    assert queue_commands("cv", 2, [1], ["a"], overrides=(added,))[0][12:16] == ["-S", "study.name=cv", "-S", added]
+    for value, expected in (("train.batchsize=64", f"--set train.batchsize=64: {params} has no train.batchsize; "
+                                                   "expected a key it has (+train.batchsize=... adds one"),
+                            ("+train.batch_size=64", f"--set +train.batch_size=64: {params} already has "
+                                                     "train.batch_size; drop the '+'"),
+                            ("+task_ensembles.raw_resnet-robust_crop.combinr=logistic",
+                             "task_ensembles.raw_resnet-robust_crop.combinr: expected one of the known keys"),
                             ("train.batch_size.x=1", "--set train.batch_size.x=1: train.batch_size is not a section"),
                             ("train.batch_size=-3", "train.batch_size: expected"),
                             ("train.seed=[1", "--set train.seed=[1: expected a YAML value after '=', as DVC's -S "
@@ -509,7 +519,7 @@ def test_set_is_checked_against_params_before_anything_is_queued(monkeypatch, ca
         with pytest.raises(SystemExit) as exit_info:
             main(["study", "run", "--name", "cv", "--params", params, "--set", value])
         assert expected in str(exit_info.value.code), value
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_a_task_study_queues_the_tasks_stages_into_its_mlflow_experiment(monkeypatch, capsys):

@@ -217,3 +217,7 @@ def test_ensembles_are_the_tasks_to_make_and_each_names_a_task_network(small_par
     with pytest.raises(ParamsError, match=r"task_ensembles.mean_spectrum-chunked.network_weight: expected a weight "
                                           r"from 0 to 1, got 1.5"):
         parse_params(small_params)
+    small_params["task_ensembles"] = {"mean_spectrum-chunked": {"combiner": "median"}}
+    with pytest.raises(ParamsError, match=r"task_ensembles.mean_spectrum-chunked.combiner: expected one of mean, "
+                                          r"logistic, got 'median'"):
+        parse_params(small_params)

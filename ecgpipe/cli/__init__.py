@@ -113,12 +113,14 @@ def _study_name(text: str) -> str:
 
 
 def _override(text: str) -> str:
-    """A ``--set KEY=VALUE`` of params.yaml (KEY dotted, as `dvc exp run -S` takes it)."""
+    """A ``--set KEY=VALUE`` of params.yaml (KEY dotted, as `dvc exp run -S` takes it; ``+KEY=VALUE``
+    adds a key the file leaves at its default)."""
     import re
 
-    # DVC reads -S with Hydra's grammar: a key's parts are identifiers ('+' or '~' in front would add or delete)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*=.+", text):
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a dotted key of params.yaml "
+    # DVC reads -S with Hydra's grammar: a key's parts are identifiers, '+' in front adds the key ('~' would
+    # delete one, and '++' add or change: not taken, a study changes a recipe's values)
+    if not re.fullmatch(r"\+?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*=.+", text):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or +KEY=VALUE with KEY a dotted key of params.yaml "
                                          f"(e.g. experiments.NAME.epochs=40), got {text!r}")
     return text
 

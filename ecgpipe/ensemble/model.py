@@ -1,11 +1,13 @@
 """The ensemble of issue 24: a trained network and a gradient-boosted tree model on the recording's
-rhythm features, their probabilities averaged. One object, used like a
+rhythm features, their probabilities averaged (or joined by a learned combiner,
+:mod:`ecgpipe.ensemble.combiner`). One object, used like a
 :class:`~ecgpipe.inference.predictor.Predictor` (``class_names``, ``limits``, ``decision``, ``classify``): the
 same recording reaches both models through the network's own checks and resampling.
 
 An ensemble folder holds ``network/`` (the predictor's ``model.pt``, ``model.json`` and
 ``predictor.json``), ``trees.npz`` (:class:`~ecgpipe.ensemble.trees.BoostedTrees`) and
-``ensemble.json`` (the features in order, the network's weight, the classes, the runs).
+``ensemble.json`` (the features in order, the network's weight, the classes, the runs, and a learned
+combiner's coefficients where it has one).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 
 from ecgpipe.core.errors import ModelFileError, PredictError
 from ecgpipe.core.io import read_json, write_json
+from ecgpipe.ensemble.combiner import LogisticCombiner
 from ecgpipe.ensemble.rhythm import FEATURE_NAMES, feature_row
 from ecgpipe.ensemble.trees import BoostedTrees
 from ecgpipe.inference.predictor import PREDICTOR_SPEC, Predictor
@@ -47,6 +50,8 @@ class RhythmEnsemble:
     # the served label's rule, fitted on recordings held out of training (None: the most likely class)
     decision: Decision | None = None
     spec: dict | None = None  # ensemble.json of a loaded ensemble (its runs), None before it is saved
+    # None: the weighted mean; else fitted on recordings held out of training, in place of the mean
+    combiner: LogisticCombiner | None = None
 
     def __post_init__(self) -> None:
         if self.trees.n_features != len(FEATURE_NAMES):
@@ -70,12 +75,14 @@ class RhythmEnsemble:
         return feature_row(self.predictor.preprocessing.samples_at_training_rate(signal), self.predictor.fs)[None, :]
 
     def combine(self, network: np.ndarray, rhythm: np.ndarray) -> np.ndarray:
+        if self.combiner is not None:
+            return self.combiner(network, rhythm)
         return self.network_weight * network + (1 - self.network_weight) * rhythm
 
     def predict_proba(self, signal: Signal) -> np.ndarray:
         """Probability per class (``class_names`` order) for one recording."""
         network = self.predictor.predict_proba(signal)  # the limits and the network's checks come first
-        return self.combine(network, self.trees.predict_proba(self.features(signal))[0])
+        return self.combine(network[None, :], self.trees.predict_proba(self.features(signal)))[0]
 
     def labels(self, probs: np.ndarray) -> np.ndarray:
         """The served label (a class index) of each probability row."""
@@ -103,7 +110,8 @@ class RhythmEnsemble:
         self.trees.save(folder / TREES_FILE)
         self.spec = {"features": list(FEATURE_NAMES), "network_weight": self.network_weight,
                      "class_names": self.class_names, "aggregation": self.predictor.aggregation,
-                     **({"decision": self.decision.to_dict()} if self.decision is not None else {}), **runs}
+                     **({"decision": self.decision.to_dict()} if self.decision is not None else {}),
+                     **({"combiner": self.combiner.to_dict()} if self.combiner is not None else {}), **runs}
         write_json(folder / ENSEMBLE_SPEC, self.spec)
         return folder
 
@@ -128,7 +136,12 @@ class RhythmEnsemble:
         except (KeyError, TypeError, ValueError):
             raise ModelFileError(f"{folder / ENSEMBLE_SPEC}: decision: expected positive, threshold and sensitivity, "
                                  f"got {spec['decision']!r}") from None
-        return cls(predictor, trees, float(spec["network_weight"]), decision, spec)
+        try:
+            combiner = (LogisticCombiner.from_dict(spec["combiner"], len(predictor.class_names))
+                        if "combiner" in spec else None)
+        except ValueError as exc:
+            raise ModelFileError(f"{folder / ENSEMBLE_SPEC}: combiner: {exc}") from None
+        return cls(predictor, trees, float(spec["network_weight"]), decision, spec, combiner)
 
 
 def is_ensemble(folder: str | Path) -> bool:

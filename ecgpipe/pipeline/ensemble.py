@@ -5,8 +5,9 @@ as `train` and `evaluate` do a network:
 
 - ``ensemble_train``: the trees fitted on the split's training recordings (the features stage's
   rows), beside the network's predictor as its evaluate stage packaged it (its temperature
-  included); the served operating point fitted on the recordings held out of training (split.json's
-  ``calibration``, never the validation recordings), as a network's is; an MLflow run of its own.
+  included); a learned combiner (``combiner: logistic``) and the served operating point fitted on
+  the recordings held out of training (split.json's ``calibration``, never the validation
+  recordings), as a network's operating point is; an MLflow run of its own.
 - ``ensemble_evaluate``: the validation recordings through the ensemble (the network through the
   Predictor, the trees on the same samples' features), scored by the same functions into the same
   files and names as a network's evaluate stage (:class:`~ecgpipe.pipeline.evaluate.Evaluation`),
@@ -26,6 +27,8 @@ from ecgpipe.core.errors import ParamsError, StoreError
 from ecgpipe.core.io import json_text, read_json, staged_outputs
 from ecgpipe.core.results import AF, RECORD, joined
 from ecgpipe.data.store import CALIBRATION, read_records, source_labels
+from ecgpipe.ensemble.combiner import LOGISTIC, LogisticCombiner
+from ecgpipe.ensemble.combiner import SETTINGS as COMBINER_SETTINGS
 from ecgpipe.ensemble.model import ARTIFACT, RhythmEnsemble, network_files
 from ecgpipe.ensemble.rhythm import FEATURE_NAMES, feature_rows, read_features
 from ecgpipe.ensemble.trees import SETTINGS, BoostedTrees
@@ -82,15 +85,22 @@ def split_recordings(spectrogram_dir: Path, split_path: Path, part: str, records
     return SplitRecordings(records, rows, table["class_index"].to_numpy()[rows], source_labels(table)[rows], signals)
 
 
-def ensemble_probs(ensemble: RhythmEnsemble, signals: list[Signal], rows: list[int], features: np.ndarray | None,
-                   batch_size: int, device: torch.device | str) -> np.ndarray:
-    """P(class) of each recording (``rows`` ascending): the network's through its Predictor, the trees'
-    on ``features`` (None: computed from the samples the network sees, as the served ensemble does)."""
+def member_probs(ensemble: RhythmEnsemble, signals: list[Signal], rows: list[int], features: np.ndarray | None,
+                 batch_size: int, device: torch.device | str) -> tuple[np.ndarray, np.ndarray]:
+    """P(class) of each recording (``rows`` ascending) by each model: the network's through its
+    Predictor, the trees' on ``features`` (None: computed from the samples the network sees, as the
+    served ensemble does)."""
     network = ensemble.predictor.score(signals, rows, batch_size, device).probs.numpy()
     if features is None:
         preprocessing = ensemble.predictor.preprocessing
         features = feature_rows([preprocessing.samples_at_training_rate(s) for s in signals], preprocessing.fs)
-    return ensemble.combine(network, ensemble.trees.predict_proba(features))
+    return network, ensemble.trees.predict_proba(features)
+
+
+def ensemble_probs(ensemble: RhythmEnsemble, signals: list[Signal], rows: list[int], features: np.ndarray | None,
+                   batch_size: int, device: torch.device | str) -> np.ndarray:
+    """P(class) of each recording (``rows`` ascending): its two models' (:func:`member_probs`) combined."""
+    return ensemble.combine(*member_probs(ensemble, signals, rows, features, batch_size, device))
 
 
 def run_ensemble_train(params: Params, network: str, records_dir: Path, features_path: Path, spectrogram_dir: Path,
@@ -118,18 +128,33 @@ def run_ensemble_train(params: Params, network: str, records_dir: Path, features
     device = resolve_device(params.train.device)
     summary = {"train_recordings": len(train), "features": len(FEATURE_NAMES)}
     sensitivity = params.evaluate.af_sensitivity
-    if read_json(split_path).get(CALIBRATION) and sensitivity is not None and AF in classes:
+    held_out_ids = read_json(split_path).get(CALIBRATION)
+    if spec.combiner == LOGISTIC and not held_out_ids:
+        raise ParamsError(f"params: ensembles.{network}.combiner: {LOGISTIC} is fitted on the recordings held out of "
+                          f"training; expected split.calibration above 0 ({split_path} holds none)")
+    if held_out_ids and (spec.combiner == LOGISTIC or (sensitivity is not None and AF in classes)):
         held_out = split_recordings(spectrogram_dir, split_path, CALIBRATION, records_dir)
-        probs = ensemble_probs(ensemble, held_out.signals, held_out.rows,
+        members = member_probs(ensemble, held_out.signals, held_out.rows,
                                read_features(features_path, list(held_out.records)), params.train.eval_batch_size,
                                device)
-        ensemble.decision = decision_on(probs[:, classes.index(AF)], held_out.y == classes.index(AF), AF, sensitivity)
-        summary.update({"calibration_recordings": len(held_out.rows), joined("threshold", AF): ensemble.decision.threshold})
+        summary["calibration_recordings"] = len(held_out.rows)
+        if spec.combiner == LOGISTIC:  # its inputs are not the network's in-sample (over-confident) ones
+            try:
+                ensemble.combiner = LogisticCombiner.fit(*members, held_out.y, classes)
+            except ValueError as exc:
+                raise StoreError(f"{split_path}: {CALIBRATION}: {exc}; hold out more recordings "
+                                 "(split.calibration)") from None
+        if sensitivity is not None and AF in classes:  # on the same recordings: a double use, said in the docs
+            probs = ensemble.combine(*members)
+            ensemble.decision = decision_on(probs[:, classes.index(AF)], held_out.y == classes.index(AF), AF,
+                                            sensitivity)
+            summary[joined("threshold", AF)] = ensemble.decision.threshold
     spec_file = network_files(network_dir) / PREDICTOR_SPEC  # names the run that trained the network
     network_run = read_json(spec_file).get("run_id", "") if spec_file.is_file() else ""
     logged = {"experiment": name, "kind": KIND, "network": network, **dataclasses.asdict(spec),
               "network_run": network_run, "features": ",".join(FEATURE_NAMES),
               **{f"trees.{k}": v for k, v in SETTINGS.items()}, "classes": ",".join(classes),
+              **({f"combiner.{k}": v for k, v in COMBINER_SETTINGS.items()} if spec.combiner == LOGISTIC else {}),
               "split.fold": params.split.fold, "split.calibration": params.split.calibration}
     # the machine's tags as the network's run has them: a study's report checks every fold was made alike
     tags = {**tracking.run_tags(device), "ecgpipe.kind": KIND,

@@ -53,7 +53,8 @@ def queue_commands(name: str, folds: int, seeds: list[int], experiments: list[st
 
 def with_overrides(raw: dict, overrides: tuple[str, ...], source: str) -> dict:
     """params.yaml's mapping ``raw`` with each ``KEY=VALUE`` of ``overrides`` set (VALUE read as YAML,
-    as `dvc exp run -S` reads it); KEY must name a value params.yaml has."""
+    as `dvc exp run -S` reads it); KEY must name a value params.yaml has, or, written ``+KEY`` (DVC's
+    way to add one), a value it does not have yet."""
     import copy
 
     import yaml
@@ -68,11 +69,15 @@ def with_overrides(raw: dict, overrides: tuple[str, ...], source: str) -> dict:
         except yaml.YAMLError as error:  # e.g. an unclosed list: one line, not the parser's traceback
             raise StudyError(f"--set {override}: expected a YAML value after '=', as DVC's -S reads it, got "
                              f"{text!r} ({error.problem or error})") from None
+        add = dotted.startswith("+")
         try:
-            set_dotted(raw, dotted, value)
+            set_dotted(raw, dotted.removeprefix("+"), value, add)
         except DottedKeyError as error:
-            raise StudyError(f"--set {override}: {error.not_a_section} is not a section of {source}" if error.not_a_section
-                             else f"--set {override}: {source} has no {dotted}; expected a key it has") from None
+            raise StudyError(
+                f"--set {override}: {error.not_a_section} is not a section of {source}" if error.not_a_section
+                else f"--set {override}: {source} already has {dotted[1:]}; drop the '+' to change it" if add
+                else f"--set {override}: {source} has no {dotted}; expected a key it has (+{dotted}=... adds one, "
+                     "as DVC's -S does)") from None
     return raw
 
 

@@ -39,16 +39,17 @@ class DottedKeyError(KeyError):
         self.not_a_section = not_a_section
 
 
-def set_dotted(raw: dict, dotted: str, value) -> None:
+def set_dotted(raw: dict, dotted: str, value, add: bool = False) -> None:
     """``raw["a"]["b"]["c"] = value`` for ``dotted`` "a.b.c", where that key already exists (a task's
-    ``set`` and ``ecgpipe study run --set`` change params.yaml's values, never add keys)."""
+    ``set`` and ``ecgpipe study run --set`` change params.yaml's values); with ``add``, where it does
+    not yet (DVC's ``-S +a.b.c=value``: a key the params file leaves at its default)."""
     *path, last = dotted.split(".")
     section = raw
     for i, key in enumerate(path):
         if not isinstance(section.get(key), dict):
             raise DottedKeyError(dotted, ".".join(path[:i + 1]))
         section = section[key]
-    if last not in section:
+    if (last in section) == add:
         raise DottedKeyError(dotted, None)
     section[last] = value
 

@@ -76,8 +76,9 @@ def model_card(shipped: Shipped, model: dict, evaluation: dict, shifts: pd.DataF
          if ensemble is None else
          f"- A rhythm ensemble ({shipped.experiment}) of ecgpipe, trained on {task}: a `{model['model']}` network "
          f"beside a gradient-boosted tree model on {len(ensemble['features'])} rhythm features of the recording "
-         f"(RR irregularity, premature beats, beat shape, P waves, noise), their probabilities averaged with weight "
-         f"{ensemble['network_weight']:g} on the network's; classes ")
+         f"(RR irregularity, premature beats, beat shape, P waves, noise), their probabilities "
+         + ("joined by a logistic regression fitted on recordings held out of training" if "combiner" in ensemble
+            else f"averaged with weight {ensemble['network_weight']:g} on the network's") + "; classes ")
         + f"{', '.join(classes)}; AF is read as P({AF}).",
         f"- Served as `models:/{shipped.registered_model}@champion` (MLflow run `{shipped.run_id}`): {shipped.why}.",
         f"- This folder: the MLflow pyfunc model (`model/`, {size_bytes / 1e6:.1f} MB: weights, `model.json`, pinned "
