@@ -161,35 +161,10 @@ def _predict(args: argparse.Namespace) -> None:
         sys.exit(f"{failed} of {len(table)} recordings could not be classified (see the error column)")
 
 
-def _study_params(args: argparse.Namespace):
-    """The params a study's runs see: params.yaml's, or with ``--task`` that task's; with ``--set``,
-    as its values change them (a bad one fails here, before anything is queued)."""
-    import tempfile
-
-    import yaml
-
-    from ecgpipe.core.errors import ParamsError
-    from ecgpipe.params import load_params
-    from ecgpipe.pipeline.study import with_overrides
-    from ecgpipe.pipeline.task import task_params
-
-    overrides = tuple(getattr(args, "overrides", None) or ())
-    if not overrides:
-        return load_params(args.params) if args.task is None else task_params(args.params, args.task)
-    raw = with_overrides(yaml.safe_load(Path(args.params).read_text()), overrides, str(args.params))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(args.params).name
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        try:
-            return load_params(path) if args.task is None else task_params(path, args.task)
-        except ParamsError as exc:  # name the user's file and values, not the copy they were checked in
-            raise ParamsError(str(exc).replace(str(path), f"{args.params} with --set {' '.join(overrides)}")) from None
-
-
 def _study_run(args: argparse.Namespace) -> None:
-    from ecgpipe.pipeline.study import run_study
+    from ecgpipe.pipeline.study import run_study, study_params
 
-    params = _study_params(args)
+    params = study_params(args.params, args.task, tuple(args.overrides or ()))
     experiments = args.experiments or params.experiment_names()
     for name in experiments:  # an unknown name fails here, before anything is queued
         if name not in params.experiment_names():
@@ -221,10 +196,11 @@ def _remote_set(args: argparse.Namespace) -> None:
 
 
 def _study_report(args: argparse.Namespace) -> None:
+    from ecgpipe.pipeline.study import study_params
     from ecgpipe.reporting.study import report_study
     from ecgpipe.tracking.runs import tracking_uri
 
-    params = _study_params(args)
+    params = study_params(args.params, args.task)
     report_study(args.name, tracking_uri(), params.mlflow.experiment_name, args.out, params.evaluate.confidence,
                  args.task, params.report.gate, args.af_threshold, args.against)
     print((args.out / "study.md").read_text())

@@ -81,6 +81,29 @@ def with_overrides(raw: dict, overrides: tuple[str, ...], source: str) -> dict:
     return raw
 
 
+def study_params(params_path: str | Path, task: str | None = None, overrides: tuple[str, ...] = ()):
+    """The params a study's runs see: ``params_path``'s, or with ``task`` that task's; with
+    ``overrides`` (``--set``), as they change them (a bad one fails here, before anything is queued)."""
+    import tempfile
+
+    import yaml
+
+    from ecgpipe.core.errors import ParamsError
+    from ecgpipe.params import load_params
+    from ecgpipe.pipeline.task import task_params
+
+    if not overrides:
+        return load_params(params_path) if task is None else task_params(params_path, task)
+    raw = with_overrides(yaml.safe_load(Path(params_path).read_text()), overrides, str(params_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(params_path).name
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        try:
+            return load_params(path) if task is None else task_params(path, task)
+        except ParamsError as exc:  # name the user's file and values, not the copy they were checked in
+            raise ParamsError(str(exc).replace(str(path), f"{params_path} with --set {' '.join(overrides)}")) from None
+
+
 def record_settings(uri: str, experiment_name: str, name: str, overrides: tuple[str, ...]) -> None:
     """Record the study's ``overrides`` on its parent MLflow run (made here if new), for its report's
     provenance. A study queued again must keep them: one study's runs share one recipe."""
