@@ -107,12 +107,9 @@ def study_params(params_path: str | Path, task: str | None = None, overrides: tu
 def record_settings(uri: str, experiment_name: str, name: str, overrides: tuple[str, ...]) -> None:
     """Record the study's ``overrides`` on its parent MLflow run (made here if new), for its report's
     provenance. A study queued again must keep them: one study's runs share one recipe."""
-    import json
-
     from mlflow.tracking import MlflowClient
 
-    from ecgpipe.reporting.study import PARENT_TAG, SETTINGS_TAG, parent_settings, study_parent
-    from ecgpipe.tracking.runs import STUDY_TAG
+    from ecgpipe.reporting.study import new_study_parent, parent_settings, study_parent
 
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
@@ -124,9 +121,7 @@ def record_settings(uri: str, experiment_name: str, name: str, overrides: tuple[
                              f"one recipe, so --set {' '.join(overrides) or '(none)'} needs a study of its own "
                              "(another --name)")
         return
-    parent = client.create_run(experiment_id, run_name=f"study-{name}",
-                               tags={STUDY_TAG: name, PARENT_TAG: "true", SETTINGS_TAG: json.dumps(list(overrides))})
-    client.set_terminated(parent.info.run_id)
+    new_study_parent(client, experiment_id, name, overrides)
 
 
 def check_store(uri: str) -> None:

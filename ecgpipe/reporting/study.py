@@ -309,6 +309,17 @@ def study_parent(client, experiment_id: str, name: str):
     return parents[0] if parents else None
 
 
+def new_study_parent(client, experiment_id: str, name: str, overrides: tuple[str, ...] = ()):
+    """Study ``name``'s own MLflow run, made by `study run` when it queues the study (with its ``--set``
+    values) or by the first report of a study queued before there were parent runs."""
+    import json
+
+    parent = client.create_run(experiment_id, run_name=f"study-{name}",
+                               tags={STUDY_TAG: name, PARENT_TAG: "true", SETTINGS_TAG: json.dumps(list(overrides))})
+    client.set_terminated(parent.info.run_id)
+    return parent
+
+
 def parent_settings(parent) -> list[str]:
     """The `study run --set` values recorded on a study's parent run (none: no parent, or no --set)."""
     import json
@@ -609,10 +620,9 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
             declared.to_csv(staged.file(out_dir / "threshold.csv"), index=False, float_format="%.4f")
         fig.savefig(staged.file(out_dir / "study.png"), dpi=110, format="png")
 
-    parent = parents.get(name)  # None: no parent run yet (its first report makes it)
+    parent = parents.get(name) or new_study_parent(client, experiment_id, name)
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=parent.info.run_id if parent else None, experiment_id=experiment_id,
-                          run_name=f"study-{name}", tags={STUDY_TAG: name, PARENT_TAG: "true"}) as parent:
+    with mlflow.start_run(run_id=parent.info.run_id):
         for _, row in summary.iterrows():
             for f in study.figures:
                 for stat in ("mean", "sd", "ci_low", "ci_high"):
