@@ -22,7 +22,6 @@ from ecgpipe.core.device import DEVICE_NAMES, is_device_name
 from ecgpipe.core.errors import ParamsError, fail_param
 from ecgpipe.core.results import DEFAULT_CHAMPION_METRIC, SCORE_COLUMN_PREFIXES
 from ecgpipe.core.units import KNOWN_LABELS, MAX_RECORDING_SAMPLES, REST_LABEL, SAMPLING_RATE_HZ, SEED_LIMIT, is_plain_name
-from ecgpipe.ensemble.combiner import COMBINERS, MEAN
 from ecgpipe.signal.augment import Augmentation
 from ecgpipe.signal.conditioning import Conditioning
 from ecgpipe.signal.shifts import SHIFT_KINDS, Shift
@@ -364,6 +363,9 @@ class StudyParams:
 
 
 ENSEMBLE_SUFFIX = "+rhythm"
+# how an ensemble joins its two models' probabilities (ecgpipe/ensemble/combiner.py): the weighted mean, or a
+# logistic regression fitted on the recordings held out of training (named here: every stage reads params.py)
+ENSEMBLE_COMBINERS = ("mean", "logistic")
 
 
 def ensemble_name(network: str) -> str:
@@ -382,14 +384,14 @@ class EnsembleParams:
 
     network_weight: float = 0.5
     seed: int = 12345  # the tree model's
-    combiner: str = MEAN
+    combiner: str = ENSEMBLE_COMBINERS[0]
 
     def validate(self, key: str) -> None:
         if not 0 <= self.network_weight <= 1:
             fail_param(f"{key}.network_weight", "a weight from 0 to 1", self.network_weight)
         _check_seed(f"{key}.seed", self.seed)
-        if self.combiner not in COMBINERS:
-            fail_param(f"{key}.combiner", f"one of {', '.join(COMBINERS)}", self.combiner)
+        if self.combiner not in ENSEMBLE_COMBINERS:
+            fail_param(f"{key}.combiner", f"one of {', '.join(ENSEMBLE_COMBINERS)}", self.combiner)
 
 
 @dataclasses.dataclass(frozen=True)

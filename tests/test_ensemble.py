@@ -184,8 +184,10 @@ def test_features_computed_in_several_processes_are_those_of_one(monkeypatch, re
 def test_the_learned_combiner_gives_scikit_learns_probabilities_and_round_trips(n_classes):
     from sklearn.linear_model import LogisticRegression
 
-    from ecgpipe.ensemble.combiner import SETTINGS, LogisticCombiner, combiner_inputs
+    from ecgpipe.ensemble.combiner import LOGISTIC, SETTINGS, LogisticCombiner, combiner_inputs
+    from ecgpipe.params import ENSEMBLE_COMBINERS
 
+    assert LOGISTIC in ENSEMBLE_COMBINERS  # the name params take is the one the pipeline fits
     rng = np.random.default_rng(n_classes)
     y = rng.integers(0, n_classes, 300)
     network = rng.dirichlet(np.ones(n_classes), 300) * 0.5 + np.eye(n_classes)[y] * 0.5  # informative

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MEAN = "mean"
-LOGISTIC = "logistic"
-COMBINERS = (MEAN, LOGISTIC)
+LOGISTIC = "logistic"  # its name in params (ecgpipe.params.ENSEMBLE_COMBINERS) and ensemble.json
 # declared with the lever, before any fold was scored: scikit-learn's default L2 penalty and C
 SETTINGS = {"C": 1.0, "max_iter": 1000}  # max_iter: room for lbfgs to converge, not a modelling choice
 LOG_FLOOR = 1e-7  # a network probability rounded to 0 still has a finite log
