@@ -203,6 +203,10 @@ class ExperimentParams:
     # the forward pass in training (ecgpipe.training.precision): bfloat16 autocast where the CPU or GPU
     # runs it natively, else float32 with a log line. Per experiment: the notebook's ten stay float32.
     precision: Literal["float32", "bfloat16"] = "float32"
+    # how training evens out the classes (ecgpipe.training.loaders): ``oversample`` (the balance stage's
+    # rows, the notebook's) or ``loss_weights``: every training recording in its natural share, for as
+    # many crops an epoch as the balanced set has, the loss weighted by the inverse of each class's share
+    class_balance: Literal["oversample", "loss_weights"] = "oversample"
 
     @property
     def raw_signal(self) -> bool:
@@ -241,6 +245,9 @@ class ExperimentParams:
             expected = ("null for a raw-signal model (it has no spectra)" if self.raw_signal
                         else "null or a positive floor added to the power before log10")
             fail_param(f"{key}.log_floor", expected, self.log_floor)
+        if self.class_balance != "oversample" and self.loader == "chunked":
+            fail_param(f"{key}.class_balance", "oversample for the chunked loader (the chunk stage's training chunks "
+                       "are balanced already; random_chunk and random_crop draw from the recordings)", self.class_balance)
         if self.epochs < 1:
             fail_param(f"{key}.epochs", "a positive integer", self.epochs)
         if not self.lr > 0:
@@ -392,6 +399,10 @@ class EnsembleParams:
         _check_seed(f"{key}.seed", self.seed)
         if self.combiner not in ENSEMBLE_COMBINERS:
             fail_param(f"{key}.combiner", f"one of {', '.join(ENSEMBLE_COMBINERS)}", self.combiner)
+        if self.combiner != "mean" and self.network_weight != EnsembleParams.network_weight:
+            # the learned combiner weighs the two models itself: a weight set beside it would be ignored
+            fail_param(f"{key}.network_weight", f"no network_weight with combiner {self.combiner} (it fits the "
+                       "models' weights on the held-out recordings)", self.network_weight)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -221,3 +221,16 @@ def test_bfloat16_is_refused_for_networks_whose_backward_autocast_cannot_reach(s
                                           r"backward is written by hand in float32; bfloat16 trains \['fully_connected', "
                                           r"'mean_spectrum', 'raw_resnet', 'torch_lstm'\]\), got 'bfloat16'"):
         parse_params(small_params)
+
+
+def test_loss_weights_go_with_a_loader_that_draws_from_the_recordings(small_params):
+    experiments = small_params["experiments"]
+    experiments["mean_spectrum-chunked"]["class_balance"] = "loss_weights"
+    with pytest.raises(ParamsError, match=re.escape("experiments.mean_spectrum-chunked.class_balance: expected "
+                                                    "oversample for the chunked loader")):
+        parse_params(small_params)
+    experiments["mean_spectrum-chunked"]["loader"] = "random_chunk"
+    assert parse_params(small_params).experiment("mean_spectrum-chunked").class_balance == "loss_weights"
+    experiments["mean_spectrum-chunked"]["class_balance"] = "undersample"
+    with pytest.raises(ParamsError, match=re.escape("experiments.mean_spectrum-chunked.class_balance: expected one of")):
+        parse_params(small_params)

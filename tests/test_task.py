@@ -221,3 +221,10 @@ def test_ensembles_are_the_tasks_to_make_and_each_names_a_task_network(small_par
     with pytest.raises(ParamsError, match=r"task_ensembles.mean_spectrum-chunked.combiner: expected one of mean, "
                                           r"logistic, got 'median'"):
         parse_params(small_params)
+    # the learned combiner fits the two models' weights itself: a weight beside it would be ignored
+    small_params["task_ensembles"] = {"mean_spectrum-chunked": {"combiner": "logistic", "network_weight": 0.7}}
+    with pytest.raises(ParamsError, match=r"task_ensembles.mean_spectrum-chunked.network_weight: expected no "
+                                          r"network_weight with combiner logistic .*, got 0.7"):
+        parse_params(small_params)
+    small_params["task_ensembles"] = {"mean_spectrum-chunked": {"combiner": "logistic"}}
+    assert parse_params(small_params).task_ensembles["mean_spectrum-chunked"].combiner == "logistic"

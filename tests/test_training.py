@@ -2,6 +2,7 @@
 import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,11 +12,12 @@ from ecgpipe.evaluation.scoring import SplitWindows, Validation
 from ecgpipe.inference.featurizers import RawCrops, SpectrogramChunks
 from ecgpipe.inference.preprocessing import Preprocessing
 from ecgpipe.models import create_model
-from ecgpipe.models.heads import predicted_labels, probabilities
+from ecgpipe.models.heads import loss_fn, predicted_labels, probabilities
 from ecgpipe.params import ExperimentParams
 from ecgpipe.pipeline.signals import run_signals
 from ecgpipe.training.fit import EpochOutputs, fit
-from ecgpipe.training.loaders import LOADERS, LoaderSources, Spectrograms, chunked_batches, random_chunk_batches
+from ecgpipe.training.loaders import (LOADERS, LoaderSources, Spectrograms, chunked_batches, class_balance,
+                                      random_chunk_batches)
 
 
 def _separable_chunks(n: int, seed: int) -> Chunks:
@@ -208,3 +210,55 @@ def test_every_registered_loader_draws_balanced_batches_its_featurizer_shaped(pr
 
 def test_the_loaders_params_yaml_accepts_are_the_registered_ones():
     assert set(typing.get_args(typing.get_type_hints(ExperimentParams)["loader"])) == set(LOADERS)
+
+
+def test_class_weighted_loss_is_the_weighted_mean_of_each_examples_loss():
+    labels = torch.tensor([0, 2, 2, 1, 0])
+    logits = torch.tensor([[2.0, 0.1, -1.0], [0.3, 0.2, 0.1], [-1.0, 0.0, 3.0], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0]])
+    weights = torch.tensor([0.5, 2.0, 4.0])
+    each = -torch.log_softmax(logits, dim=1)[torch.arange(5), labels]
+    by_hand = (weights[labels] * each).sum() / weights[labels].sum()
+    assert float(loss_fn(logits, labels, weights)) == pytest.approx(float(by_hand), rel=1e-6)
+    # equal weights are the unweighted mean; the one-logit binary head weighs the same way
+    assert float(loss_fn(logits, labels, torch.ones(3))) == pytest.approx(float(each.mean()), rel=1e-6)
+    binary, y = torch.tensor([[1.5], [-0.5], [0.2]]), torch.tensor([1, 0, 0])
+    each = -torch.log(torch.where(y == 1, torch.sigmoid(binary[:, 0]), 1 - torch.sigmoid(binary[:, 0])))
+    w = torch.tensor([1.0, 3.0])
+    assert float(loss_fn(binary, y, w)) == pytest.approx(float((w[y] * each).sum() / w[y].sum()), rel=1e-6)
+    assert float(loss_fn(binary, y, torch.ones(2))) == pytest.approx(float(each.mean()), rel=1e-6)
+
+
+def test_inverse_share_weights_give_each_present_class_the_same_total():
+    from ecgpipe.data.balance import inverse_share_weights
+
+    labels = np.array([0, 0, 0, 1, 3, 3])  # class 2 absent
+    weights = inverse_share_weights(labels, 4)
+    np.testing.assert_allclose(weights, [6 / (3 * 3), 6 / (3 * 1), 0.0, 6 / (3 * 2)])
+    totals = np.bincount(labels, weights=weights[labels], minlength=4)
+    np.testing.assert_allclose(totals[[0, 1, 3]], 2.0)
+
+
+def test_loss_weights_draw_the_natural_mix_for_as_many_steps_as_oversampling(prepared):
+    """class_balance loss_weights: an epoch draws as many recordings as the balanced epoch, each a training
+    recording (no copies beyond the listing), the classes near their natural shares, the weights by hand."""
+    recordings = Spectrograms.load(prepared["spectrogram"], prepared["balance"], torch.device("cpu"))
+    balanced = recordings.balanced_train
+    natural = torch.unique(balanced)
+    labels = recordings.labels
+    oversampled = class_balance(balanced, labels, 4, "oversample")
+    assert oversampled.class_weights is None and torch.equal(oversampled.rows, balanced)
+    weighted = class_balance(balanced, labels, 4, "loss_weights")
+    counts = torch.bincount(labels[natural], minlength=4).double()
+    assert len(torch.unique(weighted.rows)) == len(natural) and weighted.epoch_size == len(balanced)
+    copies = len(weighted.rows) // len(natural)
+    assert torch.equal(torch.bincount(weighted.rows), torch.bincount(natural.repeat(copies)))
+    expected = counts.sum() / (int((counts > 0).sum()) * counts)
+    torch.testing.assert_close(weighted.class_weights.double(), expected.where(counts > 0, torch.zeros(4)))
+
+    epoch = random_chunk_batches(recordings, prepared["params"].chunk.size, 8, weighted)
+    drawn = torch.cat([y for _, y in epoch(torch.Generator().manual_seed(0))])
+    assert len(drawn) == len(balanced)  # every recording of the synthetic set has room for a chunk
+    assert (torch.bincount(drawn, minlength=4) <= copies * counts).all()
+    balanced_epoch = torch.cat([y for _, y in random_chunk_batches(recordings, prepared["params"].chunk.size, 8)(
+        torch.Generator().manual_seed(0))])
+    assert len(balanced_epoch) == len(drawn)

@@ -31,3 +31,14 @@ def oversample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(extra)
 
 
+
+
+def inverse_share_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """A loss weight per class: the inverse of its share of ``labels`` over the classes present
+    (``n / (present classes x n_c)``, scikit-learn's "balanced"), so each class weighs as much in
+    total; a class absent from ``labels`` gets 0 (it has no examples to weigh)."""
+    counts = np.bincount(np.asarray(labels), minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights

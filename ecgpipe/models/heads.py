@@ -11,10 +11,18 @@ def n_outputs_for(n_classes: int) -> int:
     return 1 if n_classes == 2 else n_classes
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean loss of a batch; with ``class_weights`` (one per class) each example's loss weighted by its
+    class's and divided by the sum of the batch's weights (cross-entropy's ``weight``, also for one logit)."""
     if logits.shape[1] == 1:
-        return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
-    return nn.functional.cross_entropy(logits, labels)
+        if class_weights is None:
+            return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
+        weights = class_weights.to(logits.dtype)[labels]
+        losses = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype), reduction="none")
+        return (losses * weights).sum() / weights.sum()
+    if class_weights is None:
+        return nn.functional.cross_entropy(logits, labels)
+    return nn.functional.cross_entropy(logits, labels, weight=class_weights.to(logits.dtype))
 
 
 def predicted_labels(logits: torch.Tensor) -> torch.Tensor:

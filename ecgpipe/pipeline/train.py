@@ -128,7 +128,7 @@ def run_train(sections: TrainSections, spectrogram_dir: Path, signals_path: Path
 
     val_path = Path(chunks_dir) / "val.pt"
     sources = LoaderSources(spectrogram_dir, balance_path, chunks_dir, signals_path, device,
-                            train.batch_size, chunk.size, chunk.seed, experiment.augment)
+                            train.batch_size, chunk.size, chunk.seed, experiment.augment, experiment.class_balance)
     loader = LOADERS[experiment.loader](
         sources,
         lambda signals, rows: model_preprocessing(name, experiment, chunk.size, stage_preprocessing, signals, rows))
@@ -149,7 +149,8 @@ def run_train(sections: TrainSections, spectrogram_dir: Path, signals_path: Path
         try:
             history = fit(model, batches, validate, experiment.epochs, experiment.lr, train.seed,
                           on_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
-                          lr_schedule=experiment.lr_schedule, precision=precision)
+                          lr_schedule=experiment.lr_schedule, precision=precision,
+                          class_weights=loader.class_weights)
         except TrainingError as exc:  # the MLflow run ends FAILED, and nothing is written
             raise TrainingError(f"experiment {name}: {exc} (experiments.{name}.lr is {experiment.lr:g})") from None
         model = model.cpu().eval()

@@ -39,17 +39,18 @@ def make_lr_schedule(optimizer: torch.optim.Optimizer, schedule: str, epochs: in
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               precision: str = "float32"):
+               precision: str = "float32", class_weights: torch.Tensor | None = None):
     """One forward, backward and Adam step; returns the loss and the logits, detached (no sync).
 
     Nothing else happens per batch: the epoch's loss and accuracy are computed once, from all
     its batches' outputs (``EpochOutputs``), which on a CPU saves a handful of small operations
     per step. ``precision`` bfloat16: the forward pass under autocast, the loss in float32.
+    ``class_weights``: the loss's weight of each class (:func:`ecgpipe.models.heads.loss_fn`).
     """
     with autocast(precision, x.device):
         logits = model(x)
     logits = logits.float()
-    loss = loss_fn(logits, y)
+    loss = loss_fn(logits, y, class_weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -102,10 +103,12 @@ def fit(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     lr_schedule: str = "constant",
     precision: str = "float32",
+    class_weights: torch.Tensor | None = None,
 ) -> History:
     """Train with Adam; after each epoch ``validate(model)`` (in float32, its figures by history name)
     and call ``on_epoch(epoch, metrics)``.
-    ``precision``: as :func:`ecgpipe.training.precision.resolve_precision` returned it."""
+    ``precision``: as :func:`ecgpipe.training.precision.resolve_precision` returned it; ``class_weights``:
+    the loss's weight of each class, on the batches' device (None: unweighted), which the history's training loss is too."""
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same order on any device
     optimizer = make_optimizer(model, lr)
     schedule = make_lr_schedule(optimizer, lr_schedule, epochs)
@@ -117,7 +120,7 @@ def fit(
         started = time.perf_counter()
         with tqdm(batches(generator), desc=f"epoch {epoch}/{epochs}", leave=False, disable=None) as bar:
             for i, (x, y) in enumerate(bar):
-                loss, logits = train_step(model, optimizer, x, y, precision)
+                loss, logits = train_step(model, optimizer, x, y, precision, class_weights)
                 outputs.add(loss, logits, y)
                 if i % 20 == 0 and not bar.disable:
                     loss_so_far, acc_so_far = outputs.loss_and_accuracy()

@@ -6,6 +6,9 @@
 - ``random_crop``: the same on the raw signal: one crop per recording at a random sample offset,
   augmented (``ecgpipe.signal.augment``) if the experiment says so, and turned into network input by the
   model's featurizer (a raw crop, or the span of one spectrogram chunk), on the device, per batch.
+
+The two that draw from recordings also take ``class_balance: loss_weights`` (:func:`class_balance`):
+the recordings in their natural shares and a class-weighted loss, in place of the balance stage's copies.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ecgpipe.core.io import load_tensors, read_json
+from ecgpipe.data.balance import inverse_share_weights
 from ecgpipe.data.signals import SignalSet, load_signal_set
 from ecgpipe.data.store import SPECTRA_FILE, Chunks
 from ecgpipe.inference.featurizers import Featurizer
@@ -53,6 +57,33 @@ class Spectrograms:
 Batches = Callable[[torch.Generator], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
 
+@dataclass(frozen=True)
+class ClassBalance:
+    """How a loader evens out the classes: the rows an epoch draws from (each at most as often as it is
+    listed), how many it draws, and the loss's weight per class (None: unweighted)."""
+
+    rows: torch.Tensor
+    epoch_size: int
+    class_weights: torch.Tensor | None = None
+
+
+def class_balance(balanced_rows: torch.Tensor, labels: torch.Tensor, n_classes: int, how: str) -> ClassBalance:
+    """``oversample``: the balance stage's rows ``balanced_rows`` (minority classes copied), each once an
+    epoch. ``loss_weights``: each training recording (a distinct row of them) in its natural share, listed
+    often enough that an epoch draws as many as the balanced set has (the same number of steps, so the
+    two recipes differ only in the classes' mix), and the loss weighted by the inverse of each class's
+    share of the training recordings (``labels``: every row's class)."""
+    if how == "oversample":
+        return ClassBalance(balanced_rows, len(balanced_rows))
+    if how != "loss_weights":
+        raise ValueError(f"unknown class_balance {how!r}; expected oversample or loss_weights")
+    natural = torch.unique(balanced_rows)
+    copies = -(-len(balanced_rows) // len(natural))
+    weights = inverse_share_weights(labels[natural].cpu().numpy(), n_classes)
+    return ClassBalance(natural.repeat(copies), len(balanced_rows),
+                        torch.as_tensor(weights, dtype=torch.float32, device=balanced_rows.device))
+
+
 def chunked_batches(train: Chunks, batch_size: int) -> Batches:
     """Each epoch: the balanced training chunks in a fresh random order."""
 
@@ -66,9 +97,12 @@ def chunked_batches(train: Chunks, batch_size: int) -> Batches:
     return epoch
 
 
-def random_chunk_batches(recordings: Spectrograms, chunk_size: int, batch_size: int) -> Batches:
-    """Each epoch: every balanced training recording once, as one random window of ``chunk_size``."""
-    rows = recordings.balanced_train
+def random_chunk_batches(recordings: Spectrograms, chunk_size: int, batch_size: int,
+                         balance: ClassBalance | None = None) -> Batches:
+    """Each epoch: every balanced training recording once, as one random window of ``chunk_size``
+    (or ``balance``'s draw of the training recordings)."""
+    balance = balance or ClassBalance(recordings.balanced_train, len(recordings.balanced_train))
+    rows = balance.rows
     usable = recordings.windows[rows] >= chunk_size  # a recording shorter than a chunk gives none
     rows = rows[usable]
     if len(rows) == 0:
@@ -76,7 +110,7 @@ def random_chunk_batches(recordings: Spectrograms, chunk_size: int, batch_size: 
 
     def epoch(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = rows.device
-        order = rows[torch.randperm(len(rows), generator=generator).to(device)]
+        order = rows[torch.randperm(len(rows), generator=generator).to(device)][:balance.epoch_size]
         # any start from 0 to windows - size, uniformly, for all recordings of the epoch at once
         room = (recordings.windows[order] - chunk_size + 1).to(torch.float64)
         starts = (torch.rand(len(order), generator=generator, dtype=torch.float64).to(device) * room).long()
@@ -88,10 +122,11 @@ def random_chunk_batches(recordings: Spectrograms, chunk_size: int, batch_size: 
 
 
 def random_crop_batches(signals: SignalSet, rows: torch.Tensor, featurizer: Featurizer, batch_size: int,
-                        augmentation: Augmentation | None = None) -> Batches:
-    """Each epoch: every balanced training recording ``rows`` once, as one crop of the raw signal at
-    a uniformly random offset (drawn for the whole epoch at once), augmented if asked, and turned
-    into network input by ``featurizer`` batch by batch."""
+                        augmentation: Augmentation | None = None, epoch_size: int | None = None) -> Batches:
+    """Each epoch: every balanced training recording ``rows`` once (or the first ``epoch_size`` of them
+    in the epoch's random order), as one crop of the raw signal at a uniformly random offset (drawn for
+    the whole epoch at once), augmented if asked, and turned into network input by ``featurizer`` batch
+    by batch."""
     span = featurizer.window_samples
     drawn = span if augmentation is None else augmentation.input_samples(span)
     lengths = signals.lengths[rows]
@@ -103,7 +138,7 @@ def random_crop_batches(signals: SignalSet, rows: torch.Tensor, featurizer: Feat
 
     def epoch(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = rows.device
-        order = rows[torch.randperm(len(rows), generator=generator).to(device)]
+        order = rows[torch.randperm(len(rows), generator=generator).to(device)][:epoch_size]
         room = (signals.lengths[order] - drawn + 1).to(torch.float64)
         offsets = (torch.rand(len(order), generator=generator, dtype=torch.float64).to(device) * room).long()
         starts = signals.offsets[order] + offsets
@@ -131,6 +166,7 @@ class LoaderSources:
     chunk_size: int
     chunk_seed: int
     augment: Augmentation | None = None
+    class_balance: str = "oversample"  # or loss_weights (class_balance())
 
 
 # the preprocessing object a model trains with, from the training signals and rows where its
@@ -143,6 +179,7 @@ class Loader:
     batches: Batches
     inputs: list[Path]  # the files it read (MLflow lineage)
     preprocessing: Preprocessing
+    class_weights: torch.Tensor | None = None  # the loss's, per class (class_balance())
 
 
 LOADERS: dict[str, Callable[[LoaderSources, Featurize], Loader]] = {}
@@ -168,8 +205,11 @@ def random_chunk_loader(src: LoaderSources, featurize: Featurize) -> Loader:
     """One chunk at a random window offset from each balanced training recording, each epoch."""
     preprocessing = featurize(None, None)
     recordings = Spectrograms.load(src.spectrogram_dir, src.balance_path, src.device)
-    return Loader(random_chunk_batches(recordings, src.chunk_size, src.batch_size),
-                  [Path(src.spectrogram_dir) / SPECTRA_FILE, Path(src.balance_path)], preprocessing)
+    balance = class_balance(recordings.balanced_train, recordings.labels, len(preprocessing.class_names),
+                            src.class_balance)
+    return Loader(random_chunk_batches(recordings, src.chunk_size, src.batch_size, balance),
+                  [Path(src.spectrogram_dir) / SPECTRA_FILE, Path(src.balance_path)], preprocessing,
+                  balance.class_weights)
 
 
 @register_loader("random_crop")
@@ -181,5 +221,7 @@ def random_crop_loader(src: LoaderSources, featurize: Featurize) -> Loader:
     signals = load_signal_set(src.signals_path, src.spectrogram_dir).to(src.device)
     train_rows = torch.tensor(read_json(src.balance_path)["train"], dtype=torch.long, device=src.device)
     preprocessing = featurize(signals, train_rows)
-    batches = random_crop_batches(signals, train_rows, preprocessing.featurizer, src.batch_size, src.augment)
-    return Loader(batches, [Path(src.signals_path), Path(src.balance_path)], preprocessing)
+    balance = class_balance(train_rows, signals.labels, len(preprocessing.class_names), src.class_balance)
+    batches = random_crop_batches(signals, balance.rows, preprocessing.featurizer, src.batch_size, src.augment,
+                                  balance.epoch_size)
+    return Loader(batches, [Path(src.signals_path), Path(src.balance_path)], preprocessing, balance.class_weights)
