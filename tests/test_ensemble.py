@@ -298,3 +298,8 @@ def test_the_model_card_of_a_shipped_ensemble_says_what_it_is(ensemble):
     card = model_card(Shipped("test-af", ensemble["name"], ensemble["run_id"], "t", "passed its gate"), network,
                       detector, shift_table([ensemble["name"]], ensemble["out"] / "metrics"), 1, 0.95, spec)
     assert "2.0% of those labelled `N` are called AF" in card and "11.4% of those labelled `O`" in card
+    # a learned combiner (ensemble.json has one only then) is named in place of the weight it does not use
+    learned = {**spec, "combiner": {"kind": "logistic"}}
+    card = model_card(Shipped("test-af", ensemble["name"], ensemble["run_id"], "t", "passed its gate"), network,
+                      ensemble["summary"], shift_table([ensemble["name"]], ensemble["out"] / "metrics"), 1, 0.95, learned)
+    assert "joined by a logistic regression fitted on recordings held out of training" in card and "weight 0.5" not in card
