@@ -88,6 +88,19 @@ def test_stages_that_never_filter_a_signal_start_without_scipy_signal():
     assert out.strip() == "[]"
 
 
+def test_stages_that_never_hold_a_tensor_start_without_torch():
+    """torch takes over a second to import and every stage reads params.yaml: the stages that check
+    params, write a task's params, fetch the archive or balance a split's rows never import it."""
+    code = ("import sys\n"
+            "from ecgpipe.params import load_params\n"
+            "import ecgpipe.pipeline.stage, ecgpipe.pipeline.check, ecgpipe.pipeline.task, ecgpipe.pipeline.download\n"
+            "import ecgpipe.pipeline.balance\n"
+            "load_params('params.yaml')\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_each_tasks_stage_runs_what_the_notebooks_stage_of_the_same_name_runs():
     """dvc.yaml's task_X family repeats the notebook's stage X on the task's params file (dvc.yaml has
     no way to share a stage's lists): the same code, the same params keys, the same script."""

@@ -1,9 +1,12 @@
 """Devices: the names ``train.device`` and ``--device`` take, and the torch device they mean."""
 from __future__ import annotations
 
-import torch
+import typing
 
 from ecgpipe.core.errors import ParamsError
+
+if typing.TYPE_CHECKING:  # torch is imported where a device is made: every stage reads this module's names
+    import torch
 
 DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
 
@@ -28,6 +31,8 @@ def is_device_name(name: str) -> bool:
 
 def resolve_device(name: str) -> torch.device:
     """The device that ``train.device`` names; a ParamsError if this machine does not have it."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

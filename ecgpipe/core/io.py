@@ -26,11 +26,12 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ecgpipe.core.errors import OutputError
+
+if TYPE_CHECKING:  # torch (about a second) is imported by the two functions that need it
+    import torch
 
 
 def _temp_name(path: Path) -> Path:
@@ -304,11 +305,15 @@ def write_tensors(path: str | Path, tensors: Any) -> None:
     would change the bytes (and DVC's hash) on every run; in memory it is always ``archive``.
     Writing the bytes ourselves also gives a full disk its own error (torch reports a RuntimeError).
     """
+    import torch
+
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
     Path(path).write_bytes(buffer.getvalue())
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    import torch
+
     # weights_only: a tensor file must never be able to run code when loaded.
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -5,12 +5,16 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
 
 from ecgpipe.core.errors import StoreError
 from ecgpipe.core.io import load_tensors, read_json
+
+if TYPE_CHECKING:  # the tensors come from load_tensors: the stages that read only the tables start without torch
+    import torch
 
 # File names inside the spectrogram stage's output folder.
 # {"spectra": (n, windows, bins) float32, "windows": (n,), "labels": (n,), "records_md5": md5 of records.csv}

@@ -9,7 +9,6 @@ from torch import nn
 
 from ecgpipe.models.conv import ConvReluPool
 from ecgpipe.models.recurrent import LSTM, RNN
-from ecgpipe.models.registry import register_model
 
 
 class MeanSpectrumNet(nn.Module):
@@ -104,33 +103,29 @@ class RecurrentNet(nn.Module):
         return self.head(h)
 
 
-@register_model
+# The constructors, by the names ecgpipe/models/registry.py's MODELS lists.
+
 def mean_spectrum(n_inputs: int, n_outputs: int, n_steps: int) -> nn.Module:
     return MeanSpectrumNet(n_inputs, n_outputs)
 
 
-@register_model
 def fully_connected(n_inputs: int, n_outputs: int, n_steps: int) -> nn.Module:
     return FullyConnectedNet(n_inputs * n_steps, n_outputs)
 
 
-@register_model(autocast=False)  # hand-written backward in float32
 def conv(n_inputs: int, n_outputs: int, n_steps: int) -> nn.Module:
     if n_steps < ConvNet.min_steps():
         raise ValueError(f"model conv needs chunks of at least {ConvNet.min_steps()} steps, got {n_steps}")
     return ConvNet(n_inputs, n_outputs)
 
 
-@register_model(autocast=False)  # hand-written backward in float32
 def rnn(n_inputs: int, n_outputs: int, n_steps: int, hidden: int = 128) -> nn.Module:
     return RecurrentNet(RNN(n_inputs, hidden), hidden, n_outputs)
 
 
-@register_model(autocast=False)  # hand-written backward in float32
 def lstm(n_inputs: int, n_outputs: int, n_steps: int, hidden: int = 128) -> nn.Module:
     return RecurrentNet(LSTM(n_inputs, hidden), hidden, n_outputs)
 
 
-@register_model
 def torch_lstm(n_inputs: int, n_outputs: int, n_steps: int, hidden: int = 128, num_layers: int = 1) -> nn.Module:
     return RecurrentNet(nn.LSTM(n_inputs, hidden, num_layers=num_layers, batch_first=True), hidden, n_outputs)

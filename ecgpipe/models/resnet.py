@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ecgpipe.models.registry import register_model
 
 STEM_WIDTH = 16
 WIDTHS = (16, 32, 64, 96, 128, 128)  # channels out of each of the six blocks
@@ -60,7 +59,6 @@ class RawResNet(nn.Module):
         return self.head(self.dropout(h.mean(dim=2)))
 
 
-@register_model(input_kind="raw_signal")
 def raw_resnet(n_inputs: int, n_outputs: int, n_steps: int) -> nn.Module:
     """``n_steps`` (the training crop) does not fix the architecture: any length of input works."""
     return RawResNet(n_inputs, n_outputs)

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from ecgpipe.core.errors import fail_param
 from ecgpipe.core.units import ADC_PER_MV
+
+if TYPE_CHECKING:  # imported where crops are augmented: params.py (every stage) reads this class's fields
+    import torch
 
 MAINS_HZ = (50.0, 60.0)
 
@@ -68,6 +70,8 @@ class Augmentation:
 
     def apply(self, x: torch.Tensor, generator: torch.Generator, fs: float, span: int) -> torch.Tensor:
         """Augmented crops (n, span), float32, from crops ``x`` (n, input_samples(span)) in CinC units."""
+        import torch
+
         n, device = len(x), x.device
         # all scalar draws at once, in a fixed order: columns 0-6 decide whether each transform applies
         # (with ``probability``; 7 is unused), columns 8-15 draw the amounts of stretch, gain, dropout,
@@ -119,4 +123,4 @@ class Augmentation:
     @staticmethod
     def _sinusoid(amplitude: torch.Tensor, hz: torch.Tensor, phase01: torch.Tensor, seconds: torch.Tensor):
         angle = 2 * math.pi * (hz[:, None] * seconds[None, :] + phase01[:, None])
-        return (amplitude[:, None] * torch.sin(angle)).to(torch.float32)
+        return (amplitude[:, None] * angle.sin()).float()

@@ -20,12 +20,14 @@ All off (the default) is the identity: the notebook's input, untouched.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from ecgpipe.core.errors import fail_param
+
+if TYPE_CHECKING:  # imported where windows are filtered: params.py (every stage) reads this class's fields
+    import torch
 
 MAD_TO_STD = 1.4826  # the MAD of a normal distribution times this is its standard deviation
 MIN_SCALE = 1e-3  # a flat window (scale 0) is divided by this instead: it stays flat, not NaN
@@ -67,6 +69,8 @@ class Conditioning:
 
     def filter(self, x: torch.Tensor, fs: float) -> torch.Tensor:
         """Zero-phase filtering of each row of ``x`` (windows, samples)."""
+        import torch
+
         if self.highpass_hz is None and self.lowpass_hz is None:
             return x
         n = x.shape[-1]
@@ -85,7 +89,7 @@ class Conditioning:
         """The conditioned windows: filtered, then divided by their robust scale (``amplitude: mad``)."""
         if self.is_identity:
             return x
-        x = self.filter(x.to(torch.float32) if not x.is_floating_point() else x, fs)
+        x = self.filter(x.float() if not x.is_floating_point() else x, fs)
         if self.amplitude == "mad":
             centred = x - x.median(dim=-1, keepdim=True).values
             scale = MAD_TO_STD * centred.abs().median(dim=-1, keepdim=True).values
