@@ -75,30 +75,29 @@ def test_every_import_goes_down_and_an_upward_one_is_caught(tmp_path):
     assert "ecgpipe.core.units -> ecgpipe.pipeline.stage" in broken.stdout
 
 
+def imported_after_loading_params(stages: list[str], package: str) -> list[str]:
+    """The modules of ``package`` that a fresh process holds after importing the pipeline modules of
+    ``stages`` and reading params.yaml, as those stages' processes do."""
+    code = ("import sys\n"
+            "from ecgpipe.params import load_params\n"
+            f"import ecgpipe.pipeline.stage, {', '.join(f'ecgpipe.pipeline.{s}' for s in stages)}\n"
+            "load_params('params.yaml')\n"
+            f"print(' '.join(sorted(m for m in sys.modules if m == {package!r} or m.startswith({package + '.'!r}))))")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+
+
 def test_stages_that_never_filter_a_signal_start_without_scipy_signal():
     """scipy.signal takes about a second to import, and every stage reads params.yaml (whose shifts
     use it): the stages that cut, split or balance import it only where a signal is filtered."""
-    code = ("import sys\n"
-            "from ecgpipe.params import load_params\n"
-            "import ecgpipe.pipeline.stage, ecgpipe.pipeline.check, ecgpipe.pipeline.download, ecgpipe.pipeline.split\n"
-            "import ecgpipe.pipeline.balance, ecgpipe.pipeline.chunk, ecgpipe.pipeline.signals, ecgpipe.pipeline.train\n"
-            "load_params('params.yaml')\n"
-            "print(sorted(m for m in sys.modules if m.startswith('scipy.signal')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    stages = ["check", "download", "split", "balance", "chunk", "signals", "train"]
+    assert imported_after_loading_params(stages, "scipy.signal") == []
 
 
 def test_stages_that_never_hold_a_tensor_start_without_torch():
     """torch takes over a second to import and every stage reads params.yaml: the stages that check
     params, write a task's params, fetch the archive or balance a split's rows never import it."""
-    code = ("import sys\n"
-            "from ecgpipe.params import load_params\n"
-            "import ecgpipe.pipeline.stage, ecgpipe.pipeline.check, ecgpipe.pipeline.task, ecgpipe.pipeline.download\n"
-            "import ecgpipe.pipeline.balance\n"
-            "load_params('params.yaml')\n"
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert imported_after_loading_params(["check", "task", "download", "balance"], "torch") == []
+    assert "torch" in imported_after_loading_params(["split"], "torch")  # the check sees torch when it is there
 
 
 def test_each_tasks_stage_runs_what_the_notebooks_stage_of_the_same_name_runs():
