@@ -126,3 +126,16 @@ def test_batch_sizes_that_can_change_outputs_are_dvc_params():
     for stage in ("train", "evaluate"):
         assert "train.eval_batch_size" in stages[stage]["do"]["params"], stage
     assert "train.eval_batch_size" in stages["report"]["params"]
+
+
+def test_every_model_table_entry_names_a_constructor_and_a_known_input():
+    """The registry is a table (it needs no torch): each line must point at a constructor of that name in
+    its module, with an input kind the loaders know."""
+    import importlib
+
+    from ecgpipe.models import MODELS
+    from ecgpipe.models.registry import INPUT_KINDS
+
+    for name, entry in MODELS.items():
+        assert entry.input_kind in INPUT_KINDS, name
+        assert callable(getattr(importlib.import_module(f"ecgpipe.models.{entry.module}"), name, None)), name
