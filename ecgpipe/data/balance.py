@@ -31,8 +31,6 @@ def oversample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(extra)
 
 
-
-
 def inverse_share_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """A loss weight per class: the inverse of its share of ``labels`` over the classes present
     (``n / (present classes x n_c)``, scikit-learn's "balanced"), so each class weighs as much in
