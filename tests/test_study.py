@@ -455,6 +455,45 @@ def test_a_candidate_study_is_paired_against_another_fold_by_fold(tmp_path):
         report_study("crop18", uri, "ecgpipe", tmp_path / "other", against="crop18")
 
 
+def test_a_lever_study_pairs_the_gates_device_shift_checks_with_todays(tmp_path):
+    """A lever is judged, among others, by AF found's change under the worst device shift
+    (docs/decisions/af-detector-levers.md): with the task's gate, the report's table and its pairs across
+    studies carry the gate's shift checks, paired fold by fold as computed here."""
+    from ecgpipe.core.results import STUDY_FIGURES as FIGURES
+    from ecgpipe.params import GateCheck
+    from ecgpipe.reporting.study import report_study
+
+    rng = np.random.default_rng(3)
+
+    def runs():
+        return {("resnet", k): {f: float(rng.uniform(0.7, 0.9)) for f in FIGURES} | {
+            "worst_shift_f1_A": 0.8, "worst_shift_f1_A_change": -0.01, "worst_shift_min_roc_auc": 0.97,
+            "worst_shift_recall_A_change": float(rng.uniform(-0.06, 0.0)),
+            "worst_shift_min_af_roc_auc": float(rng.uniform(0.95, 0.99))} for k in range(3)}
+
+    today, candidate = runs(), runs()
+    uri = _hand_built_store(tmp_path, today, study="today", params={"split.folds": 3})
+    _hand_built_store(tmp_path, candidate, study="weights", params={"split.folds": 3})
+    gate = {"record_recall_A": GateCheck(at_least=0.5), "worst_shift_recall_A_change": GateCheck(at_least=-0.05),
+            "min_shift_af_roc_auc": GateCheck(at_least=0.95)}
+    summary, pairs = report_study("weights", uri, "ecgpipe", tmp_path / "reports", gate=gate, against="today")
+    (pair,) = pairs.to_dict("records")
+    sign = 1 if pair["a"] == "weights/resnet" else -1
+    for column, metric in (("worst_shift_recall_A_change", "worst_shift_recall_A_change"),
+                           ("min_shift_af_roc_auc", "worst_shift_min_af_roc_auc")):
+        d = np.array([candidate[("resnet", k)][metric] - today[("resnet", k)][metric] for k in range(3)])
+        assert sign * pair[f"{column}_difference"] == pytest.approx(d.mean(), abs=1e-12), column
+        mean = np.mean([candidate[("resnet", k)][metric] for k in range(3)])
+        assert summary.set_index("experiment").loc["weights/resnet", f"{column}_mean"] == pytest.approx(mean, abs=1e-12)
+    assert "| worst_shift_recall_A_change |" in (tmp_path / "reports" / "study.md").read_text()
+    # a study whose runs logged no device shift: the table leaves the gate's shift checks out
+    plain = {("resnet", k): {f: 0.8 for f in FIGURES if f != "worst_shift_f1_A"} for k in range(3)}
+    (tmp_path / "plain").mkdir()
+    uri = _hand_built_store(tmp_path / "plain", plain, study="plain", params={"split.folds": 3})
+    summary, _ = report_study("plain", uri, "ecgpipe", tmp_path / "plain" / "reports", gate=gate)
+    assert "worst_shift_recall_A_change_mean" not in summary.columns
+
+
 def test_a_study_keeps_the_settings_it_was_queued_with(tmp_path):
     """`study run --set` is recorded on the study's parent run; queueing more of the study with other
     settings is refused, as one study's runs must share one recipe."""

@@ -24,6 +24,7 @@ from ecgpipe.core.results import (
     STUDY_TASK_PAIRED,
     VAL,
     interval,
+    is_record_column,
     joined,
     mlflow_names,
     study_metric,
@@ -106,6 +107,9 @@ def collect_runs(name: str, tracking_uri: str, experiment_name: str, gate: tuple
         raise StudyError(f"no finished MLflow run is tagged {STUDY_TAG}={name!r} in {tracking_uri}")
     figures = STUDY_FIGURES + tuple(f for f in STUDY_TASK_FIGURES if any(not np.isnan(r[f]) for r in rows))
     _check_figures(rows, figures)
+    # the gate's device-shift checks (AF found's change under the worst shift, the lowest AF ROC AUC)
+    # are figures of the table too, where every run has them: a lever's study pairs them with today's
+    figures += tuple(c for c in gate if not is_record_column(c) and all(not np.isnan(r[c]) for r in rows))
     runs = pd.DataFrame(rows).drop_duplicates(["experiment", "fold", "seed"])  # newest first: keep it
     return StudyRuns(name, runs.sort_values(["experiment", "seed", "fold"]).reset_index(drop=True), figures)
 
@@ -503,7 +507,6 @@ def declared_threshold_markdown(figures: pd.DataFrame, gate: dict, threshold: fl
     """Rule B (a declared threshold on P(A)) beside rule A (each fold's served point): per experiment,
     each rule's mean across folds, B − A paired by fold, and how many folds pass the gate's checks
     that a table of recordings answers (``gate``'s recording-level columns)."""
-    from ecgpipe.core.results import is_record_column
     from ecgpipe.reporting.champion import gate_failures
 
     columns = tuple(c for c in figures.columns if c not in ("experiment", "fold", "seed", "rule"))
@@ -594,7 +597,7 @@ def report_study(name: str, tracking_uri: str, experiment_name: str, out_dir: Pa
         markdown += gate_markdown(judged, gate, confidence) + "\n"
     declared = pd.DataFrame()
     if af_threshold is not None:
-        from ecgpipe.core.results import DEFAULT_CHAMPION_METRIC, is_record_column
+        from ecgpipe.core.results import DEFAULT_CHAMPION_METRIC
 
         # the gate's recording checks, then F1(A) and (four classes) the challenge score
         columns = tuple(dict.fromkeys([*(c for c in gate or {} if is_record_column(c)),
