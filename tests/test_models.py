@@ -111,7 +111,7 @@ def test_evaluation_batch_size_changes_logits_by_rounding_at_most(name):
 
     torch.manual_seed(0)
     model = create_model(name, 17, 1, n_steps=40)
-    x = torch.randn(130, 40, 17)  # every batch size below but the last leaves a part batch
+    x = torch.randn(130, 40, 17)  # batch sizes 7, 64 and 100 each end on a part batch
     whole = predict_logits(model, x, batch_size=4096)
     for batch_size in (1, 7, 64, 100, 1024):
         torch.testing.assert_close(predict_logits(model, x, batch_size=batch_size), whole, rtol=1e-5, atol=1e-5)
