@@ -6,12 +6,12 @@ recordings (as the study report's ``..._at_sensitivity_95_O``), then the median 
 (the ``features`` stage's table) of AF, of O called AF and of O not called AF.
 
     MLFLOW_TRACKING_URI=sqlite:////path/to/study-mlflow.db python benchmarks/o_false_alarms.py \\
-        --study cv5-four-rhythm --experiment raw_resnet-robust_crop+rhythm --features data/features.csv
+        --study cv5-four-rhythm --experiment raw_resnet-robust_crop+rhythm --features data/features.csv \\
+        --mlflow-experiment ecgpipe-four-class
 """
 import argparse
 import os
 
-import numpy as np
 import pandas as pd
 
 FEATURES = ["rr_cv", "irregular_share", "premature_share", "rr_sample_entropy", "p_wave_ratio", "beat_corr_mean",
@@ -21,22 +21,25 @@ FEATURES = ["rr_cv", "irregular_share", "premature_share", "rr_sample_entropy", 
 def main() -> None:
     from mlflow.tracking import MlflowClient
 
-    from ecgpipe.reporting.study import record_predictions
+    from ecgpipe.evaluation.calibration import operating_threshold
+    from ecgpipe.evaluation.metrics import AF_SENSITIVITY
+    from ecgpipe.reporting.study import collect_runs, record_predictions
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", required=True)
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--features", required=True, help="the features stage's table (data/features.csv)")
+    parser.add_argument("--mlflow-experiment", required=True, help="the task's mlflow.experiment_name")
     args = parser.parse_args()
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    # the study report's runs: finished, the newest per fold
+    runs = collect_runs(args.study, client.tracking_uri, args.mlflow_experiment).runs
     tables = []
-    for experiment in client.search_experiments():
-        for run in client.search_runs([experiment.experiment_id], filter_string=f"tags.study = '{args.study}'"):
-            if run.info.run_name == args.experiment and "fold" in run.data.tags and run.info.status == "FINISHED":
-                table = record_predictions(client, run.info.run_id).copy()
-                p_af = np.sort(table.loc[table["actual"] == "A", "p_A"].to_numpy())
-                threshold = p_af[int(np.floor(0.05 * len(p_af)))]  # finds at least 95% of the fold's AF
-                tables.append(table.assign(fold=int(run.data.tags["fold"]), alarm=table["p_A"] >= threshold))
+    for run in runs[runs["experiment"] == args.experiment].itertuples():
+        table = record_predictions(client, run.run_id).copy()
+        threshold = operating_threshold(table["p_A"].to_numpy(), (table["actual"] == "A").to_numpy(),
+                                        AF_SENSITIVITY)  # finds at least 95% of the fold's AF
+        tables.append(table.assign(fold=run.fold, alarm=table["p_A"] >= threshold))
     if not tables:
         raise SystemExit(f"no finished run {args.experiment} of study {args.study} in {client.tracking_uri}")
     table = pd.concat(tables).join(pd.read_csv(args.features).set_index("record"), on="record")
